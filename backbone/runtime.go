@@ -1,0 +1,150 @@
+package backbone
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+
+	ort "github.com/yalue/onnxruntime_go"
+)
+
+// RuntimeLibraryEnv names the environment variable that points at ONNX
+// Runtime's shared library. ONNXRUNTIME_SHARED_LIBRARY_PATH (the binding's
+// own convention) is honoured after it.
+const RuntimeLibraryEnv = "HEADTUNE_ORT_LIB"
+
+// ErrRuntimeMissing is wrapped by the error returned when no usable ONNX
+// Runtime library is found.
+var ErrRuntimeMissing = errors.New("ONNX Runtime shared library not found")
+
+const runtimeHint = "run `make setup` (fetches onnxruntime-node's libonnxruntime.so.1 into .deps/), or point --ort-lib / " + RuntimeLibraryEnv + " at libonnxruntime.so.1 (version 1.24 or newer)"
+
+// RuntimeCandidates lists, in search order, the places FindRuntimeLibrary
+// looks: the explicit path, HEADTUNE_ORT_LIB, ONNXRUNTIME_SHARED_LIBRARY_PATH,
+// the repo-local setup folder (.deps/onnxruntime beside the executable, its
+// parent folders, and the working directory's), then the system loader's
+// names.
+func RuntimeCandidates(explicit string) []string {
+	var c []string
+	add := func(p string) {
+		if p != "" {
+			c = append(c, p)
+		}
+	}
+	add(explicit)
+	add(os.Getenv(RuntimeLibraryEnv))
+	add(os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH"))
+	lib := "libonnxruntime.so.1"
+	if runtime.GOOS == "darwin" {
+		lib = "libonnxruntime.dylib"
+	}
+	var roots []string
+	if exe, err := os.Executable(); err == nil {
+		if real, err := filepath.EvalSymlinks(exe); err == nil {
+			exe = real
+		}
+		roots = append(roots, filepath.Dir(exe))
+	}
+	if wd, err := os.Getwd(); err == nil {
+		roots = append(roots, wd)
+	}
+	seen := map[string]bool{}
+	for _, r := range roots {
+		// Walk up a few levels so bin/headtune and test binaries in package
+		// folders find the repository's .deps.
+		for i := 0; i < 6 && r != "" && !seen[r]; i++ {
+			seen[r] = true
+			add(filepath.Join(r, ".deps", "onnxruntime", lib))
+			parent := filepath.Dir(r)
+			if parent == r {
+				break
+			}
+			r = parent
+		}
+	}
+	for _, d := range []string{"/usr/local/lib", "/usr/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu"} {
+		add(filepath.Join(d, lib))
+	}
+	return c
+}
+
+// FindRuntimeLibrary returns the first existing candidate of
+// RuntimeCandidates. An explicit path or environment variable that names a
+// missing file is an error rather than silently skipped: the user asked for
+// that file.
+func FindRuntimeLibrary(explicit string) (string, error) {
+	for i, env := range []string{explicit, os.Getenv(RuntimeLibraryEnv), os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH")} {
+		if env == "" {
+			continue
+		}
+		if _, err := os.Stat(env); err != nil {
+			src := [...]string{"--ort-lib", RuntimeLibraryEnv, "ONNXRUNTIME_SHARED_LIBRARY_PATH"}[i]
+			return "", fmt.Errorf("%w: %s=%s does not exist; %s", ErrRuntimeMissing, src, env, runtimeHint)
+		}
+		return env, nil
+	}
+	for _, p := range RuntimeCandidates("") {
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%w; %s", ErrRuntimeMissing, runtimeHint)
+}
+
+var (
+	runtimeMu   sync.Mutex
+	runtimePath string
+)
+
+// InitRuntime loads ONNX Runtime and creates the process's one environment.
+// It is safe to call many times: later calls with the same or an empty path
+// are no-ops; a later call naming another library is an error, since a
+// process can hold only one. The environment lives until ShutdownRuntime.
+func InitRuntime(explicit string) (string, error) {
+	runtimeMu.Lock()
+	defer runtimeMu.Unlock()
+	if ort.IsInitialized() {
+		if explicit != "" && explicit != runtimePath {
+			return runtimePath, fmt.Errorf("ONNX Runtime already loaded from %s; cannot also load %s", runtimePath, explicit)
+		}
+		return runtimePath, nil
+	}
+	path, err := FindRuntimeLibrary(explicit)
+	if err != nil {
+		return "", err
+	}
+	ort.SetSharedLibraryPath(path)
+	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
+		msg := err.Error()
+		if strings.Contains(msg, "API version") || strings.Contains(msg, "not supported") {
+			return "", fmt.Errorf("load ONNX Runtime %s: %v (headtune needs ONNX Runtime 1.24 or newer; %s)", path, err, runtimeHint)
+		}
+		return "", fmt.Errorf("load ONNX Runtime %s: %v; %s", path, err, runtimeHint)
+	}
+	runtimePath = path
+	return path, nil
+}
+
+// RuntimeVersion returns the loaded ONNX Runtime's version string.
+func RuntimeVersion() string {
+	if !ort.IsInitialized() {
+		return ""
+	}
+	return ort.GetVersion()
+}
+
+// ShutdownRuntime destroys the process's environment. Sessions must have
+// been closed first.
+func ShutdownRuntime() error {
+	runtimeMu.Lock()
+	defer runtimeMu.Unlock()
+	if !ort.IsInitialized() {
+		return nil
+	}
+	runtimePath = ""
+	return ort.DestroyEnvironment()
+}

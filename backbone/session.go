@@ -1,0 +1,207 @@
+package backbone
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	ort "github.com/yalue/onnxruntime_go"
+)
+
+// SessionOptions configures an ONNX Runtime session.
+type SessionOptions struct {
+	// Threads is ONNX Runtime's intra-op thread count; 0 leaves its default
+	// (one per core).
+	Threads int
+	// Device is "cpu" (default) or "cuda".
+	Device string
+	// DeviceID selects the GPU for Device "cuda".
+	DeviceID int
+	// Spinning lets idle intra-op threads spin-wait. It is off by default:
+	// spinning threads steal the cores that decode workers need (measured
+	// 172 vs 234 images/s for MobileNetV2 under decode load, see README).
+	Spinning bool
+}
+
+// Session runs one ONNX model with one float32 input of per-sample shape
+// InputShape and float32 outputs of OutputSizes values per sample. It is
+// safe for concurrent use: ONNX Runtime's sessions are, and Run keeps no
+// state between calls. Close releases every C-side object.
+type Session struct {
+	sess        *ort.DynamicAdvancedSession
+	runOpts     *ort.RunOptions
+	inputName   string
+	outputNames []string
+	inputShape  []int64 // per sample, batch axis excluded
+	outputSizes []int
+	maxBatch    int // 0: any; 1 for models with a fixed batch of 1
+}
+
+// SessionSpec names what a Session feeds and reads.
+type SessionSpec struct {
+	Input       string  // input tensor name
+	InputShape  []int64 // per-sample input shape, e.g. [3,224,224] or [224,224,3]
+	Outputs     []string
+	OutputSizes []int // values per sample of each output
+	// FixedBatch is the model's fixed batch size (1 for models exported
+	// without a dynamic batch axis), or 0 when the batch axis is dynamic.
+	FixedBatch int
+}
+
+// NewSession compiles model (serialised ONNX bytes, not retained) into an
+// ONNX Runtime session. InitRuntime must have been called.
+func NewSession(model []byte, spec SessionSpec, opt SessionOptions) (*Session, error) {
+	if !ort.IsInitialized() {
+		return nil, fmt.Errorf("ONNX Runtime is not loaded (call InitRuntime first)")
+	}
+	if len(spec.Outputs) == 0 || len(spec.Outputs) != len(spec.OutputSizes) {
+		return nil, fmt.Errorf("session: %d outputs with %d sizes", len(spec.Outputs), len(spec.OutputSizes))
+	}
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("session options: %w", err)
+	}
+	defer so.Destroy()
+	if opt.Threads > 0 {
+		if err := so.SetIntraOpNumThreads(opt.Threads); err != nil {
+			return nil, fmt.Errorf("set %d threads: %w", opt.Threads, err)
+		}
+	}
+	if err := so.SetInterOpNumThreads(1); err != nil {
+		return nil, err
+	}
+	spin := "0"
+	if opt.Spinning {
+		spin = "1"
+	}
+	if err := so.AddSessionConfigEntry("session.intra_op.allow_spinning", spin); err != nil {
+		return nil, err
+	}
+	switch opt.Device {
+	case "", "cpu":
+	case "cuda":
+		cuda, err := ort.NewCUDAProviderOptions()
+		if err != nil {
+			return nil, fmt.Errorf("--device cuda: this ONNX Runtime library has no CUDA support (%v); use a GPU build of libonnxruntime (onnxruntime-gpu 1.24+) with --ort-lib", err)
+		}
+		defer cuda.Destroy()
+		if err := cuda.Update(map[string]string{"device_id": strconv.Itoa(opt.DeviceID)}); err != nil {
+			return nil, fmt.Errorf("--device cuda: %w", err)
+		}
+		if err := so.AppendExecutionProviderCUDA(cuda); err != nil {
+			return nil, fmt.Errorf("--device cuda: this ONNX Runtime library cannot use CUDA (%v); the onnxruntime-node library that `make setup` fetches is CPU-only: use a GPU build of libonnxruntime (onnxruntime-gpu 1.24+) with --ort-lib", err)
+		}
+	default:
+		return nil, fmt.Errorf("unknown device %q: expected cpu or cuda", opt.Device)
+	}
+	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(model, []string{spec.Input}, spec.Outputs, so)
+	if err != nil {
+		return nil, fmt.Errorf("create ONNX Runtime session: %w", err)
+	}
+	ro, err := ort.NewRunOptions()
+	if err != nil {
+		sess.Destroy()
+		return nil, err
+	}
+	return &Session{
+		sess:        sess,
+		runOpts:     ro,
+		inputName:   spec.Input,
+		outputNames: append([]string(nil), spec.Outputs...),
+		inputShape:  append([]int64(nil), spec.InputShape...),
+		outputSizes: append([]int(nil), spec.OutputSizes...),
+		maxBatch:    spec.FixedBatch,
+	}, nil
+}
+
+// InputLen is the number of float32 values of one sample's input.
+func (s *Session) InputLen() int {
+	n := 1
+	for _, d := range s.inputShape {
+		n *= int(d)
+	}
+	return n
+}
+
+// OutputSizes returns the per-sample value counts of the outputs.
+func (s *Session) OutputSizes() []int { return append([]int(nil), s.outputSizes...) }
+
+// MaxBatch is the largest batch Run accepts in one call (0: unlimited).
+func (s *Session) MaxBatch() int { return s.maxBatch }
+
+// Run feeds n samples. in holds n*InputLen() values (batch-major); outs[i]
+// receives n*OutputSizes()[i] values. Neither is retained. When ctx is
+// cancelled during the run, ONNX Runtime is told to stop and ctx.Err() is
+// returned. Models with a fixed batch of 1 are run sample by sample.
+func (s *Session) Run(ctx context.Context, in []float32, n int, outs ...[]float32) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(outs) != len(s.outputNames) {
+		return fmt.Errorf("run: %d output buffers for %d outputs", len(outs), len(s.outputNames))
+	}
+	inLen := s.InputLen()
+	if len(in) < n*inLen {
+		return fmt.Errorf("run: input holds %d values, need %d for %d samples", len(in), n*inLen, n)
+	}
+	for i, o := range outs {
+		if len(o) < n*s.outputSizes[i] {
+			return fmt.Errorf("run: output %s holds %d values, need %d", s.outputNames[i], len(o), n*s.outputSizes[i])
+		}
+	}
+	if s.maxBatch > 0 && n > s.maxBatch {
+		step := s.maxBatch
+		sub := make([][]float32, len(outs))
+		for start := 0; start < n; start += step {
+			m := min(step, n-start)
+			for i, o := range outs {
+				sub[i] = o[start*s.outputSizes[i] : (start+m)*s.outputSizes[i]]
+			}
+			if err := s.Run(ctx, in[start*inLen:(start+m)*inLen], m, sub...); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if n == 0 {
+		return nil
+	}
+	shape := make(ort.Shape, 0, len(s.inputShape)+1)
+	shape = append(shape, int64(n))
+	shape = append(shape, s.inputShape...)
+	inT, err := ort.NewTensor(shape, in[:n*inLen])
+	if err != nil {
+		return fmt.Errorf("input tensor: %w", err)
+	}
+	defer inT.Destroy()
+	values := make([]ort.Value, len(outs))
+	for i, o := range outs {
+		t, err := ort.NewTensor(ort.NewShape(int64(n), int64(s.outputSizes[i])), o[:n*s.outputSizes[i]])
+		if err != nil {
+			return fmt.Errorf("output tensor: %w", err)
+		}
+		defer t.Destroy()
+		values[i] = t
+	}
+	stop := context.AfterFunc(ctx, func() { s.runOpts.Terminate() })
+	err = s.sess.RunWithOptions([]ort.Value{inT}, values, s.runOpts)
+	if !stop() {
+		// The run was cancelled: report that rather than ORT's message.
+		return ctx.Err()
+	}
+	if err != nil {
+		return fmt.Errorf("run %s: %w", s.inputName, err)
+	}
+	return nil
+}
+
+// Close destroys the session and its run options. Safe to call twice.
+func (s *Session) Close() error {
+	if s == nil || s.sess == nil {
+		return nil
+	}
+	err := s.sess.Destroy()
+	s.runOpts.Destroy()
+	s.sess, s.runOpts = nil, nil
+	return err
+}
