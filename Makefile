@@ -1,0 +1,42 @@
+# headtune: transfer learning on images with frozen ONNX backbones and pure-Go heads.
+#
+#   make demo    the whole job offline on a fresh machine (setup included)
+#   make test    set up and run the test suite (what CI runs)
+
+GO        ?= go
+BIN       := bin/headtune
+ORT_VERSION ?= 1.24.1
+export ORT_VERSION
+# Tests and the binary find ONNX Runtime in .deps/ by themselves; exporting
+# the path keeps subprocesses (scripts, python) on the same library.
+export HEADTUNE_ORT_LIB ?= $(CURDIR)/.deps/onnxruntime-$(ORT_VERSION)/libonnxruntime.so.1
+
+.PHONY: all setup build test test-short bench fuzz demo clean
+
+all: build
+
+setup:
+	@./scripts/setup.sh
+
+build:
+	$(GO) build -o $(BIN) ./cmd/headtune
+
+test: setup
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+	./scripts/fuzz-smoke.sh
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+bench: setup build
+	./scripts/bench.sh
+
+fuzz:
+	FUZZTIME=60s ./scripts/fuzz-smoke.sh
+
+demo: setup build
+	./scripts/demo.sh
+
+clean:
+	rm -rf bin demo-out

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/term"
+)
+
+// progressLine draws one self-overwriting status line (count, rate, ETA) on
+// a terminal. On anything that is not a terminal, or with --quiet, it draws
+// nothing: logs and pipes stay clean.
+type progressLine struct {
+	mu      sync.Mutex
+	w       io.Writer
+	enabled bool
+	label   string
+	start   time.Time
+	last    time.Time
+	drawn   bool
+}
+
+func newProgress(label string, quiet bool) *progressLine {
+	enabled := !quiet && term.IsTerminal(int(os.Stderr.Fd()))
+	return &progressLine{w: os.Stderr, enabled: enabled, label: label, start: time.Now()}
+}
+
+// Update redraws at most ten times a second. done counts finished items of
+// total; rateDone is the part of done that cost work (items reused from a
+// cache finish instantly and would inflate the rate and ETA).
+func (p *progressLine) Update(done, total, rateDone int, extra string) {
+	if !p.enabled {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	if now.Sub(p.last) < 100*time.Millisecond && done < total {
+		return
+	}
+	p.last = now
+	el := now.Sub(p.start).Seconds()
+	rate := 0.0
+	if el > 0 {
+		rate = float64(rateDone) / el
+	}
+	eta := "--:--"
+	if rate > 0 && total >= done {
+		eta = fmtDuration(time.Duration(float64(total-done) / rate * float64(time.Second)))
+	}
+	pct := 100.0
+	if total > 0 {
+		pct = 100 * float64(done) / float64(total)
+	}
+	fmt.Fprintf(p.w, "\r\x1b[K%s %d/%d (%.0f%%)  %.1f img/s  ETA %s%s", p.label, done, total, pct, rate, eta, extra)
+	p.drawn = true
+}
+
+// Printf prints a line above the progress line (warnings about skipped
+// files), keeping the progress line intact.
+func (p *progressLine) Printf(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.drawn {
+		fmt.Fprint(p.w, "\r\x1b[K")
+	}
+	fmt.Fprintf(p.w, format, args...)
+	p.last = time.Time{}
+}
+
+// Done clears the line.
+func (p *progressLine) Done() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.drawn {
+		fmt.Fprint(p.w, "\r\x1b[K")
+		p.drawn = false
+	}
+}
+
+func fmtDuration(d time.Duration) string {
+	s := int(d.Round(time.Second).Seconds())
+	if s >= 3600 {
+		return fmt.Sprintf("%d:%02d:%02d", s/3600, s/60%60, s%60)
+	}
+	return fmt.Sprintf("%d:%02d", s/60, s%60)
+}

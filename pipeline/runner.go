@@ -1,0 +1,247 @@
+// Package pipeline runs images through a backbone: decode workers fill
+// batch buffers while ONNX Runtime runs the previous batch, and each finished
+// batch is handed to the caller (the feature cache for extract, the head for
+// predict). Memory is bounded by the batch size and the number of batches in
+// flight, never by the number of images.
+package pipeline
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+
+	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/imaging"
+)
+
+// Runner feeds files through a Session with a preprocessing Spec.
+type Runner struct {
+	Session   *backbone.Session
+	Spec      imaging.Spec
+	Decode    imaging.DecodeOptions
+	BatchSize int // samples per inference call; default 16
+	Workers   int // decode goroutines; default GOMAXPROCS
+}
+
+// Batch is one inference batch handed to the caller's callback. Its slices
+// are owned by the Runner and reused after the callback returns: copy what
+// must outlive it.
+type Batch struct {
+	N       int          // samples in this batch that decoded and ran
+	Index   []int        // [N] positions in the Run call's path list
+	Hash    [][32]byte   // [N] SHA-256 of each file's bytes
+	Outputs [][]float32  // per output, N*size values, batch-major
+	Input   []float32    // N*InputLen preprocessed values (for tests and debugging)
+
+	// slots: assigned before decoding; compacted into the fields above.
+	slots   int
+	slotIdx []int
+	slotErr []error
+	wg      sync.WaitGroup
+}
+
+// Failure is an input that could not be processed.
+type Failure struct {
+	Index int
+	Path  string
+	Err   error
+}
+
+func (f Failure) Error() string { return fmt.Sprintf("%s: %v", f.Path, f.Err) }
+
+type job struct {
+	b    *Batch
+	slot int
+	idx  int
+}
+
+// batchesInFlight bounds memory: one batch being decoded into, one waiting,
+// one running.
+const batchesInFlight = 3
+
+// Run processes paths in order. onBatch is called for every batch, in
+// order, from the calling goroutine; onFail for every file that could not be
+// read or decoded (the run goes on). Run returns ctx.Err() when cancelled,
+// after the batch being handed over has been finished: everything passed to
+// onBatch is complete.
+func (r *Runner) Run(ctx context.Context, paths []string, onBatch func(*Batch) error, onFail func(Failure)) error {
+	bs := r.BatchSize
+	if bs <= 0 {
+		bs = 16
+	}
+	workers := r.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	inLen := r.Session.InputLen()
+	if inLen != r.Spec.TensorLen() {
+		return fmt.Errorf("preprocessing makes %d values per image but the model takes %d", r.Spec.TensorLen(), inLen)
+	}
+	sizes := r.Session.OutputSizes()
+
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	// Cancel first, then wait: workers and the dispatcher exit on ctx.
+	defer func() { cancel(); wg.Wait() }()
+
+	free := make(chan *Batch, batchesInFlight)
+	for i := 0; i < batchesInFlight; i++ {
+		b := &Batch{
+			Input:   make([]float32, bs*inLen),
+			Index:   make([]int, 0, bs),
+			Hash:    make([][32]byte, bs),
+			slotIdx: make([]int, bs),
+			slotErr: make([]error, bs),
+			Outputs: make([][]float32, len(sizes)),
+		}
+		for k, s := range sizes {
+			b.Outputs[k] = make([]float32, bs*s)
+		}
+		free <- b
+	}
+	jobs := make(chan job, bs)
+	ready := make(chan *Batch, batchesInFlight)
+
+	// Dispatcher: assigns files to batch slots in order.
+	go func() {
+		defer close(ready)
+		defer close(jobs)
+		var b *Batch
+		for i := range paths {
+			if b == nil {
+				select {
+				case b = <-free:
+				case <-ctx.Done():
+					return
+				}
+				b.slots = 0
+			}
+			b.slotIdx[b.slots] = i
+			b.slotErr[b.slots] = nil
+			b.wg.Add(1)
+			select {
+			case jobs <- job{b, b.slots, i}:
+			case <-ctx.Done():
+				b.wg.Done()
+				return
+			}
+			b.slots++
+			if b.slots == bs || i == len(paths)-1 {
+				select {
+				case ready <- b:
+				case <-ctx.Done():
+					return
+				}
+				b = nil
+			}
+		}
+	}()
+
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var scratch imaging.Scratch
+			var buf []byte
+			for j := range jobs {
+				if ctx.Err() != nil {
+					j.b.slotErr[j.slot] = ctx.Err()
+					j.b.wg.Done()
+					continue
+				}
+				var err error
+				buf, err = readFile(paths[j.idx], buf)
+				if err == nil {
+					j.b.Hash[j.slot] = sha256.Sum256(buf)
+					err = r.prepare(buf, j.b.Input[j.slot*inLen:(j.slot+1)*inLen], &scratch)
+				}
+				j.b.slotErr[j.slot] = err
+				j.b.wg.Done()
+			}
+		}()
+	}
+	for b := range ready {
+		b.wg.Wait()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		// Compact: failed slots drop out, the rest move down in order.
+		b.Index = b.Index[:0]
+		n := 0
+		for s := 0; s < b.slots; s++ {
+			idx := b.slotIdx[s]
+			if err := b.slotErr[s]; err != nil {
+				if onFail != nil {
+					onFail(Failure{Index: idx, Path: paths[idx], Err: err})
+				}
+				continue
+			}
+			if n != s {
+				copy(b.Input[n*inLen:(n+1)*inLen], b.Input[s*inLen:(s+1)*inLen])
+				b.Hash[n] = b.Hash[s]
+			}
+			b.Index = append(b.Index, idx)
+			n++
+		}
+		b.N = n
+		if n > 0 {
+			outs := make([][]float32, len(sizes))
+			for k, s := range sizes {
+				outs[k] = b.Outputs[k][:n*s]
+			}
+			if err := r.Session.Run(ctx, b.Input[:n*inLen], n, outs...); err != nil {
+				return err
+			}
+			if err := onBatch(b); err != nil {
+				return err
+			}
+		}
+		free <- b
+	}
+	return ctx.Err()
+}
+
+// prepare decodes one file's bytes and writes its tensor into dst.
+func (r *Runner) prepare(data []byte, dst []float32, sc *imaging.Scratch) error {
+	return r.Spec.LoadBytes(data, r.Decode, dst, sc)
+}
+
+// readFile reads a whole file into buf, growing it as needed, so that
+// workers reuse one buffer for every image.
+func readFile(path string, buf []byte) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return buf[:0], err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return buf[:0], err
+	}
+	if st.IsDir() {
+		return buf[:0], errors.New("is a directory")
+	}
+	size := int(st.Size())
+	if cap(buf) < size+1 {
+		buf = make([]byte, size+1+size/4)
+	}
+	buf = buf[:0]
+	for {
+		n, err := f.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+	}
+}
