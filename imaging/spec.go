@@ -1,5 +1,15 @@
 package imaging
 
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+)
+
 // ResizeMode says how an image of any shape becomes the model's input size.
 type ResizeMode string
 
@@ -44,4 +54,186 @@ type Spec struct {
 	// 1/8: the largest reduction that stays at or above the size the resize
 	// needs). It changes pixels slightly, so it is part of the recipe.
 	FastJPEG bool `json:"fast_jpeg,omitempty"`
+}
+
+// Interpolation names accepted in Spec.Interpolation.
+const (
+	// InterpBilinear is PIL's antialiased BILINEAR: a triangle filter whose
+	// support grows with the reduction factor (what torchvision 0.14 applies
+	// to PIL images).
+	InterpBilinear = "bilinear"
+	// InterpBicubic is PIL's antialiased BICUBIC (cubic convolution, a=-0.5).
+	InterpBicubic = "bicubic"
+	// InterpArea is a box filter (PIL's BOX): the exact area average when
+	// reducing by integer factors.
+	InterpArea = "area"
+	// InterpNearest picks the source pixel under each output pixel's centre
+	// (PIL's NEAREST geometry).
+	InterpNearest = "nearest"
+)
+
+// Layout and channel-order names accepted in Spec.
+const (
+	LayoutNCHW = "NCHW" // planar: all of channel 0, then channel 1, ...
+	LayoutNHWC = "NHWC" // interleaved: the channels of pixel 0, then pixel 1, ...
+	OrderRGB   = "RGB"
+	OrderBGR   = "BGR"
+)
+
+// MaxInputSide is the largest model input side Validate accepts, in pixels.
+const MaxInputSide = 8192
+
+// Validate reports the first thing wrong with s as one line, or nil.
+func (s Spec) Validate() error {
+	if s.Width <= 0 || s.Height <= 0 || s.Width > MaxInputSide || s.Height > MaxInputSide {
+		return fmt.Errorf("preprocess spec: input size %dx%d must be 1..%d on each side", s.Width, s.Height, MaxInputSide)
+	}
+	switch s.Resize {
+	case ResizeCrop:
+		if s.ResizeShorter != 0 && s.ResizeShorter < max(s.Width, s.Height) {
+			return fmt.Errorf("preprocess spec: resize_shorter %d is smaller than the %dx%d crop (use 0 or at least %d)", s.ResizeShorter, s.Width, s.Height, max(s.Width, s.Height))
+		}
+		if s.ResizeShorter > 4*MaxInputSide {
+			return fmt.Errorf("preprocess spec: resize_shorter %d exceeds %d", s.ResizeShorter, 4*MaxInputSide)
+		}
+	case ResizeSquash, ResizeLetterbox:
+		if s.ResizeShorter != 0 {
+			return fmt.Errorf("preprocess spec: resize_shorter %d is only meaningful with resize %q, not %q", s.ResizeShorter, ResizeCrop, s.Resize)
+		}
+	default:
+		return fmt.Errorf("preprocess spec: unknown resize mode %q (want crop, squash or letterbox)", s.Resize)
+	}
+	switch s.Interpolation {
+	case InterpBilinear, InterpBicubic, InterpArea, InterpNearest:
+	default:
+		return fmt.Errorf("preprocess spec: unknown interpolation %q (want bilinear, bicubic, area or nearest)", s.Interpolation)
+	}
+	if s.Channels != 1 && s.Channels != 3 {
+		return fmt.Errorf("preprocess spec: channels %d must be 1 or 3", s.Channels)
+	}
+	if s.ChannelOrder != OrderRGB && s.ChannelOrder != OrderBGR {
+		return fmt.Errorf("preprocess spec: unknown channel order %q (want RGB or BGR)", s.ChannelOrder)
+	}
+	if s.Layout != LayoutNCHW && s.Layout != LayoutNHWC {
+		return fmt.Errorf("preprocess spec: unknown layout %q (want NCHW or NHWC)", s.Layout)
+	}
+	if !finite32(s.Scale) || s.Scale == 0 {
+		return fmt.Errorf("preprocess spec: scale %v must be finite and non-zero", s.Scale)
+	}
+	for c := 0; c < 3; c++ {
+		if !finite32(s.Mean[c]) {
+			return fmt.Errorf("preprocess spec: mean[%d] %v is not finite", c, s.Mean[c])
+		}
+		if !finite32(s.Std[c]) || s.Std[c] == 0 {
+			return fmt.Errorf("preprocess spec: std[%d] %v must be finite and non-zero", c, s.Std[c])
+		}
+	}
+	return nil
+}
+
+func finite32(f float32) bool {
+	return !math.IsNaN(float64(f)) && !math.IsInf(float64(f), 0)
+}
+
+// Canonical returns the spec as compact JSON with fields in declaration
+// order. It is stable across runs and Go versions for equal specs, and it is
+// what Hash digests. Fields added later must be `omitempty` so that the hash
+// of every existing spec stays the same.
+func (s Spec) Canonical() []byte {
+	b, err := json.Marshal(s)
+	if err != nil {
+		// Only NaN/Inf floats make json.Marshal fail; encode them as
+		// strings so the result is still deterministic.
+		return []byte(fmt.Sprintf("%#v", s))
+	}
+	return b
+}
+
+// Hash is the lowercase hex SHA-256 of Canonical (64 characters). Two specs
+// with the same hash feed a model identical tensors.
+func (s Spec) Hash() string {
+	sum := sha256.Sum256(s.Canonical())
+	return hex.EncodeToString(sum[:])
+}
+
+// TensorLen is the number of float32 values one image occupies in the input
+// tensor: Channels*Width*Height.
+func (s Spec) TensorLen() int { return s.Channels * s.Width * s.Height }
+
+// ParseSpec decodes a spec written by Canonical (or any JSON with the same
+// fields), refusing unknown fields, and validates it.
+func ParseSpec(data []byte) (Spec, error) {
+	var s Spec
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return Spec{}, fmt.Errorf("preprocess spec: %w", err)
+	}
+	if dec.More() {
+		return Spec{}, fmt.Errorf("preprocess spec: trailing data after the JSON object")
+	}
+	if err := s.Validate(); err != nil {
+		return Spec{}, err
+	}
+	return s, nil
+}
+
+// PresetNames lists the names Preset accepts.
+var PresetNames = []string{"imagenet", "unit", "symmetric", "raw", "caffe"}
+
+// Preset returns a named normalisation recipe at 224x224x3 NCHW; call
+// WithInput to adapt it to the model's input.
+//
+//   - "imagenet": RGB, x/255 then mean (.485,.456,.406) std (.229,.224,.225);
+//     shorter side to 256, centre crop 224, bilinear (torchvision's recipe).
+//   - "unit": RGB, x/255 (0..1); shorter side to the input size, centre crop.
+//   - "symmetric": RGB, x/127.5 - 1 (-1..1); as "unit" otherwise.
+//   - "raw": RGB, 0..255; as "unit" otherwise.
+//   - "caffe": BGR, 0..255 minus mean (103.939, 116.779, 123.68) in BGR
+//     order, std 1; shorter side 256, centre crop 224.
+func Preset(name string) (Spec, error) {
+	s := Spec{
+		Width: 224, Height: 224,
+		Resize: ResizeCrop, Interpolation: InterpBilinear,
+		Channels: 3, ChannelOrder: OrderRGB, Layout: LayoutNCHW,
+		Scale: 1, Std: [3]float32{1, 1, 1},
+		Background: [3]uint8{255, 255, 255},
+	}
+	switch name {
+	case "imagenet":
+		s.ResizeShorter = 256
+		s.Scale = 1.0 / 255
+		s.Mean = [3]float32{0.485, 0.456, 0.406}
+		s.Std = [3]float32{0.229, 0.224, 0.225}
+	case "unit":
+		s.Scale = 1.0 / 255
+	case "symmetric":
+		s.Scale = 1.0 / 127.5
+		s.Mean = [3]float32{1, 1, 1}
+	case "raw":
+	case "caffe":
+		s.ResizeShorter = 256
+		s.ChannelOrder = OrderBGR
+		s.Mean = [3]float32{103.939, 116.779, 123.68}
+	default:
+		return Spec{}, fmt.Errorf("unknown preprocessing preset %q (known: %s)", name, strings.Join(PresetNames, ", "))
+	}
+	return s, nil
+}
+
+// WithInput returns s adapted to a model input of width x height pixels,
+// channels (1 or 3) and layout ("NCHW" or "NHWC"). In crop mode a non-zero
+// ResizeShorter keeps its ratio to the crop: the imagenet preset's 256/224
+// becomes 342 for a 299x299 input. The result is not validated; call
+// Validate.
+func (s Spec) WithInput(width, height, channels int, layout string) Spec {
+	if s.Resize == ResizeCrop && s.ResizeShorter > 0 && s.Width > 0 && s.Height > 0 {
+		oldSide, newSide := max(s.Width, s.Height), max(width, height)
+		s.ResizeShorter = int(math.Round(float64(s.ResizeShorter) * float64(newSide) / float64(oldSide)))
+		if s.ResizeShorter < newSide {
+			s.ResizeShorter = newSide
+		}
+	}
+	s.Width, s.Height, s.Channels, s.Layout = width, height, channels, layout
+	return s
 }

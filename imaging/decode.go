@@ -1,0 +1,522 @@
+package imaging
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"image"
+	"image/color"
+	"image/gif"
+	"image/jpeg"
+	"image/png"
+	"io"
+	"os"
+	"strings"
+
+	"golang.org/x/image/bmp"
+	"golang.org/x/image/tiff"
+	"golang.org/x/image/webp"
+)
+
+// RGB is a packed 8-bit RGB image: pixel (x, y) is Pix[(y*W+x)*3 : +3] in
+// R, G, B order, rows top to bottom without padding. len(Pix) >= W*H*3; any
+// extra capacity is spare memory kept for reuse.
+type RGB struct {
+	W, H int
+	Pix  []uint8
+}
+
+// NewRGB allocates a w x h black image.
+func NewRGB(w, h int) *RGB { return &RGB{W: w, H: h, Pix: make([]uint8, w*h*3)} }
+
+// reset sizes m to w x h, reusing its memory when large enough. Pixels are
+// not cleared.
+func (m *RGB) reset(w, h int) {
+	m.W, m.H = w, h
+	m.Pix = growU8(m.Pix, w*h*3)
+}
+
+// Image returns an *image.RGBA copy of m (for encoding or display while
+// debugging; not for hot paths).
+func (m *RGB) Image() *image.RGBA {
+	out := image.NewRGBA(image.Rect(0, 0, m.W, m.H))
+	for i, j := 0, 0; i < m.W*m.H*3; i, j = i+3, j+4 {
+		out.Pix[j], out.Pix[j+1], out.Pix[j+2], out.Pix[j+3] = m.Pix[i], m.Pix[i+1], m.Pix[i+2], 255
+	}
+	return out
+}
+
+// DefaultMaxPixels is the decompression-bomb limit used when
+// DecodeOptions.MaxPixels is 0: 100 megapixels (300 MB decoded).
+const DefaultMaxPixels = 100_000_000
+
+// DecodeOptions tunes Decode. The zero value decodes at full size with a
+// 100 MP limit, applies JPEG EXIF orientation and composites transparency
+// over black.
+type DecodeOptions struct {
+	// MaxPixels refuses images whose header announces more than this many
+	// pixels (width*height) before any pixel memory is allocated. 0 means
+	// DefaultMaxPixels.
+	MaxPixels int64
+	// Background is the RGB colour under transparent pixels (PNG, GIF,
+	// WebP, BMP, TIFF alpha).
+	Background [3]uint8
+	// IgnoreOrientation keeps JPEG pixels in stored order instead of
+	// applying the EXIF orientation tag.
+	IgnoreOrientation bool
+	// FastJPEG lets FastJPEGDecoder (when set) decode JPEGs at a DCT-reduced
+	// scale no smaller than MinWidth x MinHeight (in displayed orientation,
+	// after EXIF rotation). Without FastJPEG, or when FastJPEGDecoder is nil
+	// or declines, JPEGs are decoded at full size by image/jpeg.
+	FastJPEG            bool
+	MinWidth, MinHeight int
+	// Dst, when non-nil, receives the image and its memory is reused when
+	// large enough; Decode then returns Dst.
+	Dst *RGB
+}
+
+// FastJPEGDecoder, when non-nil, decodes a JPEG at the largest DCT scaling
+// (1/1, 1/2, 1/4 or 1/8) whose result is at least minW x minH pixels, in
+// stored orientation (EXIF orientation is applied by the caller; minW and
+// minH are given in stored orientation too). ok=false with a nil error
+// means "not handled, fall back to image/jpeg". The returned image belongs
+// to the caller. It is set at init by the imaging/turbojpeg package when
+// libturbojpeg can be loaded, and used only when DecodeOptions.FastJPEG is
+// true (Spec.FastJPEG). libjpeg's IDCT and chroma upsampling differ from
+// image/jpeg's by a few levels per pixel, so features computed with and
+// without it are close but not bit-identical.
+var FastJPEGDecoder func(data []byte, minW, minH int) (img *RGB, ok bool, err error)
+
+// Format names returned by Sniff.
+const (
+	FormatJPEG = "JPEG"
+	FormatPNG  = "PNG"
+	FormatGIF  = "GIF"
+	FormatBMP  = "BMP"
+	FormatTIFF = "TIFF"
+	FormatWebP = "WebP"
+)
+
+// Sniff names the image format from the first bytes of data ("JPEG", "PNG",
+// "GIF", "BMP", "TIFF", "WebP"), or returns "" when none matches.
+func Sniff(data []byte) string {
+	switch {
+	case len(data) >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF:
+		return FormatJPEG
+	case bytes.HasPrefix(data, []byte("\x89PNG\r\n\x1a\n")):
+		return FormatPNG
+	case bytes.HasPrefix(data, []byte("GIF87a")), bytes.HasPrefix(data, []byte("GIF89a")):
+		return FormatGIF
+	case bytes.HasPrefix(data, []byte("BM")):
+		return FormatBMP
+	case bytes.HasPrefix(data, []byte("II*\x00")), bytes.HasPrefix(data, []byte("MM\x00*")):
+		return FormatTIFF
+	case len(data) >= 12 && string(data[:4]) == "RIFF" && string(data[8:12]) == "WEBP":
+		return FormatWebP
+	}
+	return ""
+}
+
+// describeStart renders the first bytes of an unrecognised file for an
+// error message: hex, plus the text when it is printable ASCII.
+func describeStart(data []byte) string {
+	n := min(len(data), 8)
+	var hex strings.Builder
+	printable := true
+	for i, b := range data[:n] {
+		if i > 0 {
+			hex.WriteByte(' ')
+		}
+		fmt.Fprintf(&hex, "%02x", b)
+		if b < 0x20 || b > 0x7e {
+			printable = false
+		}
+	}
+	if printable && n > 0 {
+		return fmt.Sprintf("%s %q", hex.String(), data[:n])
+	}
+	return hex.String()
+}
+
+// DecodeConfig returns the format and the stored size of an image without
+// decoding its pixels. The size is as stored, before EXIF orientation.
+func DecodeConfig(data []byte) (format string, w, h int, err error) {
+	if len(data) == 0 {
+		return "", 0, 0, errors.New("empty file")
+	}
+	format = Sniff(data)
+	if format == "" {
+		return "", 0, 0, fmt.Errorf("unknown image format (starts with %s)", describeStart(data))
+	}
+	var cfg image.Config
+	err = safely(format, func() error {
+		var e error
+		r := bytes.NewReader(data)
+		switch format {
+		case FormatJPEG:
+			cfg, e = jpeg.DecodeConfig(r)
+		case FormatPNG:
+			cfg, e = png.DecodeConfig(r)
+		case FormatGIF:
+			cfg, e = gif.DecodeConfig(r)
+		case FormatBMP:
+			cfg, e = bmp.DecodeConfig(r)
+		case FormatTIFF:
+			cfg, e = tiff.DecodeConfig(r)
+		case FormatWebP:
+			cfg, e = webp.DecodeConfig(r)
+		}
+		return e
+	})
+	if err != nil {
+		return format, 0, 0, err
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 {
+		return format, 0, 0, fmt.Errorf("invalid %s: image size %dx%d", format, cfg.Width, cfg.Height)
+	}
+	return format, cfg.Width, cfg.Height, nil
+}
+
+// safely runs a decoder, turning a panic (third-party decoders on hostile
+// input) into an error and truncation into "truncated FORMAT".
+func safely(format string, f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("invalid %s: decoder failed: %v", format, r)
+		}
+	}()
+	err = f()
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return fmt.Errorf("truncated %s", format)
+	}
+	msg := err.Error()
+	// Decoder messages start with their package name ("png: ...").
+	for _, p := range []string{"jpeg: ", "png: ", "gif: ", "bmp: ", "tiff: ", "webp: "} {
+		msg = strings.TrimPrefix(msg, p)
+	}
+	if strings.Contains(msg, "unexpected EOF") || strings.Contains(msg, "short") && strings.Contains(msg, "data") {
+		return fmt.Errorf("truncated %s", format)
+	}
+	return fmt.Errorf("invalid %s: %s", format, msg)
+}
+
+// DecodeFile reads and decodes one image file; see Decode. Errors name the
+// file: "decode a/b.jpg: truncated JPEG".
+func DecodeFile(path string, opt DecodeOptions) (*RGB, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("decode %s: %w", path, err)
+	}
+	img, err := Decode(data, opt)
+	if err != nil {
+		return nil, fmt.Errorf("decode %s: %w", path, err)
+	}
+	return img, nil
+}
+
+// Decode decodes a JPEG, PNG, GIF (first frame), BMP, TIFF or WebP image
+// into packed 8-bit RGB. The format is sniffed from the content. JPEG EXIF
+// orientation (1-8) is applied; alpha is composited over opt.Background;
+// grey, paletted, CMYK and 16-bit images are converted (16-bit by taking
+// the high byte). The header is checked against opt.MaxPixels before any
+// pixel is decoded. data is not retained.
+func Decode(data []byte, opt DecodeOptions) (*RGB, error) {
+	return decodeWith(data, opt, nil)
+}
+
+// decodeWith is Decode with a caller-owned spare buffer for the EXIF
+// rotation (may be nil).
+func decodeWith(data []byte, opt DecodeOptions, spare *RGB) (*RGB, error) {
+	format, w, h, err := DecodeConfig(data)
+	if err != nil {
+		return nil, err
+	}
+	limit := opt.MaxPixels
+	if limit <= 0 {
+		limit = DefaultMaxPixels
+	}
+	if int64(w)*int64(h) > limit {
+		return nil, fmt.Errorf("image %dx%d exceeds the %s limit", w, h, describeLimit(limit))
+	}
+	orient := 1
+	if format == FormatJPEG && !opt.IgnoreOrientation {
+		orient = jpegOrientation(data)
+	}
+	dst := opt.Dst
+	if dst == nil {
+		dst = &RGB{}
+	}
+	out := dst
+	if orient != 1 {
+		if spare == nil {
+			spare = &RGB{}
+		}
+		out = spare // decode into spare, rotate into dst
+	}
+
+	decoded := false
+	if format == FormatJPEG && opt.FastJPEG && FastJPEGDecoder != nil {
+		minW, minH := opt.MinWidth, opt.MinHeight
+		if orient >= 5 {
+			minW, minH = minH, minW
+		}
+		fimg, ok, ferr := FastJPEGDecoder(data, minW, minH)
+		if ferr == nil && ok && fimg != nil && fimg.W > 0 && fimg.H > 0 && len(fimg.Pix) >= fimg.W*fimg.H*3 {
+			out.reset(fimg.W, fimg.H)
+			copy(out.Pix, fimg.Pix[:fimg.W*fimg.H*3])
+			decoded = true
+		}
+		// On error, fall through to image/jpeg: it reports its own error
+		// if the file really is broken.
+	}
+	if !decoded {
+		var img image.Image
+		err := safely(format, func() error {
+			var e error
+			r := bytes.NewReader(data)
+			switch format {
+			case FormatJPEG:
+				img, e = jpeg.Decode(r)
+			case FormatPNG:
+				img, e = png.Decode(r)
+			case FormatGIF:
+				img, e = gif.Decode(r)
+			case FormatBMP:
+				img, e = bmp.Decode(r)
+			case FormatTIFF:
+				img, e = tiff.Decode(r)
+			case FormatWebP:
+				img, e = webp.Decode(r)
+			}
+			return e
+		})
+		if err != nil {
+			return nil, err
+		}
+		b := img.Bounds()
+		if b.Dx() <= 0 || b.Dy() <= 0 {
+			return nil, fmt.Errorf("invalid %s: empty image", format)
+		}
+		if int64(b.Dx())*int64(b.Dy()) > limit {
+			return nil, fmt.Errorf("image %dx%d exceeds the %s limit", b.Dx(), b.Dy(), describeLimit(limit))
+		}
+		toRGB(out, img, opt.Background)
+	}
+	if orient != 1 {
+		orientInto(dst, out, orient)
+	}
+	return dst, nil
+}
+
+func describeLimit(limit int64) string {
+	if limit >= 1_000_000 && limit%1_000_000 == 0 {
+		return fmt.Sprintf("%d MP", limit/1_000_000)
+	}
+	if limit >= 100_000 {
+		return fmt.Sprintf("%.1f MP", float64(limit)/1e6)
+	}
+	return fmt.Sprintf("%d-pixel", limit)
+}
+
+// toRGB converts any image.Image to packed RGB in dst, compositing alpha
+// over bg. The common concrete types take row-wise fast paths.
+func toRGB(dst *RGB, img image.Image, bg [3]uint8) {
+	b := img.Bounds()
+	w, h := b.Dx(), b.Dy()
+	dst.reset(w, h)
+	out := dst.Pix
+	switch m := img.(type) {
+	case *image.YCbCr:
+		ycbcrToRGB(out, m)
+	case *image.Gray:
+		for y := 0; y < h; y++ {
+			s := m.Pix[(y)*m.Stride : y*m.Stride+w]
+			o := out[y*w*3 : (y+1)*w*3]
+			for x, v := range s {
+				q := o[x*3 : x*3+3 : x*3+3]
+				q[0], q[1], q[2] = v, v, v
+			}
+		}
+	case *image.Gray16:
+		for y := 0; y < h; y++ {
+			s := m.Pix[y*m.Stride : y*m.Stride+2*w]
+			o := out[y*w*3 : (y+1)*w*3]
+			for x := 0; x < w; x++ {
+				v := s[2*x]
+				o[3*x], o[3*x+1], o[3*x+2] = v, v, v
+			}
+		}
+	case *image.RGBA: // premultiplied
+		for y := 0; y < h; y++ {
+			s := m.Pix[y*m.Stride : y*m.Stride+4*w]
+			o := out[y*w*3 : (y+1)*w*3]
+			for x := 0; x < w; x++ {
+				p := s[4*x : 4*x+4 : 4*x+4]
+				q := o[3*x : 3*x+3 : 3*x+3]
+				if a := p[3]; a == 255 {
+					q[0], q[1], q[2] = p[0], p[1], p[2]
+				} else {
+					ia := 255 - uint32(a)
+					q[0] = sat8(uint32(p[0]) + (uint32(bg[0])*ia+127)/255)
+					q[1] = sat8(uint32(p[1]) + (uint32(bg[1])*ia+127)/255)
+					q[2] = sat8(uint32(p[2]) + (uint32(bg[2])*ia+127)/255)
+				}
+			}
+		}
+	case *image.NRGBA:
+		for y := 0; y < h; y++ {
+			s := m.Pix[y*m.Stride : y*m.Stride+4*w]
+			o := out[y*w*3 : (y+1)*w*3]
+			for x := 0; x < w; x++ {
+				p := s[4*x : 4*x+4 : 4*x+4]
+				q := o[3*x : 3*x+3 : 3*x+3]
+				if a := p[3]; a == 255 {
+					q[0], q[1], q[2] = p[0], p[1], p[2]
+				} else {
+					a, ia := uint32(a), 255-uint32(a)
+					q[0] = uint8((uint32(p[0])*a + uint32(bg[0])*ia + 127) / 255)
+					q[1] = uint8((uint32(p[1])*a + uint32(bg[1])*ia + 127) / 255)
+					q[2] = uint8((uint32(p[2])*a + uint32(bg[2])*ia + 127) / 255)
+				}
+			}
+		}
+	case *image.NRGBA64:
+		for y := 0; y < h; y++ {
+			s := m.Pix[y*m.Stride : y*m.Stride+8*w]
+			o := out[y*w*3 : (y+1)*w*3]
+			for x := 0; x < w; x++ {
+				p := s[8*x : 8*x+8 : 8*x+8]
+				a := uint32(p[6])<<8 | uint32(p[7])
+				for c := 0; c < 3; c++ {
+					v := uint32(p[2*c])<<8 | uint32(p[2*c+1])
+					if a != 0xffff {
+						v = (v*a + uint32(bg[c])*0x101*(0xffff-a) + 0x7fff) / 0xffff
+					}
+					o[3*x+c] = uint8(v >> 8)
+				}
+			}
+		}
+	case *image.Paletted:
+		var lut [256][3]uint8
+		for i, c := range m.Palette {
+			if i < 256 {
+				lut[i] = composite16(c, bg)
+			}
+		}
+		for y := 0; y < h; y++ {
+			s := m.Pix[y*m.Stride : y*m.Stride+w]
+			o := out[y*w*3 : (y+1)*w*3]
+			for x, idx := range s {
+				c := &lut[idx]
+				q := o[3*x : 3*x+3 : 3*x+3]
+				q[0], q[1], q[2] = c[0], c[1], c[2]
+			}
+		}
+	case *image.CMYK:
+		for y := 0; y < h; y++ {
+			s := m.Pix[y*m.Stride : y*m.Stride+4*w]
+			o := out[y*w*3 : (y+1)*w*3]
+			for x := 0; x < w; x++ {
+				p := s[4*x : 4*x+4 : 4*x+4]
+				r, g, b := color.CMYKToRGB(p[0], p[1], p[2], p[3])
+				o[3*x], o[3*x+1], o[3*x+2] = r, g, b
+			}
+		}
+	case *image.NYCbCrA:
+		ycbcrToRGB(out, &m.YCbCr)
+		for y := 0; y < h; y++ {
+			s := m.A[y*m.AStride : y*m.AStride+w]
+			o := out[y*w*3 : (y+1)*w*3]
+			for x, a := range s {
+				if a == 255 {
+					continue
+				}
+				a, ia := uint32(a), 255-uint32(a)
+				q := o[3*x : 3*x+3 : 3*x+3]
+				q[0] = uint8((uint32(q[0])*a + uint32(bg[0])*ia + 127) / 255)
+				q[1] = uint8((uint32(q[1])*a + uint32(bg[1])*ia + 127) / 255)
+				q[2] = uint8((uint32(q[2])*a + uint32(bg[2])*ia + 127) / 255)
+			}
+		}
+	default:
+		// Rare types (RGBA64, Alpha, ...): per-pixel interface calls.
+		i := 0
+		for y := b.Min.Y; y < b.Max.Y; y++ {
+			for x := b.Min.X; x < b.Max.X; x++ {
+				c := composite16(img.At(x, y), bg)
+				out[i], out[i+1], out[i+2] = c[0], c[1], c[2]
+				i += 3
+			}
+		}
+	}
+}
+
+func sat8(v uint32) uint8 {
+	if v > 255 {
+		return 255
+	}
+	return uint8(v)
+}
+
+// composite16 blends a colour over bg in 16 bits and keeps the high byte.
+func composite16(c color.Color, bg [3]uint8) [3]uint8 {
+	r, g, b, a := c.RGBA() // premultiplied 16-bit
+	ia := 0xffff - a
+	return [3]uint8{
+		uint8(min(r+(uint32(bg[0])*0x101*ia+0x7fff)/0xffff, 0xffff) >> 8),
+		uint8(min(g+(uint32(bg[1])*0x101*ia+0x7fff)/0xffff, 0xffff) >> 8),
+		uint8(min(b+(uint32(bg[2])*0x101*ia+0x7fff)/0xffff, 0xffff) >> 8),
+	}
+}
+
+// ycbcrToRGB converts with image/color's integer formula (JFIF, full range),
+// replicating subsampled chroma (no fancy upsampling, as image/jpeg does).
+func ycbcrToRGB(out []uint8, m *image.YCbCr) {
+	b := m.Rect
+	w, h := b.Dx(), b.Dy()
+	var sx, sy uint
+	switch m.SubsampleRatio {
+	case image.YCbCrSubsampleRatio422:
+		sx = 1
+	case image.YCbCrSubsampleRatio420:
+		sx, sy = 1, 1
+	case image.YCbCrSubsampleRatio440:
+		sy = 1
+	case image.YCbCrSubsampleRatio411:
+		sx = 2
+	case image.YCbCrSubsampleRatio410:
+		sx, sy = 2, 1
+	}
+	minX, minY := b.Min.X, b.Min.Y
+	cx0 := minX >> sx
+	for y := 0; y < h; y++ {
+		yrow := m.Y[(y)*m.YStride : y*m.YStride+w]
+		crow := ((y+minY)>>sy - minY>>sy) * m.CStride
+		o := out[y*w*3 : (y+1)*w*3]
+		cb := m.Cb[crow:]
+		cr := m.Cr[crow:]
+		for x, yy := range yrow {
+			ci := (x+minX)>>sx - cx0
+			yy1 := int32(yy) * 0x10101
+			cb1 := int32(cb[ci]) - 128
+			cr1 := int32(cr[ci]) - 128
+			r := yy1 + 91881*cr1
+			g := yy1 - 22554*cb1 - 46802*cr1
+			bl := yy1 + 116130*cb1
+			q := o[3*x : 3*x+3 : 3*x+3]
+			q[0] = clipYCC(r)
+			q[1] = clipYCC(g)
+			q[2] = clipYCC(bl)
+		}
+	}
+}
+
+func clipYCC(v int32) uint8 {
+	if uint32(v)&0xff000000 == 0 {
+		return uint8(v >> 16)
+	}
+	return uint8(^(v >> 31))
+}
