@@ -1,0 +1,262 @@
+package backbone
+
+import (
+	"fmt"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/headtune/headtune/backbone/onnxpb"
+)
+
+func TestFindFeatureTensorKinds(t *testing.T) {
+	for _, kind := range TestModelKinds {
+		for _, size := range []int{16, 32} {
+			t.Run(fmt.Sprintf("%s/%d", kind, size), func(t *testing.T) {
+				m := TestModel(kind, size)
+				want := ExpectTestModel(kind, size)
+				c, err := FindFeatureTensor(m, "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.Tensor != want.FeatureTensor || c.Dim != int64(want.FeatureDim) || c.Pool != want.Pool {
+					t.Fatalf("got tensor %q dim %d pool %q, want %q %d %q", c.Tensor, c.Dim, c.Pool, want.FeatureTensor, want.FeatureDim, want.Pool)
+				}
+				if want.Classes > 0 {
+					if c.Rule != RuleClassifier && c.Rule != RuleConvHead {
+						t.Errorf("rule %q, want a classifier rule", c.Rule)
+					}
+					if c.Classes != int64(want.Classes) {
+						t.Errorf("classes %d, want %d", c.Classes, want.Classes)
+					}
+					if len(c.Removed) == 0 {
+						t.Errorf("no classifier nodes listed as removed")
+					}
+				} else if c.Rule != RuleOutput || len(c.Removed) != 0 {
+					t.Errorf("feature extractor: rule %q removed %v", c.Rule, c.Removed)
+				}
+				// Every removed node must be one the feature tensor does not need.
+				ix := newGraphIndex(m)
+				live := ix.liveNodes([]string{c.Tensor})
+				nLive := 0
+				for _, l := range live {
+					if l {
+						nLive++
+					}
+				}
+				if nLive+len(c.Removed) != len(m.Graph.Node) {
+					t.Errorf("%d live + %d removed != %d nodes", nLive, len(c.Removed), len(m.Graph.Node))
+				}
+
+				layers, err := DenseChain(m, c.Tensor)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got []string
+				for _, l := range layers {
+					got = append(got, fmt.Sprintf("%s %d->%d %s", l.Name, l.In, l.Out, l.Activation))
+					if len(l.Weight) != l.In*l.Out || len(l.Bias) != l.Out {
+						t.Errorf("layer %s: %d weights %d biases for %dx%d", l.Name, len(l.Weight), len(l.Bias), l.Out, l.In)
+					}
+				}
+				if !reflect.DeepEqual(got, want.Dense) {
+					t.Errorf("dense chain %q, want %q", got, want.Dense)
+				}
+			})
+		}
+	}
+}
+
+func TestFindFeatureTensorOverride(t *testing.T) {
+	m := TestModel("vgg", 32)
+	tests := []struct {
+		name, tensor string
+		wantDim      int64
+		wantPool     string
+		wantErr      string
+	}{
+		{"pooled conv map", "relu2", 8, PoolGlobalAvgNCHW, ""},
+		{"flatten", "flatten", 512, PoolNone, ""},
+		{"fc6 relu", "relu6", 32, PoolNone, ""},
+		{"graph output", "probs", 10, PoolNone, ""},
+		{"absent", "nope", 0, "", `feature tensor "nope" is not in the model; candidates: flatten [?,512] (Flatten output), drop6 [?,32] (input of Gemm fc7)`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := FindFeatureTensor(m, tc.tensor)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Tensor != tc.tensor || c.Dim != tc.wantDim || c.Pool != tc.wantPool || c.Rule != RuleOverride {
+				t.Fatalf("got %+v", c)
+			}
+		})
+	}
+}
+
+func TestFindFeatureTensorErrors(t *testing.T) {
+	// A softmax over something that is no recognisable classifier.
+	b := NewBuilder("odd")
+	x := b.Input("input", -1, 3, 8, 8)
+	y := b.Op("Relu", "r", []string{x})
+	y = b.Op("Flatten", "f", []string{y})
+	b.Node("Softmax", []string{y}, []string{"probs"})
+	b.Output("probs", -1, 192)
+	odd := b.Model(0)
+
+	half := TestModel("resnet", 16)
+	for _, v := range half.Graph.Input {
+		v.Type.GetTensorType().ElemType = ptr(int32(onnxpb.TensorProto_FLOAT16))
+	}
+
+	tests := []struct {
+		name     string
+		m        *onnxpb.ModelProto
+		override string
+		want     string
+	}{
+		{"no graph", &onnxpb.ModelProto{}, "", "model has no graph"},
+		{"no outputs", &onnxpb.ModelProto{Graph: &onnxpb.GraphProto{}}, "", "model has no outputs"},
+		{"softmax without classifier", odd, "", `model output "probs" looks like class scores`},
+		{"float16 tensor", half, "input", `feature tensor "input" is float16`},
+		{"rank 1", TestModel("vgg", 16), "fc6.bias", "expected [N,D] or [N,C,H,W]"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := FindFeatureTensor(tc.m, tc.override)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestDenseChainWeights checks the decoded weights against a direct reading
+// of the initializers, for Gemm with transB=1 and 0 and MatMul+Add.
+func TestDenseChainWeights(t *testing.T) {
+	tests := []struct {
+		kind, feature string
+		transpose     bool
+		alpha, beta   float32
+	}{
+		{"vgg", "relu7", false, 1, 1},
+		{"vgg", "relu7", false, 0.5, 2},
+		{"mobilenet", "probs", true, 1, 1},
+		{"keras", "dense", true, 1, 1},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("%s/%g/%g", tc.kind, tc.alpha, tc.beta), func(t *testing.T) {
+			m := TestModel(tc.kind, 16)
+			for _, n := range m.Graph.Node {
+				if n.GetOpType() == "Gemm" {
+					for _, a := range n.Attribute {
+						switch a.GetName() {
+						case "alpha":
+							a.F = ptr(tc.alpha)
+						case "beta":
+							a.F = ptr(tc.beta)
+						}
+					}
+				}
+			}
+			// Look through the softmax: start from the tensor it reads.
+			ix := newGraphIndex(m)
+			start := tc.feature
+			if n := ix.node(start); n != nil && n.GetOpType() == "Softmax" {
+				start = n.Input[0]
+			}
+			layers, err := DenseChainN(m, start, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(layers) != 1 {
+				t.Fatalf("%d layers, want 1", len(layers))
+			}
+			l := layers[0]
+			var lin *onnxpb.NodeProto
+			for _, n := range m.Graph.Node {
+				if nodeLabel(n) == l.Name {
+					lin = n
+				}
+			}
+			if lin == nil {
+				t.Fatalf("node %s not found", l.Name)
+			}
+			w, err := InitializerFloats(ix.consts[lin.Input[1]])
+			if err != nil {
+				t.Fatal(err)
+			}
+			alpha := float32(1)
+			if lin.GetOpType() == "Gemm" {
+				alpha = tc.alpha
+			}
+			for o := 0; o < l.Out; o++ {
+				for i := 0; i < l.In; i++ {
+					var stored float32
+					if tc.transpose {
+						stored = w[i*l.Out+o]
+					} else {
+						stored = w[o*l.In+i]
+					}
+					if got := l.Weight[o*l.In+i]; got != stored*alpha {
+						t.Fatalf("W[%d,%d] = %g, want %g", o, i, got, stored*alpha)
+					}
+				}
+			}
+			var biasName string
+			if lin.GetOpType() == "Gemm" {
+				biasName = lin.Input[2]
+			} else {
+				for _, n := range m.Graph.Node {
+					if n.GetOpType() == "Add" && n.Input[0] == lin.Output[0] {
+						biasName = n.Input[1]
+					}
+				}
+			}
+			bias, err := InitializerFloats(ix.consts[biasName])
+			if err != nil {
+				t.Fatal(err)
+			}
+			beta := float32(1)
+			if lin.GetOpType() == "Gemm" {
+				beta = tc.beta
+			}
+			for o := range l.Bias {
+				if math.Abs(float64(l.Bias[o]-bias[o]*beta)) > 0 {
+					t.Fatalf("bias[%d] = %g, want %g", o, l.Bias[o], bias[o]*beta)
+				}
+			}
+		})
+	}
+}
+
+func TestDenseChainN(t *testing.T) {
+	m := TestModel("vgg", 32)
+	all, err := DenseChain(m, "relu7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := 0; k <= 3; k++ {
+		got, err := DenseChainN(m, "relu7", k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := all
+		if k > 0 && k < len(all) {
+			want = all[len(all)-k:]
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("k=%d: got %d layers, want the last %d of DenseChain", k, len(got), len(want))
+		}
+	}
+	if _, err := DenseChain(m, "missing"); err == nil {
+		t.Error("no error for a missing tensor")
+	}
+}
