@@ -85,8 +85,8 @@ func Download(ctx context.Context, url, dst string, wantSize int64, wantSHA256 s
 // ChecksumError reports a completed download whose size or SHA-256 differs
 // from the expected one. The partial file has been deleted.
 type ChecksumError struct {
-	URL                  string
-	WantSize, GotSize    int64  // WantSize 0: not checked
+	URL                   string
+	WantSize, GotSize     int64  // WantSize 0: not checked
 	WantSHA256, GotSHA256 string // WantSHA256 "": not checked
 }
 
