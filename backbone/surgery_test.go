@@ -1,0 +1,286 @@
+package backbone
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+
+	ort "github.com/yalue/onnxruntime_go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/headtune/headtune/backbone/onnxpb"
+)
+
+func TestCutAtFeatureStructure(t *testing.T) {
+	for _, kind := range TestModelKinds {
+		t.Run(kind, func(t *testing.T) {
+			m := TestModel(kind, 32)
+			before, err := MarshalModel(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := FindFeatureTensor(m, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cut, err := CutAtFeature(m, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			after, _ := MarshalModel(m)
+			if !bytes.Equal(before, after) {
+				t.Fatal("CutAtFeature modified its input model")
+			}
+			g := cut.Graph
+			if len(g.Output) != 1 || g.Output[0].GetName() != FeatureOutput {
+				t.Fatalf("outputs %v, want only %q", g.Output, FeatureOutput)
+			}
+			dims, names, _ := declaredShape(g.Output[0])
+			if len(dims) != 2 || dims[1] != c.Dim || names[0] != "N" {
+				t.Errorf("output shape %v, want [N %d]", names, c.Dim)
+			}
+			if et := g.Output[0].Type.GetTensorType().GetElemType(); et != int32(onnxpb.TensorProto_FLOAT) {
+				t.Errorf("output element type %s", ElemTypeName(et))
+			}
+			// The cut model's own detection sees a feature extractor of the same width.
+			c2, err := FindFeatureTensor(cut, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c2.Rule != RuleOutput || c2.Dim != c.Dim || c2.Pool != PoolNone || len(c2.Removed) != 0 {
+				t.Errorf("re-detection on the cut model: %+v", c2)
+			}
+			// No removed node survives; every initializer is read.
+			removed := map[string]bool{}
+			for _, r := range c.Removed {
+				removed[r] = true
+			}
+			reads := map[string]bool{}
+			for _, n := range g.Node {
+				if label := n.GetOpType() + " " + nodeLabel(n); removed[label] && slices.Contains(m.Graph.Node, n) {
+					t.Errorf("removed node %s is still in the cut model", label)
+				}
+				for _, r := range nodeReads(n) {
+					reads[r] = true
+				}
+			}
+			for _, init := range g.Initializer {
+				if !reads[init.GetName()] {
+					t.Errorf("initializer %s is unused", init.GetName())
+				}
+			}
+			if cut.GetOpsetImport()[0].GetVersion() != m.GetOpsetImport()[0].GetVersion() || cut.GetDocString() != m.GetDocString() || len(cut.MetadataProps) != len(m.MetadataProps) {
+				t.Error("opset, doc string or metadata not kept")
+			}
+			// Weights are shared, not copied.
+			for _, init := range g.Initializer {
+				if !slices.Contains(m.Graph.Initializer, init) {
+					t.Errorf("initializer %s was copied", init.GetName())
+				}
+			}
+			data, err := MarshalModel(cut)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ParseModel(data); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestCutAtFeatureRename: a kept tensor already called "features" is
+// renamed, and a model whose output is "features" keeps it as is.
+func TestCutAtFeatureRename(t *testing.T) {
+	b := NewBuilder("clash")
+	x := b.Input("input", -1, 3, 8, 8)
+	b.Node("Relu", []string{x}, []string{FeatureOutput})
+	y := b.Op("GlobalAveragePool", "gap", []string{FeatureOutput})
+	y = b.Op("Flatten", "flat", []string{y})
+	b.Node("Gemm", []string{y, b.Initializer("w", []int64{3, 4}, make([]float32, 12))}, []string{"logits"})
+	b.Output("logits", -1, 4)
+	m := b.Model(0)
+	c, err := FindFeatureTensor(m, FeatureOutput)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut, err := CutAtFeature(m, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Graph.Node[0].Output[0] != FeatureOutput {
+		t.Fatal("input model's node was renamed in place")
+	}
+	producers := map[string]int{}
+	for _, n := range cut.Graph.Node {
+		for _, o := range n.Output {
+			producers[o]++
+		}
+	}
+	if producers[FeatureOutput] != 1 || cut.Graph.Node[0].Output[0] == FeatureOutput {
+		t.Fatalf("nodes after rename: %v", cut.Graph.Node)
+	}
+
+	c, err = FindFeatureTensor(m, "flat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CutAtFeature(m, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CutAtFeature(m, &FeatureChoice{Tensor: "nope"}); err == nil || !strings.Contains(err.Error(), `"nope"`) {
+		t.Errorf("error %v for an absent tensor", err)
+	}
+	if _, err := CutAtFeature(m, nil); err == nil {
+		t.Error("no error for a nil choice")
+	}
+}
+
+// ortReadyForGraphTests loads ONNX Runtime or skips the test, saying why.
+func ortReadyForGraphTests(t testing.TB) {
+	t.Helper()
+	if _, err := InitRuntime(""); err != nil {
+		if errors.Is(err, ErrRuntimeMissing) {
+			t.Skipf("SKIP: ONNX Runtime is not available (%v); the cut models were not run", err)
+		}
+		t.Fatal(err)
+	}
+}
+
+// runORT runs model data on one float32 input and returns the named
+// outputs as flat float32 slices with their shapes.
+func runORT(t testing.TB, data []byte, input string, shape []int64, x []float32, outputs ...string) ([][]float32, [][]int64) {
+	t.Helper()
+	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(data, []string{input}, outputs, nil)
+	if err != nil {
+		t.Fatalf("ONNX Runtime refused the model: %v", err)
+	}
+	defer sess.Destroy()
+	in, err := ort.NewTensor(ort.NewShape(shape...), x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Destroy()
+	outs := make([]ort.Value, len(outputs))
+	if err := sess.Run([]ort.Value{in}, outs); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	res := make([][]float32, len(outs))
+	shapes := make([][]int64, len(outs))
+	for i, o := range outs {
+		ft, ok := o.(*ort.Tensor[float32])
+		if !ok {
+			t.Fatalf("output %s is %T, want float32 tensor", outputs[i], o)
+		}
+		res[i] = slices.Clone(ft.GetData())
+		shapes[i] = slices.Clone([]int64(ft.GetShape()))
+		o.Destroy()
+	}
+	return res, shapes
+}
+
+// poolReference reduces an intermediate tensor as CutAtFeature's pooling
+// should, in float64.
+func poolReference(x []float32, shape []int64, pool string) ([]float64, error) {
+	n := int(shape[0])
+	switch pool {
+	case PoolNone, PoolFlatten:
+		out := make([]float64, len(x))
+		for i, v := range x {
+			out[i] = float64(v)
+		}
+		return out, nil
+	case PoolGlobalAvgNCHW:
+		c := int(shape[1])
+		hw := len(x) / (n * c)
+		out := make([]float64, n*c)
+		for i := range out {
+			s := 0.0
+			for _, v := range x[i*hw : (i+1)*hw] {
+				s += float64(v)
+			}
+			out[i] = s / float64(hw)
+		}
+		return out, nil
+	case PoolGlobalAvgNHWC:
+		c := int(shape[3])
+		hw := len(x) / (n * c)
+		out := make([]float64, n*c)
+		for b := 0; b < n; b++ {
+			for p := 0; p < hw; p++ {
+				for ch := 0; ch < c; ch++ {
+					out[b*c+ch] += float64(x[(b*hw+p)*c+ch]) / float64(hw)
+				}
+			}
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("pool %q", pool)
+}
+
+// TestCutAtFeatureRunsInORT checks, for every test model kind, that the cut
+// model runs and that its output equals the chosen intermediate tensor of
+// the full model (exposed as an extra output of a copy), pooled.
+func TestCutAtFeatureRunsInORT(t *testing.T) {
+	ortReadyForGraphTests(t)
+	const size, batch = 32, 3
+	for _, kind := range TestModelKinds {
+		t.Run(kind, func(t *testing.T) {
+			m := TestModel(kind, size)
+			exp := ExpectTestModel(kind, size)
+			c, err := FindFeatureTensor(m, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cut, err := CutAtFeature(m, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cutData, err := MarshalModel(cut)
+			if err != nil {
+				t.Fatal(err)
+			}
+			full := proto.Clone(m).(*onnxpb.ModelProto)
+			if c.Tensor != full.Graph.Output[0].GetName() {
+				full.Graph.Output = append(full.Graph.Output, &onnxpb.ValueInfoProto{Name: ptr(c.Tensor),
+					Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{ElemType: ptr(int32(onnxpb.TensorProto_FLOAT))}}}})
+			}
+			fullData, err := MarshalModel(full)
+			if err != nil {
+				t.Fatal(err)
+			}
+			shape := []int64{batch, 3, size, size}
+			if exp.Layout == "NHWC" {
+				shape = []int64{batch, size, size, 3}
+			}
+			x := make([]float32, batch*3*size*size)
+			tb := &testBuilder{seed: 42}
+			for i := range x {
+				x[i] = tb.rand()
+			}
+			got, gotShape := runORT(t, cutData, exp.Input, shape, x, FeatureOutput)
+			ref, refShape := runORT(t, fullData, exp.Input, shape, x, c.Tensor)
+			if !slices.Equal(gotShape[0], []int64{batch, c.Dim}) {
+				t.Fatalf("cut output shape %v, want [%d %d]", gotShape[0], batch, c.Dim)
+			}
+			want, err := poolReference(ref[0], refShape[0], c.Pool)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(want) != len(got[0]) {
+				t.Fatalf("%d features, reference has %d", len(got[0]), len(want))
+			}
+			worst := 0.0
+			for i, v := range got[0] {
+				worst = math.Max(worst, math.Abs(float64(v)-want[i])/(1+math.Abs(want[i])))
+			}
+			if worst > 1e-5 {
+				t.Errorf("cut output differs from the full model's %s by %g (relative)", c.Tensor, worst)
+			}
+		})
+	}
+}
