@@ -1,0 +1,430 @@
+package head
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+)
+
+// FormatVersion is the version of the head file format written by Save.
+const FormatVersion = 1
+
+// Activation names accepted in Dense.Act.
+const (
+	ActNone = ""     // identity
+	ActReLU = "relu" // max(0, x)
+)
+
+// Dense is one fully connected layer: y = act(W·x + B).
+//
+// W holds Out rows of In weights each, row-major (W[o*In+i]), the layout of
+// an ONNX Gemm with transB=1. B holds Out biases. The slices belong to the
+// layer; Model methods never retain caller memory.
+type Dense struct {
+	In  int       `json:"in"`
+	Out int       `json:"out"`
+	W   []float32 `json:"-"` // [Out*In] row-major
+	B   []float32 `json:"-"` // [Out]
+	Act string    `json:"act,omitempty"` // ActNone or ActReLU
+}
+
+// Clone returns a deep copy of the layer.
+func (l Dense) Clone() Dense {
+	l.W = append([]float32(nil), l.W...)
+	l.B = append([]float32(nil), l.B...)
+	return l
+}
+
+func (l Dense) validate(i int) error {
+	if l.In <= 0 || l.Out <= 0 {
+		return fmt.Errorf("layer %d: invalid shape %dx%d", i, l.Out, l.In)
+	}
+	if l.In > 1<<24 || l.Out > 1<<24 || int64(l.In)*int64(l.Out) > 1<<31 {
+		return fmt.Errorf("layer %d: shape %dx%d too large", i, l.Out, l.In)
+	}
+	if len(l.W) != l.In*l.Out {
+		return fmt.Errorf("layer %d: %d weights for shape %dx%d", i, len(l.W), l.Out, l.In)
+	}
+	if len(l.B) != l.Out {
+		return fmt.Errorf("layer %d: %d biases for %d outputs", i, len(l.B), l.Out)
+	}
+	if l.Act != ActNone && l.Act != ActReLU {
+		return fmt.Errorf("layer %d: unknown activation %q", i, l.Act)
+	}
+	return nil
+}
+
+// BackboneRef identifies the feature extractor a head was trained against.
+// Two refs match when ModelHash, FeatureTensor, TuneCut and the (canonicalised)
+// Preprocess JSON are equal; ID is informative (a human-readable name).
+type BackboneRef struct {
+	ID            string          `json:"id"`             // e.g. "mobilenet_v2_block10"
+	ModelHash     string          `json:"model_hash"`     // content hash of the backbone ONNX file
+	FeatureTensor string          `json:"feature_tensor"` // name of the tensor the features were read from
+	Preprocess    json.RawMessage `json:"preprocess,omitempty"`
+	TuneCut       string          `json:"tune_cut,omitempty"` // tensor before the tuned layers (--tune-layers), "" otherwise
+}
+
+// TrainInfo records how a head was trained.
+type TrainInfo struct {
+	Config     Config  `json:"config"`
+	Seed       int64   `json:"seed"`
+	Threads    int     `json:"threads"`
+	TrainRows  int     `json:"train_rows"`
+	ValRows    int     `json:"val_rows"`
+	Epochs     int     `json:"epochs"`     // epochs run (minibatch optimisers)
+	Iterations int     `json:"iterations"` // L-BFGS iterations or optimiser steps
+	BestEpoch  int     `json:"best_epoch"` // epoch whose weights were kept (early stopping), 0 when not applicable
+	Stopped    string  `json:"stopped"`    // why training ended
+	Seconds    float64 `json:"seconds"`    // wall time of Train
+}
+
+// Model is a trained head.
+//
+// Computation for one feature row x of length Dim():
+//
+//	h0 = (x - Mean) / Std            (skipped when Mean is nil)
+//	h(l+1) = act_l(W_l · h_l + B_l)  for each layer
+//	probs  = softmax(h_L / Temperature)
+//
+// The first Tuned layers were initialised from the backbone's own dense
+// layers (--tune-layers); the remaining layers are the new head. A Model is
+// safe for concurrent use by several goroutines once built.
+type Model struct {
+	Version     int                `json:"version"`
+	Kind        string             `json:"kind"` // "linear" or "mlp"
+	Classes     []string           `json:"classes"`
+	Mean        []float32          `json:"-"` // [Dim()], nil when standardisation is off
+	Std         []float32          `json:"-"` // [Dim()], strictly positive
+	Layers      []Dense            `json:"layers"`
+	Tuned       int                `json:"tuned"`
+	Temperature float64            `json:"temperature"`
+	Backbone    BackboneRef        `json:"backbone"`
+	Train       TrainInfo          `json:"train"`
+	Metrics     map[string]float64 `json:"metrics,omitempty"`
+}
+
+// Dim is the length of the feature vectors the model takes.
+func (m *Model) Dim() int {
+	if len(m.Layers) == 0 {
+		return 0
+	}
+	return m.Layers[0].In
+}
+
+// NumClasses is the number of outputs, len(m.Classes).
+func (m *Model) NumClasses() int { return len(m.Classes) }
+
+// Validate checks that the model is internally consistent: shapes chain,
+// standardisation matches the input width, numbers are finite.
+func (m *Model) Validate() error {
+	if m == nil {
+		return errors.New("nil model")
+	}
+	if m.Kind != KindLinear && m.Kind != KindMLP {
+		return fmt.Errorf("unknown head kind %q", m.Kind)
+	}
+	if len(m.Classes) < 2 {
+		return fmt.Errorf("%d classes, need at least 2", len(m.Classes))
+	}
+	if len(m.Layers) == 0 {
+		return errors.New("no layers")
+	}
+	if m.Tuned < 0 || m.Tuned >= len(m.Layers) {
+		return fmt.Errorf("tuned layer count %d out of range for %d layers", m.Tuned, len(m.Layers))
+	}
+	for i, l := range m.Layers {
+		if err := l.validate(i); err != nil {
+			return err
+		}
+		if i > 0 && l.In != m.Layers[i-1].Out {
+			return fmt.Errorf("layer %d takes %d inputs but layer %d gives %d", i, l.In, i-1, m.Layers[i-1].Out)
+		}
+		if !allFinite(l.W) || !allFinite(l.B) {
+			return fmt.Errorf("layer %d: non-finite weights", i)
+		}
+	}
+	last := m.Layers[len(m.Layers)-1]
+	if last.Out != len(m.Classes) {
+		return fmt.Errorf("last layer gives %d outputs for %d classes", last.Out, len(m.Classes))
+	}
+	if last.Act != ActNone {
+		return fmt.Errorf("last layer has activation %q, want none (logits)", last.Act)
+	}
+	if (m.Mean == nil) != (m.Std == nil) {
+		return errors.New("standardisation: mean and std must both be set or both be nil")
+	}
+	if m.Mean != nil {
+		if len(m.Mean) != m.Dim() || len(m.Std) != m.Dim() {
+			return fmt.Errorf("standardisation for %d/%d features, model takes %d", len(m.Mean), len(m.Std), m.Dim())
+		}
+		if !allFinite(m.Mean) {
+			return errors.New("standardisation: non-finite mean")
+		}
+		for i, s := range m.Std {
+			if !(s > 0) || math.IsInf(float64(s), 0) {
+				return fmt.Errorf("standardisation: std[%d] = %g, want > 0", i, s)
+			}
+		}
+	}
+	if !(m.Temperature > 0) || math.IsInf(m.Temperature, 0) {
+		return fmt.Errorf("temperature %g, want > 0", m.Temperature)
+	}
+	return nil
+}
+
+func allFinite(v []float32) bool {
+	for _, x := range v {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// maxWidth is the widest activation vector (input included).
+func (m *Model) maxWidth() int {
+	w := m.Dim()
+	for _, l := range m.Layers {
+		w = max(w, l.Out)
+	}
+	return w
+}
+
+// Scratch holds the intermediate activations of one forward pass so that
+// repeated predictions allocate nothing. A Scratch may be reused across
+// calls and models but not shared between goroutines. The zero value is
+// ready to use.
+type Scratch struct {
+	a, b []float32
+}
+
+func (s *Scratch) ensure(n int) {
+	if cap(s.a) < n {
+		s.a = make([]float32, n)
+		s.b = make([]float32, n)
+	}
+	s.a, s.b = s.a[:n], s.b[:n]
+}
+
+// Logits computes the raw outputs (before temperature) for one feature row
+// x [Dim()] into logits [NumClasses()]. s may be nil (a temporary one is
+// allocated).
+func (m *Model) Logits(x, logits []float32, s *Scratch) error {
+	if len(x) != m.Dim() {
+		return fmt.Errorf("logits: feature vector has %d values, model takes %d", len(x), m.Dim())
+	}
+	if len(logits) != len(m.Classes) {
+		return fmt.Errorf("logits: output has room for %d values, model has %d classes", len(logits), len(m.Classes))
+	}
+	if s == nil {
+		s = new(Scratch)
+	}
+	m.logitsRow(x, logits, s)
+	return nil
+}
+
+// logitsRow runs the network on one row; shapes are already checked.
+func (m *Model) logitsRow(x, logits []float32, s *Scratch) {
+	s.ensure(m.maxWidth())
+	in := x
+	if m.Mean != nil {
+		h := s.a[:len(x)]
+		for i, v := range x {
+			h[i] = (v - m.Mean[i]) / m.Std[i]
+		}
+		in = h
+	}
+	for li := range m.Layers {
+		l := &m.Layers[li]
+		var out []float32
+		if li == len(m.Layers)-1 {
+			out = logits
+		} else if len(in) > 0 && &in[0] == &s.a[0] {
+			out = s.b[:l.Out]
+		} else {
+			out = s.a[:l.Out]
+		}
+		denseRow(l, in, out)
+		in = out
+	}
+}
+
+// denseRow computes out = act(W·in + B) for one row.
+func denseRow(l *Dense, in, out []float32) {
+	for o := 0; o < l.Out; o++ {
+		v := dot(in, l.W[o*l.In:(o+1)*l.In]) + l.B[o]
+		if l.Act == ActReLU && v < 0 {
+			v = 0
+		}
+		out[o] = v
+	}
+}
+
+// Predict computes calibrated class probabilities softmax(logits/Temperature)
+// for one feature row x [Dim()] into probs [NumClasses()].
+func (m *Model) Predict(x, probs []float32, s *Scratch) error {
+	if err := m.Logits(x, probs, s); err != nil {
+		return fmt.Errorf("predict: %w", err)
+	}
+	softmaxInPlace(probs, 1/m.Temperature)
+	return nil
+}
+
+// softmaxInPlace replaces z by softmax(beta*z), computed in float64.
+func softmaxInPlace(z []float32, beta float64) {
+	mx := math.Inf(-1)
+	for _, v := range z {
+		mx = math.Max(mx, beta*float64(v))
+	}
+	var sum float64
+	for i, v := range z {
+		e := math.Exp(beta*float64(v) - mx)
+		sum += e
+		z[i] = float32(e)
+	}
+	inv := 1 / sum
+	for i := range z {
+		z[i] = float32(float64(z[i]) * inv)
+	}
+}
+
+// LogitsBatch computes raw logits for n rows X [n*Dim()] into out
+// [n*NumClasses()], using up to GOMAXPROCS goroutines. Results do not depend
+// on the number of goroutines.
+func (m *Model) LogitsBatch(X []float32, n int, out []float32) error {
+	return m.batch(X, n, out, false)
+}
+
+// PredictBatch computes calibrated probabilities for n rows X [n*Dim()] into
+// probs [n*NumClasses()], using up to GOMAXPROCS goroutines.
+func (m *Model) PredictBatch(X []float32, n int, probs []float32) error {
+	return m.batch(X, n, probs, true)
+}
+
+func (m *Model) batch(X []float32, n int, out []float32, soft bool) error {
+	d, k := m.Dim(), len(m.Classes)
+	if n < 0 || len(X) != n*d {
+		return fmt.Errorf("batch: %d values for %d rows of %d features", len(X), n, d)
+	}
+	if len(out) != n*k {
+		return fmt.Errorf("batch: output has %d values, want %d rows x %d classes", len(out), n, k)
+	}
+	workers := min(runtime.GOMAXPROCS(0), (n+63)/64)
+	if workers < 1 {
+		workers = 1
+	}
+	beta := 1 / m.Temperature
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		lo, hi := w*n/workers, (w+1)*n/workers
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var s Scratch
+			for r := lo; r < hi; r++ {
+				o := out[r*k : (r+1)*k]
+				m.logitsRow(X[r*d:(r+1)*d], o, &s)
+				if soft {
+					softmaxInPlace(o, beta)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// CheckBackbone refuses features from another backbone: it returns an error
+// naming both sides when got differs from the backbone the head was trained
+// against (model hash, feature tensor, tuning cut or preprocessing).
+func (m *Model) CheckBackbone(got BackboneRef) error {
+	want := m.Backbone
+	var diffs []string
+	if want.ModelHash != got.ModelHash {
+		diffs = append(diffs, fmt.Sprintf("model hash %s vs %s", orNone(want.ModelHash), orNone(got.ModelHash)))
+	}
+	if want.FeatureTensor != got.FeatureTensor {
+		diffs = append(diffs, fmt.Sprintf("feature tensor %s vs %s", orNone(want.FeatureTensor), orNone(got.FeatureTensor)))
+	}
+	if want.TuneCut != got.TuneCut {
+		diffs = append(diffs, fmt.Sprintf("tuning cut %s vs %s", orNone(want.TuneCut), orNone(got.TuneCut)))
+	}
+	wp, gp := canonicalJSON(want.Preprocess), canonicalJSON(got.Preprocess)
+	if wp != gp {
+		diffs = append(diffs, fmt.Sprintf("preprocessing %s vs %s", orNone(wp), orNone(gp)))
+	}
+	if len(diffs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("head was trained against backbone %s, not %s: %s",
+		orNone(want.ID), orNone(got.ID), joinSemi(diffs))
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+func joinSemi(s []string) string {
+	var b bytes.Buffer
+	for i, x := range s {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(x)
+	}
+	return b.String()
+}
+
+// canonicalJSON re-encodes a JSON value with sorted keys and no insignificant
+// white space, so that two encodings of the same spec compare equal.
+func canonicalJSON(raw json.RawMessage) string {
+	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
+		return ""
+	}
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		return string(raw)
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		return string(raw)
+	}
+	return string(out)
+}
+
+// CheckClasses checks a requested class count against the classes found in
+// the data. want <= 0 accepts whatever was found. The error lists the classes
+// found.
+func CheckClasses(want int, found []string) error {
+	if want > 0 && want != len(found) {
+		return fmt.Errorf("--classes %d but the data has %d classes: %s", want, len(found), joinComma(found))
+	}
+	if len(found) < 2 {
+		return fmt.Errorf("need at least 2 classes, the data has %d: %s", len(found), joinComma(found))
+	}
+	return nil
+}
+
+func joinComma(s []string) string {
+	if len(s) == 0 {
+		return "(none)"
+	}
+	var b bytes.Buffer
+	for i, x := range s {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(x)
+	}
+	return b.String()
+}
