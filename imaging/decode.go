@@ -472,8 +472,12 @@ func composite16(c color.Color, bg [3]uint8) [3]uint8 {
 	}
 }
 
-// ycbcrToRGB converts with image/color's integer formula (JFIF, full range),
-// replicating subsampled chroma (no fancy upsampling, as image/jpeg does).
+// ycbcrToRGB converts as libjpeg-turbo does by default (and so PIL,
+// OpenCV and torchvision's loaders): "fancy" triangle-filter chroma
+// upsampling for 4:2:0, 4:2:2 and 4:4:0, replication otherwise, and
+// libjpeg's rounded fixed-point JFIF colour conversion. With identical
+// coefficients the only remaining difference from libjpeg is image/jpeg's
+// IDCT (a level or two on some pixels).
 func ycbcrToRGB(out []uint8, m *image.YCbCr) {
 	b := m.Rect
 	w, h := b.Dx(), b.Dy()
@@ -490,27 +494,123 @@ func ycbcrToRGB(out []uint8, m *image.YCbCr) {
 	case image.YCbCrSubsampleRatio410:
 		sx, sy = 2, 1
 	}
+	fancy := b.Min == (image.Point{}) && sx <= 1 && sy <= 1 && (sx|sy) != 0
+	// Chroma samples that carry image data (libjpeg's downsampled size).
+	cw := (w + (1 << sx) - 1) >> sx
+	ch := (h + (1 << sy) - 1) >> sy
+	cbRow := make([]uint8, 2*w)
+	crRow := cbRow[w:]
+	cbRow = cbRow[:w]
 	minX, minY := b.Min.X, b.Min.Y
 	cx0 := minX >> sx
 	for y := 0; y < h; y++ {
-		yrow := m.Y[(y)*m.YStride : y*m.YStride+w]
-		crow := ((y+minY)>>sy - minY>>sy) * m.CStride
-		o := out[y*w*3 : (y+1)*w*3]
-		cb := m.Cb[crow:]
-		cr := m.Cr[crow:]
-		for x, yy := range yrow {
-			ci := (x+minX)>>sx - cx0
-			yy1 := int32(yy) * 0x10101
-			cb1 := int32(cb[ci]) - 128
-			cr1 := int32(cr[ci]) - 128
-			r := yy1 + 91881*cr1
-			g := yy1 - 22554*cb1 - 46802*cr1
-			bl := yy1 + 116130*cb1
-			q := o[3*x : 3*x+3 : 3*x+3]
-			q[0] = clipYCC(r)
-			q[1] = clipYCC(g)
-			q[2] = clipYCC(bl)
+		yrow := m.Y[y*m.YStride : y*m.YStride+w]
+		if fancy {
+			cy := y >> sy
+			near := cy
+			far := cy
+			if sy == 1 {
+				if y&1 == 0 {
+					far = max(cy-1, 0)
+				} else {
+					far = min(cy+1, ch-1)
+				}
+			}
+			upsampleRow(cbRow, m.Cb[near*m.CStride:near*m.CStride+cw], m.Cb[far*m.CStride:far*m.CStride+cw], sx, sy, y&1)
+			upsampleRow(crRow, m.Cr[near*m.CStride:near*m.CStride+cw], m.Cr[far*m.CStride:far*m.CStride+cw], sx, sy, y&1)
+		} else {
+			crow := ((y+minY)>>sy - minY>>sy) * m.CStride
+			cb, cr := m.Cb[crow:], m.Cr[crow:]
+			for x := 0; x < w; x++ {
+				ci := (x+minX)>>sx - cx0
+				cbRow[x], crRow[x] = cb[ci], cr[ci]
+			}
 		}
+		o := out[y*w*3 : (y+1)*w*3]
+		for x, yy := range yrow {
+			cb, cr := cbRow[x], crRow[x]
+			y1 := int32(yy)
+			q := o[3*x : 3*x+3 : 3*x+3]
+			q[0] = clampTab[y1+crR[cr]+clampOff]
+			q[1] = clampTab[y1+(cbG[cb]+crG[cr])>>16+clampOff]
+			q[2] = clampTab[y1+cbB[cb]+clampOff]
+		}
+	}
+}
+
+// upsampleRow fills dst (image width) from one row of chroma samples near
+// and the neighbouring row far (same as near without vertical
+// subsampling), with libjpeg-turbo's fancy upsampling arithmetic. odd is
+// the parity of the output row.
+func upsampleRow(dst, near, far []uint8, sx, sy uint, odd int) {
+	w, cw := len(dst), len(near)
+	switch {
+	case sx == 1 && sy == 1: // h2v2: 9/16, 3/16, 3/16, 1/16
+		colsum := func(i int) int32 { return 3*int32(near[i]) + int32(far[i]) }
+		for c := 0; c < cw; c++ {
+			this := colsum(c)
+			left, right := this, this
+			if c > 0 {
+				left = colsum(c - 1)
+			}
+			if c+1 < cw {
+				right = colsum(c + 1)
+			}
+			if x := 2 * c; x < w {
+				dst[x] = uint8((3*this + left + 8) >> 4)
+			}
+			if x := 2*c + 1; x < w {
+				dst[x] = uint8((3*this + right + 7) >> 4)
+			}
+		}
+	case sx == 1: // h2v1: 3/4, 1/4
+		for c := 0; c < cw; c++ {
+			this := 3 * int32(near[c])
+			left, right := int32(near[c]), int32(near[c])
+			if c > 0 {
+				left = int32(near[c-1])
+			}
+			if c+1 < cw {
+				right = int32(near[c+1])
+			}
+			if x := 2 * c; x < w {
+				dst[x] = uint8((this + left + 1) >> 2)
+			}
+			if x := 2*c + 1; x < w {
+				dst[x] = uint8((this + right + 2) >> 2)
+			}
+		}
+	default: // h1v2: 3/4 near row, 1/4 far row
+		bias := int32(1)
+		if odd == 1 {
+			bias = 2
+		}
+		for x := 0; x < w; x++ {
+			dst[x] = uint8((3*int32(near[x]) + int32(far[x]) + bias) >> 2)
+		}
+	}
+}
+
+// libjpeg's YCbCr->RGB tables (jdcolor.c build_ycc_rgb_table).
+var (
+	crR, cbB, crG, cbG [256]int32
+	clampTab           [256 + 2*clampOff]uint8
+)
+
+const clampOff = 384
+
+func init() {
+	const scaleBits = 16
+	fix := func(x float64) int32 { return int32(x*(1<<scaleBits) + 0.5) }
+	for i := 0; i < 256; i++ {
+		x := int32(i - 128)
+		crR[i] = (fix(1.40200)*x + 1<<(scaleBits-1)) >> scaleBits
+		cbB[i] = (fix(1.77200)*x + 1<<(scaleBits-1)) >> scaleBits
+		crG[i] = -fix(0.71414) * x
+		cbG[i] = -fix(0.34414)*x + 1<<(scaleBits-1)
+	}
+	for i := range clampTab {
+		clampTab[i] = uint8(min(max(i-clampOff, 0), 255))
 	}
 }
 

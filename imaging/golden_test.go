@@ -16,10 +16,10 @@ import (
 type goldenFile struct {
 	Resize []struct {
 		Name, Src, Kind, Resize, Interpolation string
-		ResizeShorter                           int `json:"resize_shorter"`
-		Width, Height                           int
-		Shape                                   []int
-		Tensor, RGB                             string
+		ResizeShorter                          int `json:"resize_shorter"`
+		Width, Height                          int
+		Shape                                  []int
+		Tensor, RGB                            string
 	}
 	Decode []struct {
 		Src, RGB string
@@ -144,8 +144,9 @@ func TestGoldenTorchvision(t *testing.T) {
 
 // TestGoldenDecode compares decoded pixels with the reference decoders.
 // Lossless formats must match exactly; JPEGs may differ by the documented
-// IDCT/upsampling differences between libjpeg and image/jpeg (tol is the
-// allowed mean absolute difference in levels).
+// IDCT differences between libjpeg and image/jpeg (tol is the allowed mean
+// absolute difference in levels, 0.25; no value may differ by more than 8).
+// Measured: mean 0.02-0.05, worst 3.
 func TestGoldenDecode(t *testing.T) {
 	g := loadGolden(t)
 	for _, c := range g.Decode {
@@ -172,6 +173,9 @@ func TestGoldenDecode(t *testing.T) {
 			t.Logf("mean |diff| %.3f, worst %d", mean, worst)
 			if c.Tol == 0 && worst != 0 {
 				t.Errorf("lossless decode differs: worst %d levels", worst)
+			}
+			if c.Tol > 0 && worst > 8 {
+				t.Errorf("JPEG decode differs from libjpeg by %d levels somewhere (allowed 8)", worst)
 			}
 			if mean > c.Tol {
 				t.Errorf("mean |diff| %.3f exceeds %.3f", mean, c.Tol)
