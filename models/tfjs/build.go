@@ -98,7 +98,7 @@ var archs = map[string]arch{
 			ResizeNote: "nsfwjs squashes the whole image to 299x299 with tf.image.resizeBilinear(alignCorners=true) and feeds RGB/255"}},
 	ArchFaceExpression: {pkg: "@vladmandic/face-api", version: "1.7.15", dir: "model", face: true,
 		info: Info{Scale: 1, Std: [3]float32{1, 1, 1}, Resize: imaging.ResizeLetterbox, Interpolation: "bilinear",
-			ResizeNote: "face-api pads the face crop to a centred black square and resizes it bilinearly to 112x112; the graph subtracts mean RGB [122.782, 117.001, 104.298] and divides by 255 itself, so feed 0..255 RGB",
+			ResizeNote:         "face-api pads the face crop to a centred black square and resizes it bilinearly to 112x112; the graph subtracts mean RGB [122.782, 117.001, 104.298] and divides by 255 itself, so feed 0..255 RGB",
 			OriginalClassifier: "probs"}},
 }
 

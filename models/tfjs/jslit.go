@@ -339,9 +339,42 @@ func (p *jsParser) number() (float64, error) {
 	return f, nil
 }
 
-// exportsAssign finds "X.exports=" followed by a literal in a browserify or
-// CommonJS bundle.
-var exportsAssign = regexp.MustCompile(`\b[A-Za-z_$][\w$]*\.exports\s*=\s*[{\["']`)
+// findExports returns the offsets of the literal's first byte in every
+// "<ident>.exports = <literal>" assignment of a bundle. It scans with
+// bytes.Index rather than a regexp: weight modules are megabytes of base64,
+// where a regexp costs seconds.
+func findExports(src []byte) []int {
+	const key = ".exports"
+	var out []int
+	for i := 0; ; {
+		j := bytes.Index(src[i:], []byte(key))
+		if j < 0 {
+			return out
+		}
+		j += i
+		i = j + len(key)
+		if j == 0 || !isIdentPart(src[j-1]) {
+			continue
+		}
+		if i < len(src) && isIdentPart(src[i]) { // ".exportsFoo"
+			continue
+		}
+		k := i
+		for k < len(src) && (src[k] == ' ' || src[k] == '\t' || src[k] == '\n' || src[k] == '\r') {
+			k++
+		}
+		if k >= len(src) || src[k] != '=' || (k+1 < len(src) && src[k+1] == '=') {
+			continue
+		}
+		k++
+		for k < len(src) && (src[k] == ' ' || src[k] == '\t' || src[k] == '\n' || src[k] == '\r') {
+			k++
+		}
+		if k < len(src) && (src[k] == '{' || src[k] == '[' || src[k] == '"' || src[k] == '\'') {
+			out = append(out, k)
+		}
+	}
+}
 
 // UnwrapJSModule extracts the value a minified weights module (TF.js
 // models shipped as browserify bundles, such as nsfwjs's model.min.js and
@@ -351,7 +384,7 @@ var exportsAssign = regexp.MustCompile(`\b[A-Za-z_$][\w$]*\.exports\s*=\s*[{\["'
 // string. A module that computes its export (anything but a literal) is
 // refused with an error that names the problem. src is not retained.
 func UnwrapJSModule(src []byte) (any, error) {
-	locs := exportsAssign.FindAllIndex(src, -1)
+	locs := findExports(src)
 	switch len(locs) {
 	case 0:
 		return nil, fmt.Errorf("no \"module.exports = <literal>\" assignment found")
@@ -359,7 +392,7 @@ func UnwrapJSModule(src []byte) (any, error) {
 	default:
 		return nil, fmt.Errorf("%d \"module.exports\" assignments found, expected one", len(locs))
 	}
-	start := locs[0][1] - 1 // the literal's first byte
+	start := locs[0]
 	v, n, err := ParseJSLiteral(src[start:])
 	if err != nil {
 		return nil, err
