@@ -732,9 +732,31 @@ func (ix *graphIndex) inferNode(n *onnxpb.NodeProto) []int64 {
 		}
 		if infer >= 0 {
 			out[infer] = -1
-			if x != nil && dimsKnown(x) {
-				rest := prodDims(out[:infer]) * prodDims(out[infer+1:])
-				if total := prodDims(x); rest > 0 && total >= 0 && total%rest == 0 {
+			// Dims copied by a 0 cancel out, even when unknown (the batch).
+			if x != nil {
+				total, rest := int64(1), int64(1)
+				ok := true
+				for i, d := range x {
+					if i < len(target) && target[i] == 0 && attrI(n, "allowzero", 0) == 0 {
+						continue
+					}
+					if d < 0 || (d != 0 && total > maxElements/d) {
+						ok = false
+						break
+					}
+					total *= d
+				}
+				for i, d := range target {
+					if i == infer || (d == 0 && attrI(n, "allowzero", 0) == 0) {
+						continue
+					}
+					if d != 0 && rest > maxElements/d {
+						ok = false
+						break
+					}
+					rest *= d
+				}
+				if ok && rest > 0 && total%rest == 0 {
 					out[infer] = total / rest
 				}
 			}
