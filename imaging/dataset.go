@@ -88,7 +88,7 @@ func OpenDataset(path string) (*Dataset, error) {
 type walker struct {
 	visited  map[string]bool
 	reserved map[string]bool // real paths of the class folders themselves
-	ignored []Skipped
+	ignored  []Skipped
 }
 
 // images lists the image files below dir (recursively), following
