@@ -64,6 +64,11 @@ func openDir(dir string, m manifest) (*Reader, error) {
 	id := m.identity()
 	indexPath := filepath.Join(dir, indexName)
 	raw, err := os.ReadFile(indexPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		// A writer was interrupted between creating backbone.json and
+		// rows.idx: nothing is committed yet.
+		raw, err = encodeHeader(id.Dim), nil
+	}
 	if err != nil {
 		return nil, opError("read", indexPath, err)
 	}

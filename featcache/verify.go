@@ -69,6 +69,11 @@ func Verify(dir string) (*VerifyReport, error) {
 
 	indexPath := filepath.Join(dir, indexName)
 	raw, err := os.ReadFile(indexPath)
+	if errors.Is(err, fs.ErrNotExist) && rep.Dim > 0 {
+		// Creation was interrupted before rows.idx: an empty cache.
+		rep.note("%s is missing: nothing committed yet", indexPath)
+		raw, err = encodeHeader(rep.Dim), nil
+	}
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			rep.problem("%s is missing", indexPath)
