@@ -27,8 +27,8 @@ const (
 type Dense struct {
 	In  int       `json:"in"`
 	Out int       `json:"out"`
-	W   []float32 `json:"-"` // [Out*In] row-major
-	B   []float32 `json:"-"` // [Out]
+	W   []float32 `json:"-"`             // [Out*In] row-major
+	B   []float32 `json:"-"`             // [Out]
 	Act string    `json:"act,omitempty"` // ActNone or ActReLU
 }
 

@@ -55,9 +55,9 @@ type Config struct {
 	BatchSize      int     `json:"batch_size,omitempty"` // mini-batch: rows per step
 	Warmup         int     `json:"warmup,omitempty"`     // mini-batch: warm-up epochs (linear ramp)
 	Schedule       string  `json:"schedule,omitempty"`
-	Patience       int     `json:"patience,omitempty"` // early stopping: epochs (lbfgs: blocks of LogEvery iterations) without a better validation loss; 0 = off
-	MaxIter        int     `json:"max_iter,omitempty"` // lbfgs: maximum iterations
-	Tol            float64 `json:"tol,omitempty"`      // lbfgs: gradient tolerance in scikit-learn's units (max |∂/∂w| of the summed objective)
+	Patience       int     `json:"patience,omitempty"`  // early stopping: epochs (lbfgs: blocks of LogEvery iterations) without a better validation loss; 0 = off
+	MaxIter        int     `json:"max_iter,omitempty"`  // lbfgs: maximum iterations
+	Tol            float64 `json:"tol,omitempty"`       // lbfgs: gradient tolerance in scikit-learn's units (max |∂/∂w| of the summed objective)
 	LogEvery       int     `json:"log_every,omitempty"` // lbfgs: iterations per log line and validation check
 	Balance        bool    `json:"balance,omitempty"`   // weight classes by n/(k·n_c)
 	Seed           int64   `json:"seed"`
