@@ -282,7 +282,7 @@ func buildCatalog() []Entry {
 			License:     "MIT", Homepage: "https://github.com/infinitered/nsfwjs",
 			NPMPackage:   "nsfwjs@4.4.0",
 			NPMIntegrity: "sha512-krC1fgeTLXtZwgdpKJ0jm7hqv0gTSRQQRL+FhOaxaJ9Wj92t42BO3csO2odwgTAgZgf2RvkwPtp0R8Aa7dc+MA==",
-			Arch:         "mobilenetv2-block10",
+			Arch:         "mobilenetv2-imagenet", // tfjs.ArchMobileNetV2
 			Preset:       PresetUnit, Preprocess: mobilenetTFJS, InputName: "input_nhwc",
 			FeatureTensor: "gap_block_10_depthwise_relu", FeatureDim: 384,
 		},
@@ -292,7 +292,7 @@ func buildCatalog() []Entry {
 			License:     "MIT", Homepage: "https://github.com/infinitered/nsfwjs",
 			NPMPackage:   "nsfwjs@4.4.0",
 			NPMIntegrity: "sha512-krC1fgeTLXtZwgdpKJ0jm7hqv0gTSRQQRL+FhOaxaJ9Wj92t42BO3csO2odwgTAgZgf2RvkwPtp0R8Aa7dc+MA==",
-			Arch:         "inceptionv3-mixed5",
+			Arch:         "inceptionv3-imagenet", // tfjs.ArchInceptionV3
 			Preset:       PresetUnit, Preprocess: inceptionTFJS, InputName: "input_nhwc",
 			FeatureTensor: "gap_mixed5", FeatureDim: 768,
 		},
@@ -302,7 +302,7 @@ func buildCatalog() []Entry {
 			License:     "MIT", Homepage: "https://github.com/vladmandic/face-api",
 			NPMPackage:   "@vladmandic/face-api@1.7.15",
 			NPMIntegrity: "sha512-WDMmK3CfNLo8jylWqMoQgf4nIst3M0fzx1dnac96wv/dvMTN4DxC/Pq1DGtduDk1lktCamQ3MIDXFnvrdHTXDw==",
-			Arch:         "face-expression",
+			Arch:         "face-expression", // tfjs.ArchFaceExpression
 			Preset:       PresetRaw, Preprocess: face, InputName: "input_nhwc",
 			FeatureTensor: "features", FeatureDim: 256, Classes: 7,
 		},
