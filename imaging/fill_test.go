@@ -1,0 +1,190 @@
+package imaging
+
+import (
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+func noiseRGB(w, h int, seed uint64) *RGB {
+	r := rand.New(rand.NewPCG(seed, 1))
+	img := NewRGB(w, h)
+	for i := range img.Pix {
+		img.Pix[i] = uint8(r.IntN(256))
+	}
+	return img
+}
+
+// TestResizeWindowEqualsCrop: computing only a window must give exactly the
+// pixels of the full resize followed by a crop, for every interpolation.
+func TestResizeWindowEqualsCrop(t *testing.T) {
+	src := noiseRGB(97, 61, 1)
+	for _, interp := range []string{InterpBilinear, InterpBicubic, InterpArea, InterpNearest} {
+		for _, size := range [][2]int{{40, 30}, {97, 61}, {150, 61}, {97, 200}, {13, 7}} {
+			r, _ := NewResizer(interp)
+			full, err := r.Resize(nil, src, size[0], size[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			x0, y0 := size[0]/4, size[1]/3
+			w, h := size[0]-x0-size[0]/5, size[1]-y0-1
+			win, err := r.ResizeWindow(nil, src, size[0], size[1], x0, y0, w, h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for y := 0; y < h; y++ {
+				a := full.Pix[((y0+y)*full.W+x0)*3 : ((y0+y)*full.W+x0+w)*3]
+				b := win.Pix[y*w*3 : (y+1)*w*3]
+				if string(a) != string(b) {
+					t.Fatalf("%s %v: window row %d differs from the cropped full resize", interp, size, y)
+				}
+			}
+		}
+	}
+}
+
+// TestResizeInvariants: a constant image stays constant, the same size is
+// an identity, and a 2x area reduction averages 2x2 blocks.
+func TestResizeInvariants(t *testing.T) {
+	flat := NewRGB(50, 37)
+	for i := range flat.Pix {
+		flat.Pix[i] = []uint8{17, 200, 255}[i%3]
+	}
+	src := noiseRGB(64, 48, 2)
+	for _, interp := range []string{InterpBilinear, InterpBicubic, InterpArea, InterpNearest} {
+		r, _ := NewResizer(interp)
+		for _, size := range [][2]int{{11, 9}, {200, 3}, {50, 37}} {
+			out, err := r.Resize(nil, flat, size[0], size[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, v := range out.Pix {
+				if v != []uint8{17, 200, 255}[i%3] {
+					t.Fatalf("%s to %v: constant image changed at %d: %d", interp, size, i, v)
+				}
+			}
+		}
+		same, _ := r.Resize(nil, src, 64, 48)
+		if string(same.Pix) != string(src.Pix) {
+			t.Errorf("%s: same-size resize is not the identity", interp)
+		}
+	}
+	r, _ := NewResizer(InterpArea)
+	half, _ := r.Resize(nil, src, 32, 24) // exact 2x2 box average
+	for y := 0; y < 24; y++ {
+		for x := 0; x < 32; x++ {
+			for c := 0; c < 3; c++ {
+				s := 0
+				for _, d := range [][2]int{{0, 0}, {1, 0}, {0, 1}, {1, 1}} {
+					s += int(src.Pix[((2*y+d[1])*64+2*x+d[0])*3+c])
+				}
+				// Two rounded passes (as in PIL): within one level of the
+				// exact mean.
+				want := float64(s) / 4
+				if got := float64(half.Pix[(y*32+x)*3+c]); math.Abs(got-want) > 1 {
+					t.Fatalf("area 2x at (%d,%d,%d) = %v, want %v", x, y, c, got, want)
+				}
+			}
+		}
+	}
+	if _, err := r.ResizeWindow(nil, src, 10, 10, 5, 5, 6, 6); err == nil {
+		t.Error("window outside the target accepted")
+	}
+	if _, err := NewResizer("lanczos"); err == nil {
+		t.Error("unknown interpolation accepted")
+	}
+}
+
+// TestFillLayouts checks every layout/order/channel combination against a
+// direct per-pixel formula on a squash to the source size (an identity
+// resize), so each output value can be predicted exactly.
+func TestFillLayouts(t *testing.T) {
+	src := noiseRGB(7, 5, 3)
+	sc := NewScratch()
+	for _, layout := range []string{LayoutNCHW, LayoutNHWC} {
+		for _, order := range []string{OrderRGB, OrderBGR} {
+			for _, ch := range []int{3, 1} {
+				s, _ := Preset("imagenet")
+				s.Resize, s.ResizeShorter = ResizeSquash, 0
+				s = s.WithInput(7, 5, ch, layout)
+				s.ChannelOrder = order
+				dst := make([]float32, s.TensorLen())
+				if err := s.Fill(src, dst, sc); err != nil {
+					t.Fatal(err)
+				}
+				for y := 0; y < 5; y++ {
+					for x := 0; x < 7; x++ {
+						p := src.Pix[(y*7+x)*3 : (y*7+x)*3+3]
+						for c := 0; c < ch; c++ {
+							var v float64
+							if ch == 1 {
+								v = 0.299*float64(p[0]) + 0.587*float64(p[1]) + 0.114*float64(p[2])
+							} else if order == OrderRGB {
+								v = float64(p[c])
+							} else {
+								v = float64(p[2-c])
+							}
+							want := (v/255 - float64(s.Mean[c])) / float64(s.Std[c])
+							var got float32
+							if layout == LayoutNCHW {
+								got = dst[c*35+y*7+x]
+							} else {
+								got = dst[(y*7+x)*ch+c]
+							}
+							if math.Abs(float64(got)-want) > 1e-5 {
+								t.Fatalf("%s %s %dch at (%d,%d,%d): %v, want %v", layout, order, ch, x, y, c, got, want)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	s, _ := Preset("imagenet")
+	if err := s.Fill(src, make([]float32, 10), sc); err == nil || !strings.Contains(err.Error(), "needs 150528") {
+		t.Errorf("short destination: %v", err)
+	}
+}
+
+func TestLetterbox(t *testing.T) {
+	src := NewRGB(40, 10)
+	for i := range src.Pix {
+		src.Pix[i] = 200
+	}
+	s, _ := Preset("raw")
+	s.Resize, s.ResizeShorter = ResizeLetterbox, 0
+	s = s.WithInput(20, 20, 3, LayoutNCHW)
+	s.Background = [3]uint8{1, 2, 3}
+	out, err := s.Resized(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 40x10 fits as 20x5 at rows 7..11.
+	for y := 0; y < 20; y++ {
+		for x := 0; x < 20; x++ {
+			p := out.Pix[(y*20+x)*3 : (y*20+x)*3+3]
+			inside := y >= 7 && y < 12
+			if inside && (p[0] != 200 || p[2] != 200) || !inside && (p[0] != 1 || p[1] != 2 || p[2] != 3) {
+				t.Fatalf("(%d,%d) = %v (inside=%v)", x, y, p, inside)
+			}
+		}
+	}
+}
+
+// TestLoadNoAllocs: after warm-up, preprocessing a decoded image allocates
+// nothing.
+func TestFillNoAllocs(t *testing.T) {
+	src := noiseRGB(640, 480, 4)
+	s, _ := Preset("imagenet")
+	dst := make([]float32, s.TensorLen())
+	sc := NewScratch()
+	allocs := testing.AllocsPerRun(5, func() {
+		if err := s.Fill(src, dst, sc); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Fill allocates %v times per image after warm-up", allocs)
+	}
+}
