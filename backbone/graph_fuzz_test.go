@@ -1,0 +1,52 @@
+package backbone
+
+import (
+	"testing"
+)
+
+// FuzzParseModel feeds arbitrary bytes through everything that reads an
+// untrusted model file: ParseModel, Inspect (which runs ImageInput and
+// FindFeatureTensor), FindFeatureTensor with an override, CutAtFeature,
+// DenseChain and InitializerFloats. None may panic or hang; errors are fine.
+// Seeds: the built test models (also committed in testdata/fuzz) and
+// truncations of one.
+func FuzzParseModel(f *testing.F) {
+	for _, kind := range TestModelKinds {
+		data, err := MarshalModel(TestModel(kind, 8))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	vgg, _ := MarshalModel(TestModel("vgg", 8))
+	f.Add(vgg[:len(vgg)/2])
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := ParseModel(data)
+		if err != nil {
+			return
+		}
+		info, err := Inspect(m)
+		if err != nil {
+			return
+		}
+		for _, c := range info.Candidates {
+			if _, err := FindFeatureTensor(m, c.Tensor); err != nil {
+				continue
+			}
+		}
+		if c, err := FindFeatureTensor(m, ""); err == nil {
+			if cut, err := CutAtFeature(m, c); err == nil {
+				if _, err := MarshalModel(cut); err != nil {
+					t.Fatalf("cut model does not encode: %v", err)
+				}
+			}
+			DenseChainN(m, c.Tensor, 2)
+		}
+		for _, init := range m.Graph.Initializer {
+			if n, err := TensorElements(init.Dims); err == nil && n < 1<<20 {
+				InitializerFloats(init)
+			}
+		}
+	})
+}
