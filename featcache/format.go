@@ -29,6 +29,8 @@ const (
 	RecordSize   = 48
 	indexMagic   = "HTFCIDX1"
 	indexVersion = 1
+	// maxRecords bounds the records of one folder (int32 table slots).
+	maxRecords = 1<<31 - 2
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -25,8 +25,8 @@ type Reader struct {
 	dim      int
 	rowBytes int64
 	data     *os.File
-	recs     []record    // committed records, rows strictly increasing
-	byKey    map[Key]int // key -> index into recs (first wins)
+	recs     []record // committed records, rows strictly increasing
+	byKey    keyTable // key -> index into recs (first wins)
 	bufPool  sync.Pool   // []byte row buffers for big-endian hosts
 }
 
@@ -106,10 +106,14 @@ func openDir(dir string, m manifest) (*Reader, error) {
 				dataPath, ErrCorrupt, st.Size(), scan.recs[n-1].row, need)
 		}
 	}
-	r.byKey = make(map[Key]int, len(scan.recs))
-	for i, rec := range scan.recs {
-		if _, dup := r.byKey[rec.key]; !dup {
-			r.byKey[rec.key] = i
+	if len(scan.recs) > maxRecords {
+		data.Close()
+		return nil, fmt.Errorf("read %s: %d records, more than the %d one cache folder supports", indexPath, len(scan.recs), maxRecords)
+	}
+	r.byKey = newKeyTable(len(scan.recs))
+	for i := range scan.recs {
+		if _, dup := r.byKey.find(scan.recs, &scan.recs[i].key); !dup {
+			r.byKey.add(scan.recs, i)
 		}
 	}
 	r.bufPool.New = func() any { b := make([]byte, r.rowBytes); return &b }
@@ -130,7 +134,7 @@ func (r *Reader) Len() int { return len(r.recs) }
 
 // Lookup returns the row holding k's features, in O(1).
 func (r *Reader) Lookup(k Key) (row int, ok bool) {
-	i, ok := r.byKey[k]
+	i, ok := r.byKey.find(r.recs, &k)
 	if !ok {
 		return 0, false
 	}

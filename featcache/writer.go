@@ -50,14 +50,16 @@ type Writer struct {
 	dataSize  int64 // committed bytes of features.f32: (last row + 1) * rowBytes
 	indexSize int64 // committed bytes of rows.idx
 	nextRow   int64
-	rows      map[Key]int64 // committed key -> row
-	count     int           // committed records
+	recs      []record // committed records (first of each key)
+	table     keyTable // key -> index into recs
+	count     int      // committed records
 
 	// Reused across Append calls so steady-state appends do not allocate.
 	dataBuf []byte
 	recBuf  []byte
 	seen    map[Key]struct{}
 	newIdx  []int
+	pending []record
 
 	err    error // sticky write failure
 	closed bool
@@ -196,10 +198,11 @@ func (w *Writer) init() error {
 		}
 	}
 
-	w.rows = make(map[Key]int64, len(scan.recs))
-	for _, r := range scan.recs {
-		if _, dup := w.rows[r.key]; !dup { // first wins
-			w.rows[r.key] = r.row
+	w.recs = scan.recs
+	w.table = newKeyTable(len(scan.recs))
+	for i := range w.recs {
+		if _, dup := w.table.find(w.recs, &w.recs[i].key); !dup { // first wins
+			w.table.add(w.recs, i)
 		}
 	}
 	w.count = len(scan.recs)
@@ -217,14 +220,17 @@ func (w *Writer) Len() int { return w.count }
 
 // Has reports whether features for k are committed.
 func (w *Writer) Has(k Key) bool {
-	_, ok := w.rows[k]
+	_, ok := w.table.find(w.recs, &k)
 	return ok
 }
 
 // Lookup returns the row of k's committed features.
 func (w *Writer) Lookup(k Key) (row int, ok bool) {
-	r, ok := w.rows[k]
-	return int(r), ok
+	i, ok := w.table.find(w.recs, &k)
+	if !ok {
+		return 0, false
+	}
+	return int(w.recs[i].row), true
 }
 
 // Append commits one batch: keys[i]'s feature vector is
@@ -246,8 +252,13 @@ func (w *Writer) Append(keys []Key, rows []float32) error {
 	}
 	clear(w.seen)
 	w.newIdx = w.newIdx[:0]
-	for i, k := range keys {
-		if _, ok := w.rows[k]; ok {
+	w.pending = w.pending[:0]
+	if w.count+len(keys) > maxRecords {
+		return fmt.Errorf("append to feature cache %s: more than %d rows in one cache folder", w.dir, maxRecords)
+	}
+	for i := range keys {
+		k := keys[i]
+		if w.Has(k) {
 			continue
 		}
 		if _, ok := w.seen[k]; ok {
@@ -272,15 +283,17 @@ func (w *Writer) Append(keys []Key, rows []float32) error {
 	for j, i := range w.newIdx {
 		dst := data[int64(j)*w.rowBytes : int64(j+1)*w.rowBytes]
 		putF32s(dst, rows[i*w.dim:(i+1)*w.dim])
-		putRecord(recs[j*RecordSize:], record{key: keys[i], row: w.nextRow + int64(j), crc: crc32c(dst)})
+		w.pending = append(w.pending, record{key: keys[i], row: w.nextRow + int64(j), crc: crc32c(dst)})
+		putRecord(recs[j*RecordSize:], w.pending[j])
 	}
 
 	if err := w.commit(data, recs); err != nil {
 		w.err = fmt.Errorf("append %d rows to feature cache %s: %w (rows committed before are intact)", n, w.dir, err)
 		return w.err
 	}
-	for j, i := range w.newIdx {
-		w.rows[keys[i]] = w.nextRow + int64(j)
+	for _, r := range w.pending {
+		w.recs = append(w.recs, r)
+		w.table.add(w.recs, len(w.recs)-1)
 	}
 	w.nextRow += int64(n)
 	w.count += n
