@@ -498,6 +498,7 @@ func ycbcrToRGB(out []uint8, m *image.YCbCr) {
 	// Chroma samples that carry image data (libjpeg's downsampled size).
 	cw := (w + (1 << sx) - 1) >> sx
 	ch := (h + (1 << sy) - 1) >> sy
+	colsum := make([]int32, cw)
 	cbRow := make([]uint8, 2*w)
 	crRow := cbRow[w:]
 	cbRow = cbRow[:w]
@@ -516,8 +517,8 @@ func ycbcrToRGB(out []uint8, m *image.YCbCr) {
 					far = min(cy+1, ch-1)
 				}
 			}
-			upsampleRow(cbRow, m.Cb[near*m.CStride:near*m.CStride+cw], m.Cb[far*m.CStride:far*m.CStride+cw], sx, sy, y&1)
-			upsampleRow(crRow, m.Cr[near*m.CStride:near*m.CStride+cw], m.Cr[far*m.CStride:far*m.CStride+cw], sx, sy, y&1)
+			upsampleRow(cbRow, m.Cb[near*m.CStride:near*m.CStride+cw], m.Cb[far*m.CStride:far*m.CStride+cw], colsum, sx, sy, y&1)
+			upsampleRow(crRow, m.Cr[near*m.CStride:near*m.CStride+cw], m.Cr[far*m.CStride:far*m.CStride+cw], colsum, sx, sy, y&1)
 		} else {
 			crow := ((y+minY)>>sy - minY>>sy) * m.CStride
 			cb, cr := m.Cb[crow:], m.Cr[crow:]
@@ -542,44 +543,22 @@ func ycbcrToRGB(out []uint8, m *image.YCbCr) {
 // and the neighbouring row far (same as near without vertical
 // subsampling), with libjpeg-turbo's fancy upsampling arithmetic. odd is
 // the parity of the output row.
-func upsampleRow(dst, near, far []uint8, sx, sy uint, odd int) {
+func upsampleRow(dst, near, far []uint8, colsum []int32, sx, sy uint, odd int) {
 	w, cw := len(dst), len(near)
 	switch {
 	case sx == 1 && sy == 1: // h2v2: 9/16, 3/16, 3/16, 1/16
-		colsum := func(i int) int32 { return 3*int32(near[i]) + int32(far[i]) }
-		for c := 0; c < cw; c++ {
-			this := colsum(c)
-			left, right := this, this
-			if c > 0 {
-				left = colsum(c - 1)
-			}
-			if c+1 < cw {
-				right = colsum(c + 1)
-			}
-			if x := 2 * c; x < w {
-				dst[x] = uint8((3*this + left + 8) >> 4)
-			}
-			if x := 2*c + 1; x < w {
-				dst[x] = uint8((3*this + right + 7) >> 4)
-			}
+		cs := colsum[:cw]
+		far = far[:cw]
+		for c, v := range near[:cw] {
+			cs[c] = 3*int32(v) + int32(far[c])
 		}
+		upsampleH2(dst, cs, 8, 7, 4)
 	case sx == 1: // h2v1: 3/4, 1/4
-		for c := 0; c < cw; c++ {
-			this := 3 * int32(near[c])
-			left, right := int32(near[c]), int32(near[c])
-			if c > 0 {
-				left = int32(near[c-1])
-			}
-			if c+1 < cw {
-				right = int32(near[c+1])
-			}
-			if x := 2 * c; x < w {
-				dst[x] = uint8((this + left + 1) >> 2)
-			}
-			if x := 2*c + 1; x < w {
-				dst[x] = uint8((this + right + 2) >> 2)
-			}
+		cs := colsum[:cw]
+		for c, v := range near[:cw] {
+			cs[c] = int32(v)
 		}
+		upsampleH2(dst, cs, 1, 2, 2)
 	default: // h1v2: 3/4 near row, 1/4 far row
 		bias := int32(1)
 		if odd == 1 {
@@ -589,6 +568,42 @@ func upsampleRow(dst, near, far []uint8, sx, sy uint, odd int) {
 			dst[x] = uint8((3*int32(near[x]) + int32(far[x]) + bias) >> 2)
 		}
 	}
+}
+
+// upsampleH2 doubles a row of column sums horizontally with weights 3/4
+// (nearer) and 1/4 (further): dst[2c] = (3cs[c]+cs[c-1]+evenBias) >> shift,
+// dst[2c+1] = (3cs[c]+cs[c+1]+oddBias) >> shift, edges replicated
+// (libjpeg-turbo's h2v1/h2v2 fancy upsampling).
+func upsampleH2(dst []uint8, cs []int32, evenBias, oddBias int32, shift uint) {
+	w, cw := len(dst), len(cs)
+	if cw == 0 {
+		return
+	}
+	if cw == 1 {
+		for x := range dst {
+			dst[x] = uint8((4*cs[0] + evenBias) >> shift)
+		}
+		return
+	}
+	put := func(c int, left, this, right int32) {
+		if x := 2 * c; x < w {
+			dst[x] = uint8((3*this + left + evenBias) >> shift)
+		}
+		if x := 2*c + 1; x < w {
+			dst[x] = uint8((3*this + right + oddBias) >> shift)
+		}
+	}
+	put(0, cs[0], cs[0], cs[1])
+	// cw = ceil(w/2), so interior columns always write both outputs.
+	last := cw - 1
+	inner := dst[2 : 2*last]
+	for c := 1; c < last; c++ {
+		this := 3 * cs[c]
+		o := inner[2*c-2 : 2*c : 2*c]
+		o[0] = uint8((this + cs[c-1] + evenBias) >> shift)
+		o[1] = uint8((this + cs[c+1] + oddBias) >> shift)
+	}
+	put(last, cs[last-1], cs[last], cs[last])
 }
 
 // libjpeg's YCbCr->RGB tables (jdcolor.c build_ycc_rgb_table).

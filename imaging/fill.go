@@ -232,13 +232,15 @@ func (s Spec) normalise(pix []uint8, dst []float32, sc *Scratch) {
 		}
 		return
 	}
-	for c := 0; c < 3; c++ {
-		l := &lut[c]
-		plane := dst[c*n : (c+1)*n]
-		sp := pix[src[c]:]
-		for i := range plane {
-			plane[i] = l[sp[3*i]]
-		}
+	l0, l1, l2 := &lut[0], &lut[1], &lut[2]
+	a, b, c := src[0], src[1], src[2]
+	p0, p1, p2 := dst[:n], dst[n:2*n], dst[2*n:3*n]
+	pix = pix[:3*n]
+	for i := range p0 {
+		p := pix[3*i : 3*i+3 : 3*i+3]
+		p0[i] = l0[p[a]]
+		p1[i] = l1[p[b]]
+		p2[i] = l2[p[c]]
 	}
 }
 

@@ -293,11 +293,18 @@ func (r *Resizer) horizontal(out []uint8, src *RGB, yFirst, rows, w int) {
 			k := ws[x*ks : x*ks+n]
 			p := s[x0*3 : (x0+n)*3]
 			var cr, cg, cb int32 = fixedHalf, fixedHalf, fixedHalf
-			for i, wt := range k {
-				q := p[i*3 : i*3+3 : i*3+3]
-				cr += int32(q[0]) * wt
-				cg += int32(q[1]) * wt
-				cb += int32(q[2]) * wt
+			for len(k) >= 2 && len(p) >= 6 {
+				w0, w1 := k[0], k[1]
+				cr += int32(p[0])*w0 + int32(p[3])*w1
+				cg += int32(p[1])*w0 + int32(p[4])*w1
+				cb += int32(p[2])*w0 + int32(p[5])*w1
+				k, p = k[2:], p[6:]
+			}
+			if len(k) == 1 && len(p) >= 3 {
+				w0 := k[0]
+				cr += int32(p[0]) * w0
+				cg += int32(p[1]) * w0
+				cb += int32(p[2]) * w0
 			}
 			d := o[x*3 : x*3+3 : x*3+3]
 			d[0] = clip8(cr)
@@ -323,23 +330,61 @@ func (r *Resizer) vertical(out, mid []uint8, w, yFirst, h int) {
 			copy(o, mid[y0*w3:(y0+1)*w3])
 			continue
 		}
-		first := mid[y0*w3 : (y0+1)*w3]
-		w0 := k[0]
-		for i, p := range first {
-			acc[i] = fixedHalf + int32(p)*w0
+		verticalRow(o, mid[y0*w3:], w3, k, acc)
+	}
+}
+
+// verticalRow writes one output row: o[i] = clip(sum_j rows[j][i]*k[j])
+// where rows[j] = mid[j*w3:]. Common tap counts are unrolled so that each
+// output byte is computed in registers.
+func verticalRow(o, mid []uint8, w3 int, k []int32, acc []int32) {
+	o = o[:w3]
+	switch len(k) {
+	case 2:
+		r0, r1 := mid[:w3], mid[w3:2*w3]
+		k0, k1 := k[0], k[1]
+		for i := range o {
+			o[i] = clip8(fixedHalf + int32(r0[i])*k0 + int32(r1[i])*k1)
 		}
-		for j := 1; j < n; j++ {
-			row := mid[(y0+j)*w3 : (y0+j+1)*w3]
-			wt := k[j]
-			row = row[:len(acc)]
-			for i, p := range row {
-				acc[i] += int32(p) * wt
-			}
+		return
+	case 3:
+		r0, r1, r2 := mid[:w3], mid[w3:2*w3], mid[2*w3:3*w3]
+		k0, k1, k2 := k[0], k[1], k[2]
+		for i := range o {
+			o[i] = clip8(fixedHalf + int32(r0[i])*k0 + int32(r1[i])*k1 + int32(r2[i])*k2)
 		}
-		o = o[:len(acc)]
-		for i, a := range acc {
-			o[i] = clip8(a)
+		return
+	case 4:
+		r0, r1, r2, r3 := mid[:w3], mid[w3:2*w3], mid[2*w3:3*w3], mid[3*w3:4*w3]
+		k0, k1, k2, k3 := k[0], k[1], k[2], k[3]
+		for i := range o {
+			o[i] = clip8(fixedHalf + int32(r0[i])*k0 + int32(r1[i])*k1 + int32(r2[i])*k2 + int32(r3[i])*k3)
 		}
+		return
+	case 5:
+		r0, r1, r2, r3, r4 := mid[:w3], mid[w3:2*w3], mid[2*w3:3*w3], mid[3*w3:4*w3], mid[4*w3:5*w3]
+		k0, k1, k2, k3, k4 := k[0], k[1], k[2], k[3], k[4]
+		for i := range o {
+			o[i] = clip8(fixedHalf + int32(r0[i])*k0 + int32(r1[i])*k1 + int32(r2[i])*k2 + int32(r3[i])*k3 + int32(r4[i])*k4)
+		}
+		return
+	}
+	acc = acc[:w3]
+	r0 := mid[:w3]
+	k0 := k[0]
+	for i := range acc {
+		acc[i] = fixedHalf + int32(r0[i])*k0
+	}
+	for j := 1; j < len(k); j++ {
+		row := mid[j*w3 : (j+1)*w3]
+		wt := k[j]
+		row = row[:len(acc)]
+		for i, p := range row {
+			acc[i] += int32(p) * wt
+		}
+	}
+	for i, a := range acc {
+		o[i] = clip8(a)
 	}
 }
 

@@ -141,6 +141,13 @@ dec.append(dict(src="fmt_photo.jpg", rgb="fmt_photo_jpg.rgb", w=160, h=120, tol=
 Image.fromarray(photo_big).save("fmt_photo444.jpg", quality=95, subsampling=0)
 np.asarray(Image.open("fmt_photo444.jpg").convert("RGB")).tofile("fmt_photo444_jpg.rgb")
 dec.append(dict(src="fmt_photo444.jpg", rgb="fmt_photo444_jpg.rgb", w=160, h=120, tol=0.25))
+Image.fromarray(photo_big).save("fmt_photo422.jpg", quality=90, subsampling=1)
+np.asarray(Image.open("fmt_photo422.jpg").convert("RGB")).tofile("fmt_photo422_jpg.rgb")
+dec.append(dict(src="fmt_photo422.jpg", rgb="fmt_photo422_jpg.rgb", w=160, h=120, tol=0.25))
+odd = photo(61, 47, 6)  # odd size: chroma edge columns and rows
+Image.fromarray(odd).save("fmt_odd420.jpg", quality=90, subsampling=2)
+np.asarray(Image.open("fmt_odd420.jpg").convert("RGB")).tofile("fmt_odd420_jpg.rgb")
+dec.append(dict(src="fmt_odd420.jpg", rgb="fmt_odd420_jpg.rgb", w=61, h=47, tol=0.25))
 Image.fromarray(photo_big[:, :, 0], "L").save("fmt_grey.jpg", quality=90)
 np.repeat(np.asarray(Image.open("fmt_grey.jpg"))[:, :, None], 3, axis=2).tofile("fmt_grey_jpg.rgb")
 dec.append(dict(src="fmt_grey.jpg", rgb="fmt_grey_jpg.rgb", w=160, h=120, tol=0.25))
