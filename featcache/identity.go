@@ -176,7 +176,7 @@ func readManifest(dir string) (manifest, error) {
 	path := filepath.Join(dir, manifestName)
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return manifest{}, fmt.Errorf("read %s: %w", path, err)
+		return manifest{}, opError("read", path, err)
 	}
 	return parseManifest(path, data)
 }

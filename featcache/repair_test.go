@@ -292,3 +292,42 @@ func TestDefaultDir(t *testing.T) {
 		t.Fatalf("DefaultDir with HEADTUNE_CACHE_DIR = %q, %v", d, err)
 	}
 }
+
+// TestInterruptedCreation: a writer killed while creating the folder leaves
+// a folder with only some of its files; all of them read as an empty cache.
+func TestInterruptedCreation(t *testing.T) {
+	for _, keep := range [][]string{{lockName}, {lockName, manifestName}} {
+		t.Run(strings.Join(keep, "+"), func(t *testing.T) {
+			root, dir := newCache(t, 4, 0)
+			for _, name := range []string{manifestName, indexName, dataName} {
+				if !slices.Contains(keep, name) {
+					os.Remove(filepath.Join(dir, name))
+				}
+			}
+			rep, err := Verify(dir)
+			if err != nil || !rep.OK() || rep.Records != 0 || len(rep.Notes) == 0 {
+				t.Fatalf("Verify = %+v, %v", rep, err)
+			}
+			if fix, err := Repair(dir); err != nil || fix.Kept != 0 {
+				t.Fatalf("Repair = %+v, %v", fix, err)
+			}
+			if r, err := Open(root, testIdentity(4)); err == nil {
+				if r.Len() != 0 {
+					t.Fatalf("Len = %d", r.Len())
+				}
+				r.Close()
+			} else if !errors.Is(err, os.ErrNotExist) {
+				t.Fatal(err)
+			}
+			w := mustWriter(t, root, testIdentity(4))
+			keys, rows := batch(0, 2, 4)
+			if err := w.Append(keys, rows); err != nil {
+				t.Fatal(err)
+			}
+			w.Close()
+			if rep, err := Verify(dir); err != nil || !rep.OK() || rep.Verified != 2 {
+				t.Fatalf("Verify after resume = %+v, %v", rep, err)
+			}
+		})
+	}
+}

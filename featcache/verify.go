@@ -60,6 +60,12 @@ func Verify(dir string) (*VerifyReport, error) {
 	} else if !st.IsDir() {
 		return nil, fmt.Errorf("verify %s: not a folder", dir)
 	}
+	if uninitialised(dir) {
+		// A writer was killed while creating the folder: nothing was ever
+		// committed here, and the next writer completes the creation.
+		rep.note("%s has no %s or %s yet (creation interrupted): empty", dir, manifestName, indexName)
+		return rep, nil
+	}
 	m, err := readManifest(dir)
 	if err != nil {
 		rep.problem("%v", err)
@@ -212,6 +218,9 @@ func Repair(dir string) (*RepairReport, error) {
 }
 
 func repairLocked(fsys fileSystem, dir string) (*RepairReport, error) {
+	if uninitialised(dir) {
+		return &RepairReport{Dir: dir}, nil // nothing committed, nothing to drop
+	}
 	m, err := readManifest(dir)
 	if err != nil {
 		return nil, fmt.Errorf("cannot repair %s: %w; delete the folder to start over", dir, err)
@@ -362,4 +371,12 @@ func DefaultDir() (string, error) {
 		return "", fmt.Errorf("default feature cache folder: %w (choose one with --cache)", err)
 	}
 	return filepath.Join(base, "headtune", "features"), nil
+}
+
+// uninitialised reports whether dir lacks both backbone.json and rows.idx:
+// a folder whose creation was interrupted before anything was committed.
+func uninitialised(dir string) bool {
+	_, errM := os.Stat(filepath.Join(dir, manifestName))
+	_, errI := os.Stat(filepath.Join(dir, indexName))
+	return errors.Is(errM, fs.ErrNotExist) && errors.Is(errI, fs.ErrNotExist)
 }
