@@ -57,9 +57,11 @@ var (
 
 // getFixture builds (once per test binary) the fixture for a TestModel kind
 // at size x size with n images and k classes, cut before the last tune
-// dense layers when tune > 0.
+// dense layers when tune > 0. The features come from ONNX Runtime: without
+// it the test is skipped.
 func getFixture(t testing.TB, kind string, size, tune, n, k int) *fixture {
 	t.Helper()
+	ortReady(t)
 	key := fmt.Sprint(kind, size, tune, n, k)
 	fixMu.Lock()
 	defer fixMu.Unlock()

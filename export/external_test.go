@@ -1,0 +1,138 @@
+package export
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/headtune/headtune/head"
+)
+
+// TestONNXChecker runs onnx.checker.check_model (full check, with shape
+// inference) from Debian's python3-onnx on exports of every option set.
+func TestONNXChecker(t *testing.T) {
+	py := "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		t.Skipf("SKIP: %s is absent; onnx.checker was not run", py)
+	}
+	if out, err := exec.Command(py, "-c", "import onnx").CombinedOutput(); err != nil {
+		t.Skipf("SKIP: python3-onnx is not installed (apt-get install python3-onnx): %s", strings.TrimSpace(string(out)))
+	}
+	dir := t.TempDir()
+	var paths []string
+	for _, c := range []parityCase{parityCases[0], parityCases[4], parityCases[7], parityCases[8], parityCases[10]} {
+		_, _, m := c.build(t)
+		p := filepath.Join(dir, strings.ReplaceAll(c.name, "/", "_")+".onnx")
+		if err := Write(p, m); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	script := `
+import sys, onnx
+for p in sys.argv[1:]:
+    m = onnx.load(p)
+    onnx.checker.check_model(m, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(m, strict_mode=True)
+    out = [o for o in inferred.graph.output if o.name == "probabilities"][0]
+    print(p, [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim])
+`
+	out, err := exec.Command(py, append([]string{"-c", script}, paths...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("onnx.checker refused an export: %v\n%s", err, out)
+	}
+	t.Logf("onnx.checker (python3-onnx) accepted %d exports:\n%s", len(paths), out)
+}
+
+// nodeWithORT returns the node binary and a NODE_PATH under which
+// require('onnxruntime-node') works, or skips the test saying how to
+// prepare it. It never installs anything.
+func nodeWithORT(t *testing.T) (node, nodePath string) {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("SKIP: node is not installed; the Node snippet was not run")
+	}
+	for _, p := range []string{os.Getenv("HEADTUNE_NODE_PATH"), os.Getenv("NODE_PATH")} {
+		if p == "" {
+			continue
+		}
+		cmd := exec.Command(node, "-e", "require('onnxruntime-node')")
+		cmd.Env = append(os.Environ(), "NODE_PATH="+p)
+		if err := cmd.Run(); err == nil {
+			return node, p
+		}
+	}
+	t.Skip("SKIP: onnxruntime-node is not available; the Node snippet was not run. Prepare it once with " +
+		"`mkdir -p /tmp/ortnode && cd /tmp/ortnode && npm install --ignore-scripts onnxruntime-node@1.24.1` " +
+		"and set HEADTUNE_NODE_PATH=/tmp/ortnode/node_modules")
+	return "", ""
+}
+
+// TestNodeSnippet runs testdata/run_export.js (the README's snippet) on
+// exports with and without in-graph preprocessing, fed the same raw pixels,
+// and compares its probabilities with head.PredictBatch.
+func TestNodeSnippet(t *testing.T) {
+	node, nodePath := nodeWithORT(t)
+	script, err := filepath.Abs("testdata/run_export.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []parityCase{parityCases[2], parityCases[4], parityCases[5]} {
+		t.Run(c.name, func(t *testing.T) {
+			f, h, m := c.build(t)
+			dir := t.TempDir()
+			model := filepath.Join(dir, "model.onnx")
+			if err := Write(model, m); err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			binary.Write(&buf, binary.LittleEndian, f.raw)
+			pixels := filepath.Join(dir, "pixels.f32")
+			if err := os.WriteFile(pixels, buf.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(node, script, model, pixels, fmt.Sprint(f.n))
+			cmd.Env = append(os.Environ(), "NODE_PATH="+nodePath)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("node run_export.js: %v: %s", err, stderr.String())
+			}
+			var res struct {
+				Classes       []string    `json:"classes"`
+				Top           []string    `json:"top"`
+				Probabilities [][]float32 `json:"probabilities"`
+			}
+			if err := json.Unmarshal(out, &res); err != nil {
+				t.Fatalf("node output %q: %v", out, err)
+			}
+			if len(res.Probabilities) != f.n || strings.Join(res.Classes, "|") != strings.Join(h.Classes, "|") {
+				t.Fatalf("node gave %d rows, classes %q", len(res.Probabilities), res.Classes)
+			}
+			want := make([]float32, f.n*f.k)
+			if err := h.PredictBatch(f.feats, f.n, want); err != nil {
+				t.Fatal(err)
+			}
+			var got []float32
+			for _, r := range res.Probabilities {
+				got = append(got, r...)
+			}
+			d := maxAbsDiff(got, want)
+			t.Logf("onnxruntime-node vs head.PredictBatch: max |difference| = %.3g (with_preprocessing=%v)", d, c.opt.WithPreprocessing)
+			if d > parityTol {
+				t.Errorf("node probabilities differ by %.3g > %g", d, parityTol)
+			}
+			if c.head == head.KindLinear && len(res.Top) != f.n {
+				t.Errorf("top has %d entries", len(res.Top))
+			}
+		})
+	}
+}
