@@ -190,6 +190,7 @@ type Report struct {
 	History   []EpochStats `json:"history"`
 	Epochs    int          `json:"epochs"`
 	Iters     int          `json:"iterations"`
+	Evals     int          `json:"evaluations"` // L-BFGS: objective and gradient evaluations (passes over the data)
 	BestEpoch int          `json:"best_epoch"`
 	Stopped   string       `json:"stopped"`
 	TrainLoss float64      `json:"train_loss"`
