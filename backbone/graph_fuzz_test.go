@@ -21,7 +21,11 @@ func FuzzParseModel(f *testing.F) {
 	vgg, _ := MarshalModel(TestModel("vgg", 8))
 	f.Add(vgg[:len(vgg)/2])
 	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Fuzz(fuzzBody)
+}
+
+func fuzzBody(t *testing.T, data []byte) {
+	{
 		m, err := ParseModel(data)
 		if err != nil {
 			return
@@ -48,5 +52,5 @@ func FuzzParseModel(f *testing.F) {
 				InitializerFloats(init)
 			}
 		}
-	})
+	}
 }
