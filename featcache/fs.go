@@ -85,7 +85,16 @@ func writeFull(f file, p []byte, off int64) error {
 // same folder, fsync it, rename it over path, fsync the folder. Readers see
 // the old or the new content, never a mix; on error the old file is
 // untouched and the temporary file removed.
-func writeFileAtomic(fsys fileSystem, path string, data []byte, perm os.FileMode) (err error) {
+func writeFileAtomic(fsys fileSystem, path string, data []byte, perm os.FileMode) error {
+	return writeAtomicStream(fsys, path, perm, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// writeAtomicStream is writeFileAtomic for content produced by fill, which
+// writes sequentially to w.
+func writeAtomicStream(fsys fileSystem, path string, perm os.FileMode, fill func(w io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
@@ -99,7 +108,7 @@ func writeFileAtomic(fsys fileSystem, path string, data []byte, perm os.FileMode
 			_ = fsys.Remove(tmp)
 		}
 	}()
-	if err = writeFull(f, data, 0); err != nil {
+	if err = fill(&seqWriter{f: f}); err != nil {
 		f.Close()
 		return opError("write", tmp, err)
 	}
@@ -117,4 +126,19 @@ func writeFileAtomic(fsys fileSystem, path string, data []byte, perm os.FileMode
 		return opError("sync folder", dir, err)
 	}
 	return nil
+}
+
+// seqWriter turns a file's WriteAt into a sequential io.Writer, with short
+// writes reported as errors.
+type seqWriter struct {
+	f   file
+	off int64
+}
+
+func (w *seqWriter) Write(p []byte) (int, error) {
+	if err := writeFull(w.f, p, w.off); err != nil {
+		return 0, err
+	}
+	w.off += int64(len(p))
+	return len(p), nil
 }

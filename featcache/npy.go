@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"os"
+	"io"
 	"strings"
 )
 
@@ -49,27 +49,21 @@ func writeNPY(path, dtype, shape string, body func(*bufio.Writer) error) error {
 	total := 10 + len(header) + 1
 	pad := (64 - total%64) % 64
 	header += strings.Repeat(" ", pad) + "\n"
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
+	if len(header) > math.MaxUint16 {
+		return fmt.Errorf("write %s: npy header of %d bytes too long", path, len(header))
 	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	w.WriteString("\x93NUMPY\x01\x00")
-	var hl [2]byte
-	binary.LittleEndian.PutUint16(hl[:], uint16(len(header)))
-	w.Write(hl[:])
-	w.WriteString(header)
-	err = body(w)
-	if err == nil {
-		err = w.Flush()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return os.Rename(tmp, path)
+	// Written through a synced temporary file and renamed: an existing file
+	// at path is replaced whole or left untouched.
+	return writeAtomicStream(osFS{}, path, 0o644, func(out io.Writer) error {
+		w := bufio.NewWriterSize(out, 1<<20)
+		w.WriteString("\x93NUMPY\x01\x00")
+		var hl [2]byte
+		binary.LittleEndian.PutUint16(hl[:], uint16(len(header)))
+		w.Write(hl[:])
+		w.WriteString(header)
+		if err := body(w); err != nil {
+			return err
+		}
+		return w.Flush()
+	})
 }
