@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"encoding/binary"
 	"fmt"
-	"math"
 	"io"
+	"math"
 	"strings"
 )
 

@@ -25,9 +25,9 @@ type Reader struct {
 	dim      int
 	rowBytes int64
 	data     *os.File
-	recs     []record // committed records, rows strictly increasing
-	byKey    keyTable // key -> index into recs (first wins)
-	bufPool  sync.Pool   // []byte row buffers for big-endian hosts
+	recs     []record  // committed records, rows strictly increasing
+	byKey    keyTable  // key -> index into recs (first wins)
+	bufPool  sync.Pool // []byte row buffers for big-endian hosts
 }
 
 // Open opens a snapshot of the features cached for id under root. If
