@@ -3,9 +3,14 @@ package backbone
 import (
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/headtune/headtune/backbone/onnxpb"
 )
@@ -258,5 +263,89 @@ func TestDenseChainN(t *testing.T) {
 	}
 	if _, err := DenseChain(m, "missing"); err == nil {
 		t.Error("no error for a missing tensor")
+	}
+}
+
+// TestExternalModels checks detection and the cut on every *.onnx in the
+// folder named by HEADTUNE_GRAPH_MODELS (for example torchvision exports
+// made with /usr/bin/python3 and torch.onnx.export): the cut must run in
+// ONNX Runtime and equal the full model's feature tensor, pooled. Skipped
+// when the variable is unset.
+func TestExternalModels(t *testing.T) {
+	dir := os.Getenv("HEADTUNE_GRAPH_MODELS")
+	if dir == "" {
+		t.Skip("SKIP: set HEADTUNE_GRAPH_MODELS to a folder of .onnx image classifiers to check them")
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.onnx"))
+	if len(files) == 0 {
+		t.Fatalf("no .onnx files in %s", dir)
+	}
+	ortReadyForGraphTests(t)
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			start := time.Now()
+			m, err := ReadModelFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			read := time.Since(start)
+			start = time.Now()
+			c, err := FindFeatureTensor(m, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cut, err := CutAtFeature(m, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			layers, err := DenseChainN(m, c.Tensor, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			detect := time.Since(start)
+			var dense []string
+			for _, l := range layers {
+				dense = append(dense, fmt.Sprintf("%s %d->%d %s", l.Name, l.In, l.Out, l.Activation))
+			}
+			t.Logf("feature %s %s dim %d pool %q rule %s classifier %s (%d classes); removed %d nodes; dense chain %v; read %v, detect+cut+dense %v",
+				c.Tensor, formatDims(c.Shape), c.Dim, c.Pool, c.Rule, c.Classifier, c.Classes, len(c.Removed), dense, read.Round(time.Millisecond), detect.Round(time.Millisecond))
+			name, layout, ch, h, w, err := ImageInput(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h == 0 {
+				h, w = 224, 224
+			}
+			shape := []int64{2, int64(ch), int64(h), int64(w)}
+			if layout == "NHWC" {
+				shape = []int64{2, int64(h), int64(w), int64(ch)}
+			}
+			x := make([]float32, 2*ch*h*w)
+			tb := &testBuilder{seed: 3}
+			for i := range x {
+				x[i] = tb.rand()
+			}
+			cutData, _ := MarshalModel(cut)
+			got, _ := runORT(t, cutData, name, shape, x, FeatureOutput)
+			full := proto.Clone(m).(*onnxpb.ModelProto)
+			full.Graph.Output = append(full.Graph.Output, &onnxpb.ValueInfoProto{Name: ptr(c.Tensor),
+				Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{ElemType: ptr(int32(onnxpb.TensorProto_FLOAT))}}}})
+			fullData, _ := MarshalModel(full)
+			ref, refShape := runORT(t, fullData, name, shape, x, c.Tensor)
+			want, err := poolReference(ref[0], refShape[0], c.Pool)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(want) != len(got[0]) || int64(len(got[0])) != 2*c.Dim {
+				t.Fatalf("%d features, reference %d, dim %d", len(got[0]), len(want), c.Dim)
+			}
+			worst := 0.0
+			for i, v := range got[0] {
+				worst = math.Max(worst, math.Abs(float64(v)-want[i])/(1+math.Abs(want[i])))
+			}
+			if worst > 1e-5 {
+				t.Errorf("cut differs from the full model's %s by %g", c.Tensor, worst)
+			}
+		})
 	}
 }

@@ -318,3 +318,36 @@ func BenchmarkCutAtFeature(b *testing.B) {
 		}
 	})
 }
+
+// TestCutNHWCOpset18 checks the NHWC pooling under opset 18, where
+// ReduceMean takes its axes as an input instead of an attribute.
+func TestCutNHWCOpset18(t *testing.T) {
+	for _, opset := range []int64{13, 18} {
+		t.Run(fmt.Sprint(opset), func(t *testing.T) {
+			m := TestModel("features4d-nhwc", 16)
+			m.OpsetImport[0].Version = ptr(opset)
+			c, err := FindFeatureTensor(m, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cut, err := CutAtFeature(m, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last := cut.Graph.Node[len(cut.Graph.Node)-1]
+			if last.GetOpType() != "ReduceMean" || (opset >= 18) != (len(last.Input) == 2) {
+				t.Fatalf("opset %d: pooling node %v", opset, last)
+			}
+			ortReadyForGraphTests(t)
+			data, _ := MarshalModel(cut)
+			x := make([]float32, 2*16*16*3)
+			for i := range x {
+				x[i] = float32(i%7) - 3
+			}
+			out, shapes := runORT(t, data, "input_1", []int64{2, 16, 16, 3}, x, FeatureOutput)
+			if !slices.Equal(shapes[0], []int64{2, 12}) || len(out[0]) != 24 {
+				t.Fatalf("output shape %v", shapes[0])
+			}
+		})
+	}
+}
