@@ -89,6 +89,9 @@ type Candidate struct {
 //     are also passed through, and a 1x1 Conv with constant weights and
 //     group=1 reached through a pooling is a SqueezeNet-style classifier:
 //     its input, globally average pooled, is the feature tensor.
+//     A rank-2 first output of width 1000 or 1001 (ImageNet-1k logits,
+//     with TensorFlow's background class) counts as class scores too, so
+//     torchvision's SqueezeNet (no Softmax) is recognised.
 //  4. Any other node ends the walk. If no classifier was found the model is
 //     taken as a feature extractor and its first output is the feature
 //     tensor; but an output that went through Softmax/Sigmoid without a
@@ -124,6 +127,9 @@ func FindFeatureTensor(m *onnxpb.ModelProto, override string) (*FeatureChoice, e
 	}
 	t := out
 	sawProb, sawPool := false, false
+	if s := ix.shape(out); len(s) == 2 && (s[1] == 1000 || s[1] == 1001) {
+		sawProb = true // ImageNet-1k class scores (1001: TF's background class)
+	}
 	for steps := 0; steps <= len(m.Graph.Node); steps++ {
 		n := ix.node(t)
 		if n == nil || !standardDomain(n) || len(n.Input) == 0 {
@@ -167,7 +173,7 @@ func FindFeatureTensor(m *onnxpb.ModelProto, override string) (*FeatureChoice, e
 		break
 	}
 	if sawProb {
-		return nil, fmt.Errorf("model output %q looks like class scores (Softmax/Sigmoid) but no Gemm/MatMul/1x1-Conv classifier with constant weights precedes it; choose the feature tensor with --feature-tensor, candidates: %s", out, candidateList(ix.candidates()))
+		return nil, fmt.Errorf("model output %q looks like class scores (Softmax/Sigmoid or 1000 wide) but no Gemm/MatMul/1x1-Conv classifier with constant weights precedes it; choose the feature tensor with --feature-tensor, candidates: %s", out, candidateList(ix.candidates()))
 	}
 	return ix.choose(out, RuleOutput, nil, -1)
 }

@@ -106,6 +106,43 @@ func TestFindFeatureTensorOverride(t *testing.T) {
 	}
 }
 
+// squeezeTail builds conv features and a SqueezeNet classifier tail
+// without Softmax: Conv 1x1 -> Relu -> GlobalAveragePool -> Flatten.
+func squeezeTail(classes int64) *onnxpb.ModelProto {
+	b := NewBuilder("sq")
+	x := b.Input("input", -1, 3, 8, 8)
+	f := b.Op("Relu", "feat", []string{b.Op("Conv", "c1", []string{x, b.Initializer("w1", []int64{4, 3, 1, 1}, make([]float32, 12))})})
+	y := b.Op("Conv", "cls", []string{f, b.Initializer("w2", []int64{classes, 4, 1, 1}, make([]float32, 4*classes))})
+	y = b.Op("GlobalAveragePool", "gap", []string{b.Op("Relu", "r", []string{y})})
+	b.Node("Flatten", []string{y}, []string{"logits"})
+	b.Output("logits", -1, classes)
+	return b.Model(0)
+}
+
+func TestFindFeatureTensorSqueezeNetLogits(t *testing.T) {
+	tests := []struct {
+		classes    int64
+		wantTensor string
+		wantRule   string
+		wantDim    int64
+	}{
+		{1000, "feat", RuleConvHead, 4},
+		{1001, "feat", RuleConvHead, 4},
+		{10, "logits", RuleOutput, 10}, // no evidence of class scores: a feature extractor
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprint(tc.classes), func(t *testing.T) {
+			c, err := FindFeatureTensor(squeezeTail(tc.classes), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Tensor != tc.wantTensor || c.Rule != tc.wantRule || c.Dim != tc.wantDim {
+				t.Fatalf("got %s %s %d, want %s %s %d", c.Tensor, c.Rule, c.Dim, tc.wantTensor, tc.wantRule, tc.wantDim)
+			}
+		})
+	}
+}
+
 func TestFindFeatureTensorErrors(t *testing.T) {
 	// A softmax over something that is no recognisable classifier.
 	b := NewBuilder("odd")
