@@ -351,3 +351,39 @@ func TestCutNHWCOpset18(t *testing.T) {
 		})
 	}
 }
+
+// TestCutInitializersAsInputs: old PyTorch exports (keep_initializers_as_inputs)
+// list every weight as a graph input too; the cut keeps only the inputs it
+// still reads and still runs.
+func TestCutInitializersAsInputs(t *testing.T) {
+	m := TestModel("vgg", 16)
+	for _, init := range m.Graph.Initializer {
+		m.Graph.Input = append(m.Graph.Input, ValueInfo(init.GetName(), onnxpb.TensorProto_FLOAT, init.Dims))
+	}
+	c, err := FindFeatureTensor(m, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut, err := CutAtFeature(m, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inits := map[string]bool{}
+	for _, init := range cut.Graph.Initializer {
+		inits[init.GetName()] = true
+	}
+	for _, in := range cut.Graph.Input[1:] {
+		if !inits[in.GetName()] {
+			t.Errorf("input %s kept although its initializer was dropped", in.GetName())
+		}
+	}
+	if len(cut.Graph.Input) != 1+len(cut.Graph.Initializer) || inits["fc8.weight"] {
+		t.Errorf("%d inputs for %d initializers; fc8 kept: %v", len(cut.Graph.Input), len(cut.Graph.Initializer), inits["fc8.weight"])
+	}
+	ortReadyForGraphTests(t)
+	data, _ := MarshalModel(cut)
+	_, shapes := runORT(t, data, "input", []int64{1, 3, 16, 16}, make([]float32, 3*16*16), FeatureOutput)
+	if !slices.Equal(shapes[0], []int64{1, c.Dim}) {
+		t.Errorf("output shape %v", shapes[0])
+	}
+}
