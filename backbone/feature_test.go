@@ -386,3 +386,30 @@ func TestExternalModels(t *testing.T) {
 		})
 	}
 }
+
+// Find the feature tensor of a classifier, cut the classifier off and read
+// the pretrained dense layers before the cut.
+func ExampleFindFeatureTensor() {
+	m := TestModel("vgg", 32) // in real use: ReadModelFile("vgg16.onnx")
+	choice, err := FindFeatureTensor(m, "")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Printf("%s: %s, D=%d, removes %v\n", choice.Rule, choice.Tensor, choice.Dim, choice.Removed)
+	cut, err := CutAtFeature(m, choice)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("output:", cut.Graph.Output[0].GetName())
+	layers, _ := DenseChain(m, choice.Tensor)
+	for _, l := range layers {
+		fmt.Printf("dense %s %d->%d %s, cut at %s to tune it\n", l.Name, l.In, l.Out, l.Activation, l.Input)
+	}
+	// Output:
+	// classifier: relu7, D=24, removes [Gemm fc8 Softmax Softmax]
+	// output: features
+	// dense fc6 512->32 relu, cut at flatten to tune it
+	// dense fc7 32->24 relu, cut at drop6 to tune it
+}
