@@ -69,7 +69,7 @@ func getFixture(t testing.TB, kind string, size, tune, n, k int) *fixture {
 		return f
 	}
 	full := backbone.TestModel(kind, size)
-	f, err := newFixture(full, kind, tune, n, k)
+	f, err := newFixture(full, kind, "imagenet", tune, n, k)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,9 @@ func getFixture(t testing.TB, kind string, size, tune, n, k int) *fixture {
 	return f
 }
 
-func newFixture(full *onnxpb.ModelProto, kind string, tune, n, k int) (*fixture, error) {
+// newFixture builds a fixture for any single-input backbone, with the named
+// imaging preset adapted to its input.
+func newFixture(full *onnxpb.ModelProto, kind, preset string, tune, n, k int) (*fixture, error) {
 	f := &fixture{kind: kind, full: full, n: n, k: k}
 	choice, err := backbone.FindFeatureTensor(full, "")
 	if err != nil {
@@ -107,7 +109,7 @@ func newFixture(full *onnxpb.ModelProto, kind string, tune, n, k int) (*fixture,
 		return nil, err
 	}
 	f.input = name
-	spec, err := imaging.Preset("imagenet")
+	spec, err := imaging.Preset(preset)
 	if err != nil {
 		return nil, err
 	}
