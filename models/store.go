@@ -292,6 +292,11 @@ func (s *Store) installFile(ctx context.Context, src string, move bool, knownSHA
 			os.RemoveAll(tmp)
 		}
 	}()
+	// MkdirTemp creates 0700; an installed model is readable by all, like
+	// the folder it is installed in.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return Installed{}, fmt.Errorf("install model %s: %w", name, err)
+	}
 	model := filepath.Join(tmp, ModelFile)
 	if move {
 		if err := os.Rename(src, model); err != nil {

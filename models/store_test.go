@@ -67,6 +67,9 @@ func TestPullInstallsVerifiedModel(t *testing.T) {
 	if err := s.Verify("fixture"); err != nil {
 		t.Errorf("Verify after install: %v", err)
 	}
+	if st, err := os.Stat(in.Dir); err != nil || st.Mode().Perm() != 0o755 {
+		t.Errorf("model folder mode %v (%v), want rwxr-xr-x", st.Mode(), err)
+	}
 	noLeftovers(t, s.Dir())
 
 	// Pulling again is a no-op; Force downloads again.
