@@ -23,20 +23,33 @@ import (
 type Runner struct {
 	Session   *backbone.Session
 	Spec      imaging.Spec
-	Decode    imaging.DecodeOptions
 	BatchSize int // samples per inference call; default 16
 	Workers   int // decode goroutines; default GOMAXPROCS
+
+	// Skip, when set, is asked after a file is read and hashed; true means
+	// its features are known already, so it is neither decoded nor run and
+	// OnCached reports it instead. Called from several goroutines.
+	Skip func(hash [32]byte) bool
+	// OnCached is called, in order from the Run goroutine, for each file
+	// Skip accepted.
+	OnCached func(index int, hash [32]byte)
+	// OnFail is called, in order from the Run goroutine, for each file that
+	// could not be read or decoded; the run goes on.
+	OnFail func(Failure)
 }
+
+// errCached marks a slot whose features are already known.
+var errCached = errors.New("cached")
 
 // Batch is one inference batch handed to the caller's callback. Its slices
 // are owned by the Runner and reused after the callback returns: copy what
 // must outlive it.
 type Batch struct {
-	N       int          // samples in this batch that decoded and ran
-	Index   []int        // [N] positions in the Run call's path list
-	Hash    [][32]byte   // [N] SHA-256 of each file's bytes
-	Outputs [][]float32  // per output, N*size values, batch-major
-	Input   []float32    // N*InputLen preprocessed values (for tests and debugging)
+	N       int         // samples in this batch that decoded and ran
+	Index   []int       // [N] positions in the Run call's path list
+	Hash    [][32]byte  // [N] SHA-256 of each file's bytes
+	Outputs [][]float32 // per output, N*size values, batch-major
+	Input   []float32   // N*InputLen preprocessed values (for tests and debugging)
 
 	// slots: assigned before decoding; compacted into the fields above.
 	slots   int
@@ -64,12 +77,11 @@ type job struct {
 // one running.
 const batchesInFlight = 3
 
-// Run processes paths in order. onBatch is called for every batch, in
-// order, from the calling goroutine; onFail for every file that could not be
-// read or decoded (the run goes on). Run returns ctx.Err() when cancelled,
-// after the batch being handed over has been finished: everything passed to
-// onBatch is complete.
-func (r *Runner) Run(ctx context.Context, paths []string, onBatch func(*Batch) error, onFail func(Failure)) error {
+// Run processes paths in order. onBatch is called for every batch that ran,
+// in order, from the calling goroutine. Run returns ctx.Err() when
+// cancelled: everything already passed to onBatch is complete, the batch in
+// flight is dropped.
+func (r *Runner) Run(ctx context.Context, paths []string, onBatch func(*Batch) error) error {
 	bs := r.BatchSize
 	if bs <= 0 {
 		bs = 16
@@ -158,7 +170,11 @@ func (r *Runner) Run(ctx context.Context, paths []string, onBatch func(*Batch) e
 				buf, err = readFile(paths[j.idx], buf)
 				if err == nil {
 					j.b.Hash[j.slot] = sha256.Sum256(buf)
-					err = r.prepare(buf, j.b.Input[j.slot*inLen:(j.slot+1)*inLen], &scratch)
+					if r.Skip != nil && r.Skip(j.b.Hash[j.slot]) {
+						err = errCached
+					} else {
+						err = r.Spec.LoadBytes(buf, j.b.Input[j.slot*inLen:(j.slot+1)*inLen], &scratch)
+					}
 				}
 				j.b.slotErr[j.slot] = err
 				j.b.wg.Done()
@@ -175,9 +191,14 @@ func (r *Runner) Run(ctx context.Context, paths []string, onBatch func(*Batch) e
 		n := 0
 		for s := 0; s < b.slots; s++ {
 			idx := b.slotIdx[s]
-			if err := b.slotErr[s]; err != nil {
-				if onFail != nil {
-					onFail(Failure{Index: idx, Path: paths[idx], Err: err})
+			if err := b.slotErr[s]; err == errCached {
+				if r.OnCached != nil {
+					r.OnCached(idx, b.Hash[s])
+				}
+				continue
+			} else if err != nil {
+				if r.OnFail != nil {
+					r.OnFail(Failure{Index: idx, Path: paths[idx], Err: err})
 				}
 				continue
 			}
@@ -200,15 +221,12 @@ func (r *Runner) Run(ctx context.Context, paths []string, onBatch func(*Batch) e
 			if err := onBatch(b); err != nil {
 				return err
 			}
+		} else {
+			b.N = 0
 		}
 		free <- b
 	}
 	return ctx.Err()
-}
-
-// prepare decodes one file's bytes and writes its tensor into dst.
-func (r *Runner) prepare(data []byte, dst []float32, sc *imaging.Scratch) error {
-	return r.Spec.LoadBytes(data, r.Decode, dst, sc)
 }
 
 // readFile reads a whole file into buf, growing it as needed, so that

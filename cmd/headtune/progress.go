@@ -88,3 +88,25 @@ func fmtDuration(d time.Duration) string {
 	}
 	return fmt.Sprintf("%d:%02d", s/60, s%60)
 }
+
+// UpdateBytes shows a download's progress in megabytes.
+func (p *progressLine) UpdateBytes(done, total int64) {
+	if !p.enabled {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	if now.Sub(p.last) < 100*time.Millisecond && done < total {
+		return
+	}
+	p.last = now
+	el := now.Sub(p.start).Seconds()
+	rate := float64(done) / max(el, 1e-9)
+	eta := "--:--"
+	if rate > 0 && total > done {
+		eta = fmtDuration(time.Duration(float64(total-done) / rate * float64(time.Second)))
+	}
+	fmt.Fprintf(p.w, "\r\x1b[K%s %.1f/%.1f MB  %.1f MB/s  ETA %s", p.label, float64(done)/1e6, float64(total)/1e6, rate/1e6, eta)
+	p.drawn = true
+}

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/pipeline"
+)
+
+func extractCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "extract",
+		Usage:     "compute and cache backbone features for a labelled image dataset",
+		ArgsUsage: "DATASET (a folder of class folders, train/val/test split folders, or a path,label CSV)",
+		Flags: append(backboneFlags(),
+			&cli.IntFlag{Name: "tune-layers", Usage: "cut before the backbone's last K dense layers so that train fine-tunes them"},
+			&cli.BoolFlag{Name: "wait-lock", Usage: "wait for another extract on the same cache instead of refusing"},
+		),
+		Action: runExtract,
+	}
+}
+
+func runExtract(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return fmt.Errorf("extract takes one dataset folder or CSV manifest, got %d arguments", c.NArg())
+	}
+	ds, err := imaging.OpenDataset(c.Args().First())
+	if err != nil {
+		return err
+	}
+	root, err := cacheRoot(c)
+	if err != nil {
+		return err
+	}
+	bb, err := openBackboneFromFlags(c, c.Int("tune-layers"), false)
+	if err != nil {
+		return err
+	}
+	defer bb.Close()
+
+	quiet := c.Bool("quiet")
+	prog := newProgress("extract", quiet)
+	for _, ig := range ds.Ignored {
+		if !quiet && !c.Bool("json") {
+			prog.Printf("ignored %s: %s\n", ig.Path, ig.Reason)
+		}
+	}
+	sum, err := pipeline.Extract(c.Context, bb, ds, pipeline.ExtractOptions{
+		CacheRoot: root,
+		BatchSize: c.Int("batch"),
+		Workers:   c.Int("workers"),
+		WaitLock:  c.Bool("wait-lock"),
+		Progress: func(p pipeline.ExtractProgress) {
+			prog.Update(p.Done, p.Total, p.Computed+p.Skipped, fmt.Sprintf("  reused %d  skipped %d", p.Reused, p.Skipped))
+		},
+		OnSkip: func(f pipeline.Failure) {
+			// One line per bad file, always (also when quiet): it is data
+			// the user must know about, not progress.
+			prog.Printf("skipped %s: %v\n", f.Path, f.Err)
+		},
+	})
+	prog.Done()
+	if sum != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		if c.Bool("json") {
+			printJSON(sum)
+		} else {
+			fmt.Fprintf(os.Stderr, "extract: %d images: %d computed (%.1f img/s), %d reused from cache, %d skipped in %s\n",
+				sum.Images, sum.Computed, sum.ImagesPerS, sum.Reused, sum.Skipped, time.Duration(sum.Seconds*float64(time.Second)).Round(time.Millisecond))
+			if err == nil {
+				fmt.Fprintf(os.Stderr, "extract: %d classes, %d-d features from %s (%s), cache %s\n", len(sum.Classes), sum.Dim, bb.Name, bb.Choice.Tensor, sum.CacheDir)
+			}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if sum.Computed+sum.Reused == 0 {
+		return fmt.Errorf("%s: none of the %d images could be used (see the skipped lines above)", ds.Root, sum.Images)
+	}
+	return nil
+}

@@ -1,0 +1,265 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/featcache"
+	"github.com/headtune/headtune/imaging"
+)
+
+// ExtractOptions configures Extract.
+type ExtractOptions struct {
+	CacheRoot string // feature cache root (featcache.DefaultDir when empty)
+	BatchSize int
+	Workers   int
+	WaitLock  bool // wait for another extract on the same cache instead of refusing
+	// Progress, when set, is called after every batch and for every file
+	// that is reused or skipped, from one goroutine.
+	Progress func(ExtractProgress)
+	// OnSkip, when set, is called for every file that could not be used.
+	OnSkip func(Failure)
+}
+
+// ExtractProgress is a snapshot of a running extraction.
+type ExtractProgress struct {
+	Done, Total int // files finished (computed, reused or skipped) of all
+	Computed    int // files whose features were computed in this run
+	Reused      int
+	Skipped     int
+	Elapsed     time.Duration
+}
+
+// ExtractSummary reports a finished (or interrupted) extraction.
+type ExtractSummary struct {
+	Dataset     string         `json:"dataset"`
+	Model       string         `json:"model"`
+	BackboneID  string         `json:"backbone_id"`
+	CacheDir    string         `json:"cache_dir"`
+	View        string         `json:"view"`
+	Classes     []string       `json:"classes"`
+	Images      int            `json:"images"`
+	Computed    int            `json:"computed"`
+	Reused      int            `json:"reused"`
+	Skipped     int            `json:"skipped"`
+	Skips       []SkipRecord   `json:"skips,omitempty"`
+	Splits      map[string]int `json:"splits,omitempty"`
+	Seconds     float64        `json:"seconds"`
+	ImagesPerS  float64        `json:"computed_images_per_second"`
+	Dim         int            `json:"feature_dim"`
+	Interrupted bool           `json:"interrupted,omitempty"`
+}
+
+// SkipRecord is one file left out, with the reason.
+type SkipRecord struct {
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
+}
+
+// LastRun is what the latest extract recorded in the cache root, so that
+// `headtune train` needs no arguments.
+type LastRun struct {
+	Dataset   string          `json:"dataset"`
+	Model     string          `json:"model"`
+	ModelPath string          `json:"model_path"`
+	CacheDir  string          `json:"cache_dir"`
+	View      string          `json:"view"`
+	Identity  json.RawMessage `json:"identity"`
+	// Options reopen the backbone exactly as extract opened it (training
+	// with --tune-layers needs the pretrained dense layers).
+	Options BackboneOptions `json:"options"`
+	// FeatureTensor is the tensor the features were read from.
+	FeatureTensor string `json:"feature_tensor"`
+}
+
+const lastRunFile = "last-extract.json"
+
+// ViewName is the name under which a dataset's view is stored: the folder's
+// base name and a hash of its absolute path, so two datasets never share one.
+func ViewName(datasetRoot string) string {
+	abs, err := filepath.Abs(datasetRoot)
+	if err != nil {
+		abs = datasetRoot
+	}
+	h := sha256.Sum256([]byte(abs))
+	base := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, strings.TrimSuffix(filepath.Base(abs), filepath.Ext(abs)))
+	if base == "" || base[0] == '_' {
+		base = "dataset" + base
+	}
+	return base + "-" + hex.EncodeToString(h[:4])
+}
+
+// Extract computes the features of every image of ds that the cache does not
+// hold yet, and writes the dataset's view (path, label, split, hash, row).
+// Files that cannot be read or decoded are reported and skipped. On
+// cancellation every finished batch stays in the cache and the returned
+// error is ctx.Err(); the view is not rewritten, so a later run resumes.
+func Extract(ctx context.Context, bb *Backbone, ds *imaging.Dataset, opt ExtractOptions) (*ExtractSummary, error) {
+	root := opt.CacheRoot
+	if root == "" {
+		var err error
+		if root, err = featcache.DefaultDir(); err != nil {
+			return nil, err
+		}
+	}
+	if bb.Session == nil {
+		return nil, errors.New("extract: backbone has no session")
+	}
+	w, err := featcache.OpenWriter(ctx, root, bb.Identity, featcache.WriterOptions{Wait: opt.WaitLock})
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	known, err := featcache.Open(root, bb.Identity)
+	if err != nil {
+		return nil, err
+	}
+	defer known.Close()
+
+	start := time.Now()
+	n := len(ds.Samples)
+	paths := make([]string, n)
+	for i, s := range ds.Samples {
+		paths[i] = s.Path
+	}
+	keys := make([]featcache.Key, n)
+	have := make([]bool, n)
+	sum := &ExtractSummary{
+		Dataset: ds.Root, Model: bb.Ref, BackboneID: bb.Identity.ID(), CacheDir: w.Dir(),
+		Classes: ds.Classes, Images: n, Dim: bb.Dim,
+	}
+	prog := ExtractProgress{Total: n}
+	report := func() {
+		if opt.Progress != nil {
+			prog.Elapsed = time.Since(start)
+			opt.Progress(prog)
+		}
+	}
+	batchKeys := make([]featcache.Key, 0, max(opt.BatchSize, 16))
+	r := &Runner{
+		Session:   bb.Session,
+		Spec:      bb.Spec,
+		BatchSize: opt.BatchSize,
+		Workers:   opt.Workers,
+		Skip: func(h [32]byte) bool {
+			_, ok := known.Lookup(featcache.Key(h))
+			return ok
+		},
+		OnCached: func(i int, h [32]byte) {
+			keys[i], have[i] = featcache.Key(h), true
+			prog.Done++
+			prog.Reused++
+			report()
+		},
+		OnFail: func(f Failure) {
+			prog.Done++
+			prog.Skipped++
+			sum.Skips = append(sum.Skips, SkipRecord{Path: f.Path, Reason: f.Err.Error()})
+			if opt.OnSkip != nil {
+				opt.OnSkip(f)
+			}
+			report()
+		},
+	}
+	runErr := r.Run(ctx, paths, func(b *Batch) error {
+		batchKeys = batchKeys[:0]
+		for k := 0; k < b.N; k++ {
+			batchKeys = append(batchKeys, featcache.Key(b.Hash[k]))
+		}
+		if err := w.Append(batchKeys, b.Outputs[0][:b.N*bb.Dim]); err != nil {
+			return fmt.Errorf("feature cache %s: %w", w.Dir(), err)
+		}
+		for k, idx := range b.Index {
+			keys[idx], have[idx] = batchKeys[k], true
+		}
+		prog.Done += b.N
+		prog.Computed += b.N
+		report()
+		return nil
+	})
+	sum.Computed, sum.Reused, sum.Skipped = prog.Computed, prog.Reused, prog.Skipped
+	sum.Seconds = time.Since(start).Seconds()
+	if sum.Seconds > 0 {
+		sum.ImagesPerS = float64(sum.Computed) / sum.Seconds
+	}
+	if runErr != nil {
+		sum.Interrupted = errors.Is(runErr, context.Canceled)
+		return sum, runErr
+	}
+
+	base := datasetBase(ds.Root)
+	entries := make([]featcache.ViewEntry, 0, n)
+	sum.Splits = map[string]int{}
+	for i, s := range ds.Samples {
+		if !have[i] {
+			continue
+		}
+		row, _ := w.Lookup(keys[i])
+		entries = append(entries, featcache.ViewEntry{Path: relTo(base, s.Path), Label: s.Label, Split: s.Split, Key: keys[i], Row: row})
+		sp := s.Split
+		if sp == "" {
+			sp = "all"
+		}
+		sum.Splits[sp]++
+	}
+	name := ViewName(ds.Root)
+	if err := featcache.WriteView(w.Dir(), name, entries); err != nil {
+		return sum, fmt.Errorf("write dataset view: %w", err)
+	}
+	sum.View = featcache.ViewPath(w.Dir(), name)
+	idJSON, _ := json.Marshal(bb.Identity)
+	last := LastRun{Dataset: ds.Root, Model: bb.Ref, ModelPath: bb.ModelPath, CacheDir: w.Dir(), View: sum.View,
+		Identity: idJSON, Options: bb.Options, FeatureTensor: bb.Choice.Tensor}
+	last.Options.Spec = &bb.Spec
+	data, _ := json.MarshalIndent(last, "", "  ")
+	if err := backbone.WriteFileAtomic(filepath.Join(root, lastRunFile), append(data, '\n')); err != nil {
+		return sum, fmt.Errorf("record last run: %w", err)
+	}
+	return sum, nil
+}
+
+// ReadLastRun returns what the latest extract under root recorded.
+func ReadLastRun(root string) (*LastRun, error) {
+	p := filepath.Join(root, lastRunFile)
+	data, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no extracted dataset in cache %s: run `headtune extract DATASET` first (or pass --cache)", root)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var l LastRun
+	if err := json.Unmarshal(data, &l); err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	return &l, nil
+}
+
+// datasetBase is the folder that view paths are relative to.
+func datasetBase(root string) string {
+	if st, err := os.Stat(root); err == nil && !st.IsDir() {
+		return filepath.Dir(root)
+	}
+	return root
+}
+
+func relTo(base, p string) string {
+	if r, err := filepath.Rel(base, p); err == nil && !strings.HasPrefix(r, "..") {
+		return r
+	}
+	return p
+}

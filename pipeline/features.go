@@ -1,0 +1,92 @@
+package pipeline
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/headtune/headtune/featcache"
+)
+
+// Features is an extracted dataset loaded from the cache: one row per image
+// that has features, with its label and split.
+type Features struct {
+	Run     *LastRun
+	Classes []string  // sorted class names; Labels index it
+	X       []float32 // [N*D] row-major, owned by the caller
+	N, D    int
+	Labels  []int32  // [N]
+	Splits  []string // [N] "train", "val", "test" or ""
+	Paths   []string // [N] as recorded in the view (relative to the dataset)
+	Entries []featcache.ViewEntry
+	Ident   featcache.Identity
+}
+
+// LoadFeatures loads the features of the latest extraction under cacheRoot
+// (or, when view is not empty, of that view file).
+func LoadFeatures(cacheRoot, view string) (*Features, error) {
+	var run *LastRun
+	if view == "" {
+		var err error
+		if run, err = ReadLastRun(cacheRoot); err != nil {
+			return nil, err
+		}
+		view = run.View
+	} else {
+		run = &LastRun{View: view, CacheDir: filepath.Dir(filepath.Dir(view))}
+	}
+	dir := filepath.Dir(filepath.Dir(view)) // <identity dir>/views/<name>.csv
+	name := strings.TrimSuffix(filepath.Base(view), ".csv")
+	entries, err := featcache.ReadView(dir, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(entries) == 0 {
+		return nil, fmt.Errorf("view %s lists no images with features", view)
+	}
+	r, err := featcache.OpenDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	X, n, d, err := featcache.LoadMatrix(r, entries)
+	if err != nil {
+		return nil, err
+	}
+	f := &Features{Run: run, X: X, N: n, D: d, Entries: entries, Ident: r.Identity()}
+	if len(run.Identity) == 0 {
+		run.Identity, _ = json.Marshal(f.Ident)
+	}
+	classSet := map[string]bool{}
+	for _, e := range entries {
+		classSet[e.Label] = true
+	}
+	for c := range classSet {
+		f.Classes = append(f.Classes, c)
+	}
+	sort.Strings(f.Classes)
+	idx := map[string]int32{}
+	for i, c := range f.Classes {
+		idx[c] = int32(i)
+	}
+	f.Labels = make([]int32, n)
+	f.Splits = make([]string, n)
+	f.Paths = make([]string, n)
+	for i, e := range entries {
+		f.Labels[i] = idx[e.Label]
+		f.Splits[i] = e.Split
+		f.Paths[i] = e.Path
+	}
+	return f, nil
+}
+
+// SplitRows returns the rows of each named split ("train", "val", "test").
+func (f *Features) SplitRows() map[string][]int {
+	out := map[string][]int{}
+	for i, s := range f.Splits {
+		out[s] = append(out[s], i)
+	}
+	return out
+}
