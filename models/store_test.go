@@ -489,3 +489,21 @@ func FuzzInspect(f *testing.F) {
 func itoa64(n int64) string { return strconv.FormatInt(n, 10) }
 
 var parseForInspect = backbone.ParseModel
+
+func TestConcurrentPullOfSameModelFailsFast(t *testing.T) {
+	content := fixtureModel(t, 64)
+	fs := newFileServer(t, content)
+	s := newStore(t)
+	unlock, err := s.lockDownload("m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Pull(context.Background(), s, urlEntry("m", fs, content), pullOpts(0))
+	if err == nil || !strings.Contains(err.Error(), "another headtune process is pulling") {
+		t.Fatalf("pull while another holds the lock: %v", err)
+	}
+	unlock()
+	if _, err := Pull(context.Background(), s, urlEntry("m", fs, content), pullOpts(0)); err != nil {
+		t.Fatalf("pull after the lock was released: %v", err)
+	}
+}
