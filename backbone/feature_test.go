@@ -279,6 +279,38 @@ func TestDenseChainWeights(t *testing.T) {
 	}
 }
 
+// TestDenseChainAliasedBias: PyTorch's exporter deduplicates equal
+// initializers (VGG's zero biases) through Identity nodes.
+func TestDenseChainAliasedBias(t *testing.T) {
+	m := TestModel("vgg", 16)
+	var fc7 *onnxpb.NodeProto
+	for _, n := range m.Graph.Node {
+		if n.GetName() == "fc7" {
+			fc7 = n
+		}
+	}
+	b := EditGraph(m.Graph)
+	alias := b.Unique("fc7.bias.alias")
+	m.Graph.Node = append([]*onnxpb.NodeProto{{OpType: ptr("Identity"), Input: []string{"fc7.bias"}, Output: []string{alias}}}, m.Graph.Node...)
+	fc7.Input[2] = alias
+	layers, err := DenseChain(m, "relu7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(layers) != 2 || layers[1].Name != "fc7" {
+		t.Fatalf("got %d layers", len(layers))
+	}
+	var want []float32
+	for _, init := range m.Graph.Initializer {
+		if init.GetName() == "fc7.bias" {
+			want, _ = InitializerFloats(init)
+		}
+	}
+	if len(want) != 24 || !reflect.DeepEqual(layers[1].Bias, want) {
+		t.Errorf("fc7 bias %v, want the aliased %v", layers[1].Bias, want)
+	}
+}
+
 func TestDenseChainN(t *testing.T) {
 	m := TestModel("vgg", 32)
 	all, err := DenseChain(m, "relu7")

@@ -362,10 +362,19 @@ func newGraphIndex(m *onnxpb.ModelProto) *graphIndex {
 		for _, in := range nodeReads(n) {
 			ix.consumers[in] = append(ix.consumers[in], i)
 		}
-		if n.GetOpType() == "Constant" && n.GetDomain() == "" && len(n.Output) == 1 {
-			for _, a := range n.Attribute {
-				if a.GetName() == "value" && a.T != nil {
-					ix.consts[n.Output[0]] = a.T
+		if standardDomain(n) && len(n.Output) == 1 {
+			switch n.GetOpType() {
+			case "Constant":
+				for _, a := range n.Attribute {
+					if a.GetName() == "value" && a.T != nil {
+						ix.consts[n.Output[0]] = a.T
+					}
+				}
+			case "Identity":
+				// PyTorch's exporter deduplicates equal weights (VGG's zero
+				// biases) by aliasing them through Identity.
+				if c, ok := ix.consts[input(n, 0)]; ok {
+					ix.consts[n.Output[0]] = c
 				}
 			}
 		}
@@ -758,6 +767,27 @@ func (ix *graphIndex) inferNode(n *onnxpb.NodeProto) []int64 {
 				}
 				if ok && rest > 0 && total%rest == 0 {
 					out[infer] = total / rest
+				}
+			}
+		}
+		return out
+	case "Pad":
+		if x == nil {
+			return nil
+		}
+		pads, ok := attrIs(n, "pads")
+		if !ok {
+			pads, ok = initializerInts(ix.consts[input(n, 1)])
+		}
+		if !ok || len(pads) != 2*len(x) || input(n, 3) != "" {
+			return nil
+		}
+		out := cloneDims(x)
+		for i := range out {
+			if out[i] >= 0 {
+				out[i] += pads[i] + pads[len(x)+i]
+				if out[i] < 0 {
+					out[i] = -1
 				}
 			}
 		}

@@ -339,6 +339,9 @@ func TestShapeInference(t *testing.T) {
 			z := b.Op("Unknownop", "u", []string{x})
 			return b.Op("Concat", "y", []string{y, z}, AttrInt("axis", -1))
 		}, []int64{-1, -1}},
+		{"pad input", []int64{-1, 3, 8, 8}, func(b *Builder, x string) string {
+			return b.Op("Pad", "y", []string{x, b.Int64Initializer("p", []int64{8}, []int64{0, 0, 1, 2, 0, 0, 1, 0})})
+		}, []int64{-1, 3, 10, 10}},
 		{"unknown op", []int64{-1, 8}, func(b *Builder, x string) string {
 			return b.Op("Unknownop", "y", []string{x})
 		}, nil},
