@@ -30,8 +30,8 @@ type Eval struct {
 	F1        []float64 `json:"f1"`
 	Support   []int     `json:"support"` // true rows per class
 	MacroF1   float64   `json:"macro_f1"`
-	LogLoss   float64   `json:"log_loss"` // mean negative log-likelihood
-	ECE       float64   `json:"ece"`      // expected calibration error, 15 equal-width bins
+	LogLoss   float64   `json:"log_loss"`  // mean negative log-likelihood
+	ECE       float64   `json:"ece"`       // expected calibration error, 15 equal-width bins
 	Confusion [][]int   `json:"confusion"` // Confusion[true][pred]
 	Errors    []Miss    `json:"errors"`    // misclassified rows, most confident first
 }

@@ -44,3 +44,15 @@ func accuracy(m *Model, d Data) float64 {
 	}
 	return float64(c) / float64(d.Rows())
 }
+
+// standardized returns a copy of d with standardised features.
+func standardized(d Data) Data {
+	mean, std := standardStats(d, 1)
+	X := make([]float32, len(d.X))
+	for i := range X {
+		j := i % d.D
+		X[i] = (d.X[i] - mean[j]) / std[j]
+	}
+	d.X = X
+	return d
+}

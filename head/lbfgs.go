@@ -168,6 +168,9 @@ func (t *trainer) lbfgs(ctx context.Context) (*Report, error) {
 		Converger:         conv,
 	}
 	method := &optimize.LBFGS{Store: 10, Linesearcher: lineSearcher()}
+	if lbfgsTestHook != nil {
+		lbfgsTestHook(func(x []float64) (float64, []float64) { eval(x); return lastF, lastGrad }, x0)
+	}
 	res, err := optimize.Minimize(prob, x0, settings, method)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
@@ -285,3 +288,7 @@ func maxAbs(v []float64) float64 {
 // More-Thuente spends several evaluations per iteration once float32
 // rounding dominates the last digits of the objective.
 func lineSearcher() optimize.Linesearcher { return &optimize.Backtracking{} }
+
+// lbfgsTestHook, when set by tests, receives the objective (value and
+// gradient at x; the gradient slice is reused) and the starting point.
+var lbfgsTestHook func(eval func(x []float64) (float64, []float64), x0 []float64)
