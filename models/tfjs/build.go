@@ -37,36 +37,36 @@ const (
 // The preprocessing is stated in imaging.Spec terms: a 0..255 pixel p of
 // channel c becomes (p*Scale - Mean[c]) / Std[c].
 type Info struct {
-	Arch      string // one of the Arch constants
-	Package   string // npm package name, e.g. "nsfwjs"
-	Version   string // npm package version
-	License   string // SPDX licence of the package (and so of the weights)
-	Integrity string // sha512 Subresource Integrity of the tarball read
-	Pinned    bool   // Integrity matched the value in Pinned
-	Source    string // path of the TF.js model inside the package
+	Arch      string `json:"arch"`      // one of the Arch constants
+	Package   string `json:"package"`   // npm package name, e.g. "nsfwjs"
+	Version   string `json:"version"`   // npm package version
+	License   string `json:"license"`   // SPDX licence of the package (and so of the weights)
+	Integrity string `json:"integrity"` // sha512 Subresource Integrity of the tarball read
+	Pinned    bool   `json:"pinned"`    // Integrity matched the value in Pinned
+	Source    string `json:"source"`    // path of the TF.js model inside the package
 
-	InputName string // graph input, float32 [N, Height, Width, Channels]
-	Layout    string // "NHWC"
-	Width     int    // input width in pixels
-	Height    int    // input height in pixels
-	Channels  int    // 3 (RGB)
+	InputName string `json:"input_name"` // graph input, float32 [N, Height, Width, Channels]
+	Layout    string `json:"layout"`     // "NHWC"
+	Width     int    `json:"width"`      // input width in pixels
+	Height    int    `json:"height"`     // input height in pixels
+	Channels  int    `json:"channels"`   // 3 (RGB)
 
-	FeatureTensor string // output holding features, float32 [N, FeatureDim]
-	FeatureDim    int
+	FeatureTensor string `json:"feature_tensor"` // output holding features, float32 [N, FeatureDim]
+	FeatureDim    int    `json:"feature_dim"`
 
-	Scale float32    // multiplies 0..255 pixels
-	Mean  [3]float32 // subtracted after Scale, RGB order
-	Std   [3]float32 // divides after Mean
+	Scale float32    `json:"scale"` // multiplies 0..255 pixels
+	Mean  [3]float32 `json:"mean"`  // subtracted after Scale, RGB order
+	Std   [3]float32 `json:"std"`   // divides after Mean
 
-	Resize        imaging.ResizeMode // how the original pipeline fits images to the input
-	Interpolation string             // imaging interpolation name closest to the original
-	ResizeNote    string             // what the original pipeline does exactly
+	Resize        imaging.ResizeMode `json:"resize"`        // how the original pipeline fits images to the input
+	Interpolation string             `json:"interpolation"` // imaging interpolation name closest to the original
+	ResizeNote    string             `json:"resize_note"`   // what the original pipeline does exactly
 
 	// OriginalClassifier names the output of the package's own classifier
 	// kept in the graph ("" when none); Classes are its class names in
 	// output order.
-	OriginalClassifier string
-	Classes            []string
+	OriginalClassifier string   `json:"original_classifier,omitempty"`
+	Classes            []string `json:"classes,omitempty"`
 }
 
 // Spec returns the preprocessing recipe the model expects as an
@@ -84,6 +84,7 @@ type arch struct {
 	pkg     string
 	version string // the pinned version
 	dir     string // model folder inside the package
+	prefix  string // only files under dir starting with this are read
 	cut     string // Keras layer to cut at ("" for face)
 	face    bool
 	info    Info
@@ -96,7 +97,7 @@ var archs = map[string]arch{
 	ArchInceptionV3: {pkg: "nsfwjs", version: "4.4.0", dir: "dist/models/inception_v3", cut: "mixed5",
 		info: Info{Scale: 1.0 / 255, Std: [3]float32{1, 1, 1}, Resize: imaging.ResizeSquash, Interpolation: "bilinear",
 			ResizeNote: "nsfwjs squashes the whole image to 299x299 with tf.image.resizeBilinear(alignCorners=true) and feeds RGB/255"}},
-	ArchFaceExpression: {pkg: "@vladmandic/face-api", version: "1.7.15", dir: "model", face: true,
+	ArchFaceExpression: {pkg: "@vladmandic/face-api", version: "1.7.15", dir: "model", prefix: "face_expression_model", face: true,
 		info: Info{Scale: 1, Std: [3]float32{1, 1, 1}, Resize: imaging.ResizeLetterbox, Interpolation: "bilinear",
 			ResizeNote:         "face-api pads the face crop to a centred black square and resizes it bilinearly to 112x112; the graph subtracts mean RGB [122.782, 117.001, 104.298] and divides by 255 itself, so feed 0..255 RGB",
 			OriginalClassifier: "probs"}},
@@ -136,7 +137,9 @@ func Build(archName string, tarball string) (*onnxpb.ModelProto, *Info, error) {
 	if !ok {
 		return nil, nil, fmt.Errorf("unknown architecture %q (known: %s)", archName, strings.Join(Archs(), ", "))
 	}
-	files, err := readTarball(tarball, func(rel string) bool { return path.Dir(rel) == a.dir })
+	files, err := readTarball(tarball, func(rel string) bool {
+		return path.Dir(rel) == a.dir && strings.HasPrefix(path.Base(rel), a.prefix)
+	})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -190,33 +193,51 @@ func ptr[T any](v T) *T { return &v }
 
 // buildNSFW converts an nsfwjs Keras model shipped as minified JS modules.
 func buildNSFW(files *pkgFiles, a arch, info *Info) (*backbone.Builder, error) {
-	modelPath := a.dir + "/model.min.js"
-	info.Source = modelPath
+	info.Source = a.dir + "/model.min.js"
+	km, weights, err := loadJSLayersModel(files, a.dir)
+	if err != nil {
+		return nil, err
+	}
+	conv, err := ConvertKeras(km, weights, ConvertOptions{Cut: a.cut, GlobalPool: true, InputName: info.InputName, GraphName: strings.ReplaceAll(info.Arch, "-", "_")})
+	if err != nil {
+		return nil, err
+	}
+	info.Width, info.Height, info.Channels = conv.Width, conv.Height, conv.Channels
+	info.FeatureTensor = conv.FeatureName
+	info.FeatureDim = conv.FeatureShape[0]
+	return conv.Builder, nil
+}
+
+// loadJSLayersModel reads a TF.js layers model shipped as minified JS
+// modules (dir/model.min.js exporting model.json, dir/<path>.min.js
+// exporting each shard as base64) and decodes its weights.
+func loadJSLayersModel(files *pkgFiles, dir string) (*KerasModel, map[string]*Tensor, error) {
+	modelPath := dir + "/model.min.js"
 	src, ok := files.Files[modelPath]
 	if !ok {
-		return nil, fmt.Errorf("%s not found in the package", modelPath)
+		return nil, nil, fmt.Errorf("%s not found in the package", modelPath)
 	}
 	v, err := UnwrapJSModule(src)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", modelPath, err)
+		return nil, nil, fmt.Errorf("%s: %w", modelPath, err)
 	}
 	raw, err := json.Marshal(v)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", modelPath, err)
+		return nil, nil, fmt.Errorf("%s: %w", modelPath, err)
 	}
 	var mj modelJSON
 	if err := json.Unmarshal(raw, &mj); err != nil {
-		return nil, fmt.Errorf("%s: not a TF.js model.json: %w", modelPath, err)
+		return nil, nil, fmt.Errorf("%s: not a TF.js model.json: %w", modelPath, err)
 	}
 	if len(mj.ModelTopology) == 0 || len(mj.WeightsManifest) == 0 {
-		return nil, fmt.Errorf("%s: no modelTopology or weightsManifest", modelPath)
+		return nil, nil, fmt.Errorf("%s: no modelTopology or weightsManifest", modelPath)
 	}
 	km, err := ParseKerasTopology(mj.ModelTopology)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", modelPath, err)
+		return nil, nil, fmt.Errorf("%s: %w", modelPath, err)
 	}
 	weights, err := DecodeWeights(mj.WeightsManifest, func(p string) ([]byte, error) {
-		name := path.Join(a.dir, p+".min.js")
+		name := path.Join(dir, p+".min.js")
 		js, ok := files.Files[name]
 		if !ok {
 			return nil, fmt.Errorf("shard %s not found in the package", name)
@@ -236,16 +257,9 @@ func buildNSFW(files *pkgFiles, a arch, info *Info) (*backbone.Builder, error) {
 		return b, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", modelPath, err)
+		return nil, nil, fmt.Errorf("%s: %w", modelPath, err)
 	}
-	conv, err := ConvertKeras(km, weights, ConvertOptions{Cut: a.cut, GlobalPool: true, InputName: info.InputName, GraphName: strings.ReplaceAll(info.Arch, "-", "_")})
-	if err != nil {
-		return nil, err
-	}
-	info.Width, info.Height, info.Channels = conv.Width, conv.Height, conv.Channels
-	info.FeatureTensor = conv.FeatureName
-	info.FeatureDim = conv.FeatureShape[0]
-	return conv.Builder, nil
+	return km, weights, nil
 }
 
 // buildFace builds face-api's expression net from its JSON manifest + .bin.

@@ -11,7 +11,7 @@ import (
 var faceMeanRGB = [3]float32{122.782, 117.001, 104.298}
 
 // FaceExpressionClasses are face-api's expression classes in the order of
-// its classifier's outputs.
+// its classifier's outputs. Read-only; Info.Classes holds a copy.
 var FaceExpressionClasses = []string{"neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised"}
 
 // faceNet builds face-api's FaceExpressionNet (FaceFeatureExtractor plus its
