@@ -399,6 +399,22 @@ func toRGB(dst *RGB, img image.Image, bg [3]uint8) {
 				}
 			}
 		}
+	case *image.RGBA64: // premultiplied, 16-bit PNG/TIFF without alpha
+		for y := 0; y < h; y++ {
+			s := m.Pix[y*m.Stride : y*m.Stride+8*w]
+			o := out[y*w*3 : (y+1)*w*3]
+			for x := 0; x < w; x++ {
+				p := s[8*x : 8*x+8 : 8*x+8]
+				a := uint32(p[6])<<8 | uint32(p[7])
+				for c := 0; c < 3; c++ {
+					v := uint32(p[2*c])<<8 | uint32(p[2*c+1])
+					if a != 0xffff {
+						v = min(v+(uint32(bg[c])*0x101*(0xffff-a)+0x7fff)/0xffff, 0xffff)
+					}
+					o[3*x+c] = uint8(v >> 8)
+				}
+			}
+		}
 	case *image.Paletted:
 		var lut [256][3]uint8
 		for i, c := range m.Palette {

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/image/tiff"
 )
 
 func encodePNG(t testing.TB, img image.Image) []byte {
@@ -231,6 +233,10 @@ func TestDecodeAlphaAndPalette(t *testing.T) {
 	for x, c := range []color.NRGBA64{{200 * 257, 100 * 257, 50 * 257, 0xffff}, {1, 2, 3, 0}, {0xffff, 0xffff, 0xffff, 128 * 257}} {
 		n64.SetNRGBA64(x, 0, c)
 	}
+	r64 := image.NewRGBA64(image.Rect(0, 0, 3, 1)) // premultiplied
+	for x, c := range []color.RGBA64{{200 * 257, 100 * 257, 50 * 257, 0xffff}, {0, 0, 0, 0}, {128 * 257, 128 * 257, 128 * 257, 128 * 257}} {
+		r64.SetRGBA64(x, 0, c)
+	}
 	var gifBuf bytes.Buffer
 	gpal := image.NewPaletted(image.Rect(0, 0, 3, 1), color.Palette{color.RGBA{200, 100, 50, 255}, color.RGBA{0, 0, 0, 0}, color.RGBA{128, 128, 128, 128}})
 	gpal.Pix = []uint8{0, 1, 0}
@@ -247,6 +253,7 @@ func TestDecodeAlphaAndPalette(t *testing.T) {
 		{"paletted PNG", encodePNG(t, pal), true},
 		{"NRGBA PNG", encodePNG(t, nrgba), true},
 		{"NRGBA64 PNG", encodePNG(t, n64), true},
+		{"RGBA64 TIFF", encodeTIFF(t, r64), true},
 		{"GIF", gifBuf.Bytes(), false},
 	}
 	for _, tc := range tests {
@@ -338,6 +345,15 @@ func quadrantsRGB(w, h int) *RGB {
 		copy(img.Pix[3*i:3*i+3], q.Pix[4*i:4*i+3])
 	}
 	return img
+}
+
+func encodeTIFF(t testing.TB, img image.Image) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if err := tiff.Encode(&b, img, nil); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
 }
 
 func crc32IEEE(b []byte) uint32 { return crc32.ChecksumIEEE(b) }
