@@ -53,6 +53,7 @@ type Batch struct {
 
 	// slots: assigned before decoding; compacted into the fields above.
 	slots   int
+	outFull [][]float32 // full-capacity output buffers; Outputs are their first N rows
 	slotIdx []int
 	slotErr []error
 	wg      sync.WaitGroup
@@ -110,9 +111,10 @@ func (r *Runner) Run(ctx context.Context, paths []string, onBatch func(*Batch) e
 			slotIdx: make([]int, bs),
 			slotErr: make([]error, bs),
 			Outputs: make([][]float32, len(sizes)),
+			outFull: make([][]float32, len(sizes)),
 		}
 		for k, s := range sizes {
-			b.Outputs[k] = make([]float32, bs*s)
+			b.outFull[k] = make([]float32, bs*s)
 		}
 		free <- b
 	}
@@ -211,11 +213,10 @@ func (r *Runner) Run(ctx context.Context, paths []string, onBatch func(*Batch) e
 		}
 		b.N = n
 		if n > 0 {
-			outs := make([][]float32, len(sizes))
 			for k, s := range sizes {
-				outs[k] = b.Outputs[k][:n*s]
+				b.Outputs[k] = b.outFull[k][:n*s]
 			}
-			if err := r.Session.Run(ctx, b.Input[:n*inLen], n, outs...); err != nil {
+			if err := r.Session.Run(ctx, b.Input[:n*inLen], n, b.Outputs...); err != nil {
 				return err
 			}
 			if err := onBatch(b); err != nil {
