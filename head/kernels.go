@@ -11,11 +11,25 @@ import (
 // level-1 kernels.
 var impl gonum.Implementation
 
-// dot returns Σ x[i]*y[i] over len(x) elements (len(y) >= len(x)).
-func dot(x, y []float32) float32 { return impl.Sdot(len(x), x, 1, y, 1) }
+// dot returns Σ x[i]*y[i] over len(x) elements (len(y) >= len(x)), with
+// AVX2+FMA where the CPU has it, gonum's SSE kernel otherwise.
+func dot(x, y []float32) float32 {
+	y = y[:len(x)]
+	if useAVX2 {
+		return dotAVX2(x, y)
+	}
+	return impl.Sdot(len(x), x, 1, y, 1)
+}
 
-// axpy does y[i] += a*x[i] over len(x) elements.
-func axpy(a float32, x, y []float32) { impl.Saxpy(len(x), a, x, 1, y, 1) }
+// axpy does y[i] += a*x[i] over len(x) elements (len(y) >= len(x)).
+func axpy(a float32, x, y []float32) {
+	y = y[:len(x)]
+	if useAVX2 {
+		axpyAVX2(a, x, y)
+		return
+	}
+	impl.Saxpy(len(x), a, x, 1, y, 1)
+}
 
 // parallelFor runs f(part) for part in [0, parts) on up to workers
 // goroutines. Which goroutine runs a part never affects results: callers
