@@ -379,7 +379,8 @@ func (ix *graphIndex) layoutByShape(t string) string {
 
 // candidates lists plausible feature tensors in graph order: inputs of
 // Gemm/MatMul with constant weights, outputs of global pooling, Flatten
-// outputs and the graph outputs.
+// outputs and their spatial 4-D inputs (VGG's last conv block, which the
+// cut would pool), and the graph outputs.
 func (ix *graphIndex) candidates() []Candidate {
 	var out []Candidate
 	seen := map[string]bool{}
@@ -423,6 +424,9 @@ func (ix *graphIndex) candidates() []Candidate {
 				add(n.Output[0], "global ReduceMean output")
 			}
 		case "Flatten":
+			if s := ix.shape(n.Input[0]); len(s) == 4 && (s[2] != 1 || s[3] != 1) {
+				add(n.Input[0], "feature map before Flatten, pooled")
+			}
 			add(n.Output[0], "Flatten output")
 		}
 	}

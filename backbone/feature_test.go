@@ -85,7 +85,7 @@ func TestFindFeatureTensorOverride(t *testing.T) {
 		{"flatten", "flatten", 512, PoolNone, ""},
 		{"fc6 relu", "relu6", 32, PoolNone, ""},
 		{"graph output", "probs", 10, PoolNone, ""},
-		{"absent", "nope", 0, "", `feature tensor "nope" is not in the model; candidates: flatten [?,512] (Flatten output), drop6 [?,32] (input of Gemm fc7)`},
+		{"absent", "nope", 0, "", `feature tensor "nope" is not in the model; candidates: pool2 [?,8,8,8] (feature map before Flatten, pooled), flatten [?,512] (Flatten output), drop6 [?,32] (input of Gemm fc7)`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
