@@ -544,13 +544,14 @@ func ycbcrToRGB(out []uint8, m *image.YCbCr) {
 			}
 		}
 		o := out[y*w*3 : (y+1)*w*3]
+		cbr, crr := cbRow[:len(yrow)], crRow[:len(yrow)]
 		for x, yy := range yrow {
-			cb, cr := cbRow[x], crRow[x]
-			y1 := int32(yy)
+			cb, cr := cbr[x], crr[x]
+			y1 := int32(yy) + clampOff
 			q := o[3*x : 3*x+3 : 3*x+3]
-			q[0] = clampTab[y1+crR[cr]+clampOff]
-			q[1] = clampTab[y1+(cbG[cb]+crG[cr])>>16+clampOff]
-			q[2] = clampTab[y1+cbB[cb]+clampOff]
+			q[0] = clampTab[uint32(y1+crR[cr])&clampMask]
+			q[1] = clampTab[uint32(y1+(cbG[cb]+crG[cr])>>16)&clampMask]
+			q[2] = clampTab[uint32(y1+cbB[cb])&clampMask]
 		}
 	}
 }
@@ -612,12 +613,16 @@ func upsampleH2(dst []uint8, cs []int32, evenBias, oddBias int32, shift uint) {
 	put(0, cs[0], cs[0], cs[1])
 	// cw = ceil(w/2), so interior columns always write both outputs.
 	last := cw - 1
-	inner := dst[2 : 2*last]
-	for c := 1; c < last; c++ {
-		this := 3 * cs[c]
-		o := inner[2*c-2 : 2*c : 2*c]
-		o[0] = uint8((this + cs[c-1] + evenBias) >> shift)
-		o[1] = uint8((this + cs[c+1] + oddBias) >> shift)
+	if last > 1 {
+		prev, cur, next := cs[:last-1], cs[1:last], cs[2:last+1]
+		prev, next = prev[:len(cur)], next[:len(cur)]
+		inner := dst[2 : 2+2*len(cur)]
+		for i, c := range cur {
+			this := 3 * c
+			o := inner[2*i : 2*i+2 : 2*i+2]
+			o[0] = uint8((this + prev[i] + evenBias) >> shift)
+			o[1] = uint8((this + next[i] + oddBias) >> shift)
+		}
 	}
 	put(last, cs[last-1], cs[last], cs[last])
 }
@@ -625,10 +630,13 @@ func upsampleH2(dst []uint8, cs []int32, evenBias, oddBias int32, shift uint) {
 // libjpeg's YCbCr->RGB tables (jdcolor.c build_ycc_rgb_table).
 var (
 	crR, cbB, crG, cbG [256]int32
-	clampTab           [256 + 2*clampOff]uint8
+	clampTab           [1024]uint8 // clampTab[v+clampOff] = clamp(v, 0, 255) for v in -384..639
 )
 
-const clampOff = 384
+const (
+	clampOff  = 384
+	clampMask = 1023
+)
 
 func init() {
 	const scaleBits = 16

@@ -76,11 +76,13 @@ type coeffs struct {
 	w        []int32
 	identity bool // output i is source i+off exactly: a copy
 	off      int
+	fixed    bool // every output has exactly ksize taps
 }
 
 type axisKey struct {
 	in, out, first, n int
 	interp            string
+	pad               bool // give every output exactly ksize taps (see build)
 }
 
 // build computes the coefficients of outputs first..first+n-1 of a resize of
@@ -88,7 +90,7 @@ type axisKey struct {
 // normalize_coeffs_8bpc do. It reuses c's slices.
 func (c *coeffs) build(k axisKey) {
 	c.key = k
-	c.identity = false
+	c.identity, c.fixed = false, false
 	if k.in == k.out {
 		// Pillow skips the pass when the size does not change; the
 		// coefficients would be the identity anyway.
@@ -161,8 +163,23 @@ func (c *coeffs) build(k axisKey) {
 		for x := xmax; x < ksize; x++ {
 			row[x] = 0
 		}
+		if k.pad && k.in >= ksize {
+			// Give every output ksize taps so that the horizontal kernel
+			// runs a fixed, unrolled loop. The extra taps have weight 0,
+			// so sums (and results) are unchanged. Near the right edge
+			// the window is moved left and the weights right.
+			if shift := xmin + ksize - k.in; shift > 0 {
+				copy(row[shift:], row[:ksize-shift])
+				for x := 0; x < shift; x++ {
+					row[x] = 0
+				}
+				xmin -= shift
+			}
+			xmax = ksize
+		}
 		c.start[i], c.count[i] = int32(xmin), int32(xmax)
 	}
+	c.fixed = k.pad && k.in >= ksize
 }
 
 func growI32(s []int32, n int) []int32 {
@@ -229,7 +246,7 @@ func (r *Resizer) ResizeWindow(dst, src *RGB, fullW, fullH, x0, y0, w, h int) (*
 	dst.W, dst.H = w, h
 	dst.Pix = growU8(dst.Pix, w*h*3)
 
-	hk := axisKey{in: src.W, out: fullW, first: x0, n: w, interp: r.interp}
+	hk := axisKey{in: src.W, out: fullW, first: x0, n: w, interp: r.interp, pad: true}
 	if r.h.key != hk || (r.h.start == nil && !r.h.identity) {
 		r.h.build(hk)
 	}
@@ -284,6 +301,21 @@ func (r *Resizer) horizontal(out []uint8, src *RGB, yFirst, rows, w int) {
 	}
 	ks := r.h.ksize
 	starts, counts, ws := r.h.start[:w], r.h.count[:w], r.h.w
+	if r.h.fixed && (ks == 3 || ks == 5 || ks == 7) {
+		for y := 0; y < rows; y++ {
+			s := src.Pix[(yFirst+y)*sw3 : (yFirst+y+1)*sw3]
+			o := out[y*w3 : (y+1)*w3]
+			switch ks {
+			case 3:
+				horizontal3(o, s, starts, ws)
+			case 5:
+				horizontal5(o, s, starts, ws)
+			case 7:
+				horizontal7(o, s, starts, ws)
+			}
+		}
+		return
+	}
 	for y := 0; y < rows; y++ {
 		s := src.Pix[(yFirst+y)*sw3 : (yFirst+y+1)*sw3]
 		o := out[y*w3 : (y+1)*w3]
@@ -311,6 +343,46 @@ func (r *Resizer) horizontal(out []uint8, src *RGB, yFirst, rows, w int) {
 			d[1] = clip8(cg)
 			d[2] = clip8(cb)
 		}
+	}
+}
+
+// horizontal3/5/7 resample one row with exactly 3, 5 or 7 taps per output
+// pixel (padded coefficient tables).
+func horizontal3(o, s []uint8, starts, ws []int32) {
+	for x, st := range starts {
+		p := s[int(st)*3 : int(st)*3+9 : int(st)*3+9]
+		k := ws[x*3 : x*3+3 : x*3+3]
+		cr := fixedHalf + int32(p[0])*k[0] + int32(p[3])*k[1] + int32(p[6])*k[2]
+		cg := fixedHalf + int32(p[1])*k[0] + int32(p[4])*k[1] + int32(p[7])*k[2]
+		cb := fixedHalf + int32(p[2])*k[0] + int32(p[5])*k[1] + int32(p[8])*k[2]
+		d := o[x*3 : x*3+3 : x*3+3]
+		d[0], d[1], d[2] = clip8(cr), clip8(cg), clip8(cb)
+	}
+}
+
+func horizontal5(o, s []uint8, starts, ws []int32) {
+	for x, st := range starts {
+		p := s[int(st)*3 : int(st)*3+15 : int(st)*3+15]
+		k := ws[x*5 : x*5+5 : x*5+5]
+		k0, k1, k2, k3, k4 := k[0], k[1], k[2], k[3], k[4]
+		cr := fixedHalf + int32(p[0])*k0 + int32(p[3])*k1 + int32(p[6])*k2 + int32(p[9])*k3 + int32(p[12])*k4
+		cg := fixedHalf + int32(p[1])*k0 + int32(p[4])*k1 + int32(p[7])*k2 + int32(p[10])*k3 + int32(p[13])*k4
+		cb := fixedHalf + int32(p[2])*k0 + int32(p[5])*k1 + int32(p[8])*k2 + int32(p[11])*k3 + int32(p[14])*k4
+		d := o[x*3 : x*3+3 : x*3+3]
+		d[0], d[1], d[2] = clip8(cr), clip8(cg), clip8(cb)
+	}
+}
+
+func horizontal7(o, s []uint8, starts, ws []int32) {
+	for x, st := range starts {
+		p := s[int(st)*3 : int(st)*3+21 : int(st)*3+21]
+		k := ws[x*7 : x*7+7 : x*7+7]
+		k0, k1, k2, k3, k4, k5, k6 := k[0], k[1], k[2], k[3], k[4], k[5], k[6]
+		cr := fixedHalf + int32(p[0])*k0 + int32(p[3])*k1 + int32(p[6])*k2 + int32(p[9])*k3 + int32(p[12])*k4 + int32(p[15])*k5 + int32(p[18])*k6
+		cg := fixedHalf + int32(p[1])*k0 + int32(p[4])*k1 + int32(p[7])*k2 + int32(p[10])*k3 + int32(p[13])*k4 + int32(p[16])*k5 + int32(p[19])*k6
+		cb := fixedHalf + int32(p[2])*k0 + int32(p[5])*k1 + int32(p[8])*k2 + int32(p[11])*k3 + int32(p[14])*k4 + int32(p[17])*k5 + int32(p[20])*k6
+		d := o[x*3 : x*3+3 : x*3+3]
+		d[0], d[1], d[2] = clip8(cr), clip8(cg), clip8(cb)
 	}
 }
 
