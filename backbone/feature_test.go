@@ -106,9 +106,9 @@ func TestFindFeatureTensorOverride(t *testing.T) {
 	}
 }
 
-// squeezeTail builds conv features and a SqueezeNet classifier tail
+// graphSqueezeTail builds conv features and a SqueezeNet classifier tail
 // without Softmax: Conv 1x1 -> Relu -> GlobalAveragePool -> Flatten.
-func squeezeTail(classes int64) *onnxpb.ModelProto {
+func graphSqueezeTail(classes int64) *onnxpb.ModelProto {
 	b := NewBuilder("sq")
 	x := b.Input("input", -1, 3, 8, 8)
 	f := b.Op("Relu", "feat", []string{b.Op("Conv", "c1", []string{x, b.Initializer("w1", []int64{4, 3, 1, 1}, make([]float32, 12))})})
@@ -132,7 +132,7 @@ func TestFindFeatureTensorSqueezeNetLogits(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(fmt.Sprint(tc.classes), func(t *testing.T) {
-			c, err := FindFeatureTensor(squeezeTail(tc.classes), "")
+			c, err := FindFeatureTensor(graphSqueezeTail(tc.classes), "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -395,13 +395,13 @@ func TestExternalModels(t *testing.T) {
 				x[i] = tb.rand()
 			}
 			cutData, _ := MarshalModel(cut)
-			got, _ := runORT(t, cutData, name, shape, x, FeatureOutput)
+			got, _ := graphRunORT(t, cutData, name, shape, x, FeatureOutput)
 			full := proto.Clone(m).(*onnxpb.ModelProto)
 			full.Graph.Output = append(full.Graph.Output, &onnxpb.ValueInfoProto{Name: ptr(c.Tensor),
 				Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{ElemType: ptr(int32(onnxpb.TensorProto_FLOAT))}}}})
 			fullData, _ := MarshalModel(full)
-			ref, refShape := runORT(t, fullData, name, shape, x, c.Tensor)
-			want, err := poolReference(ref[0], refShape[0], c.Pool)
+			ref, refShape := graphRunORT(t, fullData, name, shape, x, c.Tensor)
+			want, err := graphPoolReference(ref[0], refShape[0], c.Pool)
 			if err != nil {
 				t.Fatal(err)
 			}

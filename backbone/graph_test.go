@@ -16,18 +16,18 @@ import (
 	"github.com/headtune/headtune/backbone/onnxpb"
 )
 
-// withUnknown appends an unknown field (number num, bytes payload) to msg.
-func withUnknown(msg proto.Message, num protowire.Number, payload string) {
+// graphWithUnknown appends an unknown field (number num, bytes payload) to msg.
+func graphWithUnknown(msg proto.Message, num protowire.Number, payload string) {
 	r := msg.ProtoReflect()
 	u := protowire.AppendTag(slices.Clone(r.GetUnknown()), num, protowire.BytesType)
 	u = protowire.AppendString(u, payload)
 	r.SetUnknown(u)
 }
 
-// richModel is a test model carrying everything a careless rewrite could
+// graphRichModel is a test model carrying everything a careless rewrite could
 // drop: unknown fields at model, graph, node and tensor level, several
 // opsets, doc strings, metadata, value_info, a function and training info.
-func richModel() *onnxpb.ModelProto {
+func graphRichModel() *onnxpb.ModelProto {
 	m := TestModel("resnet", 16)
 	m.OpsetImport = append(m.OpsetImport, &onnxpb.OperatorSetIdProto{Domain: ptr("com.microsoft"), Version: ptr(int64(1))})
 	m.Domain = ptr("org.example")
@@ -37,10 +37,10 @@ func richModel() *onnxpb.ModelProto {
 	m.Functions = append(m.Functions, &onnxpb.FunctionProto{Name: ptr("f"), Domain: ptr("org.example"), Input: []string{"a"}, Output: []string{"b"},
 		Node: []*onnxpb.NodeProto{{OpType: ptr("Identity"), Input: []string{"a"}, Output: []string{"b"}}}})
 	m.TrainingInfo = append(m.TrainingInfo, &onnxpb.TrainingInfoProto{Algorithm: &onnxpb.GraphProto{Name: ptr("step")}})
-	withUnknown(m, 1000, "model-level extension")
-	withUnknown(m.Graph, 1001, "graph-level extension")
-	withUnknown(m.Graph.Node[0], 1002, "node-level extension")
-	withUnknown(m.Graph.Initializer[0], 1003, "tensor-level extension")
+	graphWithUnknown(m, 1000, "model-level extension")
+	graphWithUnknown(m.Graph, 1001, "graph-level extension")
+	graphWithUnknown(m.Graph.Node[0], 1002, "node-level extension")
+	graphWithUnknown(m.Graph.Initializer[0], 1003, "tensor-level extension")
 	return m
 }
 
@@ -60,7 +60,7 @@ func TestRoundTrip(t *testing.T) {
 		}})
 	}
 	tests = append(tests, tc{"unknown fields and extras", func(t *testing.T) []byte {
-		b, err := MarshalModel(richModel())
+		b, err := MarshalModel(graphRichModel())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +68,7 @@ func TestRoundTrip(t *testing.T) {
 	}})
 	for _, f := range []string{"faceapi_expression.onnx", "imagenet_mobilenet_v2_100_block10_224.onnx", "imagenet_inception_v3_mixed5_299.onnx"} {
 		tests = append(tests, tc{"reference " + f, func(t *testing.T) []byte {
-			b, err := os.ReadFile(filepath.Join(sharedModelsDir(t), f))
+			b, err := os.ReadFile(filepath.Join(graphSharedModelsDir(t), f))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -107,7 +107,7 @@ func TestRoundTrip(t *testing.T) {
 		})
 	}
 	t.Run("extras survive", func(t *testing.T) {
-		enc, _ := MarshalModel(richModel())
+		enc, _ := MarshalModel(graphRichModel())
 		m, err := ParseModel(enc)
 		if err != nil {
 			t.Fatal(err)
@@ -135,7 +135,7 @@ func TestRoundTrip(t *testing.T) {
 // TestCutKeepsModelExtras: the cut model keeps the header, metadata and
 // unknown fields of the model and graph, and drops only training_info.
 func TestCutKeepsModelExtras(t *testing.T) {
-	m := richModel()
+	m := graphRichModel()
 	c, err := FindFeatureTensor(m, "")
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +169,7 @@ func TestCutKeepsModelExtras(t *testing.T) {
 	}
 }
 
-func le32(vals ...float32) []byte {
+func graphLE32(vals ...float32) []byte {
 	b := make([]byte, 4*len(vals))
 	for i, v := range vals {
 		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
@@ -200,7 +200,7 @@ func TestInitializerFloats(t *testing.T) {
 		want []float32
 		err  string
 	}{
-		{"float raw", &onnxpb.TensorProto{Dims: dims, DataType: dt(onnxpb.TensorProto_FLOAT), RawData: le32(want...)}, want, ""},
+		{"float raw", &onnxpb.TensorProto{Dims: dims, DataType: dt(onnxpb.TensorProto_FLOAT), RawData: graphLE32(want...)}, want, ""},
 		{"float_data", &onnxpb.TensorProto{Dims: dims, DataType: dt(onnxpb.TensorProto_FLOAT), FloatData: want}, want, ""},
 		{"double raw", &onnxpb.TensorProto{Dims: dims, DataType: dt(onnxpb.TensorProto_DOUBLE), RawData: f64raw}, want, ""},
 		{"double_data", &onnxpb.TensorProto{Dims: dims, DataType: dt(onnxpb.TensorProto_DOUBLE), DoubleData: []float64{1.5, -2, 0.25, 3}}, want, ""},
@@ -390,7 +390,7 @@ func TestShapeInferenceMatchesORT(t *testing.T) {
 			if e.Layout == "NHWC" {
 				shape = []int64{batch, size, size, 3}
 			}
-			_, shapes := runORT(t, data, e.Input, shape, make([]float32, batch*3*size*size), names...)
+			_, shapes := graphRunORT(t, data, e.Input, shape, make([]float32, batch*3*size*size), names...)
 			checked := 0
 			for i, name := range names {
 				inf := ix.shape(name)

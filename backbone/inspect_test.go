@@ -13,9 +13,9 @@ import (
 	"github.com/headtune/headtune/backbone/onnxpb"
 )
 
-// sharedModelsDir is the read-only folder of reference ONNX models beside
+// graphSharedModelsDir is the read-only folder of reference ONNX models beside
 // the checkout; tests that need it skip when it is absent (as in CI).
-func sharedModelsDir(t testing.TB) string {
+func graphSharedModelsDir(t testing.TB) string {
 	t.Helper()
 	dir := filepath.Join("..", "..", "shared", "models")
 	if _, err := os.Stat(dir); err != nil {
@@ -24,8 +24,8 @@ func sharedModelsDir(t testing.TB) string {
 	return dir
 }
 
-// imageModel builds a one-Conv model with the given input declaration.
-func imageModel(in *onnxpb.ValueInfoProto, extra ...*onnxpb.ValueInfoProto) *onnxpb.ModelProto {
+// graphImageModel builds a one-Conv model with the given input declaration.
+func graphImageModel(in *onnxpb.ValueInfoProto, extra ...*onnxpb.ValueInfoProto) *onnxpb.ModelProto {
 	b := NewBuilder("img")
 	b.Graph.Input = append(b.Graph.Input, in)
 	b.Graph.Input = append(b.Graph.Input, extra...)
@@ -48,27 +48,27 @@ func TestImageInput(t *testing.T) {
 		m    *onnxpb.ModelProto
 		want want
 	}{
-		{"nchw static", imageModel(ValueInfo("x", f32, []int64{-1, 3, 224, 200})), want{"x", "NCHW", 3, 224, 200, ""}},
-		{"nchw dynamic hw", imageModel(ValueInfo("x", f32, []int64{-1, 3, -1, -1}, "N", "H", "W")), want{"x", "NCHW", 3, 0, 0, ""}},
-		{"nhwc grey", imageModel(ValueInfo("x", f32, []int64{1, 28, 28, 1})), want{"x", "NHWC", 1, 28, 28, ""}},
-		{"nchw grey 3 wide", imageModel(ValueInfo("x", f32, []int64{1, 1, 3, 3})), want{"x", "NCHW", 1, 3, 3, ""}},
-		{"all dynamic, conv decides", imageModel(ValueInfo("x", f32, []int64{-1, -1, -1, -1}, "N", "C", "H", "W")), want{"x", "NCHW", 3, 0, 0, ""}},
+		{"nchw static", graphImageModel(ValueInfo("x", f32, []int64{-1, 3, 224, 200})), want{"x", "NCHW", 3, 224, 200, ""}},
+		{"nchw dynamic hw", graphImageModel(ValueInfo("x", f32, []int64{-1, 3, -1, -1}, "N", "H", "W")), want{"x", "NCHW", 3, 0, 0, ""}},
+		{"nhwc grey", graphImageModel(ValueInfo("x", f32, []int64{1, 28, 28, 1})), want{"x", "NHWC", 1, 28, 28, ""}},
+		{"nchw grey 3 wide", graphImageModel(ValueInfo("x", f32, []int64{1, 1, 3, 3})), want{"x", "NCHW", 1, 3, 3, ""}},
+		{"all dynamic, conv decides", graphImageModel(ValueInfo("x", f32, []int64{-1, -1, -1, -1}, "N", "C", "H", "W")), want{"x", "NCHW", 3, 0, 0, ""}},
 		{"initializer listed as input is ignored", func() *onnxpb.ModelProto {
-			m := imageModel(ValueInfo("x", f32, []int64{-1, 3, 8, 8}))
+			m := graphImageModel(ValueInfo("x", f32, []int64{-1, 3, 8, 8}))
 			m.Graph.Input = append(m.Graph.Input, ValueInfo("w", f32, []int64{4, 3, 1, 1}))
 			return m
 		}(), want{"x", "NCHW", 3, 8, 8, ""}},
-		{"two inputs", imageModel(ValueInfo("x", f32, []int64{-1, 3, 8, 8}), ValueInfo("mask", f32, []int64{-1, 1})),
+		{"two inputs", graphImageModel(ValueInfo("x", f32, []int64{-1, 3, 8, 8}), ValueInfo("mask", f32, []int64{-1, 1})),
 			want{err: "model has 2 inputs (x, mask): expected a single image input"}},
-		{"float16", imageModel(ValueInfo("x", onnxpb.TensorProto_FLOAT16, []int64{-1, 3, 8, 8})),
+		{"float16", graphImageModel(ValueInfo("x", onnxpb.TensorProto_FLOAT16, []int64{-1, 3, 8, 8})),
 			want{err: "model input x is float16: only float32 image inputs are supported"}},
-		{"uint8", imageModel(ValueInfo("x", onnxpb.TensorProto_UINT8, []int64{-1, 8, 8, 3})),
+		{"uint8", graphImageModel(ValueInfo("x", onnxpb.TensorProto_UINT8, []int64{-1, 8, 8, 3})),
 			want{err: "model input x is uint8: only float32 image inputs are supported"}},
-		{"not an image", imageModel(ValueInfo("x", f32, []int64{-1, 10}, "batch")),
+		{"not an image", graphImageModel(ValueInfo("x", f32, []int64{-1, 10}, "batch")),
 			want{err: "model input x has shape [batch,10]: expected an image tensor [N,3,H,W] or [N,H,W,3]"}},
-		{"five channels", imageModel(ValueInfo("x", f32, []int64{-1, 5, 32, 32})),
+		{"five channels", graphImageModel(ValueInfo("x", f32, []int64{-1, 5, 32, 32})),
 			want{err: "model input x has shape [N,5,32,32]: expected an image tensor"}},
-		{"no shape", imageModel(&onnxpb.ValueInfoProto{Name: ptr("x"), Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{ElemType: ptr(int32(f32))}}}}),
+		{"no shape", graphImageModel(&onnxpb.ValueInfoProto{Name: ptr("x"), Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{ElemType: ptr(int32(f32))}}}}),
 			want{err: "model input x has no declared shape"}},
 		{"no inputs", &onnxpb.ModelProto{Graph: &onnxpb.GraphProto{}}, want{err: "model has no inputs"}},
 	}
@@ -178,7 +178,7 @@ func TestInspectTestModels(t *testing.T) {
 }
 
 func TestInspectReportsProblems(t *testing.T) {
-	m := imageModel(ValueInfo("x", onnxpb.TensorProto_UINT8, []int64{-1, 8, 8, 3}))
+	m := graphImageModel(ValueInfo("x", onnxpb.TensorProto_UINT8, []int64{-1, 8, 8, 3}))
 	info, err := Inspect(m)
 	if err != nil {
 		t.Fatal(err)
@@ -199,7 +199,7 @@ func TestInspectReportsProblems(t *testing.T) {
 // TestReferenceModels checks detection, inspection and the cut on the
 // converted reference models of /work/shared/models.
 func TestReferenceModels(t *testing.T) {
-	dir := sharedModelsDir(t)
+	dir := graphSharedModelsDir(t)
 	tests := []struct {
 		file, feature string
 		dim           int64
@@ -249,8 +249,8 @@ func TestReferenceModels(t *testing.T) {
 			for i := range x {
 				x[i] = 0.5 + 0.5*tb.rand()
 			}
-			got, _ := runORT(t, data, "input_nhwc", shape, x, FeatureOutput)
-			want, _ := runORT(t, orig, "input_nhwc", shape, x, tc.feature)
+			got, _ := graphRunORT(t, data, "input_nhwc", shape, x, FeatureOutput)
+			want, _ := graphRunORT(t, orig, "input_nhwc", shape, x, tc.feature)
 			if !reflect.DeepEqual(got[0], want[0]) {
 				t.Errorf("cut model's features differ from the original's %s", tc.feature)
 			}

@@ -151,9 +151,9 @@ func ortReadyForGraphTests(t testing.TB) {
 	}
 }
 
-// runORT runs model data on one float32 input and returns the named
+// graphRunORT runs model data on one float32 input and returns the named
 // outputs as flat float32 slices with their shapes.
-func runORT(t testing.TB, data []byte, input string, shape []int64, x []float32, outputs ...string) ([][]float32, [][]int64) {
+func graphRunORT(t testing.TB, data []byte, input string, shape []int64, x []float32, outputs ...string) ([][]float32, [][]int64) {
 	t.Helper()
 	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(data, []string{input}, outputs, nil)
 	if err != nil {
@@ -183,9 +183,9 @@ func runORT(t testing.TB, data []byte, input string, shape []int64, x []float32,
 	return res, shapes
 }
 
-// poolReference reduces an intermediate tensor as CutAtFeature's pooling
+// graphPoolReference reduces an intermediate tensor as CutAtFeature's pooling
 // should, in float64.
-func poolReference(x []float32, shape []int64, pool string) ([]float64, error) {
+func graphPoolReference(x []float32, shape []int64, pool string) ([]float64, error) {
 	n := int(shape[0])
 	switch pool {
 	case PoolNone, PoolFlatten:
@@ -262,12 +262,12 @@ func TestCutAtFeatureRunsInORT(t *testing.T) {
 			for i := range x {
 				x[i] = tb.rand()
 			}
-			got, gotShape := runORT(t, cutData, exp.Input, shape, x, FeatureOutput)
-			ref, refShape := runORT(t, fullData, exp.Input, shape, x, c.Tensor)
+			got, gotShape := graphRunORT(t, cutData, exp.Input, shape, x, FeatureOutput)
+			ref, refShape := graphRunORT(t, fullData, exp.Input, shape, x, c.Tensor)
 			if !slices.Equal(gotShape[0], []int64{batch, c.Dim}) {
 				t.Fatalf("cut output shape %v, want [%d %d]", gotShape[0], batch, c.Dim)
 			}
-			want, err := poolReference(ref[0], refShape[0], c.Pool)
+			want, err := graphPoolReference(ref[0], refShape[0], c.Pool)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -344,7 +344,7 @@ func TestCutNHWCOpset18(t *testing.T) {
 			for i := range x {
 				x[i] = float32(i%7) - 3
 			}
-			out, shapes := runORT(t, data, "input_1", []int64{2, 16, 16, 3}, x, FeatureOutput)
+			out, shapes := graphRunORT(t, data, "input_1", []int64{2, 16, 16, 3}, x, FeatureOutput)
 			if !slices.Equal(shapes[0], []int64{2, 12}) || len(out[0]) != 24 {
 				t.Fatalf("output shape %v", shapes[0])
 			}
@@ -382,7 +382,7 @@ func TestCutInitializersAsInputs(t *testing.T) {
 	}
 	ortReadyForGraphTests(t)
 	data, _ := MarshalModel(cut)
-	_, shapes := runORT(t, data, "input", []int64{1, 3, 16, 16}, make([]float32, 3*16*16), FeatureOutput)
+	_, shapes := graphRunORT(t, data, "input", []int64{1, 3, 16, 16}, make([]float32, 3*16*16), FeatureOutput)
 	if !slices.Equal(shapes[0], []int64{1, c.Dim}) {
 		t.Errorf("output shape %v", shapes[0])
 	}
