@@ -232,7 +232,7 @@ func SetMaxPixels(n int64) int64 {
 var (
 	loadMu    sync.Mutex
 	loadDone  atomic.Bool // an attempt (implicit or explicit) has finished
-	loaded    bool        // the attempt succeeded
+	loaded    atomic.Bool // a library is loaded; set after the fields below
 	loadErr   error
 	libPath   string // as requested
 	libFile   string // as resolved by the loader
@@ -248,7 +248,7 @@ var (
 func Load(path string) error {
 	loadMu.Lock()
 	defer loadMu.Unlock()
-	if loaded {
+	if loaded.Load() {
 		if path == libPath {
 			return nil
 		}
@@ -293,14 +293,15 @@ func loadLocked(path string) error {
 		libAPI = "TurboJPEG 2.x (no tjGetErrorCode)"
 	}
 	libScales = scales
-	loaded, loadErr = true, nil
+	loadErr = nil
+	loaded.Store(true)
 	return nil
 }
 
 // ensure loads the library with the implicit search on first use.
 func ensure() bool {
 	if loadDone.Load() {
-		return loaded // written before loadDone; the atomic orders it
+		return loaded.Load()
 	}
 	loadMu.Lock()
 	defer loadMu.Unlock()
@@ -322,7 +323,7 @@ func ensure() bool {
 		}
 		loadDone.Store(true)
 	}
-	return loaded
+	return loaded.Load()
 }
 
 // Available loads the library if that was not tried yet and reports whether
@@ -334,7 +335,7 @@ func Available() bool { return ensure() }
 func LoadError() error {
 	loadMu.Lock()
 	defer loadMu.Unlock()
-	if loaded {
+	if loaded.Load() {
 		return nil
 	}
 	return loadErr
