@@ -63,3 +63,16 @@ func parallelForW(workers, parts int, f func(w, part int)) {
 
 // since returns the seconds elapsed since t0.
 func since(t0 time.Time) float64 { return time.Since(t0).Seconds() }
+
+// standardize writes dst[i] = (x[i] - mean[i]) * invStd[i] for i < len(dst).
+func standardize(dst, x, mean, invStd []float32) {
+	n := len(dst)
+	x, mean, invStd = x[:n], mean[:n], invStd[:n]
+	if useAVX2 {
+		standardizeAVX2(dst, x, mean, invStd)
+		return
+	}
+	for i := range dst {
+		dst[i] = (x[i] - mean[i]) * invStd[i]
+	}
+}

@@ -14,3 +14,6 @@ func dotAVX2(x, y []float32) float32
 
 //go:noescape
 func axpyAVX2(a float32, x, y []float32)
+
+//go:noescape
+func standardizeAVX2(dst, x, mean, invStd []float32)

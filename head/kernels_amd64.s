@@ -120,3 +120,44 @@ atail1:
 adone:
 	VZEROUPPER
 	RET
+
+// func standardizeAVX2(dst, x, mean, invStd []float32)
+// dst[i] = (x[i] - mean[i]) * invStd[i] for i < len(dst); the caller
+// guarantees the other slices are at least as long.
+TEXT ·standardizeAVX2(SB), NOSPLIT, $0-96
+	MOVQ dst_base+0(FP), DI
+	MOVQ dst_len+8(FP), CX
+	MOVQ x_base+24(FP), SI
+	MOVQ mean_base+48(FP), R8
+	MOVQ invStd_base+72(FP), R9
+	XORQ AX, AX
+	MOVQ CX, BX
+	ANDQ $-16, BX
+	JZ   stail1
+
+sloop16:
+	VMOVUPS (SI)(AX*4), Y0
+	VMOVUPS 32(SI)(AX*4), Y1
+	VSUBPS  (R8)(AX*4), Y0, Y0
+	VSUBPS  32(R8)(AX*4), Y1, Y1
+	VMULPS  (R9)(AX*4), Y0, Y0
+	VMULPS  32(R9)(AX*4), Y1, Y1
+	VMOVUPS Y0, (DI)(AX*4)
+	VMOVUPS Y1, 32(DI)(AX*4)
+	ADDQ    $16, AX
+	CMPQ    AX, BX
+	JLT     sloop16
+
+stail1:
+	CMPQ   AX, CX
+	JGE    sdone
+	VMOVSS (SI)(AX*4), X0
+	VSUBSS (R8)(AX*4), X0, X0
+	VMULSS (R9)(AX*4), X0, X0
+	VMOVSS X0, (DI)(AX*4)
+	INCQ   AX
+	JMP    stail1
+
+sdone:
+	VZEROUPPER
+	RET

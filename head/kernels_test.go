@@ -27,6 +27,16 @@ func TestKernelsMatchReference(t *testing.T) {
 			if got := dot(xs, ys); math.Abs(float64(got)-want) > 1e-5*float64(n+1) {
 				t.Errorf("dot n=%d off=%d: %g, want %g", n, off, got, want)
 			}
+			mean, inv, dst := make([]float32, n+off), make([]float32, n+off), make([]float32, n)
+			for i := range mean {
+				mean[i], inv[i] = float32(rng.NormFloat64()), float32(rng.Float64()+0.5)
+			}
+			standardize(dst, xs, mean[off:], inv[off:])
+			for i := range dst {
+				if w := (xs[i] - mean[off+i]) * inv[off+i]; dst[i] != w {
+					t.Fatalf("standardize n=%d off=%d: [%d] = %g, want %g", n, off, i, dst[i], w)
+				}
+			}
 			y0 := append([]float32(nil), ys...)
 			axpy(0.5, xs, ys)
 			for i := range ys {

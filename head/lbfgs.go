@@ -16,9 +16,10 @@ var statusEarlyStop = optimize.NewStatus("EarlyStop", false, nil)
 // (factr 1e7 · machine epsilon), used by scikit-learn.
 const scipyFtol = 2.220446049250313e-09
 
-// lbfgsChunk is the number of rows standardised together into a worker's
-// buffer: small enough for the buffer to stay in L2 cache.
-const lbfgsChunk = 32
+// lbfgsChunkBytes bounds the rows standardised together into a worker's
+// buffer, so that the buffer stays in L2 cache while the gradient of every
+// class is accumulated from it (in float32, then added in float64).
+const lbfgsChunkBytes = 128 << 10
 
 // lbfgs trains the single layer of t.m with full-batch L-BFGS on the
 // regularised multinomial cross-entropy.
@@ -31,6 +32,7 @@ func (t *trainer) lbfgs(ctx context.Context) (*Report, error) {
 		lambda = 1 / (cfg.C * float64(n))
 	}
 	np := k*dim + k
+	lbfgsChunk := max(16, min(256, lbfgsChunkBytes/(4*dim)))
 
 	// Fixed blocks of rows, each with its own float64 gradient: the sum is
 	// reduced in block order, so results do not depend on t.threads.
@@ -47,10 +49,11 @@ func (t *trainer) lbfgs(ctx context.Context) (*Report, error) {
 	bLoss := make([]float64, blocks)
 	type scratch struct {
 		buf, z, g, acc []float32
+		e              []float64
 	}
 	scr := make([]scratch, t.threads)
 	for w := range scr {
-		scr[w] = scratch{make([]float32, lbfgsChunk*dim), make([]float32, lbfgsChunk*k), make([]float32, lbfgsChunk*k), make([]float32, np)}
+		scr[w] = scratch{make([]float32, lbfgsChunk*dim), make([]float32, lbfgsChunk*k), make([]float32, lbfgsChunk*k), make([]float32, np), make([]float64, k)}
 	}
 	mean, std := t.m.Mean, t.m.Std
 	var invStd []float32
@@ -91,9 +94,7 @@ func (t *trainer) lbfgs(ctx context.Context) (*Report, error) {
 					dst := s.buf[r*dim : (r+1)*dim]
 					src := d.Row(c0 + r)
 					if mean != nil {
-						for j, v := range src {
-							dst[j] = (v - mean[j]) * invStd[j]
-						}
+						standardize(dst, src, mean, invStd)
 					} else {
 						copy(dst, src)
 					}
@@ -103,7 +104,7 @@ func (t *trainer) lbfgs(ctx context.Context) (*Report, error) {
 					}
 					y := d.Label(c0 + r)
 					cw := t.cw[y]
-					loss += cw * ceGrad(z, int(y), eps, cw*invN, s.g[r*k:(r+1)*k])
+					loss += cw * ceGrad(z, int(y), eps, cw*invN, s.g[r*k:(r+1)*k], s.e)
 				}
 				acc := s.acc
 				for j := 0; j < k; j++ {

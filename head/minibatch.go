@@ -69,6 +69,10 @@ func (t *trainer) minibatch(ctx context.Context, rng *rand.Rand) (*Report, error
 			}
 		}
 	}
+	ebuf := make([][]float64, t.threads)
+	for w := range ebuf {
+		ebuf[w] = make([]float64, k)
+	}
 	gbuf := make([][]float32, t.threads)
 	for w := range gbuf {
 		gbuf[w] = make([]float32, maxPart)
@@ -139,14 +143,12 @@ func (t *trainer) minibatch(ctx context.Context, rng *rand.Rand) (*Report, error
 			invB := 1 / float64(rows)
 
 			// Phase 1: rows.
-			parallelFor(t.threads, (rows+mbRows-1)/mbRows, func(p int) {
+			parallelForW(t.threads, (rows+mbRows-1)/mbRows, func(w, p int) {
 				for r := p * mbRows; r < min(rows, (p+1)*mbRows); r++ {
 					a := A[0][r*dim : (r+1)*dim]
 					src := d.Row(batch[r])
 					if mean != nil {
-						for j, v := range src {
-							a[j] = (v - mean[j]) * invStd[j]
-						}
+						standardize(a, src, mean, invStd)
 					} else {
 						copy(a, src)
 					}
@@ -173,7 +175,7 @@ func (t *trainer) minibatch(ctx context.Context, rng *rand.Rand) (*Report, error
 					}
 					y := d.Label(batch[r])
 					cw := t.cw[y]
-					rowLoss[r] = cw * ceGrad(Z[nl-1][r*k:(r+1)*k], int(y), eps, cw*invB, Dl[nl-1][r*k:(r+1)*k])
+					rowLoss[r] = cw * ceGrad(Z[nl-1][r*k:(r+1)*k], int(y), eps, cw*invB, Dl[nl-1][r*k:(r+1)*k], ebuf[w])
 					for l := nl - 1; l > 0; l-- {
 						ly := &layers[l]
 						prev := &layers[l-1]

@@ -445,30 +445,32 @@ func nllAcc(logits []float32, y []int32, k int, beta float64) (float64, float64)
 
 // ceGrad computes the smoothed cross-entropy of one row, -Σ q_j log p_j with
 // p = softmax(z) and q = (1-eps)·onehot(y) + eps/K, and writes
-// scale·(p - q) into g. It returns the loss.
-func ceGrad(z []float32, y int, eps, scale float64, g []float32) float64 {
+// scale·(p - q) into g. e is scratch of len(z). It returns the loss.
+func ceGrad(z []float32, y int, eps, scale float64, g []float32, e []float64) float64 {
 	k := len(z)
+	e = e[:k]
 	mx := math.Inf(-1)
 	for _, v := range z {
 		mx = math.Max(mx, float64(v))
 	}
 	var s float64
-	for _, v := range z {
-		s += math.Exp(float64(v) - mx)
+	for j, v := range z {
+		e[j] = math.Exp(float64(v) - mx)
+		s += e[j]
 	}
-	lse := mx + math.Log(s)
+	logS := math.Log(s)
+	inv := 1 / s
 	off := eps / float64(k)
 	var loss float64
 	for j, v := range z {
-		logp := float64(v) - lse
 		q := off
 		if j == y {
 			q += 1 - eps
 		}
 		if q != 0 {
-			loss -= q * logp
+			loss -= q * (float64(v) - mx - logS)
 		}
-		g[j] = float32(scale * (math.Exp(logp) - q))
+		g[j] = float32(scale * (e[j]*inv - q))
 	}
 	return loss
 }

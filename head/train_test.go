@@ -17,9 +17,10 @@ func objective(m *Model, d Data, eps, lambda float64) float64 {
 	logits := make([]float32, d.Rows()*k)
 	m.logitsData(d, logits, 1)
 	g := make([]float32, k)
+	e := make([]float64, k)
 	f := 0.0
 	for i := 0; i < d.Rows(); i++ {
-		f += ceGrad(logits[i*k:(i+1)*k], int(d.Label(i)), eps, 1, g)
+		f += ceGrad(logits[i*k:(i+1)*k], int(d.Label(i)), eps, 1, g, e)
 	}
 	f /= float64(d.Rows())
 	for _, l := range m.Layers {
