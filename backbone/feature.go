@@ -115,6 +115,9 @@ func FindFeatureTensor(m *onnxpb.ModelProto, override string) (*FeatureChoice, e
 		if !ix.exists(override) {
 			return nil, fmt.Errorf("feature tensor %q is not in the model; candidates: %s", override, candidateList(ix.candidates()))
 		}
+		if _, c := ix.consts[override]; c {
+			return nil, fmt.Errorf("feature tensor %q is a constant (a weight), not an activation; candidates: %s", override, candidateList(ix.candidates()))
+		}
 		return ix.choose(override, RuleOverride, nil, -1)
 	}
 	outs := m.Graph.GetOutput()

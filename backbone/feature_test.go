@@ -143,6 +143,14 @@ func TestFindFeatureTensorSqueezeNetLogits(t *testing.T) {
 	}
 }
 
+func graphRank1Model() *onnxpb.ModelProto {
+	b := NewBuilder("r1")
+	b.Graph.Input = append(b.Graph.Input, ValueInfo("x", onnxpb.TensorProto_FLOAT, []int64{-1}))
+	b.Node("Relu", []string{"x"}, []string{"v"})
+	b.Output("v", -1)
+	return b.Model(0)
+}
+
 func TestFindFeatureTensorErrors(t *testing.T) {
 	// A softmax over something that is no recognisable classifier.
 	b := NewBuilder("odd")
@@ -168,7 +176,8 @@ func TestFindFeatureTensorErrors(t *testing.T) {
 		{"no outputs", &onnxpb.ModelProto{Graph: &onnxpb.GraphProto{}}, "", "model has no outputs"},
 		{"softmax without classifier", odd, "", `model output "probs" looks like class scores`},
 		{"float16 tensor", half, "input", `feature tensor "input" is float16`},
-		{"rank 1", TestModel("vgg", 16), "fc6.bias", "expected [N,D] or [N,C,H,W]"},
+		{"constant", TestModel("vgg", 16), "fc6.bias", `feature tensor "fc6.bias" is a constant`},
+		{"rank 1", graphRank1Model(), "v", `feature tensor "v" has shape [?]: expected [N,D] or [N,C,H,W]`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
