@@ -87,6 +87,12 @@ type DecodeOptions struct {
 // without it are close but not bit-identical.
 var FastJPEGDecoder func(data []byte, minW, minH int) (img *RGB, ok bool, err error)
 
+// FastJPEGDecodeInto is FastJPEGDecoder with buffer reuse: it decodes into
+// dst[:3*w*h] when cap(dst) is large enough (allocating otherwise) and
+// returns the pixels it wrote. When both hooks are set, this one is used;
+// it spares an allocation and a copy per image.
+var FastJPEGDecodeInto func(data []byte, minW, minH int, dst []uint8) (w, h int, pix []uint8, ok bool, err error)
+
 // Format names returned by Sniff.
 const (
 	FormatJPEG = "JPEG"
@@ -258,16 +264,30 @@ func decodeWith(data []byte, opt DecodeOptions, spare *RGB) (*RGB, error) {
 	}
 
 	decoded := false
-	if format == FormatJPEG && opt.FastJPEG && FastJPEGDecoder != nil {
+	if format == FormatJPEG && opt.FastJPEG && (FastJPEGDecoder != nil || FastJPEGDecodeInto != nil) {
 		minW, minH := opt.MinWidth, opt.MinHeight
 		if orient >= 5 {
 			minW, minH = minH, minW
 		}
-		fimg, ok, ferr := FastJPEGDecoder(data, minW, minH)
-		if ferr == nil && ok && fimg != nil && fimg.W > 0 && fimg.H > 0 && len(fimg.Pix) >= fimg.W*fimg.H*3 {
-			out.reset(fimg.W, fimg.H)
-			copy(out.Pix, fimg.Pix[:fimg.W*fimg.H*3])
-			decoded = true
+		if FastJPEGDecodeInto != nil {
+			fw, fh, pix, ok, ferr := FastJPEGDecodeInto(data, minW, minH, out.Pix[:0])
+			if ferr == nil && ok && fw > 0 && fh > 0 && int64(fw)*int64(fh) <= limit && len(pix) >= fw*fh*3 {
+				out.W, out.H, out.Pix = fw, fh, pix
+				decoded = true
+			}
+		} else {
+			fimg, ok, ferr := FastJPEGDecoder(data, minW, minH)
+			if ferr == nil && ok && fimg != nil && fimg.W > 0 && fimg.H > 0 && int64(fimg.W)*int64(fimg.H) <= limit && len(fimg.Pix) >= fimg.W*fimg.H*3 {
+				// The image is ours: adopt its memory unless ours is
+				// already big enough.
+				if cap(out.Pix) >= fimg.W*fimg.H*3 {
+					out.reset(fimg.W, fimg.H)
+					copy(out.Pix, fimg.Pix[:fimg.W*fimg.H*3])
+				} else {
+					*out = *fimg
+				}
+				decoded = true
+			}
 		}
 		// On error, fall through to image/jpeg: it reports its own error
 		// if the file really is broken.

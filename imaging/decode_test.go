@@ -338,6 +338,30 @@ func TestFastJPEGHook(t *testing.T) {
 	}
 }
 
+func TestFastJPEGDecodeInto(t *testing.T) {
+	jpg := encodeJPEG(t, quadrants(64, 32), 90)
+	defer func(f func([]byte, int, int, []uint8) (int, int, []uint8, bool, error)) { FastJPEGDecodeInto = f }(FastJPEGDecodeInto)
+	var gotCap int
+	FastJPEGDecodeInto = func(data []byte, minW, minH int, dst []uint8) (int, int, []uint8, bool, error) {
+		gotCap = cap(dst)
+		q := quadrantsRGB(32, 16)
+		if cap(dst) >= len(q.Pix) {
+			dst = dst[:len(q.Pix)]
+			copy(dst, q.Pix)
+			return 32, 16, dst, true, nil
+		}
+		return 32, 16, q.Pix, true, nil
+	}
+	buf := &RGB{Pix: make([]uint8, 0, 5000)}
+	img, err := Decode(jpg, DecodeOptions{FastJPEG: true, Dst: buf})
+	if err != nil || img.W != 32 || img.H != 16 {
+		t.Fatalf("%v %v", img, err)
+	}
+	if gotCap != 5000 || &img.Pix[:1][0] != &buf.Pix[:1][0] {
+		t.Errorf("destination buffer not passed to the hook (cap %d)", gotCap)
+	}
+}
+
 func quadrantsRGB(w, h int) *RGB {
 	q := quadrants(w, h)
 	img := NewRGB(w, h)
