@@ -79,6 +79,7 @@ func nodeWithORT(t *testing.T) (node, nodePath string) {
 // exports with and without in-graph preprocessing, fed the same raw pixels,
 // and compares its probabilities with head.PredictBatch.
 func TestNodeSnippet(t *testing.T) {
+	ortReady(t) // the reference numbers come from the Go side's features
 	node, nodePath := nodeWithORT(t)
 	script, err := filepath.Abs("testdata/run_export.js")
 	if err != nil {

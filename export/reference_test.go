@@ -160,6 +160,7 @@ func TestExportSize(t *testing.T) {
 // sizes.
 func BenchmarkExportVsCut(b *testing.B) {
 	const batch = 8
+	ortReady(b)
 	for _, kind := range []string{"reference", "resnet224"} {
 		b.Run(kind, func(b *testing.B) {
 			var f *fixture
