@@ -27,12 +27,17 @@ func evalCommand() *cli.Command {
 			&cli.Float64Flag{Name: "test", Value: 0.1, Usage: "as given to train, to rebuild the same split"},
 			&cli.IntFlag{Name: "batch", Value: 16, Usage: "images per inference batch (with DATASET)"},
 			&cli.IntFlag{Name: "workers", Usage: "decode workers (with DATASET)"},
+			&cli.BoolFlag{Name: "original", Usage: "with DATASET and --model: evaluate the backbone's own classifier (e.g. face-expression's 7 expressions) instead of a head"},
+			&cli.StringFlag{Name: "model", Usage: "with --original: the installed model whose own classifier to evaluate"},
 		},
 		Action: runEval,
 	}
 }
 
 func runEval(c *cli.Context) error {
+	if c.Bool("original") {
+		return runEvalOriginal(c)
+	}
 	m, err := head.Load(c.String("head"))
 	if err != nil {
 		return err
@@ -190,4 +195,36 @@ func openBackboneForHead(c *cli.Context, m *head.Model, noSession bool) (*pipeli
 		return nil, fmt.Errorf("%s: %w", c.String("head"), err)
 	}
 	return bb, nil
+}
+
+// runEvalOriginal evaluates an installed model's own classifier on a
+// labelled folder, for comparison with a new head on the same images.
+func runEvalOriginal(c *cli.Context) error {
+	if c.NArg() != 1 || c.String("model") == "" {
+		return fmt.Errorf("eval --original needs a labelled DATASET and --model NAME")
+	}
+	ds, err := imaging.OpenDataset(c.Args().First())
+	if err != nil {
+		return err
+	}
+	store, err := openStore(c)
+	if err != nil {
+		return err
+	}
+	probs, labels, classes, err := pipeline.OriginalScores(c.Context, store, c.String("model"), ds,
+		pipeline.BackboneOptions{Session: sessionOptions(c)},
+		func(f pipeline.Failure) { fmt.Fprintf(os.Stderr, "skipped %s: %v\n", f.Path, f.Err) })
+	if err != nil {
+		return err
+	}
+	ev, err := head.EvaluateProbs(probs, labels, classes)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		ev.Errors = nil
+		return printJSON(map[string]any{"model": c.String("model"), "original": true, "eval": ev})
+	}
+	fmt.Fprintf(os.Stdout, "eval: %s's own classifier on %d images of %s\n", c.String("model"), ev.N, ds.Root)
+	return ev.WriteText(os.Stdout)
 }

@@ -1,0 +1,87 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/models"
+)
+
+// OriginalScores runs an installed model's own classifier (for example
+// face-expression's 7-expression head) over a labelled dataset, so a new
+// head can be compared with it on the same images. Dataset classes are
+// matched to the model's class names case-insensitively; a dataset class the
+// model does not know is an error naming both lists. It returns the
+// probabilities [N*len(classes)] of the images that decoded, their labels in
+// the model's class order, and the model's class names.
+func OriginalScores(ctx context.Context, store *models.Store, ref string, ds *imaging.Dataset, opt BackboneOptions, onFail func(Failure)) (probs []float32, labels []int32, classes []string, err error) {
+	inst, err := store.Get(ref)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	classes = inst.Meta.Classes
+	if len(classes) == 0 {
+		return nil, nil, nil, fmt.Errorf("model %s records no class names for its own classifier (meta.json has no classes)", ref)
+	}
+	spec, err := inst.Meta.Spec()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	m, err := backbone.ReadModelFile(inst.ModelPath())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	// The classifier output is the graph output with one value per class.
+	output := ""
+	for _, o := range m.Graph.Output {
+		dims := o.GetType().GetTensorType().GetShape().GetDim()
+		if len(dims) == 2 && dims[1].GetDimValue() == int64(len(classes)) {
+			output = o.GetName()
+		}
+	}
+	if output == "" {
+		return nil, nil, nil, fmt.Errorf("model %s has no output of %d class scores", ref, len(classes))
+	}
+	byName := map[string]int32{}
+	for i, c := range classes {
+		byName[strings.ToLower(c)] = int32(i)
+	}
+	for _, c := range ds.Classes {
+		if _, ok := byName[strings.ToLower(c)]; !ok {
+			return nil, nil, nil, fmt.Errorf("dataset class %q is not one of %s's own classes %v", c, ref, classes)
+		}
+	}
+	in, err := imageInput(m)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if _, err := backbone.InitRuntime(""); err != nil {
+		return nil, nil, nil, err
+	}
+	data, err := backbone.MarshalModel(m)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sess, err := backbone.NewSession(data, backbone.SessionSpec{Input: in.Name, InputShape: inputShape(spec), Outputs: []string{output}, OutputSizes: []int{len(classes)}, FixedBatch: in.Batch}, opt.Session)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	defer sess.Close()
+	paths := make([]string, len(ds.Samples))
+	for i, s := range ds.Samples {
+		paths[i] = s.Path
+	}
+	k := len(classes)
+	r := &Runner{Session: sess, Spec: spec, OnFail: onFail}
+	err = r.Run(ctx, paths, func(b *Batch) error {
+		probs = append(probs, b.Outputs[0][:b.N*k]...)
+		for _, idx := range b.Index {
+			labels = append(labels, byName[strings.ToLower(ds.Samples[idx].Label)])
+		}
+		return nil
+	})
+	return probs, labels, classes, err
+}
