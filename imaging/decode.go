@@ -61,8 +61,8 @@ type DecodeOptions struct {
 	// Background is the RGB colour under transparent pixels (PNG, GIF,
 	// WebP, BMP, TIFF alpha).
 	Background [3]uint8
-	// IgnoreOrientation keeps JPEG pixels in stored order instead of
-	// applying the EXIF orientation tag.
+	// IgnoreOrientation keeps pixels in stored order instead of applying
+	// the EXIF orientation tag.
 	IgnoreOrientation bool
 	// FastJPEG lets FastJPEGDecoder (when set) decode JPEGs at a DCT-reduced
 	// scale no smaller than MinWidth x MinHeight (in displayed orientation,
@@ -224,8 +224,9 @@ func DecodeFile(path string, opt DecodeOptions) (*RGB, error) {
 }
 
 // Decode decodes a JPEG, PNG, GIF (first frame), BMP, TIFF or WebP image
-// into packed 8-bit RGB. The format is sniffed from the content. JPEG EXIF
-// orientation (1-8) is applied; alpha is composited over opt.Background;
+// into packed 8-bit RGB. The format is sniffed from the content. The EXIF
+// orientation (1-8) of JPEG, PNG (eXIf), WebP and TIFF files is applied, as
+// PIL's ImageOps.exif_transpose does; alpha is composited over opt.Background;
 // grey, paletted, CMYK and 16-bit images are converted (16-bit by taking
 // the high byte). The header is checked against opt.MaxPixels before any
 // pixel is decoded. data is not retained.
@@ -248,8 +249,8 @@ func decodeWith(data []byte, opt DecodeOptions, spare *RGB) (*RGB, error) {
 		return nil, fmt.Errorf("image %dx%d exceeds the %s limit", w, h, describeLimit(limit))
 	}
 	orient := 1
-	if format == FormatJPEG && !opt.IgnoreOrientation {
-		orient = jpegOrientation(data)
+	if !opt.IgnoreOrientation {
+		orient = orientation(format, data)
 	}
 	dst := opt.Dst
 	if dst == nil {

@@ -1,6 +1,70 @@
 package imaging
 
-import "encoding/binary"
+import (
+	"bytes"
+	"encoding/binary"
+)
+
+// orientation returns the EXIF orientation (1-8) recorded in an image file
+// of the given format, or 1: JPEG APP1 Exif, PNG eXIf chunk, WebP EXIF
+// chunk, or the TIFF's own IFD0 tag. GIF and BMP carry none.
+func orientation(format string, data []byte) int {
+	switch format {
+	case FormatJPEG:
+		return jpegOrientation(data)
+	case FormatTIFF:
+		return exifOrientation(data)
+	case FormatPNG:
+		return pngOrientation(data)
+	case FormatWebP:
+		return webpOrientation(data)
+	}
+	return 1
+}
+
+// pngOrientation walks the chunks of a PNG for eXIf.
+func pngOrientation(data []byte) int {
+	i := 8
+	for i+8 <= len(data) {
+		n := int64(binary.BigEndian.Uint32(data[i:]))
+		typ := string(data[i+4 : i+8])
+		end := int64(i) + 8 + n
+		if end > int64(len(data)) {
+			return 1
+		}
+		switch typ {
+		case "eXIf":
+			return exifOrientation(stripExifPrefix(data[i+8 : end]))
+		case "IEND":
+			return 1
+		}
+		i = int(end) + 4 // skip the CRC
+	}
+	return 1
+}
+
+// webpOrientation walks the RIFF chunks of a WebP for EXIF.
+func webpOrientation(data []byte) int {
+	i := 12
+	for i+8 <= len(data) {
+		n := int64(binary.LittleEndian.Uint32(data[i+4:]))
+		end := int64(i) + 8 + n
+		if end > int64(len(data)) {
+			return 1
+		}
+		if string(data[i:i+4]) == "EXIF" {
+			return exifOrientation(stripExifPrefix(data[i+8 : end]))
+		}
+		i = int(end + end&1) // chunks are padded to even sizes
+	}
+	return 1
+}
+
+// stripExifPrefix removes the "Exif\0\0" header some writers put before
+// the TIFF structure in PNG and WebP.
+func stripExifPrefix(b []byte) []byte {
+	return bytes.TrimPrefix(b, []byte("Exif\x00\x00"))
+}
 
 // jpegOrientation returns the EXIF orientation (1-8) of a JPEG, or 1 when
 // there is none or it cannot be read. It walks the marker segments before

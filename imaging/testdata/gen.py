@@ -155,6 +155,31 @@ Image.fromarray(photo_big).convert("CMYK").save("fmt_cmyk.jpg", quality=95)
 np.asarray(Image.open("fmt_cmyk.jpg").convert("RGB")).tofile("fmt_cmyk_jpg.rgb")
 dec.append(dict(src="fmt_cmyk.jpg", rgb="fmt_cmyk_jpg.rgb", w=160, h=120, tol=0.25))
 
+# EXIF orientation in PNG (eXIf), WebP (EXIF chunk) and TIFF (IFD0 tag):
+# the reference is PIL's ImageOps.exif_transpose.
+from PIL import ImageOps  # noqa: E402
+
+exif = Image.Exif()
+exif[0x0112] = 6
+Image.fromarray(small).save("orient6.png", exif=exif.tobytes())
+exif[0x0112] = 8
+Image.fromarray(small).save("orient8.webp", lossless=True, exif=exif.tobytes())
+exif[0x0112] = 3
+Image.fromarray(small).save("orient3.tif", exif=exif.tobytes())
+# Reference: the displayed image per the EXIF definitions (numpy), checked
+# against PIL. PIL's TIFF loader (libtiff) already applies the orientation on
+# open, so exif_transpose would apply it twice there; for TIFF the check is
+# against the plain open.
+displayed = {6: np.rot90(small, k=-1), 8: np.rot90(small, k=1), 3: small[::-1, ::-1]}
+for f, o in [("orient6.png", 6), ("orient8.webp", 8), ("orient3.tif", 3)]:
+    im = Image.open(f)
+    assert im.getexif().get(0x0112) == o, (f, im.getexif())
+    pil = im.convert("RGB") if f.endswith(".tif") else ImageOps.exif_transpose(im).convert("RGB")
+    want = np.ascontiguousarray(displayed[o])
+    assert (np.asarray(pil) == want).all(), f
+    want.tofile(f.replace(".", "_") + ".rgb")
+    dec.append(dict(src=f, rgb=f.replace(".", "_") + ".rgb", w=want.shape[1], h=want.shape[0], tol=0))
+
 with open("golden.json", "w") as f:
     json.dump(dict(generator="gen.py", pil=Image.__version__ if hasattr(Image, "__version__") else "",
                    torch=torch.__version__, resize=cases, decode=dec), f, indent=1)
