@@ -324,12 +324,36 @@ func decodeWith(data []byte, opt DecodeOptions, spare *RGB) (*RGB, error) {
 		if int64(b.Dx())*int64(b.Dy()) > limit {
 			return nil, fmt.Errorf("image %dx%d exceeds the %s limit", b.Dx(), b.Dy(), describeLimit(limit))
 		}
-		toRGB(out, img, opt.Background)
+		if fb := img.Bounds(); fb != image.Rect(0, 0, w, h) && fb.In(image.Rect(0, 0, w, h)) {
+			// A GIF whose first frame covers only part of the logical
+			// screen: paste it at its offset on a Background canvas.
+			var frame RGB
+			toRGB(&frame, img, opt.Background)
+			out.reset(w, h)
+			fillRGB(out.Pix, opt.Background)
+			for y := 0; y < frame.H; y++ {
+				o := ((fb.Min.Y+y)*w + fb.Min.X) * 3
+				copy(out.Pix[o:o+frame.W*3], frame.Pix[y*frame.W*3:(y+1)*frame.W*3])
+			}
+		} else {
+			toRGB(out, img, opt.Background)
+		}
 	}
 	if orient != 1 {
 		orientInto(dst, out, orient)
 	}
 	return dst, nil
+}
+
+// fillRGB paints every pixel of pix with c.
+func fillRGB(pix []uint8, c [3]uint8) {
+	if len(pix) < 3 {
+		return
+	}
+	pix[0], pix[1], pix[2] = c[0], c[1], c[2]
+	for n := 3; n < len(pix); n *= 2 {
+		copy(pix[n:], pix[:n])
+	}
 }
 
 func describeLimit(limit int64) string {

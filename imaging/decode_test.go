@@ -276,6 +276,34 @@ func TestDecodeAlphaAndPalette(t *testing.T) {
 	}
 }
 
+// TestGIFFrameOffset: a first frame smaller than the logical screen is
+// placed at its offset on the background, as browsers and PIL show it.
+func TestGIFFrameOffset(t *testing.T) {
+	frame := image.NewPaletted(image.Rect(2, 1, 4, 2), color.Palette{color.RGBA{255, 0, 0, 255}})
+	var b bytes.Buffer
+	err := gif.EncodeAll(&b, &gif.GIF{Image: []*image.Paletted{frame}, Delay: []int{0},
+		Config: image.Config{ColorModel: frame.Palette, Width: 5, Height: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := Decode(b.Bytes(), DecodeOptions{Background: [3]uint8{0, 0, 9}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.W != 5 || img.H != 3 {
+		t.Fatalf("size %dx%d, want the 5x3 screen", img.W, img.H)
+	}
+	for y := 0; y < 3; y++ {
+		for x := 0; x < 5; x++ {
+			p := img.Pix[(y*5+x)*3 : (y*5+x)*3+3]
+			red := y == 1 && (x == 2 || x == 3)
+			if red && (p[0] != 255 || p[2] != 0) || !red && (p[0] != 0 || p[2] != 9) {
+				t.Errorf("(%d,%d) = %v", x, y, p)
+			}
+		}
+	}
+}
+
 func TestDecodeGreyAndReuse(t *testing.T) {
 	g := image.NewGray(image.Rect(0, 0, 5, 3))
 	for i := range g.Pix {
