@@ -8,7 +8,6 @@
 package tfjs
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"path"
@@ -211,7 +210,7 @@ func buildNSFW(files *pkgFiles, a arch, info *Info) (*backbone.Builder, error) {
 // loadJSLayersModel reads a TF.js layers model shipped as minified JS
 // modules (dir/model.min.js exporting model.json, dir/<path>.min.js
 // exporting each shard as base64) and decodes its weights.
-func loadJSLayersModel(files *pkgFiles, dir string) (*KerasModel, map[string]*Tensor, error) {
+func loadJSLayersModel(files *pkgFiles, dir string) (*KerasModel, *Weights, error) {
 	modelPath := dir + "/model.min.js"
 	src, ok := files.Files[modelPath]
 	if !ok {
@@ -236,23 +235,15 @@ func loadJSLayersModel(files *pkgFiles, dir string) (*KerasModel, map[string]*Te
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", modelPath, err)
 	}
-	weights, err := DecodeWeights(mj.WeightsManifest, func(p string) ([]byte, error) {
+	weights, err := IndexWeights(mj.WeightsManifest, func(p string) ([]byte, error) {
 		name := path.Join(dir, p+".min.js")
 		js, ok := files.Files[name]
 		if !ok {
 			return nil, fmt.Errorf("shard %s not found in the package", name)
 		}
-		v, err := UnwrapJSModule(js)
+		b, err := unwrapBase64Module(js)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		s, ok := v.(string)
-		if !ok {
-			return nil, fmt.Errorf("%s: exports a %T, expected a base64 string", name, v)
-		}
-		b, err := base64.StdEncoding.DecodeString(s)
-		if err != nil {
-			return nil, fmt.Errorf("%s: bad base64: %w", name, err)
 		}
 		return b, nil
 	})
@@ -274,7 +265,7 @@ func buildFace(files *pkgFiles, a arch, info *Info) (*backbone.Builder, error) {
 	if err := json.Unmarshal(mb, &groups); err != nil {
 		return nil, fmt.Errorf("%s: %w", manifest, err)
 	}
-	weights, err := DecodeWeights(groups, func(p string) ([]byte, error) {
+	weights, err := IndexWeights(groups, func(p string) ([]byte, error) {
 		name := path.Join(a.dir, p)
 		b, ok := files.Files[name]
 		if !ok {

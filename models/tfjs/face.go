@@ -19,7 +19,7 @@ var FaceExpressionClasses = []string{"neutral", "happy", "sad", "angry", "fearfu
 // takes input_nhwc [N, 112, 112, 3] in 0..255 RGB, as face-api does after
 // its own resize, and outputs "features" [N, 256] (the 7x7 average pool of
 // the last dense block) and "probs" [N, 7] (softmax of the classifier).
-func faceNet(w map[string]*Tensor, inputName string) (*backbone.Builder, error) {
+func faceNet(w *Weights, inputName string) (*backbone.Builder, error) {
 	const size = 112
 	f := &faceBuilder{b: backbone.NewBuilder("face_expression"), w: w}
 	b := f.b
@@ -60,13 +60,13 @@ func faceNet(w map[string]*Tensor, inputName string) (*backbone.Builder, error) 
 
 type faceBuilder struct {
 	b *backbone.Builder
-	w map[string]*Tensor
+	w *Weights
 }
 
 func (f *faceBuilder) weight(name string, shape ...int) (*Tensor, error) {
-	t := f.w[name]
-	if t == nil {
-		return nil, fmt.Errorf("face-api weight %q not found in the manifest", name)
+	t, err := f.w.Tensor(name)
+	if err != nil {
+		return nil, fmt.Errorf("face-api %w", err)
 	}
 	if shape != nil && fmt.Sprint(t.Shape) != fmt.Sprint(shape) {
 		return nil, fmt.Errorf("face-api weight %q has shape %v, expected %v", name, t.Shape, shape)

@@ -2,6 +2,7 @@ package tfjs
 
 import (
 	"bytes"
+	"encoding/base64"
 	"fmt"
 	"math"
 	"regexp"
@@ -402,4 +403,40 @@ func UnwrapJSModule(src []byte) (any, error) {
 		return nil, fmt.Errorf("the exported literal is followed by %q: the module computes its export (unwrap it with node: scripts/tfjs_unwrap.js)", string(rest[:min(len(rest), 20)]))
 	}
 	return v, nil
+}
+
+// unwrapBase64Module decodes the base64 string that a weight shard module
+// exports. Plain payloads (no escapes, the usual case) are decoded straight
+// from src without first copying them into a string; anything else goes
+// through UnwrapJSModule. The result is a new slice.
+func unwrapBase64Module(src []byte) ([]byte, error) {
+	locs := findExports(src)
+	if len(locs) == 1 && (src[locs[0]] == '"' || src[locs[0]] == '\'') {
+		start := locs[0] + 1
+		if end := bytes.IndexByte(src[start:], src[locs[0]]); end >= 0 {
+			payload := src[start : start+end]
+			rest := bytes.TrimLeft(src[start+end+1:], " \t\r\n")
+			if bytes.IndexByte(payload, '\\') < 0 && (len(rest) == 0 || rest[0] == '}' || rest[0] == ';' || rest[0] == ',') {
+				dst := make([]byte, base64.StdEncoding.DecodedLen(len(payload)))
+				n, err := base64.StdEncoding.Decode(dst, payload)
+				if err != nil {
+					return nil, fmt.Errorf("bad base64: %w", err)
+				}
+				return dst[:n], nil
+			}
+		}
+	}
+	v, err := UnwrapJSModule(src)
+	if err != nil {
+		return nil, err
+	}
+	s, ok := v.(string)
+	if !ok {
+		return nil, fmt.Errorf("exports a %T, expected a base64 string", v)
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("bad base64: %w", err)
+	}
+	return b, nil
 }

@@ -1,6 +1,8 @@
 package tfjs
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"math"
 	"os/exec"
@@ -122,6 +124,33 @@ func TestUnwrapJSModule(t *testing.T) {
 	}
 }
 
+func TestUnwrapBase64Module(t *testing.T) {
+	tests := []struct{ src, want, err string }{
+		{`(function(e,h,n){h.exports="QUJD"},{})`, "ABC", ""},
+		{`module.exports='QUI='`, "AB", ""},
+		{`module.exports="QU\x4aD"`, "ABC", ""}, // escaped: slow path
+		{`module.exports="QUJD"+x`, "", "computes its export"},
+		{`module.exports={a:1}`, "", "expected a base64 string"},
+		{`module.exports="Q!JD"`, "", "bad base64"},
+	}
+	for _, tc := range tests {
+		got, err := unwrapBase64Module([]byte(tc.src))
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: error %v, want %q", tc.src, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.src, err)
+			continue
+		}
+		if tc.want != "" && string(got) != tc.want {
+			t.Errorf("%s = %q, want %q", tc.src, got, tc.want)
+		}
+	}
+}
+
 // TestUnwrapMatchesNode compares the pure-Go unwrapping of the real nsfwjs
 // model modules with what node computes by evaluating them
 // (scripts/tfjs_unwrap.js), when node and the tarball are available.
@@ -160,6 +189,13 @@ func TestUnwrapMatchesNode(t *testing.T) {
 		json.Unmarshal(gj, &goJ)
 		if !reflect.DeepEqual(goJ, nodeV) {
 			t.Errorf("%s: Go unwrapping differs from node's evaluation", name)
+		}
+		if s, ok := nodeV.(string); ok {
+			fast, err := unwrapBase64Module(src)
+			want, err2 := base64.StdEncoding.DecodeString(s)
+			if err != nil || err2 != nil || !bytes.Equal(fast, want) {
+				t.Errorf("%s: direct base64 unwrapping differs from node's string (%v, %v)", name, err, err2)
+			}
 		}
 	}
 }

@@ -248,8 +248,9 @@ var conv2DClasses = map[string]bool{"Conv2D": true, "DepthwiseConv2D": true}
 // MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
 // GlobalMaxPooling2D, Flatten, Dense, Dropout; any other class among the
 // layers Cut depends on is refused with its class and layer name. weights
-// maps TF.js weight names ("conv/kernel") to tensors; it is only read.
-func ConvertKeras(m *KerasModel, weights map[string]*Tensor, opt ConvertOptions) (*Converted, error) {
+// holds the TF.js weights by name ("conv/kernel"); only those of converted
+// layers are decoded.
+func ConvertKeras(m *KerasModel, weights *Weights, opt ConvertOptions) (*Converted, error) {
 	cut := m.byName[opt.Cut]
 	if cut == nil {
 		return nil, fmt.Errorf("keras model %q has no layer %q to cut at", m.Name, opt.Cut)
@@ -386,7 +387,7 @@ func supportedList() string {
 
 type converter struct {
 	m         *KerasModel
-	weights   map[string]*Tensor
+	weights   *Weights
 	opt       ConvertOptions
 	b         *backbone.Builder
 	vals      map[string]val
@@ -434,10 +435,10 @@ func (c *converter) spatial(l *KerasLayer) (val, error) {
 // weight returns layer/suffix, also accepting a scoped name ending in it.
 func (c *converter) weight(layer, suffix string, shape ...int) (*Tensor, error) {
 	key := layer + "/" + suffix
-	t := c.weights[key]
-	if t == nil {
+	name := key
+	if !c.weights.Has(key) {
 		var found []string
-		for k := range c.weights {
+		for _, k := range c.weights.names {
 			if len(k) > len(key) && k[len(k)-len(key)-1] == '/' && k[len(k)-len(key):] == key {
 				found = append(found, k)
 			}
@@ -445,7 +446,11 @@ func (c *converter) weight(layer, suffix string, shape ...int) (*Tensor, error) 
 		if len(found) != 1 {
 			return nil, fmt.Errorf("weight %q not found in the manifest", key)
 		}
-		t = c.weights[found[0]]
+		name = found[0]
+	}
+	t, err := c.weights.Tensor(name)
+	if err != nil {
+		return nil, err
 	}
 	if shape != nil && !slices.Equal(t.Shape, shape) {
 		return nil, fmt.Errorf("weight %q has shape %v, the layer needs %v", key, t.Shape, shape)

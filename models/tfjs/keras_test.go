@@ -334,7 +334,7 @@ func TestConvertKerasMatchesDirectImplementation(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(fmt.Sprintf("%s/keepBN=%v", tc.cut, tc.keepBN), func(t *testing.T) {
-			conv, err := ConvertKeras(km, w, ConvertOptions{Cut: tc.cut, GlobalPool: true, KeepBatchNorm: tc.keepBN})
+			conv, err := ConvertKeras(km, WeightsFromTensors(w), ConvertOptions{Cut: tc.cut, GlobalPool: true, KeepBatchNorm: tc.keepBN})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -432,7 +432,7 @@ func TestConvertKerasRefuses(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = ConvertKeras(km, synthWeights(3), ConvertOptions{Cut: tc.cut, GlobalPool: true})
+			_, err = ConvertKeras(km, WeightsFromTensors(synthWeights(3)), ConvertOptions{Cut: tc.cut, GlobalPool: true})
 			if err == nil {
 				t.Fatal("converted, want an error")
 			}

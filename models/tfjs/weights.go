@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // Tensor is a dense float32 array in row-major order. TF.js weights keep
@@ -54,110 +55,189 @@ type Quantization struct {
 // manifest cannot request absurd allocations.
 const maxWeightElems = 1 << 30
 
-// DecodeWeights decodes every weight listed in groups. read returns the
-// bytes of one path of a group (a shard); groups' shards are concatenated
-// and consumed in manifest order. The result maps weight names to tensors
-// that own their memory. Every byte of every group must be used.
-func DecodeWeights(groups []WeightGroup, read func(path string) ([]byte, error)) (map[string]*Tensor, error) {
-	out := map[string]*Tensor{}
+// Weights is an index over the raw bytes of a TF.js weights manifest:
+// sizes are checked up front, but each tensor is dequantised only when
+// Tensor asks for it, so converting part of a model never materialises the
+// float32 copies of the weights it drops. A Weights is safe for concurrent
+// reads; it keeps the shard bytes it was given.
+type Weights struct {
+	refs  map[string]weightRef
+	names []string // manifest order
+}
+
+type weightRef struct {
+	entry  WeightEntry
+	raw    []byte  // exactly the entry's bytes
+	tensor *Tensor // set instead of raw by WeightsFromTensors
+}
+
+// IndexWeights lays out every weight listed in groups without decoding
+// it. read returns the bytes of one path of a group (a shard); a group's
+// shards are concatenated and consumed in manifest order. Every byte of
+// every group must be used; names must be unique. The returned Weights
+// keeps references to the bytes read returns.
+func IndexWeights(groups []WeightGroup, read func(path string) ([]byte, error)) (*Weights, error) {
+	w := &Weights{refs: map[string]weightRef{}}
 	for gi, g := range groups {
-		var buf []byte
+		var parts [][]byte
+		total := 0
 		for _, p := range g.Paths {
 			b, err := read(p)
 			if err != nil {
 				return nil, fmt.Errorf("weight group %d: %w", gi, err)
 			}
-			if buf == nil && len(g.Paths) == 1 {
-				buf = b
-			} else {
-				buf = append(buf, b...)
+			parts = append(parts, b)
+			total += len(b)
+		}
+		var buf []byte
+		if len(parts) == 1 {
+			buf = parts[0]
+		} else {
+			buf = make([]byte, 0, total)
+			for _, p := range parts {
+				buf = append(buf, p...)
 			}
 		}
 		off := 0
-		for _, w := range g.Weights {
-			t, n, err := decodeWeight(w, buf[off:])
+		for _, e := range g.Weights {
+			n, err := weightBytes(e)
 			if err != nil {
-				return nil, fmt.Errorf("weight %q (group %d, byte %d): %w", w.Name, gi, off, err)
+				return nil, fmt.Errorf("weight %q (group %d): %w", e.Name, gi, err)
 			}
-			if _, dup := out[w.Name]; dup {
-				return nil, fmt.Errorf("weight %q listed twice in the manifest", w.Name)
+			if n > len(buf)-off {
+				return nil, fmt.Errorf("weight %q (group %d, byte %d): needs %d bytes, only %d left in the shards", e.Name, gi, off, n, len(buf)-off)
 			}
-			out[w.Name] = t
+			if _, dup := w.refs[e.Name]; dup {
+				return nil, fmt.Errorf("weight %q listed twice in the manifest", e.Name)
+			}
+			w.refs[e.Name] = weightRef{entry: e, raw: buf[off : off+n : off+n]}
+			w.names = append(w.names, e.Name)
 			off += n
 		}
 		if off != len(buf) {
 			return nil, fmt.Errorf("weight group %d (%v): manifest uses %d bytes, shards hold %d", gi, g.Paths, off, len(buf))
 		}
 	}
+	return w, nil
+}
+
+// WeightsFromTensors wraps already decoded tensors (tests, other loaders).
+// The tensors are shared, not copied.
+func WeightsFromTensors(m map[string]*Tensor) *Weights {
+	w := &Weights{refs: map[string]weightRef{}}
+	for name, t := range m {
+		w.refs[name] = weightRef{tensor: t}
+		w.names = append(w.names, name)
+	}
+	slices.Sort(w.names)
+	return w
+}
+
+// Names lists the weights in manifest order (sorted for
+// WeightsFromTensors). The slice is a copy.
+func (w *Weights) Names() []string { return slices.Clone(w.names) }
+
+// Has reports whether a weight called name exists.
+func (w *Weights) Has(name string) bool { _, ok := w.refs[name]; return ok }
+
+// Tensor dequantises the weight called name into a new float32 tensor
+// that the caller owns (for WeightsFromTensors, the shared original).
+func (w *Weights) Tensor(name string) (*Tensor, error) {
+	r, ok := w.refs[name]
+	if !ok {
+		return nil, fmt.Errorf("weight %q not found in the manifest", name)
+	}
+	if r.tensor != nil {
+		return r.tensor, nil
+	}
+	t, err := decodeWeight(r.entry, r.raw)
+	if err != nil {
+		return nil, fmt.Errorf("weight %q: %w", name, err)
+	}
+	return t, nil
+}
+
+// DecodeWeights decodes every weight listed in groups (see IndexWeights
+// for the layout rules) and returns a map from weight names to tensors that
+// own their memory.
+func DecodeWeights(groups []WeightGroup, read func(path string) ([]byte, error)) (map[string]*Tensor, error) {
+	w, err := IndexWeights(groups, read)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*Tensor, len(w.names))
+	for _, name := range w.names {
+		if out[name], err = w.Tensor(name); err != nil {
+			return nil, err
+		}
+	}
 	return out, nil
 }
 
-// decodeWeight decodes one weight from the start of b and returns how many
-// bytes it used.
-func decodeWeight(w WeightEntry, b []byte) (*Tensor, int, error) {
+// weightBytes is how many bytes a manifest entry occupies in its shards.
+func weightBytes(e WeightEntry) (int, error) {
 	n := 1
-	for _, d := range w.Shape {
+	for _, d := range e.Shape {
 		if d < 0 || (d > 0 && n > maxWeightElems/d) {
-			return nil, 0, fmt.Errorf("bad shape %v", w.Shape)
+			return 0, fmt.Errorf("bad shape %v", e.Shape)
 		}
 		n *= d
 	}
-	t := &Tensor{Shape: append([]int(nil), w.Shape...), Data: nil}
-	need := func(size int) error {
-		if len(b) < n*size {
-			return fmt.Errorf("needs %d bytes, only %d left in the shards", n*size, len(b))
+	if q := e.Quantization; q != nil {
+		switch q.DType {
+		case "uint8":
+			return n, nil
+		case "uint16", "float16":
+			return 2 * n, nil
 		}
-		t.Data = make([]float32, n)
-		return nil
+		return 0, fmt.Errorf("unsupported quantization dtype %q (want uint8, uint16 or float16)", q.DType)
 	}
+	switch e.DType {
+	case "float32", "", "int32":
+		return 4 * n, nil
+	}
+	return 0, fmt.Errorf("unsupported dtype %q (want float32 or int32)", e.DType)
+}
+
+// decodeWeight decodes one weight from b, which holds exactly its bytes
+// (see weightBytes).
+func decodeWeight(w WeightEntry, b []byte) (*Tensor, error) {
+	size, err := weightBytes(w)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) != size {
+		return nil, fmt.Errorf("has %d bytes, needs %d", len(b), size)
+	}
+	n := shapeSize(w.Shape)
+	t := &Tensor{Shape: append([]int(nil), w.Shape...), Data: make([]float32, n)}
 	if q := w.Quantization; q != nil {
 		switch q.DType {
 		case "uint8":
-			if err := need(1); err != nil {
-				return nil, 0, err
+			for i, v := range b {
+				t.Data[i] = float32(float64(v)*q.Scale + q.Min)
 			}
-			for i := range n {
-				t.Data[i] = float32(float64(b[i])*q.Scale + q.Min)
-			}
-			return t, n, nil
 		case "uint16":
-			if err := need(2); err != nil {
-				return nil, 0, err
-			}
 			for i := range n {
 				t.Data[i] = float32(float64(binary.LittleEndian.Uint16(b[2*i:]))*q.Scale + q.Min)
 			}
-			return t, 2 * n, nil
 		case "float16":
-			if err := need(2); err != nil {
-				return nil, 0, err
-			}
 			for i := range n {
 				t.Data[i] = HalfToFloat32(binary.LittleEndian.Uint16(b[2*i:]))
 			}
-			return t, 2 * n, nil
 		}
-		return nil, 0, fmt.Errorf("unsupported quantization dtype %q (want uint8, uint16 or float16)", q.DType)
+		return t, nil
 	}
-	switch w.DType {
-	case "float32", "":
-		if err := need(4); err != nil {
-			return nil, 0, err
-		}
-		for i := range n {
-			t.Data[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-		}
-	case "int32":
-		if err := need(4); err != nil {
-			return nil, 0, err
-		}
+	if w.DType == "int32" {
 		for i := range n {
 			t.Data[i] = float32(int32(binary.LittleEndian.Uint32(b[4*i:])))
 		}
-	default:
-		return nil, 0, fmt.Errorf("unsupported dtype %q (want float32 or int32)", w.DType)
+		return t, nil
 	}
-	return t, 4 * n, nil
+	for i := range n {
+		t.Data[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return t, nil
 }
 
 // HalfToFloat32 converts an IEEE 754 binary16 value to float32 exactly,

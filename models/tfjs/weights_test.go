@@ -88,6 +88,21 @@ func TestDecodeWeights(t *testing.T) {
 		t.Errorf("shapes: c %v d %v", w["c"].Shape, w["d"].Shape)
 	}
 
+	// The lazy index agrees with the eager decode and keeps manifest order.
+	idx, err := IndexWeights(groups, read)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(idx.Names()) != "[a b c d e]" || !idx.Has("c") || idx.Has("z") {
+		t.Errorf("index names %v", idx.Names())
+	}
+	if c, err := idx.Tensor("c"); err != nil || fmt.Sprint(c.Data) != fmt.Sprint(w["c"].Data) {
+		t.Errorf("lazy c = %v, %v", c, err)
+	}
+	if _, err := idx.Tensor("z"); err == nil || !strings.Contains(err.Error(), `"z"`) {
+		t.Errorf("missing weight error: %v", err)
+	}
+
 	bad := []struct {
 		name   string
 		groups []WeightGroup
