@@ -80,16 +80,8 @@ func NewSession(model []byte, spec SessionSpec, opt SessionOptions) (*Session, e
 	switch opt.Device {
 	case "", "cpu":
 	case "cuda":
-		cuda, err := ort.NewCUDAProviderOptions()
-		if err != nil {
-			return nil, fmt.Errorf("--device cuda: this ONNX Runtime library has no CUDA support (%v); use a GPU build of libonnxruntime (onnxruntime-gpu 1.24+) with --ort-lib", err)
-		}
-		defer cuda.Destroy()
-		if err := cuda.Update(map[string]string{"device_id": strconv.Itoa(opt.DeviceID)}); err != nil {
-			return nil, fmt.Errorf("--device cuda: %w", err)
-		}
-		if err := so.AppendExecutionProviderCUDA(cuda); err != nil {
-			return nil, fmt.Errorf("--device cuda: this ONNX Runtime library cannot use CUDA (%v); the onnxruntime-node library that `make setup` fetches is CPU-only: use a GPU build of libonnxruntime (onnxruntime-gpu 1.24+) with --ort-lib", err)
+		if err := appendCUDA(so, opt.DeviceID); err != nil {
+			return nil, fmt.Errorf("--device cuda: this ONNX Runtime library cannot use CUDA (%v); the onnxruntime-node library that `make setup` fetches is CPU-only: point --ort-lib at a GPU build of libonnxruntime (onnxruntime-gpu 1.24+, with its CUDA provider libraries beside it)", err)
 		}
 	default:
 		return nil, fmt.Errorf("unknown device %q: expected cpu or cuda", opt.Device)
@@ -204,4 +196,16 @@ func (s *Session) Close() error {
 	s.runOpts.Destroy()
 	s.sess, s.runOpts = nil, nil
 	return err
+}
+
+func appendCUDA(so *ort.SessionOptions, deviceID int) error {
+	cuda, err := ort.NewCUDAProviderOptions()
+	if err != nil {
+		return err
+	}
+	defer cuda.Destroy()
+	if err := cuda.Update(map[string]string{"device_id": strconv.Itoa(deviceID)}); err != nil {
+		return err
+	}
+	return so.AppendExecutionProviderCUDA(cuda)
 }

@@ -1,0 +1,124 @@
+package backbone
+
+import (
+	"context"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// cutTestModel returns a small ResNet-shaped model cut at its features,
+// serialised, with its per-sample input shape and feature width.
+func cutTestModel(t *testing.T) ([]byte, string, []int64, int) {
+	t.Helper()
+	if _, err := InitRuntime(""); err != nil {
+		t.Skipf("ONNX Runtime not available (%v): run `make setup`", err)
+	}
+	m := TestModel("resnet", 32)
+	choice, err := FindFeatureTensor(m, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut, err := CutAtFeature(m, choice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := MarshalModel(cut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, _, c, h, w, err := ImageInput(cut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data, name, []int64{int64(c), int64(h), int64(w)}, int(choice.Dim)
+}
+
+func TestSessionBatchesAgree(t *testing.T) {
+	data, input, shape, dim := cutTestModel(t)
+	spec := SessionSpec{Input: input, InputShape: shape, Outputs: []string{"features"}, OutputSizes: []int{dim}}
+	s, err := NewSession(data, spec, SessionOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// The same samples through a fixed-batch-1 session (run one by one).
+	spec.FixedBatch = 1
+	s1, err := NewSession(data, spec, SessionOptions{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Close()
+	const n = 5
+	in := make([]float32, n*s.InputLen())
+	for i := range in {
+		in[i] = float32(math.Sin(float64(i) * 0.37))
+	}
+	a, b := make([]float32, n*dim), make([]float32, n*dim)
+	if err := s.Run(context.Background(), in, n, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := s1.Run(context.Background(), in, n, b); err != nil {
+		t.Fatal(err)
+	}
+	worst := 0.0
+	for i := range a {
+		worst = math.Max(worst, math.Abs(float64(a[i]-b[i])))
+	}
+	if worst > 1e-5 {
+		t.Fatalf("batch of %d vs one by one: max diff %g", n, worst)
+	}
+	if err := s.Run(context.Background(), in[:3], n, a); err == nil {
+		t.Fatal("short input accepted")
+	}
+	if err := s.Run(context.Background(), in, n, a[:dim]); err == nil {
+		t.Fatal("short output accepted")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Run(ctx, in, n, a); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled run: %v", err)
+	}
+	if err := s.Close(); err != nil || s.Close() != nil {
+		t.Fatalf("close twice: %v", err)
+	}
+}
+
+func TestSessionCUDAUnavailable(t *testing.T) {
+	data, input, shape, dim := cutTestModel(t)
+	_, err := NewSession(data, SessionSpec{Input: input, InputShape: shape, Outputs: []string{"features"}, OutputSizes: []int{dim}}, SessionOptions{Device: "cuda"})
+	if err == nil {
+		t.Skip("this ONNX Runtime library has CUDA support and a GPU: nothing to refuse")
+	}
+	if !strings.Contains(err.Error(), "CUDA") || !strings.Contains(err.Error(), "--ort-lib") {
+		t.Fatalf("error does not say how to get CUDA: %v", err)
+	}
+	_, err = NewSession(data, SessionSpec{Input: input, InputShape: shape, Outputs: []string{"features"}, OutputSizes: []int{dim}}, SessionOptions{Device: "tpu"})
+	if err == nil || !strings.Contains(err.Error(), "cpu or cuda") {
+		t.Fatalf("unknown device: %v", err)
+	}
+}
+
+func TestFindRuntimeLibrary(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "libonnxruntime.so.1")
+	if _, err := FindRuntimeLibrary(missing); !errors.Is(err, ErrRuntimeMissing) || !strings.Contains(err.Error(), missing) || !strings.Contains(err.Error(), "make setup") {
+		t.Fatalf("explicit missing path: %v", err)
+	}
+	t.Setenv(RuntimeLibraryEnv, missing)
+	if _, err := FindRuntimeLibrary(""); err == nil || !strings.Contains(err.Error(), RuntimeLibraryEnv) {
+		t.Fatalf("missing env path: %v", err)
+	}
+	present := filepath.Join(t.TempDir(), "lib.so")
+	os.WriteFile(present, []byte("x"), 0o644)
+	if got, err := FindRuntimeLibrary(present); err != nil || got != present {
+		t.Fatalf("explicit path: %q, %v", got, err)
+	}
+	t.Setenv(RuntimeLibraryEnv, "")
+	t.Setenv("ONNXRUNTIME_SHARED_LIBRARY_PATH", present)
+	if got, err := FindRuntimeLibrary(""); err != nil || got != present {
+		t.Fatalf("ONNXRUNTIME_SHARED_LIBRARY_PATH: %q, %v", got, err)
+	}
+}
