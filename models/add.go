@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/headtune/headtune/backbone"
@@ -13,136 +12,37 @@ import (
 	"github.com/headtune/headtune/imaging"
 )
 
-// TensorInfo is a graph input or output: its name and shape, with symbolic
-// or unknown dimensions given as -1.
-type TensorInfo struct {
-	Name  string
-	Shape []int64
-}
-
-// ModelInfo is what Inspect learns from an ONNX file without running it.
-type ModelInfo struct {
-	Input   TensorInfo   // the image input (the only non-initializer input)
-	Layout  string       // "NCHW" or "NHWC" from the input shape, "" if unclear
-	Width   int          // from the input shape, 0 if symbolic
-	Height  int          // from the input shape, 0 if symbolic
-	Outputs []TensorInfo // graph outputs in order
-	// Tensors is the set of all tensor names produced in the graph (node
-	// outputs and graph inputs), for validating a feature tensor name.
-	Tensors map[string]bool
-	shapes  map[string][]int64
-}
-
-// Inspect reads the graph of an ONNX model: its image input, the layout and
-// size that input implies, its outputs and the names of all its tensors.
-func Inspect(m *onnxpb.ModelProto) (ModelInfo, error) {
-	g := m.GetGraph()
-	init := map[string]bool{}
-	for _, t := range g.GetInitializer() {
-		init[t.GetName()] = true
-	}
-	info := ModelInfo{Tensors: map[string]bool{}, shapes: map[string][]int64{}}
-	var inputs []TensorInfo
-	for _, vi := range g.GetInput() {
-		ti := tensorInfo(vi)
-		info.shapes[ti.Name] = ti.Shape
-		info.Tensors[ti.Name] = true
-		if !init[ti.Name] {
-			inputs = append(inputs, ti)
-		}
-	}
-	if len(inputs) != 1 {
-		names := make([]string, len(inputs))
-		for i, t := range inputs {
-			names[i] = t.Name
-		}
-		return info, fmt.Errorf("the model has %d inputs (%s); headtune needs exactly one image input", len(inputs), strings.Join(names, ", "))
-	}
-	info.Input = inputs[0]
-	for _, n := range g.GetNode() {
-		for _, o := range n.GetOutput() {
-			if o != "" {
-				info.Tensors[o] = true
-			}
-		}
-	}
-	for _, vi := range g.GetValueInfo() {
-		ti := tensorInfo(vi)
-		info.shapes[ti.Name] = ti.Shape
-	}
-	for _, vi := range g.GetOutput() {
-		ti := tensorInfo(vi)
-		info.shapes[ti.Name] = ti.Shape
-		info.Outputs = append(info.Outputs, ti)
-	}
-	if s := info.Input.Shape; len(s) == 4 {
-		switch {
-		case s[1] == 3 || s[1] == 1:
-			info.Layout, info.Height, info.Width = "NCHW", int(max(s[2], 0)), int(max(s[3], 0))
-		case s[3] == 3 || s[3] == 1:
-			info.Layout, info.Height, info.Width = "NHWC", int(max(s[1], 0)), int(max(s[2], 0))
-		}
-	}
-	return info, nil
-}
-
-func tensorInfo(vi *onnxpb.ValueInfoProto) TensorInfo {
-	ti := TensorInfo{Name: vi.GetName()}
-	tt := vi.GetType().GetTensorType()
-	if tt == nil || tt.GetShape() == nil {
-		return ti
-	}
-	for _, d := range tt.GetShape().GetDim() {
-		if v := d.GetDimValue(); v > 0 {
-			ti.Shape = append(ti.Shape, v)
-		} else {
-			ti.Shape = append(ti.Shape, -1)
-		}
-	}
-	return ti
-}
-
-// FeatureDim is the number of values per image of tensor name (the product
-// of all dimensions after the first), or 0 when its shape is not recorded
-// in the graph or not static.
-func (mi ModelInfo) FeatureDim(name string) int {
-	s, ok := mi.shapes[name]
-	if !ok || len(s) < 2 {
-		return 0
-	}
-	n := int64(1)
-	for _, d := range s[1:] {
-		if d <= 0 {
-			return 0
-		}
-		n *= d
-	}
-	return int(n)
-}
-
 // AddOptions describe a user's model for Store.Add.
 type AddOptions struct {
-	// Preset builds the preprocessing recipe from a preset name and the
-	// size and layout read from the model's input; ignored when
-	// Preprocess is given.
+	// Preset names an imaging preset (see PresetNames); Add adapts it to
+	// the size, channel count and layout of the model's image input with
+	// imaging.Spec.WithInput. Ignored when Preprocess is given.
 	Preset string
-	// Preprocess is an exact imaging.Spec as JSON.
+	// Preprocess is an exact imaging.Spec as JSON (imaging.ParseSpec
+	// rules: unknown fields are refused, the spec must validate).
 	Preprocess json.RawMessage
-	// FeatureTensor names the features; "" lets the backbone choose.
+	// FeatureTensor names the features; "" lets the backbone choose
+	// (backbone.FindFeatureTensor), and Add refuses a model where it
+	// cannot.
 	FeatureTensor string
-	Task          Task // default TaskImageNetClassifier when the model has a [N, K] output, else feature-extractor
-	License       string
-	Description   string
-	Classes       []string
+	// Task defaults to TaskImageNetClassifier when the model has a
+	// classifier (detected by the backbone, or a [N, K>1] output beside
+	// the features), else TaskFeatureExtractor.
+	Task        Task
+	License     string
+	Description string
+	Classes     []string
 	// Replace allows overwriting an installed model of the same name.
 	Replace bool
 }
 
-// Add registers a user's ONNX classifier or feature extractor under name: it
-// parses the file, checks that it has one image input, that the feature
-// tensor (if given) exists and that the preprocessing recipe matches the
-// input's size and layout, then copies the file into the store with a
-// meta.json. The original file is left untouched.
+// Add registers a user's ONNX classifier or feature extractor under name.
+// It parses the file and checks it with the backbone package: one float32
+// image input (backbone.ImageInput), a feature tensor that exists or can be
+// detected (backbone.FindFeatureTensor, whose width becomes
+// Meta.FeatureDim), and a preprocessing recipe whose size, channels and
+// layout match the input. It then copies the file into the store with a
+// meta.json. The original file is left untouched; every error names it.
 func (s *Store) Add(ctx context.Context, name, onnxPath string, opts AddOptions) (Installed, error) {
 	if err := ValidateName(name); err != nil {
 		return Installed{}, err
@@ -156,25 +56,28 @@ func (s *Store) Add(ctx context.Context, name, onnxPath string, opts AddOptions)
 	if err != nil {
 		return Installed{}, fmt.Errorf("add %s: %w", onnxPath, err)
 	}
-	info, err := Inspect(m)
+	in, err := imageInput(m)
 	if err != nil {
 		return Installed{}, fmt.Errorf("add %s: %w", onnxPath, err)
 	}
-	_, raw, err := addSpec(info, opts)
+	raw, err := addSpec(in, opts)
 	if err != nil {
 		return Installed{}, fmt.Errorf("add %s: %w", onnxPath, err)
 	}
-	if opts.FeatureTensor != "" && !info.Tensors[opts.FeatureTensor] {
-		return Installed{}, fmt.Errorf("add %s: the model has no tensor named %q (outputs: %s)", onnxPath, opts.FeatureTensor, outputNames(info))
+	fc, err := backbone.FindFeatureTensor(m, opts.FeatureTensor)
+	if err != nil {
+		if opts.FeatureTensor == "" {
+			return Installed{}, fmt.Errorf("add %s: no feature tensor detected (%v); name one explicitly", onnxPath, err)
+		}
+		return Installed{}, fmt.Errorf("add %s: %w", onnxPath, err)
 	}
 	task := opts.Task
 	if task == "" {
-		task = TaskFeatureExtractor
-		for _, o := range info.Outputs {
-			if len(o.Shape) == 2 && o.Shape[1] > 1 && opts.FeatureTensor != o.Name {
-				task = TaskImageNetClassifier
-			}
-		}
+		task = guessTask(m, fc)
+	}
+	preset := opts.Preset
+	if len(opts.Preprocess) > 0 {
+		preset = "" // the exact recipe wins; do not claim a family
 	}
 	abs, err := filepath.Abs(onnxPath)
 	if err != nil {
@@ -183,65 +86,100 @@ func (s *Store) Add(ctx context.Context, name, onnxPath string, opts AddOptions)
 	meta := Meta{
 		Name: name, Task: task, Source: SourceFile, Provenance: abs,
 		License: opts.License, Description: opts.Description,
-		Preset: opts.Preset, Preprocess: raw,
-		InputName: info.Input.Name, FeatureTensor: opts.FeatureTensor,
-		StaticBatch: len(info.Input.Shape) > 0 && info.Input.Shape[0] == 1,
+		Preset: preset, Preprocess: raw,
+		InputName: in.name, FeatureTensor: opts.FeatureTensor,
+		StaticBatch: in.batch == 1,
 		Classes:     append([]string(nil), opts.Classes...),
 	}
-	if opts.FeatureTensor != "" {
-		meta.FeatureDim = info.FeatureDim(opts.FeatureTensor)
+	if fc.Dim > 0 {
+		meta.FeatureDim = int(fc.Dim)
 	}
 	return s.installFile(ctx, onnxPath, false, "", meta)
 }
 
-// addSpec resolves the preprocessing recipe of a user's model and checks it
-// against the model's input.
-func addSpec(info ModelInfo, opts AddOptions) (imaging.Spec, json.RawMessage, error) {
+// inputInfo is the image input as backbone.ImageInput reports it, plus the
+// declared batch dimension (1 when the graph fixes it to one image, -1
+// otherwise).
+type inputInfo struct {
+	name, layout            string
+	channels, height, width int
+	batch                   int64
+}
+
+func imageInput(m *onnxpb.ModelProto) (inputInfo, error) {
+	var in inputInfo
+	var err error
+	in.name, in.layout, in.channels, in.height, in.width, err = backbone.ImageInput(m)
+	if err != nil {
+		return in, err
+	}
+	in.batch = -1
+	for _, v := range m.GetGraph().GetInput() {
+		if v.GetName() != in.name {
+			continue
+		}
+		if d := v.GetType().GetTensorType().GetShape().GetDim(); len(d) > 0 && d[0].GetDimValue() > 0 {
+			in.batch = d[0].GetDimValue()
+		}
+	}
+	return in, nil
+}
+
+// guessTask says whether a model is a classifier: the backbone recognised
+// its classifier, or one of its outputs other than the features is a
+// [N, K] score vector with K > 1.
+func guessTask(m *onnxpb.ModelProto, fc *backbone.FeatureChoice) Task {
+	if fc.Rule == backbone.RuleOverride {
+		if auto, err := backbone.FindFeatureTensor(m, ""); err == nil {
+			fc = auto
+		}
+	}
+	if fc.Rule == backbone.RuleClassifier || fc.Rule == backbone.RuleConvHead {
+		return TaskImageNetClassifier
+	}
+	for _, o := range m.GetGraph().GetOutput() {
+		d := o.GetType().GetTensorType().GetShape().GetDim()
+		if o.GetName() != fc.Tensor && len(d) == 2 && d[1].GetDimValue() > 1 {
+			return TaskImageNetClassifier
+		}
+	}
+	return TaskFeatureExtractor
+}
+
+// addSpec resolves the preprocessing recipe of a user's model, checks it
+// against the model's image input and returns it as canonical JSON.
+func addSpec(in inputInfo, opts AddOptions) (json.RawMessage, error) {
 	var spec imaging.Spec
 	switch {
 	case len(opts.Preprocess) > 0:
-		if err := json.Unmarshal(opts.Preprocess, &spec); err != nil {
-			return spec, nil, fmt.Errorf("preprocessing recipe: %w", err)
+		var err error
+		if spec, err = imaging.ParseSpec(opts.Preprocess); err != nil {
+			return nil, fmt.Errorf("preprocessing recipe: %w", err)
 		}
 	case opts.Preset != "":
-		if info.Layout == "" {
-			return spec, nil, fmt.Errorf("cannot tell the layout of input %s %v; give a full preprocessing recipe instead of a preset", info.Input.Name, info.Input.Shape)
+		p, err := imaging.Preset(opts.Preset)
+		if err != nil {
+			return nil, err
 		}
-		w, h := info.Width, info.Height
+		w, h := in.width, in.height
 		if w == 0 || h == 0 {
-			w, h = 224, 224 // symbolic size: the common default
+			w, h = p.Width, p.Height // dynamic size: the preset's own (224x224)
 		}
-		var err error
-		if spec, err = PresetSpec(opts.Preset, w, h, info.Layout); err != nil {
-			return spec, nil, err
-		}
-		if s := info.Input.Shape; len(s) == 4 && ((info.Layout == "NCHW" && s[1] == 1) || (info.Layout == "NHWC" && s[3] == 1)) {
-			spec.Channels = 1
+		spec = p.WithInput(w, h, in.channels, in.layout)
+		if err := spec.Validate(); err != nil {
+			return nil, fmt.Errorf("preset %s for input %s: %w", opts.Preset, in.name, err)
 		}
 	default:
-		return spec, nil, fmt.Errorf("no preprocessing: give a preset (%s) or a recipe", strings.Join(PresetNames(), ", "))
+		return nil, fmt.Errorf("no preprocessing: give a preset (%s) or a recipe", strings.Join(PresetNames(), ", "))
 	}
-	if spec.Width <= 0 || spec.Height <= 0 {
-		return spec, nil, fmt.Errorf("preprocessing recipe: input size %dx%d is not positive", spec.Width, spec.Height)
+	if spec.Layout != in.layout {
+		return nil, fmt.Errorf("preprocessing recipe says layout %s but input %s is %s", spec.Layout, in.name, in.layout)
 	}
-	if info.Layout != "" && spec.Layout != info.Layout {
-		return spec, nil, fmt.Errorf("preprocessing recipe says layout %s but input %s has shape %v (%s)", spec.Layout, info.Input.Name, info.Input.Shape, info.Layout)
+	if spec.Channels != in.channels {
+		return nil, fmt.Errorf("preprocessing recipe makes %d-channel images but input %s takes %d", spec.Channels, in.name, in.channels)
 	}
-	if (info.Width != 0 && spec.Width != info.Width) || (info.Height != 0 && spec.Height != info.Height) {
-		return spec, nil, fmt.Errorf("preprocessing recipe makes %dx%d images but input %s takes %dx%d", spec.Width, spec.Height, info.Input.Name, info.Width, info.Height)
+	if (in.width != 0 && spec.Width != in.width) || (in.height != 0 && spec.Height != in.height) {
+		return nil, fmt.Errorf("preprocessing recipe makes %dx%d images but input %s takes %dx%d", spec.Width, spec.Height, in.name, in.width, in.height)
 	}
-	raw, err := json.Marshal(spec)
-	if err != nil {
-		return spec, nil, fmt.Errorf("encode preprocessing recipe: %w", err)
-	}
-	return spec, raw, nil
-}
-
-func outputNames(info ModelInfo) string {
-	names := make([]string, len(info.Outputs))
-	for i, o := range info.Outputs {
-		names[i] = o.Name
-	}
-	sort.Strings(names)
-	return strings.Join(names, ", ")
+	return json.RawMessage(spec.Canonical()), nil
 }

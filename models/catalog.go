@@ -44,77 +44,9 @@ const (
 	SourceFile Source = "file"
 )
 
-// Preset names understood by the catalog. They are the imaging presets:
-//
-//	imagenet   RGB, x/255, minus mean [0.485 0.456 0.406], over std [0.229 0.224 0.225]
-//	unit       RGB, x/255 (0..1)
-//	symmetric  RGB, x/127.5 - 1 (-1..1)
-//	raw        RGB, 0..255 as is
-//	caffe      BGR, 0..255 minus mean [103.939 116.779 123.68] (in BGR order)
-//
-// An entry may refine a preset (EfficientNet-Lite4 uses (x-127)/128, which is
-// "symmetric" up to 0.4%); the refined numbers are in Entry.Preprocess.
-const (
-	PresetImageNet  = "imagenet"
-	PresetUnit      = "unit"
-	PresetSymmetric = "symmetric"
-	PresetRaw       = "raw"
-	PresetCaffe     = "caffe"
-)
-
-// PresetNames lists the valid preset names in a stable order.
-func PresetNames() []string {
-	return []string{PresetImageNet, PresetUnit, PresetSymmetric, PresetRaw, PresetCaffe}
-}
-
-// PresetSpec returns the preprocessing recipe for a preset name at the given
-// input size (pixels) and tensor layout ("NCHW" or "NHWC"). The resize is
-// torchvision's Resize(size*256/224) + CenterCrop(size) with bilinear
-// interpolation; callers adjust fields afterwards where a model differs.
-func PresetSpec(name string, width, height int, layout string) (imaging.Spec, error) {
-	if width <= 0 || height <= 0 {
-		return imaging.Spec{}, fmt.Errorf("preset %q: input size %dx%d is not positive", name, width, height)
-	}
-	if layout != "NCHW" && layout != "NHWC" {
-		return imaging.Spec{}, fmt.Errorf("preset %q: layout %q is neither NCHW nor NHWC", name, layout)
-	}
-	short := width
-	if height < short {
-		short = height
-	}
-	s := imaging.Spec{
-		Width:         width,
-		Height:        height,
-		Resize:        imaging.ResizeCrop,
-		ResizeShorter: short * 256 / 224,
-		Interpolation: "bilinear",
-		Channels:      3,
-		ChannelOrder:  "RGB",
-		Layout:        layout,
-		Std:           [3]float32{1, 1, 1},
-		Background:    [3]uint8{255, 255, 255},
-	}
-	switch name {
-	case PresetImageNet:
-		s.Scale = 1.0 / 255
-		s.Mean = [3]float32{0.485, 0.456, 0.406}
-		s.Std = [3]float32{0.229, 0.224, 0.225}
-	case PresetUnit:
-		s.Scale = 1.0 / 255
-	case PresetSymmetric:
-		s.Scale = 1.0 / 127.5
-		s.Mean = [3]float32{1, 1, 1}
-	case PresetRaw:
-		s.Scale = 1
-	case PresetCaffe:
-		s.Scale = 1
-		s.ChannelOrder = "BGR"
-		s.Mean = [3]float32{103.939, 116.779, 123.68}
-	default:
-		return imaging.Spec{}, fmt.Errorf("unknown preset %q (known: %s)", name, strings.Join(PresetNames(), ", "))
-	}
-	return s, nil
-}
+// PresetNames lists the preprocessing preset names (imaging.Preset accepts
+// each), in imaging's order. The slice is a fresh copy.
+func PresetNames() []string { return append([]string(nil), imaging.PresetNames...) }
 
 // Entry describes one model users can ask for by name. Entries are values;
 // Catalog returns fresh copies, so callers may modify what they get.
@@ -142,8 +74,10 @@ type Entry struct {
 	NPMIntegrity string
 	Arch         string
 
-	// Preset names the preprocessing family (see PresetSpec); Preprocess is
-	// the exact recipe, recorded in meta.json at install.
+	// Preset names the preprocessing family (an imaging.Preset name);
+	// Preprocess is the exact recipe, recorded in meta.json at install:
+	// imaging.Preset(Preset) adapted to the input, refined where the
+	// model's published recipe differs.
 	Preset     string
 	Preprocess imaging.Spec
 
@@ -172,12 +106,15 @@ func (e Entry) Downloadable() bool { return e.Source == SourceURL }
 // answers with a redirect to media.githubusercontent.com.
 const onnxZoo = "https://github.com/onnx/models/raw/main/validated/vision/classification/"
 
-func mustPreset(name string, w, h int, layout string) imaging.Spec {
-	s, err := PresetSpec(name, w, h, layout)
+// preset is imaging.Preset(name) adapted to a w x h RGB input in layout:
+// catalog entries start from imaging's presets so the two never drift, and
+// refine fields where a model's published recipe differs.
+func preset(name string, w, h int, layout string) imaging.Spec {
+	s, err := imaging.Preset(name)
 	if err != nil {
 		panic(err) // catalog literals only; covered by TestCatalogEntries
 	}
-	return s
+	return s.WithInput(w, h, 3, layout)
 }
 
 // catalog is built once; Catalog hands out copies.
@@ -188,23 +125,25 @@ var catalog = buildCatalog()
 // (model_sha/model_bytes), which agree wherever both are present; feature
 // tensors come from that manifest's "extra_ports.features".
 func buildCatalog() []Entry {
-	imagenet224 := mustPreset(PresetImageNet, 224, 224, "NCHW")
+	imagenet224 := preset("imagenet", 224, 224, "NCHW")
 
-	lite4 := mustPreset(PresetSymmetric, 224, 224, "NHWC")
+	lite4 := preset("symmetric", 224, 224, "NHWC")
 	// The zoo's reference code: resize keeping aspect to 256 (87.5% crop),
-	// centre crop 224, then (x - 127) / 128.
+	// centre crop 224, then (x - 127) / 128, which is "symmetric" up to
+	// 0.4%.
+	lite4.ResizeShorter = 256
 	lite4.Scale, lite4.Mean, lite4.Std = 1, [3]float32{127, 127, 127}, [3]float32{128, 128, 128}
 
-	yolo := mustPreset(PresetUnit, 224, 224, "NCHW")
 	// Ultralytics classify_transforms at inference: shorter side to 224,
-	// centre crop 224 (crop fraction 1.0), 0..1, no mean or std.
-	yolo.ResizeShorter = 224
+	// centre crop 224 (crop fraction 1.0), 0..1, no mean or std: the
+	// "unit" preset as it is.
+	yolo := preset("unit", 224, 224, "NCHW")
 
-	mobilenetTFJS := mustPreset(PresetUnit, 224, 224, "NHWC")
+	mobilenetTFJS := preset("unit", 224, 224, "NHWC")
 	mobilenetTFJS.Resize, mobilenetTFJS.ResizeShorter = imaging.ResizeSquash, 0
-	inceptionTFJS := mustPreset(PresetUnit, 299, 299, "NHWC")
+	inceptionTFJS := preset("unit", 299, 299, "NHWC")
 	inceptionTFJS.Resize, inceptionTFJS.ResizeShorter = imaging.ResizeSquash, 0
-	face := mustPreset(PresetRaw, 112, 112, "NHWC")
+	face := preset("raw", 112, 112, "NHWC")
 	face.Resize, face.ResizeShorter = imaging.ResizeLetterbox, 0
 	face.Background = [3]uint8{0, 0, 0}
 
@@ -215,7 +154,7 @@ func buildCatalog() []Entry {
 			License:     "Apache-2.0", Homepage: "https://github.com/onnx/models/tree/main/validated/vision/classification/vgg",
 			URL: onnxZoo + "vgg/model/vgg16-7.onnx", Size: 553437328,
 			SHA256: "f20805a3ecccaa88647bbab4ad011ff2412a9838485ea844de0fcbce349820b9",
-			Preset: PresetImageNet, Preprocess: imagenet224, InputName: "data", StaticBatch: true,
+			Preset: "imagenet", Preprocess: imagenet224, InputName: "data", StaticBatch: true,
 			FeatureTensor: "flatten_70", FeatureDim: 4096, Classes: 1000,
 		},
 		{
@@ -224,7 +163,7 @@ func buildCatalog() []Entry {
 			License:     "Apache-2.0", Homepage: "https://github.com/onnx/models/tree/main/validated/vision/classification/vgg",
 			URL: onnxZoo + "vgg/model/vgg19-7.onnx", Size: 574677321,
 			SHA256: "692f9f927f1df1b89033787a77a73eac59fd9b3344f9ecdf0b13221e41c2046f",
-			Preset: PresetImageNet, Preprocess: imagenet224, InputName: "data", StaticBatch: true,
+			Preset: "imagenet", Preprocess: imagenet224, InputName: "data", StaticBatch: true,
 			FeatureTensor: "flatten_82", FeatureDim: 4096, Classes: 1000,
 		},
 		{
@@ -233,7 +172,7 @@ func buildCatalog() []Entry {
 			License:     "Apache-2.0", Homepage: "https://github.com/onnx/models/tree/main/validated/vision/classification/resnet",
 			URL: onnxZoo + "resnet/model/resnet50-v2-7.onnx", Size: 102442452,
 			SHA256: "79102261eb6e5fd7af5d27f41316293e388c5cb691e5d25bfb035c4f64fefe31",
-			Preset: PresetImageNet, Preprocess: imagenet224, InputName: "data",
+			Preset: "imagenet", Preprocess: imagenet224, InputName: "data",
 			FeatureTensor: "resnetv24_pool1_fwd", FeatureDim: 2048, Classes: 1000,
 		},
 		{
@@ -242,7 +181,7 @@ func buildCatalog() []Entry {
 			License:     "Apache-2.0", Homepage: "https://github.com/onnx/models/tree/main/validated/vision/classification/mobilenet",
 			URL: onnxZoo + "mobilenet/model/mobilenetv2-12.onnx", Size: 13964571,
 			SHA256: "c0c3f76d93fa3fd6580652a45618618a220fced18babf65774ed169de0432ad5",
-			Preset: PresetImageNet, Preprocess: imagenet224, InputName: "input",
+			Preset: "imagenet", Preprocess: imagenet224, InputName: "input",
 			FeatureTensor: "", FeatureDim: 1280, Classes: 1000,
 		},
 		{
@@ -251,7 +190,7 @@ func buildCatalog() []Entry {
 			License:     "Apache-2.0", Homepage: "https://github.com/onnx/models/tree/main/validated/vision/classification/efficientnet-lite4",
 			URL: onnxZoo + "efficientnet-lite4/model/efficientnet-lite4-11.onnx", Size: 51946641,
 			SHA256: "d111689907c06eea7c82e4833ddef758da6453b9d4cf60b7e99ca05c7cbd9c12",
-			Preset: PresetSymmetric, Preprocess: lite4, InputName: "images:0", StaticBatch: true,
+			Preset: "symmetric", Preprocess: lite4, InputName: "images:0", StaticBatch: true,
 			FeatureTensor: "efficientnet-lite4/model/head/AvgPool:0", FeatureDim: 1280, Classes: 1000,
 		},
 		{
@@ -260,7 +199,7 @@ func buildCatalog() []Entry {
 			License:     "Apache-2.0", Homepage: "https://github.com/onnx/models/tree/main/validated/vision/classification/squeezenet",
 			URL: onnxZoo + "squeezenet/model/squeezenet1.1-7.onnx", Size: 4956208,
 			SHA256: "1eeff551a67ae8d565ca33b572fc4b66e3ef357b0eb2863bb9ff47a918cc4088",
-			Preset: PresetImageNet, Preprocess: imagenet224, InputName: "data", StaticBatch: true,
+			Preset: "imagenet", Preprocess: imagenet224, InputName: "data", StaticBatch: true,
 			// SqueezeNet has no fully connected layer: its pooled output
 			// (squeezenet0_pool3_fwd) is the 1000 class scores. The
 			// 512-channel fire9 output, pooled, is the better feature; its
@@ -273,7 +212,7 @@ func buildCatalog() []Entry {
 			License:     "AGPL-3.0-only", Homepage: "https://docs.ultralytics.com/tasks/classify/",
 			URL:        "https://github.com/ultralytics/assets/releases/download/v8.3.0/yolov8n-cls.onnx",
 			Unverified: true,
-			Preset:     PresetUnit, Preprocess: yolo, InputName: "images", StaticBatch: true,
+			Preset:     "unit", Preprocess: yolo, InputName: "images", StaticBatch: true,
 			FeatureTensor: "", FeatureDim: 1280, Classes: 1000,
 		},
 		{
@@ -283,7 +222,7 @@ func buildCatalog() []Entry {
 			NPMPackage:   "nsfwjs@4.4.0",
 			NPMIntegrity: "sha512-krC1fgeTLXtZwgdpKJ0jm7hqv0gTSRQQRL+FhOaxaJ9Wj92t42BO3csO2odwgTAgZgf2RvkwPtp0R8Aa7dc+MA==",
 			Arch:         "mobilenetv2-imagenet", // tfjs.ArchMobileNetV2
-			Preset:       PresetUnit, Preprocess: mobilenetTFJS, InputName: "input_nhwc",
+			Preset:       "unit", Preprocess: mobilenetTFJS, InputName: "input_nhwc",
 			FeatureTensor: "gap_block_10_depthwise_relu", FeatureDim: 384,
 		},
 		{
@@ -293,7 +232,7 @@ func buildCatalog() []Entry {
 			NPMPackage:   "nsfwjs@4.4.0",
 			NPMIntegrity: "sha512-krC1fgeTLXtZwgdpKJ0jm7hqv0gTSRQQRL+FhOaxaJ9Wj92t42BO3csO2odwgTAgZgf2RvkwPtp0R8Aa7dc+MA==",
 			Arch:         "inceptionv3-imagenet", // tfjs.ArchInceptionV3
-			Preset:       PresetUnit, Preprocess: inceptionTFJS, InputName: "input_nhwc",
+			Preset:       "unit", Preprocess: inceptionTFJS, InputName: "input_nhwc",
 			FeatureTensor: "gap_mixed5", FeatureDim: 768,
 		},
 		{
@@ -303,7 +242,7 @@ func buildCatalog() []Entry {
 			NPMPackage:   "@vladmandic/face-api@1.7.15",
 			NPMIntegrity: "sha512-WDMmK3CfNLo8jylWqMoQgf4nIst3M0fzx1dnac96wv/dvMTN4DxC/Pq1DGtduDk1lktCamQ3MIDXFnvrdHTXDw==",
 			Arch:         "face-expression", // tfjs.ArchFaceExpression
-			Preset:       PresetRaw, Preprocess: face, InputName: "input_nhwc",
+			Preset:       "raw", Preprocess: face, InputName: "input_nhwc",
 			FeatureTensor: "features", FeatureDim: 256, Classes: 7,
 		},
 	}

@@ -7,8 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/headtune/headtune/imaging"
 )
 
 var (
@@ -119,45 +122,52 @@ func TestLookup(t *testing.T) {
 	}
 }
 
-func TestPresetSpec(t *testing.T) {
-	tests := []struct {
-		preset string
-		pixel  [3]float32 // 0..255 RGB input
-		want   [3]float32 // value per channel in the spec's channel order
-	}{
-		{PresetImageNet, [3]float32{255, 0, 128}, [3]float32{(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (128.0/255 - 0.406) / 0.225}},
-		{PresetUnit, [3]float32{255, 0, 51}, [3]float32{1, 0, 0.2}},
-		{PresetSymmetric, [3]float32{255, 0, 127.5}, [3]float32{1, -1, 0}},
-		{PresetRaw, [3]float32{255, 0, 7}, [3]float32{255, 0, 7}},
-		// BGR order: channel 0 is blue.
-		{PresetCaffe, [3]float32{10, 20, 30}, [3]float32{30 - 103.939, 20 - 116.779, 10 - 123.68}},
+func TestPresetNamesForwardImaging(t *testing.T) {
+	names := PresetNames()
+	if !slices.Equal(names, imaging.PresetNames) || len(names) == 0 {
+		t.Fatalf("PresetNames() = %v, imaging has %v", names, imaging.PresetNames)
 	}
-	for _, tc := range tests {
-		s, err := PresetSpec(tc.preset, 224, 224, "NCHW")
-		if err != nil {
-			t.Fatal(err)
+	for _, n := range names {
+		if _, err := imaging.Preset(n); err != nil {
+			t.Errorf("imaging.Preset(%q): %v", n, err)
 		}
-		in := tc.pixel
-		if s.ChannelOrder == "BGR" {
-			in = [3]float32{in[2], in[1], in[0]}
+	}
+	names[0] = "changed"
+	if PresetNames()[0] == "changed" || imaging.PresetNames[0] == "changed" {
+		t.Fatal("PresetNames exposes imaging's slice")
+	}
+}
+
+// TestCatalogPreprocessFollowsPresets checks that every entry's recipe is
+// valid and normalises pixels as its named imaging preset does, within
+// 0.01 (EfficientNet-Lite4's (x-127)/128 against "symmetric"'s
+// x/127.5-1 is the largest documented refinement, 0.008 at black).
+func TestCatalogPreprocessFollowsPresets(t *testing.T) {
+	for _, e := range Catalog() {
+		p := e.Preprocess
+		if err := p.Validate(); err != nil {
+			t.Errorf("%s: %v", e.Name, err)
+			continue
+		}
+		ref, err := imaging.Preset(e.Preset)
+		if err != nil {
+			t.Errorf("%s: %v", e.Name, err)
+			continue
+		}
+		if p.ChannelOrder != ref.ChannelOrder || p.Interpolation != ref.Interpolation {
+			t.Errorf("%s: order %s interpolation %s, preset %s has %s %s", e.Name, p.ChannelOrder, p.Interpolation, e.Preset, ref.ChannelOrder, ref.Interpolation)
 		}
 		for c := 0; c < 3; c++ {
-			got := (in[c]*s.Scale - s.Mean[c]) / s.Std[c]
-			if d := got - tc.want[c]; d > 1e-4 || d < -1e-4 {
-				t.Errorf("%s channel %d: %v, want %v", tc.preset, c, got, tc.want[c])
+			for _, px := range []float32{0, 128, 255} {
+				got := (px*p.Scale - p.Mean[c]) / p.Std[c]
+				want := (px*ref.Scale - ref.Mean[c]) / ref.Std[c]
+				if d := got - want; d > 0.01 || d < -0.01 {
+					t.Errorf("%s: channel %d pixel %v -> %v, preset %s gives %v", e.Name, c, px, got, e.Preset, want)
+				}
 			}
 		}
-		if s.ResizeShorter != 256 || s.Resize != "crop" {
-			t.Errorf("%s: resize %s shorter %d, want crop from 256", tc.preset, s.Resize, s.ResizeShorter)
-		}
-	}
-	for _, bad := range []struct {
-		name   string
-		w, h   int
-		layout string
-	}{{"nope", 224, 224, "NCHW"}, {PresetUnit, 0, 224, "NCHW"}, {PresetUnit, 224, 224, "CHW"}} {
-		if _, err := PresetSpec(bad.name, bad.w, bad.h, bad.layout); err == nil {
-			t.Errorf("PresetSpec(%q, %d, %d, %q) accepted", bad.name, bad.w, bad.h, bad.layout)
+		if e.Preset == "imagenet" && (p.Resize != imaging.ResizeCrop || p.ResizeShorter*224 != 256*p.Width) {
+			t.Errorf("%s: resize %s from %d for %dx%d, want torchvision's 256/224 crop", e.Name, p.Resize, p.ResizeShorter, p.Width, p.Height)
 		}
 	}
 }

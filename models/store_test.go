@@ -2,7 +2,6 @@ package models
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -10,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/headtune/headtune/backbone"
 )
 
 // urlEntry is a catalog-like entry served by fs.
@@ -19,8 +16,8 @@ func urlEntry(name string, fs *fileServer, content []byte) Entry {
 	return Entry{
 		Name: name, Task: TaskImageNetClassifier, Source: SourceURL,
 		URL: fs.url(), Size: int64(len(content)), SHA256: sha(content),
-		License: "MIT", Preset: PresetImageNet,
-		Preprocess:    mustPreset(PresetImageNet, 16, 16, "NCHW"),
+		License: "MIT", Preset: "imagenet",
+		Preprocess:    preset("imagenet", 16, 16, "NCHW"),
 		InputName:     "image",
 		FeatureTensor: "features", FeatureDim: 4096,
 	}
@@ -350,94 +347,12 @@ func TestDefaultDir(t *testing.T) {
 	}
 }
 
-func TestAddUserModel(t *testing.T) {
-	src := filepath.Join(t.TempDir(), "mine.onnx")
-	content := fixtureModel(t, 300)
-	if err := os.WriteFile(src, content, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	nhwc, _ := PresetSpec(PresetUnit, 16, 16, "NHWC")
-	nhwcJSON, _ := json.Marshal(nhwc)
-	wrongSize, _ := PresetSpec(PresetUnit, 32, 32, "NCHW")
-	wrongSizeJSON, _ := json.Marshal(wrongSize)
-	tests := []struct {
-		name    string
-		opts    AddOptions
-		wantErr string
-		wantDim int
-	}{
-		{"preset, feature tensor", AddOptions{Preset: PresetImageNet, FeatureTensor: "features"}, "", 300},
-		{"preset, auto features", AddOptions{Preset: PresetCaffe}, "", 0},
-		{"unknown tensor", AddOptions{Preset: PresetImageNet, FeatureTensor: "nope"}, `no tensor named "nope"`, 0},
-		{"unknown preset", AddOptions{Preset: "bogus"}, "unknown preset", 0},
-		{"no preprocessing", AddOptions{}, "no preprocessing", 0},
-		{"layout mismatch", AddOptions{Preprocess: nhwcJSON}, "layout NHWC", 0},
-		{"size mismatch", AddOptions{Preprocess: wrongSizeJSON}, "32x32", 0},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			s := newStore(t)
-			in, err := s.Add(context.Background(), "mine", src, tc.opts)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), src) {
-					t.Fatalf("got %v, want an error naming %s and containing %q", err, src, tc.wantErr)
-				}
-				if _, gerr := s.Get("mine"); gerr == nil {
-					t.Fatal("refused model was installed")
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			m := in.Meta
-			if m.Source != SourceFile || m.Provenance != src || m.SHA256 != sha(content) || m.InputName != "image" ||
-				m.FeatureDim != tc.wantDim || m.FeatureTensor != tc.opts.FeatureTensor || m.Task != TaskImageNetClassifier {
-				t.Errorf("meta %+v", m)
-			}
-			spec, err := m.Spec()
-			if err != nil || spec.Width != 16 || spec.Height != 16 || spec.Layout != "NCHW" {
-				t.Errorf("recipe %+v (%v): want 16x16 NCHW from the model's input", spec, err)
-			}
-			if err := s.Verify("mine"); err != nil {
-				t.Error(err)
-			}
-			if _, err := os.Stat(src); err != nil {
-				t.Error("Add moved or deleted the user's file")
-			}
-			if _, err := s.Add(context.Background(), "mine", src, tc.opts); err == nil || !strings.Contains(err.Error(), "already installed") {
-				t.Errorf("second Add without Replace: %v", err)
-			}
-			tc.opts.Replace = true
-			if _, err := s.Add(context.Background(), "mine", src, tc.opts); err != nil {
-				t.Errorf("Add with Replace: %v", err)
-			}
-		})
-	}
-}
-
-func TestAddRejectsNonModels(t *testing.T) {
-	dir := t.TempDir()
-	s := newStore(t)
-	for name, data := range map[string][]byte{"empty.onnx": {}, "text.onnx": []byte("hello, not a model")} {
-		p := filepath.Join(dir, name)
-		os.WriteFile(p, data, 0o644)
-		if _, err := s.Add(context.Background(), "x", p, AddOptions{Preset: PresetUnit}); err == nil || !strings.Contains(err.Error(), p) {
-			t.Errorf("%s: got %v, want an error naming the file", name, err)
-		}
-	}
-	if _, err := s.Add(context.Background(), "x", filepath.Join(dir, "missing.onnx"), AddOptions{Preset: PresetUnit}); err == nil {
-		t.Error("missing file accepted")
-	}
-	noLeftovers(t, s.Dir())
-}
-
 func TestListingMergesCatalogAndUserModels(t *testing.T) {
 	content := fixtureModel(t, 64)
 	s := newStore(t)
 	src := filepath.Join(t.TempDir(), "mine.onnx")
 	os.WriteFile(src, content, 0o644)
-	if _, err := s.Add(context.Background(), "zz-mine", src, AddOptions{Preset: PresetUnit}); err != nil {
+	if _, err := s.Add(context.Background(), "zz-mine", src, AddOptions{Preset: "unit"}); err != nil {
 		t.Fatal(err)
 	}
 	rows, err := s.Listing()
@@ -466,29 +381,7 @@ func TestHumanSize(t *testing.T) {
 	}
 }
 
-// FuzzInspect feeds arbitrary bytes through the ONNX parser and Inspect:
-// neither may panic, and a successful Inspect names exactly one input.
-func FuzzInspect(f *testing.F) {
-	f.Add(fixtureModel(f, 8))
-	f.Add([]byte{0x08, 0x07, 0x3a, 0x00})
-	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := parseForInspect(data)
-		if err != nil {
-			return
-		}
-		info, err := Inspect(m)
-		if err == nil && info.Input.Name == "" && len(info.Input.Shape) > 0 {
-			t.Fatalf("input with a shape but no name")
-		}
-		for _, o := range info.Outputs {
-			info.FeatureDim(o.Name)
-		}
-	})
-}
-
 func itoa64(n int64) string { return strconv.FormatInt(n, 10) }
-
-var parseForInspect = backbone.ParseModel
 
 func TestConcurrentPullOfSameModelFailsFast(t *testing.T) {
 	content := fixtureModel(t, 64)
