@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -51,7 +52,7 @@ func Evaluate(m *Model, d Data) (*Eval, error) {
 	}
 	n := d.Rows()
 	probs := make([]float32, n*k)
-	m.logitsData(d, probs, 2)
+	m.logitsData(d, probs, runtime.GOMAXPROCS(0))
 	labels := make([]int32, n)
 	for i := range labels {
 		labels[i] = d.Label(i)

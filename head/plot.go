@@ -31,6 +31,10 @@ func (g confusionGrid) Z(c, r int) float64 {
 	return float64(row[c]) / float64(s)
 }
 
+// maxLabelledClasses is the largest matrix drawn with a count in every
+// cell; larger ones show colours only.
+const maxLabelledClasses = 40
+
 // ConfusionPNG draws the confusion matrix of e as a heat map with the count
 // in every cell (rows: true class, columns: predicted class; colour: share
 // of the true class) and writes it to path as PNG, atomically. classes
@@ -56,6 +60,9 @@ func ConfusionPNG(path string, e *Eval, classes []string) error {
 	hm := plotter.NewHeatMap(confusionGrid{e.Confusion}, revPalette(cols))
 	hm.Min, hm.Max = 0, 1
 	p.Add(hm)
+	if k > 1000 {
+		return fmt.Errorf("confusion plot %s: %d classes is too many to draw", path, k)
+	}
 	var xys plotter.XYs
 	var texts []string
 	for r := 0; r < k; r++ {
@@ -64,16 +71,18 @@ func ConfusionPNG(path string, e *Eval, classes []string) error {
 			texts = append(texts, fmt.Sprint(e.Confusion[r][c]))
 		}
 	}
-	lb, err := plotter.NewLabels(plotter.XYLabels{XYs: xys, Labels: texts})
-	if err != nil {
-		return fmt.Errorf("confusion plot %s: %w", path, err)
+	if k <= maxLabelledClasses {
+		lb, err := plotter.NewLabels(plotter.XYLabels{XYs: xys, Labels: texts})
+		if err != nil {
+			return fmt.Errorf("confusion plot %s: %w", path, err)
+		}
+		for i := range lb.TextStyle {
+			lb.TextStyle[i].XAlign = -0.5
+			lb.TextStyle[i].YAlign = -0.5
+			lb.TextStyle[i].Color = color.Black
+		}
+		p.Add(lb)
 	}
-	for i := range lb.TextStyle {
-		lb.TextStyle[i].XAlign = -0.5
-		lb.TextStyle[i].YAlign = -0.5
-		lb.TextStyle[i].Color = color.Black
-	}
-	p.Add(lb)
 	xt := make([]plot.Tick, k)
 	yt := make([]plot.Tick, k)
 	for i, name := range classes {
@@ -86,7 +95,7 @@ func ConfusionPNG(path string, e *Eval, classes []string) error {
 	p.X.Tick.Label.XAlign = -1
 	p.X.Min, p.X.Max = -0.5, float64(k)-0.5
 	p.Y.Min, p.Y.Max = -0.5, float64(k)-0.5
-	side := vg.Length(max(12, 1.2*float64(k))) * vg.Centimeter
+	side := vg.Length(min(60, max(12, 1.2*float64(k)))) * vg.Centimeter
 	wt, err := p.WriterTo(side, side, "png")
 	if err != nil {
 		return fmt.Errorf("confusion plot %s: %w", path, err)
