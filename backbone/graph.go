@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 
 	"github.com/headtune/headtune/backbone/onnxpb"
@@ -90,19 +91,27 @@ func TensorElements(dims []int64) (int64, error) {
 // modified. Errors name the tensor and say what is wrong: external data,
 // string or complex types, or a value count that does not match the dims.
 func InitializerFloats(t *onnxpb.TensorProto) ([]float32, error) {
+	return AppendInitializerFloats(nil, t)
+}
+
+// AppendInitializerFloats is InitializerFloats appending to dst, so a
+// caller decoding many tensors can reuse one buffer (fresh memory costs
+// page faults). It returns the extended slice; on error dst is returned
+// unchanged with the error.
+func AppendInitializerFloats(dst []float32, t *onnxpb.TensorProto) ([]float32, error) {
 	if t == nil {
-		return nil, fmt.Errorf("nil tensor")
+		return dst, fmt.Errorf("nil tensor")
 	}
 	name := t.GetName()
 	if t.GetDataLocation() == onnxpb.TensorProto_EXTERNAL || len(t.ExternalData) > 0 {
-		return nil, fmt.Errorf("tensor %q: external data is not supported", name)
+		return dst, fmt.Errorf("tensor %q: external data is not supported", name)
 	}
 	if t.Segment != nil {
-		return nil, fmt.Errorf("tensor %q: segmented tensors are not supported", name)
+		return dst, fmt.Errorf("tensor %q: segmented tensors are not supported", name)
 	}
 	n64, err := TensorElements(t.Dims)
 	if err != nil {
-		return nil, fmt.Errorf("tensor %q: %w", name, err)
+		return dst, fmt.Errorf("tensor %q: %w", name, err)
 	}
 	n := int(n64)
 	dt := onnxpb.TensorProto_DataType(t.GetDataType())
@@ -117,7 +126,7 @@ func InitializerFloats(t *onnxpb.TensorProto) ([]float32, error) {
 	case onnxpb.TensorProto_INT8, onnxpb.TensorProto_UINT8, onnxpb.TensorProto_BOOL:
 		size = 1
 	default:
-		return nil, fmt.Errorf("tensor %q: element type %s cannot be read as float32", name, ElemTypeName(t.GetDataType()))
+		return dst, fmt.Errorf("tensor %q: element type %s cannot be read as float32", name, ElemTypeName(t.GetDataType()))
 	}
 	count := func(got int) error {
 		if got != n {
@@ -127,9 +136,11 @@ func InitializerFloats(t *onnxpb.TensorProto) ([]float32, error) {
 	}
 	if len(t.RawData) > 0 {
 		if len(t.RawData) != n*size {
-			return nil, fmt.Errorf("tensor %q: shape %v of %s needs %d bytes of raw data, found %d", name, t.Dims, ElemTypeName(t.GetDataType()), n*size, len(t.RawData))
+			return dst, fmt.Errorf("tensor %q: shape %v of %s needs %d bytes of raw data, found %d", name, t.Dims, ElemTypeName(t.GetDataType()), n*size, len(t.RawData))
 		}
-		out := make([]float32, n)
+		base := len(dst)
+		dst = slices.Grow(dst, n)[:base+n]
+		out := dst[base:]
 		r := t.RawData
 		switch dt {
 		case onnxpb.TensorProto_FLOAT:
@@ -181,46 +192,54 @@ func InitializerFloats(t *onnxpb.TensorProto) ([]float32, error) {
 				out[i] = float32(r[i])
 			}
 		}
-		return out, nil
+		return dst, nil
 	}
 	switch dt {
 	case onnxpb.TensorProto_FLOAT:
 		if err := count(len(t.FloatData)); err != nil {
-			return nil, err
+			return dst, err
 		}
-		return append([]float32(nil), t.FloatData...), nil
+		return append(dst, t.FloatData...), nil
 	case onnxpb.TensorProto_DOUBLE:
 		if err := count(len(t.DoubleData)); err != nil {
-			return nil, err
+			return dst, err
 		}
-		out := make([]float32, n)
+		base := len(dst)
+		dst = slices.Grow(dst, n)[:base+n]
+		out := dst[base:]
 		for i, v := range t.DoubleData {
 			out[i] = float32(v)
 		}
-		return out, nil
+		return dst, nil
 	case onnxpb.TensorProto_INT64:
 		if err := count(len(t.Int64Data)); err != nil {
-			return nil, err
+			return dst, err
 		}
-		out := make([]float32, n)
+		base := len(dst)
+		dst = slices.Grow(dst, n)[:base+n]
+		out := dst[base:]
 		for i, v := range t.Int64Data {
 			out[i] = float32(v)
 		}
-		return out, nil
+		return dst, nil
 	case onnxpb.TensorProto_UINT32, onnxpb.TensorProto_UINT64:
 		if err := count(len(t.Uint64Data)); err != nil {
-			return nil, err
+			return dst, err
 		}
-		out := make([]float32, n)
+		base := len(dst)
+		dst = slices.Grow(dst, n)[:base+n]
+		out := dst[base:]
 		for i, v := range t.Uint64Data {
 			out[i] = float32(v)
 		}
-		return out, nil
+		return dst, nil
 	default: // int32_data carries INT32, INT16, INT8, UINT16, UINT8, BOOL, FLOAT16, BFLOAT16
 		if err := count(len(t.Int32Data)); err != nil {
-			return nil, err
+			return dst, err
 		}
-		out := make([]float32, n)
+		base := len(dst)
+		dst = slices.Grow(dst, n)[:base+n]
+		out := dst[base:]
 		for i, v := range t.Int32Data {
 			switch dt {
 			case onnxpb.TensorProto_FLOAT16:
@@ -231,7 +250,7 @@ func InitializerFloats(t *onnxpb.TensorProto) ([]float32, error) {
 				out[i] = float32(v)
 			}
 		}
-		return out, nil
+		return dst, nil
 	}
 }
 
