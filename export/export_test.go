@@ -691,3 +691,33 @@ func TestLargeOffsetFeatures(t *testing.T) {
 		t.Errorf("probabilities differ by %.3g > %g", d, parityTol)
 	}
 }
+
+// TestFixedBatch checks a backbone exported with a fixed batch of 1: the
+// probabilities output keeps that batch and Meta.FixedBatch reports it.
+func TestFixedBatch(t *testing.T) {
+	f := getFixture(t, "resnet", testSize, 0, testImages, testClasses)
+	cut := proto.Clone(f.cut).(*onnxpb.ModelProto)
+	for _, v := range []*onnxpb.ValueInfoProto{cut.Graph.Input[0], cut.Graph.Output[0]} {
+		v.Type.GetTensorType().Shape.Dim[0].Value = &onnxpb.TensorShapeProto_Dimension_DimValue{DimValue: 1}
+	}
+	for _, opt := range []Options{{}, {WithPreprocessing: true, WithFeatures: true}} {
+		m, err := Build(cut, f.spec, handHead(f, nil, 1), opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta, err := ReadMetadata(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if meta.FixedBatch != 1 {
+			t.Errorf("FixedBatch %d, want 1", meta.FixedBatch)
+		}
+		ss, err := meta.SessionSpec(opt.WithFeatures)
+		if err != nil || ss.FixedBatch != 1 {
+			t.Errorf("session spec %+v, %v", ss, err)
+		}
+		if d := m.Graph.Output[0].GetType().GetTensorType().GetShape().GetDim()[0]; d.GetDimValue() != 1 {
+			t.Errorf("probabilities batch dim %v, want 1", d)
+		}
+	}
+}
