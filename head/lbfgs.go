@@ -232,10 +232,12 @@ type lbfgsConverger struct {
 	bad       int
 }
 
+// Init implements optimize.Converger.
 func (c *lbfgsConverger) Init(dim int) {
 	c.iter, c.prevF, c.bestLoss, c.best, c.bad = 0, math.NaN(), math.Inf(1), nil, 0
 }
 
+// Converged implements optimize.Converger; it runs once per major iteration.
 func (c *lbfgsConverger) Converged(loc *optimize.Location) optimize.Status {
 	if c.ctx.Err() != nil {
 		return statusCanceled

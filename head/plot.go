@@ -110,6 +110,7 @@ func ConfusionPNG(path string, e *Eval, classes []string) error {
 	return nil
 }
 
+// revPalette is a fixed list of colours as a palette.Palette.
 type revPalette []color.Color
 
 func (p revPalette) Colors() []color.Color { return p }
