@@ -1,0 +1,138 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// background is a headtune process the test started and did not wait for.
+type background struct {
+	cmd    *exec.Cmd
+	so, se bytes.Buffer
+	done   chan struct{}
+	cancel context.CancelFunc
+}
+
+func (c *cli) start(args ...string) *background {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	b := &background{done: make(chan struct{}), cancel: cancel}
+	b.cmd = c.command(ctx, args...)
+	b.cmd.Stdout, b.cmd.Stderr = &b.so, &b.se
+	if err := b.cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	go func() { b.cmd.Wait(); close(b.done) }()
+	c.t.Cleanup(func() { b.kill(); cancel() })
+	return b
+}
+
+func (b *background) running() bool {
+	select {
+	case <-b.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func (b *background) kill() {
+	if b.running() {
+		syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL)
+		<-b.done
+	}
+}
+
+func (b *background) wait() *result {
+	<-b.done
+	return &result{args: b.cmd.Args[1:], stdout: b.so.String(), stderr: b.se.String(), code: b.cmd.ProcessState.ExitCode(), maxRSSKiB: maxRSS(b.cmd.ProcessState)}
+}
+
+// waitForLock waits until the cache's lock file names pid (the writer has
+// the lock and started work), up to 20 s.
+func waitForLock(t *testing.T, cache string, b *background) {
+	t.Helper()
+	want := strconv.Itoa(b.cmd.Process.Pid)
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		locks, _ := filepath.Glob(filepath.Join(cache, "*", "lock"))
+		for _, l := range locks {
+			if data, err := os.ReadFile(l); err == nil && strings.TrimSpace(string(data)) == want {
+				return
+			}
+		}
+		if !b.running() {
+			t.Fatalf("extract ended before it was seen holding the lock: %v", b.wait())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("extract (pid %s) did not take the cache lock within 20 s", want)
+}
+
+// TestConcurrentExtract: two extracts on one cache are refused with a clear
+// message or serialised with --wait-lock, never interleaved; the lock of a
+// killed extract is recovered at once.
+func TestConcurrentExtract(t *testing.T) {
+	c := newCLI(t)
+	ds := filepath.Join(c.dir, "ds")
+	n := len(writeDataset(t, ds, DatasetOptions{Classes: 3, PerClass: 500, Seed: 5}))
+	model := writeModel(t, c.dir, "resnet", 32)
+	args := []string{"extract", ds, "--model", model, "--preset", "imagenet", "--json", "--quiet", "--batch", "8", "--workers", "1"}
+
+	t.Run("refused-then-serialised", func(t *testing.T) {
+		cache := filepath.Join(c.dir, "cache-a")
+		a := c.start(append(args, "--cache", cache)...)
+		waitForLock(t, cache, a)
+		w := c.start(append(args, "--cache", cache, "--wait-lock")...)
+		b := c.run(append(args, "--cache", cache)...)
+		if !a.running() {
+			t.Skip("the first extract finished before the second was refused; the machine is too fast for this dataset")
+		}
+		oneLineError(t, b, "in use", "process "+strconv.Itoa(a.cmd.Process.Pid), cache)
+		if b.stdout != "" {
+			t.Errorf("refused extract wrote to stdout: %q", b.stdout)
+		}
+		ra := a.wait()
+		if ra.code != 0 {
+			t.Fatalf("first extract: %v", ra)
+		}
+		rw := w.wait()
+		if rw.code != 0 {
+			t.Fatalf("waiting extract: %v", rw)
+		}
+		sa, sw := parseExtract(t, ra), parseExtract(t, rw)
+		if sa.Computed != n || sw.Computed != 0 || sw.Reused != n {
+			t.Errorf("first computed %d, waiting one computed %d reused %d; want %d, 0, %d (the waiting run must start after the first finished)", sa.Computed, sw.Computed, sw.Reused, n, n)
+		}
+		if rows := c.verifiedRows(t, cache); rows != n {
+			t.Errorf("cache holds %d rows for %d images", rows, n)
+		}
+	})
+
+	t.Run("stale-lock", func(t *testing.T) {
+		cache := filepath.Join(c.dir, "cache-b")
+		a := c.start(append(args, "--cache", cache)...)
+		waitForLock(t, cache, a)
+		time.Sleep(300 * time.Millisecond)
+		a.kill()
+		committed := c.verifiedRows(t, cache)
+		// The dead writer's PID is still in the lock file; the kernel
+		// dropped its flock, so a new writer gets in without waiting.
+		r := c.ok(append(args, "--cache", cache)...)
+		s := parseExtract(t, r)
+		if s.Computed != n-committed {
+			t.Errorf("after a killed writer with %d committed rows: computed %d, want %d", committed, s.Computed, n-committed)
+		}
+		if rows := c.verifiedRows(t, cache); rows != n {
+			t.Errorf("cache holds %d rows for %d images", rows, n)
+		}
+	})
+}
