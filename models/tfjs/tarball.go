@@ -100,6 +100,9 @@ type packResult struct {
 // accepted and their npm-reported integrity is verified against the file.
 // npm must be on PATH; ctx cancels the download.
 func FetchNPM(ctx context.Context, pkgSpec, dir string) (tgzPath, integrity string, err error) {
+	if pkgSpec == "" || strings.HasPrefix(pkgSpec, "-") || strings.ContainsAny(pkgSpec, " \t\n") {
+		return "", "", fmt.Errorf("npm pack %q: not a package spec (want name@version)", pkgSpec)
+	}
 	pin := Pinned[pkgSpec]
 	if pin != "" {
 		p := filepath.Join(dir, npmTarballName(pkgSpec))

@@ -208,6 +208,11 @@ func TestFetchNPM(t *testing.T) {
 			t.Fatalf("cached FetchNPM(%s) = %s, %s, %v", spec, p2, integ, err)
 		}
 	}
+	for _, bad := range []string{"", "--registry=http://evil", "a b"} {
+		if _, _, err := FetchNPM(context.Background(), bad, t.TempDir()); err == nil || !strings.Contains(err.Error(), "not a package spec") {
+			t.Errorf("FetchNPM(%q): %v", bad, err)
+		}
+	}
 	// Without npm and without a cached file, the error says so.
 	t.Setenv("PATH", "")
 	_, _, err := FetchNPM(context.Background(), "nsfwjs@4.4.0", t.TempDir())
