@@ -18,7 +18,7 @@ func exportCommand() *cli.Command {
 			&cli.StringFlag{Name: "head", Value: defaultHead, Usage: "trained head file"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Value: "headtune.onnx", Usage: "output ONNX file"},
 			&cli.BoolFlag{Name: "with-preprocessing", Usage: "bake the normalisation into the graph: the model takes raw 0..255 pixels"},
-			&cli.BoolFlag{Name: "features", Usage: "also output the feature vector (`features` [N, D])"},
+			&cli.BoolFlag{Name: "with-features", Aliases: []string{"features"}, Usage: "also output the feature vector (`features` [N, D])"},
 		},
 		Action: runExport,
 	}
@@ -34,7 +34,7 @@ func runExport(c *cli.Context) error {
 		return err
 	}
 	out, err := export.Build(bb.Cut, bb.Spec, m, export.Options{
-		WithFeatures:      c.Bool("features"),
+		WithFeatures:      c.Bool("with-features"),
 		WithPreprocessing: c.Bool("with-preprocessing"),
 		Version:           version,
 	})
