@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -385,5 +387,46 @@ func TestCutInitializersAsInputs(t *testing.T) {
 	_, shapes := graphRunORT(t, data, "input", []int64{1, 3, 16, 16}, make([]float32, 3*16*16), FeatureOutput)
 	if !slices.Equal(shapes[0], []int64{1, c.Dim}) {
 		t.Errorf("output shape %v", shapes[0])
+	}
+}
+
+// TestCutModelsPassONNXChecker validates the cut test models with the
+// reference implementation's checker (onnx.checker with full_check, which
+// also runs ONNX shape inference). Skipped when /usr/bin/python3 with the
+// onnx package is not installed.
+func TestCutModelsPassONNXChecker(t *testing.T) {
+	py := "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import onnx").Run(); err != nil {
+		t.Skipf("SKIP: %s with the onnx package is not available (%v); cut models not checked by onnx.checker", py, err)
+	}
+	dir := t.TempDir()
+	for _, kind := range TestModelKinds {
+		m := TestModel(kind, 16)
+		c, err := FindFeatureTensor(m, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cut, err := CutAtFeature(m, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteModelFile(filepath.Join(dir, kind+".onnx"), cut); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := `
+import glob, sys, onnx
+bad = 0
+for f in sorted(glob.glob(sys.argv[1] + "/*.onnx")):
+    try:
+        onnx.checker.check_model(onnx.load(f), full_check=True)
+    except Exception as e:
+        bad += 1
+        print(f, str(e).splitlines()[0])
+sys.exit(1 if bad else 0)
+`
+	out, err := exec.Command(py, "-c", script, dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("onnx.checker rejected cut models: %v\n%s", err, out)
 	}
 }
