@@ -1,10 +1,13 @@
 package imaging
 
 import (
+	"image"
 	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"golang.org/x/image/draw"
 )
 
 func noiseRGB(w, h int, seed uint64) *RGB {
@@ -186,5 +189,53 @@ func TestFillNoAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("Fill allocates %v times per image after warm-up", allocs)
+	}
+}
+
+// TestAntialiasing downsizes a 1-pixel checkerboard (the worst case for
+// aliasing) from 640x480 to the 224x224 crop: an antialiased filter must
+// give nearly uniform grey, while point-sampling bilinear (x/image/draw's
+// ApproxBiLinear, the usual Go baseline) returns the pattern's extremes.
+func TestAntialiasing(t *testing.T) {
+	src := NewRGB(640, 480)
+	for y := 0; y < 480; y++ {
+		for x := 0; x < 640; x++ {
+			v := uint8(0)
+			if (x+y)%2 == 0 {
+				v = 255
+			}
+			i := (y*640 + x) * 3
+			src.Pix[i], src.Pix[i+1], src.Pix[i+2] = v, v, v
+		}
+	}
+	spread := func(pix []uint8, stride, w, h, bpp int) (lo, hi uint8) {
+		lo = 255
+		for y := 2; y < h-2; y++ { // ignore the borders
+			for x := 2; x < w-2; x++ {
+				v := pix[y*stride+x*bpp]
+				lo, hi = min(lo, v), max(hi, v)
+			}
+		}
+		return lo, hi
+	}
+	for _, interp := range []string{InterpBilinear, InterpBicubic, InterpArea} {
+		s, _ := Preset("imagenet")
+		s.Interpolation = interp
+		out, err := s.Resized(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lo, hi := spread(out.Pix, 224*3, 224, 224, 3)
+		t.Logf("%s: output range %d..%d", interp, lo, hi)
+		if int(hi)-int(lo) > 40 {
+			t.Errorf("%s aliases: output range %d..%d on a checkerboard", interp, lo, hi)
+		}
+	}
+	dst := image.NewRGBA(image.Rect(0, 0, 224, 224))
+	draw.ApproxBiLinear.Scale(dst, dst.Bounds(), src.Image(), image.Rect(80, 20, 560, 460), draw.Src, nil)
+	lo, hi := spread(dst.Pix, dst.Stride, 224, 224, 4)
+	t.Logf("x/image/draw ApproxBiLinear: output range %d..%d", lo, hi)
+	if int(hi)-int(lo) < 100 {
+		t.Logf("note: the baseline did not alias on this pattern")
 	}
 }

@@ -9,8 +9,11 @@ import (
 // 7-10) for 8-bit images: coefficients are computed in float64 exactly as
 // Pillow does, converted to 22-bit fixed point, and applied as a horizontal
 // pass (rounded to 8 bits) followed by a vertical pass. With the same source
-// pixels the output is bit-identical to PIL's Image.resize for bilinear,
-// bicubic and box filters; torchvision 0.14 uses that for PIL images.
+// pixels the output is bit-identical to PIL's Image.resize for bilinear and
+// bicubic; torchvision 0.14 uses that for PIL images. "area" uses the same
+// machinery with exact pixel-coverage weights (OpenCV's INTER_AREA), which
+// equal PIL's BOX for integer reduction factors but, unlike BOX, do not
+// alias at fractional ones.
 
 const (
 	precisionBits = 32 - 8 - 2 // Pillow's PRECISION_BITS for 8-bit images
@@ -43,6 +46,8 @@ func bicubicFilter(x float64) float64 {
 	return 0
 }
 
+// boxFilter is PIL's BOX kernel. "area" computes exact coverage weights
+// instead (see coeffs.build); the kernel only sets the support.
 func boxFilter(x float64) float64 {
 	if x > -0.5 && x <= 0.5 {
 		return 1
@@ -118,6 +123,14 @@ func (c *coeffs) build(k axisKey) {
 	}
 	support := fsupport * filterscale
 	ksize := int(math.Ceil(support))*2 + 1
+	area := k.interp == InterpArea
+	if area {
+		// Footprint of one output pixel: scale source pixels, touching
+		// at most ceil(scale)+1 of them.
+		// (Rounded up to odd: the fixed 3/5/7-tap kernels apply.)
+		ksize = int(math.Ceil(scale)) + 2
+		ksize |= 1
+	}
 	c.ksize = ksize
 	c.start = growI32(c.start, k.n)
 	c.count = growI32(c.count, k.n)
@@ -132,21 +145,39 @@ func (c *coeffs) build(k axisKey) {
 	ss := 1.0 / filterscale
 	for i := 0; i < k.n; i++ {
 		xx := k.first + i
-		center := float64(float64(xx)+0.5) * scale
-		xmin := int(center - support + 0.5)
-		if xmin < 0 {
-			xmin = 0
-		}
-		xmax := int(center + support + 0.5)
-		if xmax > k.in {
-			xmax = k.in
-		}
-		xmax -= xmin
+		var xmin, xmax int
 		ww := 0.0
-		for x := 0; x < xmax; x++ {
-			w := filter(float64(float64(float64(x+xmin)-center)+0.5) * ss)
-			dw[x] = w
-			ww += w
+		if area {
+			// Exact coverage: the source, as a piecewise-constant
+			// image, averaged over [lo, hi).
+			lo, hi := float64(xx)*scale, float64(xx+1)*scale
+			xmin = max(int(math.Floor(lo)), 0)
+			xmax = min(int(math.Ceil(hi)), k.in, xmin+ksize) - xmin
+			for x := 0; x < xmax; x++ {
+				j := float64(x + xmin)
+				w := min(hi, j+1) - max(lo, j)
+				if w < 0 {
+					w = 0
+				}
+				dw[x] = w
+				ww += w
+			}
+		} else {
+			center := float64(float64(xx)+0.5) * scale
+			xmin = int(center - support + 0.5)
+			if xmin < 0 {
+				xmin = 0
+			}
+			xmax = int(center + support + 0.5)
+			if xmax > k.in {
+				xmax = k.in
+			}
+			xmax -= xmin
+			for x := 0; x < xmax; x++ {
+				w := filter(float64(float64(float64(x+xmin)-center)+0.5) * ss)
+				dw[x] = w
+				ww += w
+			}
 		}
 		row := c.w[i*ksize : (i+1)*ksize]
 		for x := 0; x < xmax; x++ {

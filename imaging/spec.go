@@ -64,8 +64,9 @@ const (
 	InterpBilinear = "bilinear"
 	// InterpBicubic is PIL's antialiased BICUBIC (cubic convolution, a=-0.5).
 	InterpBicubic = "bicubic"
-	// InterpArea is a box filter (PIL's BOX): the exact area average when
-	// reducing by integer factors.
+	// InterpArea averages the source over each output pixel's footprint
+	// with exact fractional coverage (OpenCV's INTER_AREA); for integer
+	// reduction factors it equals PIL's BOX.
 	InterpArea = "area"
 	// InterpNearest picks the source pixel under each output pixel's centre
 	// (PIL's NEAREST geometry).

@@ -90,6 +90,16 @@ def pil_squash(name, src, w, h, interp):
                       width=w, height=h, interpolation=interp, rgb=name + ".rgb"))
 
 
+def cv2_area(name, src, w, h):
+    """OpenCV INTER_AREA (exact coverage, float weights)."""
+    import cv2
+    a = np.asarray(Image.open(src).convert("RGB"))
+    out = cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA)
+    np.ascontiguousarray(out).tofile(name + ".rgb")
+    cases.append(dict(name=name, src=src, kind="cv2", resize="squash",
+                      width=w, height=h, interpolation="area", rgb=name + ".rgb"))
+
+
 tv_case("tv_land_64_56_bilinear", "src_landscape.png", 64, 56, "bilinear")
 tv_case("tv_land_65_56_bilinear", "src_landscape.png", 65, 56, "bilinear")  # odd offset: round half to even
 tv_case("tv_land_256_224_bilinear", "src_landscape.png", 256, 224, "bilinear")  # upscale
@@ -97,10 +107,12 @@ tv_case("tv_port_80_64_bicubic", "src_portrait.png", 80, 64, "bicubic")
 tv_case("tv_port_100_96_bilinear", "src_portrait.png", 100, 96, "bilinear")
 tv_case("tv_grey_40_32_bilinear", "src_grey.png", 40, 32, "bilinear")
 tv_case("tv_land_50_48_nearest", "src_landscape.png", 50, 48, "nearest")
-pil_squash("pil_port_50x40_area", "src_portrait.png", 50, 40, "area")
+cv2_area("cv2_port_50x40_area", "src_portrait.png", 50, 40)
 pil_squash("pil_land_37x29_bicubic", "src_landscape.png", 37, 29, "bicubic")
 pil_squash("pil_land_300x211_bicubic", "src_landscape.png", 300, 211, "bicubic")  # upscale, overshoot clipping
-pil_squash("pil_land_33x97_area", "src_landscape.png", 33, 97, "area")
+cv2_area("cv2_land_33x97_area", "src_landscape.png", 33, 97)
+cv2_area("cv2_land_128x96_area", "src_landscape.png", 128, 96)  # ~2x: BOX and area nearly agree
+pil_squash("pil_port_75x43_box", "src_portrait.png", 75, 43, "area")  # exact 2x/7x: area == PIL BOX
 pil_squash("pil_land_80x61_nearest", "src_landscape.png", 80, 61, "nearest")
 
 # --- decoding references -------------------------------------------------
