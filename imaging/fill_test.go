@@ -4,6 +4,8 @@ import (
 	"image"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -237,5 +239,68 @@ func TestAntialiasing(t *testing.T) {
 	t.Logf("x/image/draw ApproxBiLinear: output range %d..%d", lo, hi)
 	if int(hi)-int(lo) < 100 {
 		t.Logf("note: the baseline did not alias on this pattern")
+	}
+}
+
+// TestLoadMatchesDecodeFill: Load on a file equals Decode + Fill, reuses
+// the scratch across differently sized images, and names the file in
+// errors.
+func TestLoadMatchesDecodeFill(t *testing.T) {
+	s, _ := Preset("imagenet")
+	s = s.WithInput(64, 64, 3, LayoutNHWC)
+	sc := NewScratch()
+	for _, name := range []string{"src_landscape.png", "src_portrait.png", "fmt_odd420.jpg", "orient6.png", "src_landscape.png"} {
+		p := filepath.Join("testdata", name)
+		got := make([]float32, s.TensorLen())
+		if err := s.Load(p, got, sc); err != nil {
+			t.Fatal(err)
+		}
+		img, err := DecodeFile(p, DecodeOptions{Background: s.Background})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := make([]float32, s.TensorLen())
+		if err := s.Fill(img, want, nil); err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%s: Load differs from Decode+Fill at %d: %v vs %v", name, i, got[i], want[i])
+			}
+		}
+	}
+	bad := filepath.Join(t.TempDir(), "bad.png")
+	os.WriteFile(bad, []byte("not an image"), 0o644)
+	err := s.Load(bad, make([]float32, s.TensorLen()), sc)
+	if err == nil || !strings.HasPrefix(err.Error(), "decode "+bad+": unknown image format") {
+		t.Errorf("error %v", err)
+	}
+	if err := s.Load(filepath.Join(t.TempDir(), "missing.jpg"), make([]float32, s.TensorLen()), sc); err == nil || !strings.Contains(err.Error(), "missing.jpg") {
+		t.Errorf("missing file error %v", err)
+	}
+}
+
+// TestLoadBytesFastJPEG: with FastJPEG the hook gets the smallest decode
+// size the resize needs (the shorter side target, in both dimensions).
+func TestLoadBytesFastJPEG(t *testing.T) {
+	defer func(f func([]byte, int, int) (*RGB, bool, error)) { FastJPEGDecoder = f }(FastJPEGDecoder)
+	var gotW, gotH, calls int
+	FastJPEGDecoder = func(data []byte, minW, minH int) (*RGB, bool, error) {
+		calls++
+		gotW, gotH = minW, minH
+		return noiseRGB(300, 280, 5), true, nil
+	}
+	jpg := encodeJPEG(t, quadrants(640, 480), 80)
+	s, _ := Preset("imagenet")
+	dst := make([]float32, s.TensorLen())
+	if err := s.LoadBytes(jpg, dst, nil); err != nil || calls != 0 {
+		t.Fatalf("FastJPEG off: calls %d, err %v", calls, err)
+	}
+	s.FastJPEG = true
+	if err := s.LoadBytes(jpg, dst, nil); err != nil || calls != 1 {
+		t.Fatalf("FastJPEG on: calls %d, err %v", calls, err)
+	}
+	if gotW != 256 || gotH != 256 {
+		t.Errorf("hook asked for at least %dx%d, want 256x256", gotW, gotH)
 	}
 }
