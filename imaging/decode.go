@@ -565,6 +565,22 @@ func ycbcrToRGB(out []uint8, m *image.YCbCr) {
 	cbRow = cbRow[:w]
 	minX, minY := b.Min.X, b.Min.Y
 	cx0 := minX >> sx
+	if fancy && sx == 1 && sy == 1 && cw >= 2 {
+		// 4:2:0, by far the most common: upsampling fused with conversion.
+		csr := make([]int32, cw)
+		for y := 0; y < h; y++ {
+			cy := y >> 1
+			far := max(cy-1, 0)
+			if y&1 == 1 {
+				far = min(cy+1, ch-1)
+			}
+			h2v2Row(out[y*w*3:(y+1)*w*3], m.Y[y*m.YStride:y*m.YStride+w],
+				m.Cb[cy*m.CStride:cy*m.CStride+cw], m.Cb[far*m.CStride:far*m.CStride+cw],
+				m.Cr[cy*m.CStride:cy*m.CStride+cw], m.Cr[far*m.CStride:far*m.CStride+cw],
+				colsum, csr)
+		}
+		return
+	}
 	for y := 0; y < h; y++ {
 		yrow := m.Y[y*m.YStride : y*m.YStride+w]
 		if fancy {
@@ -599,6 +615,62 @@ func ycbcrToRGB(out []uint8, m *image.YCbCr) {
 			q[2] = clampTab[uint32(y1+cbB[cb])&clampMask]
 		}
 	}
+}
+
+// ycc converts one pixel with libjpeg's tables into q (3 bytes).
+func ycc(q []uint8, yy, cb, cr uint8) {
+	y1 := int32(yy) + clampOff
+	q = q[:3:3]
+	q[0] = clampTab[uint32(y1+crR[cr])&clampMask]
+	q[1] = clampTab[uint32(y1+(cbG[cb]+crG[cr])>>16)&clampMask]
+	q[2] = clampTab[uint32(y1+cbB[cb])&clampMask]
+}
+
+// h2v2Row converts one output row of a 4:2:0 image: chroma rows near (the
+// row's own) and far (the neighbour above or below) are upsampled with
+// libjpeg-turbo's h2v2 fancy filter and converted pixel pair by pixel pair,
+// without intermediate rows. csb and csr are scratch (len cw >= 2).
+func h2v2Row(o, yrow, cbN, cbF, crN, crF []uint8, csb, csr []int32) {
+	w, cw := len(yrow), len(csb)
+	cbF, crN, crF, csr = cbF[:cw], crN[:cw], crF[:cw], csr[:cw]
+	for c, v := range cbN[:cw] {
+		csb[c] = 3*int32(v) + int32(cbF[c])
+		csr[c] = 3*int32(crN[c]) + int32(crF[c])
+	}
+	edge := func(c int, lb, tb, rb, lr, tr, rr int32) {
+		if x := 2 * c; x < w {
+			ycc(o[3*x:], yrow[x], uint8((3*tb+lb+8)>>4), uint8((3*tr+lr+8)>>4))
+		}
+		if x := 2*c + 1; x < w {
+			ycc(o[3*x:], yrow[x], uint8((3*tb+rb+7)>>4), uint8((3*tr+rr+7)>>4))
+		}
+	}
+	edge(0, csb[0], csb[0], csb[1], csr[0], csr[0], csr[1])
+	last := cw - 1
+	if last > 1 {
+		// Interior columns: both output pixels exist (cw = ceil(w/2)).
+		n := last - 1
+		pb, tb, nb := csb[0:n], csb[1:1+n], csb[2:2+n]
+		pr, tr, nr := csr[0:n], csr[1:1+n], csr[2:2+n]
+		ys := yrow[2 : 2+2*n]
+		os := o[6 : 6+6*n]
+		for i := range tb {
+			b3, r3 := 3*tb[i], 3*tr[i]
+			cb0, cb1 := uint8((b3+pb[i]+8)>>4), uint8((b3+nb[i]+7)>>4)
+			cr0, cr1 := uint8((r3+pr[i]+8)>>4), uint8((r3+nr[i]+7)>>4)
+			yy := ys[2*i : 2*i+2 : 2*i+2]
+			q := os[6*i : 6*i+6 : 6*i+6]
+			y0 := int32(yy[0]) + clampOff
+			q[0] = clampTab[uint32(y0+crR[cr0])&clampMask]
+			q[1] = clampTab[uint32(y0+(cbG[cb0]+crG[cr0])>>16)&clampMask]
+			q[2] = clampTab[uint32(y0+cbB[cb0])&clampMask]
+			y1 := int32(yy[1]) + clampOff
+			q[3] = clampTab[uint32(y1+crR[cr1])&clampMask]
+			q[4] = clampTab[uint32(y1+(cbG[cb1]+crG[cr1])>>16)&clampMask]
+			q[5] = clampTab[uint32(y1+cbB[cb1])&clampMask]
+		}
+	}
+	edge(last, csb[last-1], csb[last], csb[last], csr[last-1], csr[last], csr[last])
 }
 
 // upsampleRow fills dst (image width) from one row of chroma samples near
@@ -643,7 +715,11 @@ func upsampleH2(dst []uint8, cs []int32, evenBias, oddBias int32, shift uint) {
 	}
 	if cw == 1 {
 		for x := range dst {
-			dst[x] = uint8((4*cs[0] + evenBias) >> shift)
+			bias := evenBias
+			if x&1 == 1 {
+				bias = oddBias
+			}
+			dst[x] = uint8((4*cs[0] + bias) >> shift)
 		}
 		return
 	}

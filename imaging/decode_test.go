@@ -409,3 +409,96 @@ func encodeTIFF(t testing.TB, img image.Image) []byte {
 }
 
 func crc32IEEE(b []byte) uint32 { return crc32.ChecksumIEEE(b) }
+
+// TestYCbCrConversion compares the optimised 4:2:0 / 4:2:2 / 4:4:0 / 4:4:4
+// converters with a direct per-pixel transcription of libjpeg-turbo's
+// fancy upsampling (jdsample.c) and colour conversion (jdcolor.c) on
+// random planes of odd and even sizes.
+func TestYCbCrConversion(t *testing.T) {
+	clamp := func(v int32) uint8 { return uint8(min(max(v, 0), 255)) }
+	ratios := []struct {
+		r      image.YCbCrSubsampleRatio
+		sx, sy int
+	}{
+		{image.YCbCrSubsampleRatio420, 1, 1}, {image.YCbCrSubsampleRatio422, 1, 0},
+		{image.YCbCrSubsampleRatio440, 0, 1}, {image.YCbCrSubsampleRatio444, 0, 0},
+	}
+	for _, rt := range ratios {
+		for _, size := range [][2]int{{1, 1}, {2, 2}, {3, 5}, {4, 3}, {17, 9}, {64, 48}, {65, 47}} {
+			w, h := size[0], size[1]
+			m := image.NewYCbCr(image.Rect(0, 0, w, h), rt.r)
+			rnd := noiseRGB(len(m.Y)+2*len(m.Cb), 1, uint64(w*100+h))
+			copy(m.Y, rnd.Pix)
+			copy(m.Cb, rnd.Pix[len(m.Y):])
+			copy(m.Cr, rnd.Pix[len(m.Y)+len(m.Cb):])
+			cw, ch := (w+(1<<rt.sx)-1)>>rt.sx, (h+(1<<rt.sy)-1)>>rt.sy
+			chroma := func(p []uint8, x, y int) int32 {
+				at := func(cx, cy int) int32 { return int32(p[cy*m.CStride+cx]) }
+				cx, cy := x>>rt.sx, y>>rt.sy
+				far := cy
+				if rt.sy == 1 {
+					if y%2 == 0 {
+						far = max(cy-1, 0)
+					} else {
+						far = min(cy+1, ch-1)
+					}
+				}
+				switch {
+				case rt.sx == 1 && rt.sy == 1:
+					cs := func(c int) int32 { return 3*at(c, cy) + at(c, far) }
+					if cw == 1 { // libjpeg's special-cased first column
+						if x%2 == 0 {
+							return (4*cs(0) + 8) >> 4
+						}
+						return (4*cs(0) + 7) >> 4
+					}
+					if x%2 == 0 {
+						return (3*cs(cx) + cs(max(cx-1, 0)) + 8) >> 4
+					}
+					return (3*cs(cx) + cs(min(cx+1, cw-1)) + 7) >> 4
+				case rt.sx == 1:
+					if x%2 == 0 {
+						return (3*at(cx, cy) + at(max(cx-1, 0), cy) + 1) >> 2
+					}
+					return (3*at(cx, cy) + at(min(cx+1, cw-1), cy) + 2) >> 2
+				case rt.sy == 1:
+					bias := int32(1)
+					if y%2 == 1 {
+						bias = 2
+					}
+					return (3*at(cx, cy) + at(cx, far) + bias) >> 2
+				}
+				return at(cx, cy)
+			}
+			out := make([]uint8, w*h*3)
+			ycbcrToRGB(out, m)
+			for y := 0; y < h; y++ {
+				for x := 0; x < w; x++ {
+					yy := int32(m.Y[y*m.YStride+x])
+					cb, cr := chroma(m.Cb, x, y)-128, chroma(m.Cr, x, y)-128
+					want := [3]uint8{
+						clamp(yy + (91881*cr+32768)>>16),
+						clamp(yy + (-22554*cb-46802*cr+32768)>>16),
+						clamp(yy + (116130*cb+32768)>>16),
+					}
+					got := out[(y*w+x)*3 : (y*w+x)*3+3]
+					if got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+						t.Fatalf("%v %dx%d pixel (%d,%d): %v, want %v", rt.r, w, h, x, y, got, want)
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestUpsampleSingleColumn(t *testing.T) {
+	// One chroma column, two pixels: libjpeg rounds the even pixel with +8
+	// and the odd one with +7 (h2v2).
+	dst := make([]uint8, 2)
+	upsampleH2(dst, []int32{4 * 10}, 8, 7, 4) // cs = 40: (160+8)>>4 = 10, (160+7)>>4 = 10
+	cs := int32(4*10 + 2)                     // 42: (168+8)>>4 = 11, (168+7)>>4 = 10
+	upsampleH2(dst, []int32{cs}, 8, 7, 4)
+	if dst[0] != 11 || dst[1] != 10 {
+		t.Errorf("got %v, want [11 10]", dst)
+	}
+}
