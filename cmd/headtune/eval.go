@@ -175,6 +175,9 @@ func openBackboneForHead(c *cli.Context, m *head.Model, noSession bool) (*pipeli
 	if err != nil {
 		return nil, fmt.Errorf("head %s: preprocessing recipe: %w", c.String("head"), err)
 	}
+	if err := checkFastJPEG(spec.FastJPEG, "head "+c.String("head")); err != nil {
+		return nil, err
+	}
 	store, err := openStore(c)
 	if err != nil {
 		return nil, err

@@ -18,7 +18,7 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/featcache"
-	_ "github.com/headtune/headtune/imaging/turbojpeg" // fast JPEG path when libturbojpeg is present
+	"github.com/headtune/headtune/imaging/turbojpeg"
 	"github.com/headtune/headtune/models"
 	_ "github.com/headtune/headtune/models/tfjs" // builds the registry-shipped backbones
 	"github.com/headtune/headtune/pipeline"
@@ -160,6 +160,9 @@ func openBackboneFromFlags(c *cli.Context, tuneLayers int, noSession bool) (*pip
 			return nil, fmt.Errorf("the default backbone %s is not installed: run `headtune models pull %s` (or pass --model FILE.onnx)", ref, ref)
 		}
 	}
+	if err := checkFastJPEG(c.Bool("fast-jpeg"), "extract"); err != nil {
+		return nil, err
+	}
 	w, h, err := parseSize(c.String("input-size"))
 	if err != nil {
 		return nil, err
@@ -196,4 +199,14 @@ func absPath(p string) string {
 		return a
 	}
 	return p
+}
+
+// checkFastJPEG refuses a FastJPEG recipe on a machine without
+// libjpeg-turbo: the pure-Go fallback decodes at full size, so features
+// would not match the ones the recipe stands for.
+func checkFastJPEG(fast bool, what string) error {
+	if !fast || turbojpeg.Available() {
+		return nil
+	}
+	return fmt.Errorf("%s uses --fast-jpeg (DCT-domain JPEG scaling), which needs libjpeg-turbo: install libturbojpeg0 (`make setup` does) or set %s; without it JPEG pixels would differ from the recorded recipe (%v)", what, turbojpeg.EnvLibrary, turbojpeg.LoadError())
 }

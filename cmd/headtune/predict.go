@@ -149,6 +149,9 @@ func exportedPredictor(c *cli.Context, path string) (*predictor, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkFastJPEG(meta.Spec.FastJPEG, path); err != nil {
+		return nil, err
+	}
 	ss, err := meta.SessionSpec(c.Bool("embeddings"))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
