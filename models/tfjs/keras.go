@@ -3,8 +3,10 @@ package tfjs
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
@@ -370,19 +372,7 @@ var supportedLayers = map[string]bool{
 }
 
 func supportedList() string {
-	var s []string
-	for k := range supportedLayers {
-		s = append(s, k)
-	}
-	slices.Sort(s)
-	out := ""
-	for i, k := range s {
-		if i > 0 {
-			out += ", "
-		}
-		out += k
-	}
-	return out
+	return strings.Join(slices.Sorted(maps.Keys(supportedLayers)), ", ")
 }
 
 type converter struct {

@@ -539,3 +539,25 @@ func TestZeroPadding(t *testing.T) {
 		}
 	}
 }
+
+// FuzzConvertKeras feeds arbitrary topologies (seeded with the synthetic
+// model and variations) to the parser and converter with the synthetic
+// weights: they must return an error or a graph, never panic.
+func FuzzConvertKeras(f *testing.F) {
+	f.Add(kerasJSON(f, synthLayers()[:5]), "bn")
+	f.Add([]byte(`{"class_name":"Sequential","config":[{"class_name":"ReLU","config":{"name":"r","batch_input_shape":[null,2,2,1]}},{"class_name":"Flatten","config":{"name":"f"}}]}`), "f")
+	w := WeightsFromTensors(synthWeights(3))
+	f.Fuzz(func(t *testing.T, topo []byte, cut string) {
+		m, err := ParseKerasTopology(topo)
+		if err != nil {
+			return
+		}
+		conv, err := ConvertKeras(m, w, ConvertOptions{Cut: cut, GlobalPool: len(cut)%2 == 0})
+		if err != nil {
+			return
+		}
+		if _, err := backbone.MarshalModel(conv.Builder.Model(0)); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
