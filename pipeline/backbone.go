@@ -94,7 +94,12 @@ func OpenBackbone(ref string, opt BackboneOptions) (*Backbone, error) {
 	b.Options.Store = nil
 	var meta *models.Meta
 	if IsModelFile(ref) {
-		b.ModelPath = ref
+		// Heads and last-extract.json record the reference: make it work
+		// from any folder.
+		if abs, err := filepath.Abs(ref); err == nil {
+			ref = abs
+		}
+		b.Ref, b.ModelPath = ref, ref
 		b.Name = strings.TrimSuffix(filepath.Base(ref), filepath.Ext(ref))
 	} else {
 		if opt.Store == nil {

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"math"
 	"io"
 	"os"
 	"path/filepath"
@@ -128,7 +130,9 @@ func runTrain(c *cli.Context) error {
 		return err
 	}
 	m.Backbone = ref
-	summary := map[string]any{"head": absPath(c.String("head")), "kind": m.Kind, "classes": m.Classes, "train": rep,
+	summary := map[string]any{"head": absPath(c.String("head")), "kind": m.Kind, "classes": m.Classes, "train": map[string]any{
+		"epochs": rep.Epochs, "iterations": rep.Iters, "best_epoch": rep.BestEpoch, "stopped": rep.Stopped,
+		"train_loss": finite(rep.TrainLoss), "val_loss": finite(rep.ValLoss), "val_accuracy": finite(rep.ValAcc), "seconds": rep.Seconds},
 		"train_rows": len(trainRows), "val_rows": len(valRows), "test_rows": len(testRows), "seed": cfg.Seed, "temperature": m.Temperature}
 	if m.Metrics == nil {
 		m.Metrics = map[string]float64{}
@@ -150,6 +154,14 @@ func runTrain(c *cli.Context) error {
 		m.Metrics["test_ece"] = ev.ECE
 		summary["test"] = map[string]float64{"accuracy": ev.Accuracy, "macro_f1": ev.MacroF1, "ece": ev.ECE}
 	}
+	var summaryJSON []byte
+	if c.Bool("json") {
+		// Encode before saving, so a summary that cannot be written never
+		// follows a silently replaced head.
+		if summaryJSON, err = json.MarshalIndent(summary, "", "  "); err != nil {
+			return err
+		}
+	}
 	if err := os.MkdirAll(filepath.Dir(absPath(c.String("head"))), 0o755); err != nil {
 		return err
 	}
@@ -157,7 +169,8 @@ func runTrain(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("json") {
-		return printJSON(summary)
+		_, err := os.Stdout.Write(append(summaryJSON, '\n'))
+		return err
 	}
 	fmt.Fprintf(os.Stderr, "train: done in %.2fs (%s); temperature %.3f\n", rep.Seconds, rep.Stopped, m.Temperature)
 	if v, ok := m.Metrics["val_accuracy"]; ok {
@@ -168,6 +181,14 @@ func runTrain(c *cli.Context) error {
 	}
 	fmt.Fprintf(os.Stderr, "train: head written to %s\n", c.String("head"))
 	return nil
+}
+
+// finite maps NaN and infinities (no validation data) to JSON null.
+func finite(x float64) *float64 {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return nil
+	}
+	return &x
 }
 
 func applyTrainFlags(c *cli.Context, cfg *head.Config) {
