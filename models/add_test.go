@@ -228,3 +228,111 @@ func TestAddRejectsNonModels(t *testing.T) {
 	}
 	noLeftovers(t, s.Dir())
 }
+
+// sharedModels finds the read-only reference models ($HEADTUNE_SHARED/models
+// or a shared/models folder beside a parent of the package), or skips.
+func sharedModels(t *testing.T) string {
+	t.Helper()
+	if d := os.Getenv("HEADTUNE_SHARED"); d != "" {
+		return filepath.Join(d, "models")
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Skipf("no working directory: %v", err)
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		if st, err := os.Stat(filepath.Join(d, "shared", "models")); err == nil && st.IsDir() {
+			return filepath.Join(d, "shared", "models")
+		}
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	t.Skip("reference models not found: set HEADTUNE_SHARED or provide ../shared/models")
+	return ""
+}
+
+// TestAddReferenceModels adds the independently converted TF.js models as
+// a user would, and checks what Add reads from their real graphs.
+func TestAddReferenceModels(t *testing.T) {
+	dir := sharedModels(t)
+	tests := []struct {
+		file    string
+		opts    AddOptions
+		task    Task
+		dim     int
+		side    int
+		wantErr string
+	}{
+		{"imagenet_mobilenet_v2_100_block10_224.onnx", AddOptions{Preset: "unit"}, TaskFeatureExtractor, 384, 224, ""},
+		{"imagenet_inception_v3_mixed5_299.onnx", AddOptions{Preset: "unit"}, TaskFeatureExtractor, 768, 299, ""},
+		{"faceapi_expression.onnx", AddOptions{Preset: "raw", FeatureTensor: "features"}, TaskImageNetClassifier, 256, 112, ""},
+		{"faceapi_expression.onnx", AddOptions{Preset: "raw", Preprocess: specJSON(t, "raw", 112, 112, 3, "NCHW")}, "", 0, 0, "layout NCHW"},
+	}
+	for _, tc := range tests {
+		name := tc.file
+		if tc.wantErr != "" {
+			name += " refused"
+		}
+		t.Run(name, func(t *testing.T) {
+			src := filepath.Join(dir, tc.file)
+			if _, err := os.Stat(src); err != nil {
+				t.Skipf("reference model absent: %v", err)
+			}
+			s := newStore(t)
+			in, err := s.Add(context.Background(), "ref", src, tc.opts)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), src) {
+					t.Fatalf("got %v, want an error naming %s and containing %q", err, src, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := in.Meta
+			spec, err := imaging.ParseSpec(m.Preprocess)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Task != tc.task || m.FeatureDim != tc.dim || m.InputName != "input_nhwc" ||
+				spec.Layout != "NHWC" || spec.Width != tc.side || spec.Height != tc.side || spec.Channels != 3 {
+				t.Errorf("task %s dim %d input %s, recipe %dx%dx%d %s; want %s %d input_nhwc %dx%dx3 NHWC",
+					m.Task, m.FeatureDim, m.InputName, spec.Width, spec.Height, spec.Channels, spec.Layout, tc.task, tc.dim, tc.side, tc.side)
+			}
+			if err := s.Verify("ref"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// FuzzAddPreprocess feeds arbitrary recipes to the preprocessing check of
+// Add: it must not panic, and whatever it accepts parses back to a valid
+// spec that fits the input.
+func FuzzAddPreprocess(f *testing.F) {
+	for _, seed := range []string{"unit", "imagenet", "caffe"} {
+		p, _ := imaging.Preset(seed)
+		f.Add(p.WithInput(24, 20, 1, "NHWC").Canonical(), "")
+	}
+	f.Add([]byte(`{"width":24,"height":20}`), "raw")
+	f.Add([]byte(`null`), "symmetric")
+	f.Add([]byte{}, "bogus")
+	in := inputInfo{name: "image", layout: "NHWC", channels: 1, height: 20, width: 24, batch: -1}
+	f.Fuzz(func(t *testing.T, recipe []byte, preset string) {
+		raw, err := addSpec(in, AddOptions{Preprocess: recipe, Preset: preset})
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("multi-line error %q", err)
+			}
+			return
+		}
+		s, err := imaging.ParseSpec(raw)
+		if err != nil {
+			t.Fatalf("accepted recipe %s does not parse back: %v", raw, err)
+		}
+		if s.Width != 24 || s.Height != 20 || s.Channels != 1 || s.Layout != "NHWC" {
+			t.Fatalf("accepted recipe %s does not fit the 24x20x1 NHWC input", raw)
+		}
+	})
+}
