@@ -316,7 +316,7 @@ func ConvertKeras(m *KerasModel, weights *Weights, opt ConvertOptions) (*Convert
 		case l.ClassName == "ZeroPadding2D" && conv2DClasses[next.ClassName]:
 			c.foldPad = append(c.foldPad, l.Name)
 		case conv2DClasses[l.ClassName] && next.ClassName == "BatchNormalization" && !opt.KeepBatchNorm &&
-			strOr(l.Config, "activation", "linear") == "linear":
+			strOr(l.Config, "activation", "linear") == "linear" && bnAxisOK(next.Config["axis"], false):
 			c.foldedBN[l.Name] = next
 		}
 	}
@@ -504,14 +504,8 @@ func (c *converter) layer(l *KerasLayer, out *Converted) error {
 		if err != nil {
 			return err
 		}
-		if ax, ok := cfg["axis"]; ok {
-			a, isNum := ax.(float64)
-			if list, isList := ax.([]any); isList && len(list) == 1 {
-				a, isNum = list[0].(float64)
-			}
-			if !isNum || !(a == -1 || (!in.flat && a == 3) || (in.flat && a == 1)) {
-				return fmt.Errorf("axis %v is not supported (want the channel axis, -1)", ax)
-			}
+		if !bnAxisOK(cfg["axis"], in.flat) {
+			return fmt.Errorf("axis %v is not supported (want the channel axis, -1)", cfg["axis"])
 		}
 		gamma, beta, mean, variance, eps, err := c.bnParams(l, in.c)
 		if err != nil {
@@ -740,6 +734,19 @@ func (c *converter) layer(l *KerasLayer, out *Converted) error {
 		return nil
 	}
 	return fmt.Errorf("Keras layer class %q is not supported", l.ClassName)
+}
+
+// bnAxisOK reports whether a BatchNormalization axis (absent, a number or
+// a one-element list) is the channel axis of a flat or NHWC input.
+func bnAxisOK(ax any, flat bool) bool {
+	if ax == nil {
+		return true
+	}
+	a, isNum := ax.(float64)
+	if list, isList := ax.([]any); isList && len(list) == 1 {
+		a, isNum = list[0].(float64)
+	}
+	return isNum && (a == -1 || (!flat && a == 3) || (flat && a == 1))
 }
 
 func (v val) shape() []int {

@@ -423,6 +423,14 @@ func TestConvertKerasRefuses(t *testing.T) {
 			}
 			return l
 		}), "dense", []string{`"mp"`, "channels_first"}},
+		{"batch norm over rows", with(func(l []layerDef) []layerDef {
+			for i := range l {
+				if l[i].name == "bn" {
+					l[i].cfg = map[string]any{"axis": 1}
+				}
+			}
+			return l
+		}), "dense", []string{`"bn"`, "axis 1"}},
 		{"unknown cut", base, "nope", []string{`"nope"`}},
 	}
 	for _, tc := range tests {
