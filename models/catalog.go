@@ -135,9 +135,11 @@ func buildCatalog() []Entry {
 	lite4.Scale, lite4.Mean, lite4.Std = 1, [3]float32{127, 127, 127}, [3]float32{128, 128, 128}
 
 	// Ultralytics classify_transforms at inference: shorter side to 224,
-	// centre crop 224 (crop fraction 1.0), 0..1, no mean or std: the
-	// "unit" preset as it is.
+	// centre crop 224 (crop fraction 1.0), 0..1, no mean or std. That is
+	// the "unit" preset; the explicit 224 (same pixels as imaging's 0)
+	// keeps the recipe's hash, and so BackboneIDs, as they were.
 	yolo := preset("unit", 224, 224, "NCHW")
+	yolo.ResizeShorter = 224
 
 	mobilenetTFJS := preset("unit", 224, 224, "NHWC")
 	mobilenetTFJS.Resize, mobilenetTFJS.ResizeShorter = imaging.ResizeSquash, 0
