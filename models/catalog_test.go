@@ -239,3 +239,32 @@ func TestPullNPMUsesRegisteredBuilder(t *testing.T) {
 		t.Fatal("failed build installed a model")
 	}
 }
+
+// TestCatalogRecipesStable pins the hash of every catalog recipe. The hash
+// is part of each BackboneID, so a change (in the catalog or in an imaging
+// preset it starts from) makes every user's cached features and trained
+// heads for that model unusable: update these only on purpose.
+func TestCatalogRecipesStable(t *testing.T) {
+	want := map[string]string{
+		"efficientnet-lite4":   "a1ef8c98142fa93d",
+		"face-expression":      "182d16d8e69d1af5",
+		"inceptionv3-imagenet": "04b0e0d653679174",
+		"mobilenetv2":          "5a66a9ed2d6b2fe0",
+		"mobilenetv2-imagenet": "2a3539b70be6596c",
+		"resnet50":             "5a66a9ed2d6b2fe0",
+		"squeezenet1.1":        "5a66a9ed2d6b2fe0",
+		"vgg16":                "5a66a9ed2d6b2fe0",
+		"vgg19":                "5a66a9ed2d6b2fe0",
+		"yolov8n-cls":          "17d324362d7a5a43",
+	}
+	for _, e := range Catalog() {
+		w, ok := want[e.Name]
+		if !ok {
+			t.Errorf("%s: no pinned recipe hash; add %q", e.Name, e.Preprocess.Hash()[:16])
+			continue
+		}
+		if got := e.Preprocess.Hash()[:16]; got != w {
+			t.Errorf("%s: recipe %s hashes to %s, pinned %s", e.Name, e.Preprocess.Canonical(), got, w)
+		}
+	}
+}
