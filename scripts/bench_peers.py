@@ -442,6 +442,18 @@ def run_report(a):
             print("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 name, f(e), ratio(e, he), f(i), ratio(i, hi), f(d, "%.2f"), frac(i), frac(e),
                 max(nrep.get((b, p, m), 0) for m in ("e2e", "infer", "decode"))))
+    checks = {}
+    for r in recs:
+        if r.get("mode") == "check":
+            checks.setdefault(r["backbone"], {}).setdefault(r["peer"], r["output"])
+    for b, by in checks.items():
+        if len(by) < 2:
+            continue
+        names = sorted(by)
+        worst = max(abs(x - y) for n in names[1:] for x, y in zip(by[names[0]], by[n]))
+        print()
+        print("%s: same probe tensor through the same ONNX file, %s: max abs difference of the first %d outputs %.2g%s"
+              % (b, " vs ".join(names), CHECK_VALUES, worst, "" if worst < 1e-3 else "  ** MISMATCH **"))
     if versions:
         print()
         print("versions: " + ", ".join("%s %s" % (k, v) for k, v in versions.items() if k not in ("mode",)))
