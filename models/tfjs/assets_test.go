@@ -83,36 +83,20 @@ func sharedDir(t testing.TB) string {
 
 var (
 	ortOnce sync.Once
+	ortPath string
 	ortErr  error
 )
 
-// initORT initialises ONNX Runtime once per test binary, or skips.
+// initORT loads ONNX Runtime once per test binary through backbone's
+// discovery (HEADTUNE_ORT_LIB, ONNXRUNTIME_SHARED_LIBRARY_PATH, .deps/), or
+// skips.
 func initORT(t testing.TB) {
 	t.Helper()
 	ortOnce.Do(func() {
-		lib := os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH")
-		if lib == "" {
-			wd, _ := os.Getwd()
-			for d := wd; ; d = filepath.Dir(d) {
-				p := filepath.Join(d, ".deps", "onnxruntime", "libonnxruntime.so.1")
-				if _, err := os.Stat(p); err == nil {
-					lib = p
-					break
-				}
-				if filepath.Dir(d) == d {
-					break
-				}
-			}
-		}
-		if lib == "" {
-			ortErr = os.ErrNotExist
-			return
-		}
-		ort.SetSharedLibraryPath(lib)
-		ortErr = ort.InitializeEnvironment()
+		ortPath, ortErr = backbone.InitRuntime("")
 	})
 	if ortErr != nil {
-		t.Skipf("SKIP: ONNX Runtime unavailable (set ONNXRUNTIME_SHARED_LIBRARY_PATH or run scripts/setup): %v", ortErr)
+		t.Skipf("SKIP: ONNX Runtime unavailable: %v", ortErr)
 	}
 }
 
