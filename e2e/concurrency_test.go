@@ -56,6 +56,71 @@ func (b *background) wait() *result {
 	return &result{args: b.cmd.Args[1:], stdout: b.so.String(), stderr: b.se.String(), code: b.cmd.ProcessState.ExitCode(), maxRSSKiB: maxRSS(b.cmd.ProcessState)}
 }
 
+// watched is a run sampled while it ran: peak VmRSS and open descriptors.
+type watched struct {
+	*result
+	peakRSSKiB int64 // largest VmRSS sampled from /proc (ru_maxrss is in result.maxRSSKiB)
+	peakFDs    int   // most entries seen in /proc/PID/fd
+	samples    int
+	killedFor  string // "", "timeout" or "memory"
+}
+
+// runWatched runs headtune, sampling /proc/PID every 10 ms, and SIGKILLs
+// it when its resident memory passes rssLimitKiB or it runs longer than
+// timeout, so that a runaway child cannot take the machine down.
+func (c *cli) runWatched(timeout time.Duration, rssLimitKiB int64, args ...string) *watched {
+	c.t.Helper()
+	b := c.start(args...)
+	w := &watched{}
+	pid := b.cmd.Process.Pid
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+loop:
+	for {
+		select {
+		case <-b.done:
+			break loop
+		case <-tick.C:
+		}
+		if rss := procRSSKiB(pid); rss > 0 {
+			w.samples++
+			w.peakRSSKiB = max(w.peakRSSKiB, rss)
+			if rss > rssLimitKiB && w.killedFor == "" {
+				w.killedFor = "memory"
+				b.kill()
+			}
+		}
+		if ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd"); err == nil {
+			w.peakFDs = max(w.peakFDs, len(ents))
+		}
+		if time.Now().After(deadline) && w.killedFor == "" {
+			w.killedFor = "timeout"
+			b.kill()
+		}
+	}
+	w.result = b.wait()
+	return w
+}
+
+// procRSSKiB reads VmRSS of a live process (0 when gone).
+func procRSSKiB(pid int) int64 {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
+}
+
 // waitForLock waits until the cache's lock file names pid (the writer has
 // the lock and started work), up to 20 s.
 func waitForLock(t *testing.T, cache string, b *background) {
