@@ -4,9 +4,11 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -143,6 +145,10 @@ func TestBuildInfo(t *testing.T) {
 			}
 			if info.Scale != tc.scale || len(info.Classes) != tc.classes || info.OriginalClassifier != tc.classifierOut {
 				t.Errorf("preprocessing/classifier: scale %v classes %v classifier %q", info.Scale, info.Classes, info.OriginalClassifier)
+			}
+			var back Info
+			if j, err := json.Marshal(info); err != nil || json.Unmarshal(j, &back) != nil || fmt.Sprint(back) != fmt.Sprint(*info) {
+				t.Errorf("Info does not survive JSON: %v", err)
 			}
 			s := info.Spec()
 			if s.Width != tc.w || s.Scale != tc.scale || s.Layout != "NHWC" || s.ChannelOrder != "RGB" {
@@ -382,5 +388,28 @@ func TestConvertWholeNSFWClassifier(t *testing.T) {
 	t.Logf("folded vs kept BatchNormalization: max diff %.3g, probs %v", d, outs[0])
 	if d > 1e-5 {
 		t.Errorf("folding BatchNormalization changed the probabilities by %.3g", d)
+	}
+}
+
+// TestBuiltModelsPassONNXChecker runs onnx.checker (full_check, with shape
+// inference) from Debian's python3-onnx on every built model, so the files
+// are valid ONNX for other tools, not only for ONNX Runtime.
+func TestBuiltModelsPassONNXChecker(t *testing.T) {
+	py := "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import onnx").Run(); err != nil {
+		t.Skipf("SKIP: %s with the onnx module is not available (apt-get install python3-onnx): %v", py, err)
+	}
+	for _, a := range Archs() {
+		t.Run(a, func(t *testing.T) {
+			data, _ := buildCached(t, a)
+			p := filepath.Join(t.TempDir(), a+".onnx")
+			if err := os.WriteFile(p, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(py, "-c", "import onnx,sys; onnx.checker.check_model(sys.argv[1], full_check=True)", p).CombinedOutput()
+			if err != nil {
+				t.Fatalf("onnx.checker rejects the %s model: %v\n%s", a, err, out)
+			}
+		})
 	}
 }
