@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -97,6 +98,11 @@ func TestGoldenResize(t *testing.T) {
 			}
 			t.Logf("%d/%d values bit-exact, %d off by 1, worst %d", exact, len(want), off1, worst)
 			switch {
+			case strings.HasSuffix(c.Src, ".jpg"):
+				// JPEG source: the decoders' IDCTs differ a little.
+				if worst > 3 || off1*10 > len(want) {
+					t.Errorf("resize of a JPEG differs from PIL's by up to %d levels (%d off by 1 of %d)", worst, off1, len(want))
+				}
 			case c.Kind == "cv2":
 				// OpenCV rounds once from float sums; we round after each
 				// pass, as PIL does: at most one level apart.
@@ -144,6 +150,14 @@ func TestGoldenTorchvision(t *testing.T) {
 				worst = max(worst, math.Abs(float64(got[i]-want[i])))
 			}
 			t.Logf("max |diff| %.3g over %d values", worst, len(want))
+			if strings.HasSuffix(c.Src, ".jpg") {
+				// JPEG source: at most 3 levels (3/255/0.224 = 0.053) from
+				// the IDCT difference.
+				if worst > 0.06 {
+					t.Errorf("Fill of a JPEG differs from torchvision by %.3g (tolerance 0.06)", worst)
+				}
+				return
+			}
 			if worst > 1e-5 {
 				t.Errorf("Fill differs from torchvision by %.3g (tolerance 1e-5)", worst)
 			}

@@ -149,6 +149,9 @@ dec.append(dict(src="fmt_grey16.png", rgb="fmt_grey16.rgb", w=27, h=19, tol=0))
 photo_big = photo(160, 120, 5)
 Image.fromarray(photo_big).save("fmt_photo.jpg", quality=90)
 np.asarray(Image.open("fmt_photo.jpg").convert("RGB")).tofile("fmt_photo_jpg.rgb")
+# End to end from a JPEG: libjpeg and image/jpeg differ slightly (IDCT), so
+# this case is checked with a tolerance (golden_test.go).
+tv_case("tv_jpeg_128_112_bilinear", "fmt_photo.jpg", 128, 112, "bilinear")
 dec.append(dict(src="fmt_photo.jpg", rgb="fmt_photo_jpg.rgb", w=160, h=120, tol=0.25))
 Image.fromarray(photo_big).save("fmt_photo444.jpg", quality=95, subsampling=0)
 np.asarray(Image.open("fmt_photo444.jpg").convert("RGB")).tofile("fmt_photo444_jpg.rgb")
