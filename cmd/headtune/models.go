@@ -180,6 +180,7 @@ func runModelsPull(c *cli.Context) error {
 	inst, err := models.Pull(c.Context, store, e, models.PullOptions{
 		Force:              c.Bool("force"),
 		InsecureSkipVerify: c.Bool("insecure-skip-verify"),
+		Tarball:            c.String("tarball"),
 		Progress: func(done, total int64) {
 			prog.UpdateBytes(done, total)
 		},
