@@ -231,12 +231,14 @@ func DecodeFile(path string, opt DecodeOptions) (*RGB, error) {
 // the high byte). The header is checked against opt.MaxPixels before any
 // pixel is decoded. data is not retained.
 func Decode(data []byte, opt DecodeOptions) (*RGB, error) {
-	return decodeWith(data, opt, nil)
+	return decodeWith(data, opt, nil, nil)
 }
 
 // decodeWith is Decode with a caller-owned spare buffer for the EXIF
-// rotation (may be nil).
-func decodeWith(data []byte, opt DecodeOptions, spare *RGB) (*RGB, error) {
+// rotation (may be nil) and an optional region function: given the stored
+// size of an image without EXIF rotation, it returns the rectangle the
+// caller will read. Pixels outside it may be left unconverted (stale).
+func decodeWith(data []byte, opt DecodeOptions, spare *RGB, region func(w, h int) image.Rectangle) (*RGB, error) {
 	format, w, h, err := DecodeConfig(data)
 	if err != nil {
 		return nil, err
@@ -336,7 +338,11 @@ func decodeWith(data []byte, opt DecodeOptions, spare *RGB) (*RGB, error) {
 				copy(out.Pix[o:o+frame.W*3], frame.Pix[y*frame.W*3:(y+1)*frame.W*3])
 			}
 		} else {
-			toRGB(out, img, opt.Background)
+			var rg image.Rectangle
+			if region != nil && orient == 1 && img.Bounds() == image.Rect(0, 0, w, h) {
+				rg = region(w, h)
+			}
+			toRGBRegion(out, img, opt.Background, rg)
 		}
 	}
 	if orient != 1 {
@@ -369,15 +375,25 @@ func describeLimit(limit int64) string {
 // toRGB converts any image.Image to packed RGB in dst, compositing alpha
 // over bg. The common concrete types take row-wise fast paths.
 func toRGB(dst *RGB, img image.Image, bg [3]uint8) {
+	toRGBRegion(dst, img, bg, image.Rectangle{})
+}
+
+// toRGBRegion is toRGB where only the pixels inside rg (image coordinates
+// from 0,0) need to be right; empty rg means all. JPEG's YCbCr and grey
+// images skip the rest; other types convert everything.
+func toRGBRegion(dst *RGB, img image.Image, bg [3]uint8, rg image.Rectangle) {
 	b := img.Bounds()
 	w, h := b.Dx(), b.Dy()
 	dst.reset(w, h)
 	out := dst.Pix
+	if rg = rg.Intersect(image.Rect(0, 0, w, h)); rg.Empty() {
+		rg = image.Rect(0, 0, w, h)
+	}
 	switch m := img.(type) {
 	case *image.YCbCr:
-		ycbcrToRGB(out, m)
+		ycbcrToRGB(out, m, rg)
 	case *image.Gray:
-		for y := 0; y < h; y++ {
+		for y := rg.Min.Y; y < rg.Max.Y; y++ {
 			s := m.Pix[(y)*m.Stride : y*m.Stride+w]
 			o := out[y*w*3 : (y+1)*w*3]
 			for x, v := range s {
@@ -487,7 +503,7 @@ func toRGB(dst *RGB, img image.Image, bg [3]uint8) {
 			}
 		}
 	case *image.NYCbCrA:
-		ycbcrToRGB(out, &m.YCbCr)
+		ycbcrToRGB(out, &m.YCbCr, image.Rect(0, 0, w, h))
 		for y := 0; y < h; y++ {
 			s := m.A[y*m.AStride : y*m.AStride+w]
 			o := out[y*w*3 : (y+1)*w*3]
@@ -539,9 +555,12 @@ func composite16(c color.Color, bg [3]uint8) [3]uint8 {
 // libjpeg's rounded fixed-point JFIF colour conversion. With identical
 // coefficients the only remaining difference from libjpeg is image/jpeg's
 // IDCT (a level or two on some pixels).
-func ycbcrToRGB(out []uint8, m *image.YCbCr) {
+func ycbcrToRGB(out []uint8, m *image.YCbCr, rg image.Rectangle) {
 	b := m.Rect
 	w, h := b.Dx(), b.Dy()
+	if rg = rg.Intersect(image.Rect(0, 0, w, h)); rg.Empty() {
+		rg = image.Rect(0, 0, w, h)
+	}
 	var sx, sy uint
 	switch m.SubsampleRatio {
 	case image.YCbCrSubsampleRatio422:
@@ -568,7 +587,8 @@ func ycbcrToRGB(out []uint8, m *image.YCbCr) {
 	if fancy && sx == 1 && sy == 1 && cw >= 2 {
 		// 4:2:0, by far the most common: upsampling fused with conversion.
 		csr := make([]int32, cw)
-		for y := 0; y < h; y++ {
+		c0, c1 := rg.Min.X>>1, (rg.Max.X+1)>>1
+		for y := rg.Min.Y; y < rg.Max.Y; y++ {
 			cy := y >> 1
 			far := max(cy-1, 0)
 			if y&1 == 1 {
@@ -577,11 +597,11 @@ func ycbcrToRGB(out []uint8, m *image.YCbCr) {
 			h2v2Row(out[y*w*3:(y+1)*w*3], m.Y[y*m.YStride:y*m.YStride+w],
 				m.Cb[cy*m.CStride:cy*m.CStride+cw], m.Cb[far*m.CStride:far*m.CStride+cw],
 				m.Cr[cy*m.CStride:cy*m.CStride+cw], m.Cr[far*m.CStride:far*m.CStride+cw],
-				colsum, csr)
+				colsum, csr, c0, c1)
 		}
 		return
 	}
-	for y := 0; y < h; y++ {
+	for y := rg.Min.Y; y < rg.Max.Y; y++ {
 		yrow := m.Y[y*m.YStride : y*m.YStride+w]
 		if fancy {
 			cy := y >> sy
@@ -629,12 +649,18 @@ func ycc(q []uint8, yy, cb, cr uint8) {
 // h2v2Row converts one output row of a 4:2:0 image: chroma rows near (the
 // row's own) and far (the neighbour above or below) are upsampled with
 // libjpeg-turbo's h2v2 fancy filter and converted pixel pair by pixel pair,
-// without intermediate rows. csb and csr are scratch (len cw >= 2).
-func h2v2Row(o, yrow, cbN, cbF, crN, crF []uint8, csb, csr []int32) {
+// without intermediate rows. Only the pixels of chroma columns [c0, c1)
+// (pixels 2*c0 .. 2*c1-1) are written. csb and csr are scratch (len
+// cw >= 2).
+func h2v2Row(o, yrow, cbN, cbF, crN, crF []uint8, csb, csr []int32, c0, c1 int) {
 	w, cw := len(yrow), len(csb)
+	c0, c1 = max(c0, 0), min(c1, cw)
+	if c0 >= c1 {
+		return
+	}
 	cbF, crN, crF, csr = cbF[:cw], crN[:cw], crF[:cw], csr[:cw]
-	for c, v := range cbN[:cw] {
-		csb[c] = 3*int32(v) + int32(cbF[c])
+	for c := max(c0-1, 0); c < min(c1+1, cw); c++ {
+		csb[c] = 3*int32(cbN[c]) + int32(cbF[c])
 		csr[c] = 3*int32(crN[c]) + int32(crF[c])
 	}
 	edge := func(c int, lb, tb, rb, lr, tr, rr int32) {
@@ -645,15 +671,16 @@ func h2v2Row(o, yrow, cbN, cbF, crN, crF []uint8, csb, csr []int32) {
 			ycc(o[3*x:], yrow[x], uint8((3*tb+rb+7)>>4), uint8((3*tr+rr+7)>>4))
 		}
 	}
-	edge(0, csb[0], csb[0], csb[1], csr[0], csr[0], csr[1])
 	last := cw - 1
-	if last > 1 {
-		// Interior columns: both output pixels exist (cw = ceil(w/2)).
-		n := last - 1
-		pb, tb, nb := csb[0:n], csb[1:1+n], csb[2:2+n]
-		pr, tr, nr := csr[0:n], csr[1:1+n], csr[2:2+n]
-		ys := yrow[2 : 2+2*n]
-		os := o[6 : 6+6*n]
+	if c0 == 0 {
+		edge(0, csb[0], csb[0], csb[1], csr[0], csr[0], csr[1])
+	}
+	// Interior columns: both output pixels exist (cw = ceil(w/2)).
+	if a, b := max(c0, 1), min(c1, last); a < b {
+		pb, tb, nb := csb[a-1:b-1], csb[a:b], csb[a+1:b+1]
+		pr, tr, nr := csr[a-1:b-1], csr[a:b], csr[a+1:b+1]
+		ys := yrow[2*a : 2*b]
+		os := o[6*a : 6*b]
 		for i := range tb {
 			b3, r3 := 3*tb[i], 3*tr[i]
 			cb0, cb1 := uint8((b3+pb[i]+8)>>4), uint8((b3+nb[i]+7)>>4)
@@ -670,7 +697,9 @@ func h2v2Row(o, yrow, cbN, cbF, crN, crF []uint8, csb, csr []int32) {
 			q[5] = clampTab[uint32(y1+cbB[cb1])&clampMask]
 		}
 	}
-	edge(last, csb[last-1], csb[last], csb[last], csr[last-1], csr[last], csr[last])
+	if c1 > last {
+		edge(last, csb[last-1], csb[last], csb[last], csr[last-1], csr[last], csr[last])
+	}
 }
 
 // upsampleRow fills dst (image width) from one row of chroma samples near

@@ -471,7 +471,7 @@ func TestYCbCrConversion(t *testing.T) {
 				return at(cx, cy)
 			}
 			out := make([]uint8, w*h*3)
-			ycbcrToRGB(out, m)
+			ycbcrToRGB(out, m, image.Rectangle{})
 			for y := 0; y < h; y++ {
 				for x := 0; x < w; x++ {
 					yy := int32(m.Y[y*m.YStride+x])

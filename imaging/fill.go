@@ -2,6 +2,7 @@ package imaging
 
 import (
 	"fmt"
+	"image"
 	"io"
 	"math"
 	"os"
@@ -306,12 +307,25 @@ func (s Spec) LoadBytes(data []byte, dst []float32, sc *Scratch) error {
 		sc = new(Scratch)
 	}
 	mw, mh := s.minDecodeSize()
+	var region func(w, h int) image.Rectangle
+	if s.Resize == ResizeCrop {
+		// Convert only the pixels the crop reads (JPEG): a 4:3 photo
+		// cropped to a square skips a third of its colour conversion.
+		region = func(w, h int) image.Rectangle {
+			r, err := sc.resizerFor(s.Interpolation)
+			if err != nil {
+				return image.Rectangle{}
+			}
+			g := s.Geometry(w, h)
+			return r.sourceRect(w, h, g.FullW, g.FullH, g.X0, g.Y0, g.W, g.H)
+		}
+	}
 	img, err := decodeWith(data, DecodeOptions{
 		Background: s.Background,
 		FastJPEG:   s.FastJPEG,
 		MinWidth:   mw, MinHeight: mh,
 		Dst: &sc.decoded,
-	}, &sc.spare)
+	}, &sc.spare, region)
 	if err != nil {
 		return err
 	}

@@ -304,3 +304,73 @@ func TestLoadBytesFastJPEG(t *testing.T) {
 		t.Errorf("hook asked for at least %dx%d, want 256x256", gotW, gotH)
 	}
 }
+
+// TestLoadBytesRegion: LoadBytes converts only the part of a JPEG that the
+// crop reads; the tensor must equal the one from a full conversion, with
+// garbage left in the unconverted pixels.
+func TestLoadBytesRegion(t *testing.T) {
+	var files [][]byte
+	for _, sz := range [][2]int{{640, 480}, {480, 640}, {333, 201}, {201, 333}, {97, 97}, {50, 9}, {3, 40}} {
+		files = append(files, encodeJPEG(t, noisyPhoto(sz[0], sz[1]), 85))
+	}
+	g := image.NewGray(image.Rect(0, 0, 301, 207))
+	copy(g.Pix, noiseRGB(301, 207, 9).Pix)
+	files = append(files, encodeJPEG(t, g, 85))
+	for _, name := range []string{"fmt_photo444.jpg", "fmt_photo422.jpg", "fmt_odd420.jpg"} {
+		files = append(files, readTestdata(t, name))
+	}
+	sc := NewScratch()
+	for _, interp := range []string{InterpBilinear, InterpBicubic, InterpArea, InterpNearest} {
+		for _, shorter := range []int{0, 40, 73} {
+			s, _ := Preset("imagenet")
+			s = s.WithInput(32, 24, 3, LayoutNCHW)
+			s.Interpolation = interp
+			s.ResizeShorter = shorter
+			for i, data := range files {
+				garbage := make([]uint8, 700*700*3)
+				for j := range garbage {
+					garbage[j] = uint8(j*7 + 13)
+				}
+				sc.decoded = RGB{Pix: garbage[:0]}
+				got := make([]float32, s.TensorLen())
+				if err := s.LoadBytes(data, got, sc); err != nil {
+					t.Fatal(err)
+				}
+				img, err := Decode(data, DecodeOptions{Background: s.Background})
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := make([]float32, s.TensorLen())
+				if err := s.Fill(img, want, nil); err != nil {
+					t.Fatal(err)
+				}
+				for k := range want {
+					if got[k] != want[k] {
+						t.Fatalf("%s shorter %d file %d (%dx%d): value %d differs: %v vs %v", interp, shorter, i, img.W, img.H, k, got[k], want[k])
+					}
+				}
+				if i == 1 && shorter == 0 { // 480x640 cropped to 4:3: row 0 is never read
+					if p := sc.decoded.Pix[:3]; p[0] != 13 || p[1] != 20 || p[2] != 27 {
+						t.Errorf("%s: pixel (0,0) was converted (%v): the region was not used", interp, p)
+					}
+				}
+			}
+		}
+	}
+}
+
+// noisyPhoto is smooth colour with noise, so JPEG chroma is non-trivial.
+func noisyPhoto(w, h int) *image.RGBA {
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	n := noiseRGB(w, h, uint64(w*h))
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			i := (y*w + x)
+			img.Pix[4*i] = uint8(x*255/w) ^ n.Pix[3*i]&31
+			img.Pix[4*i+1] = uint8(y*255/h) ^ n.Pix[3*i+1]&31
+			img.Pix[4*i+2] = uint8((x+y)*127/(w+h)) ^ n.Pix[3*i+2]&63
+			img.Pix[4*i+3] = 255
+		}
+	}
+	return img
+}

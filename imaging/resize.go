@@ -2,6 +2,7 @@ package imaging
 
 import (
 	"fmt"
+	"image"
 	"math"
 )
 
@@ -277,14 +278,7 @@ func (r *Resizer) ResizeWindow(dst, src *RGB, fullW, fullH, x0, y0, w, h int) (*
 	dst.W, dst.H = w, h
 	dst.Pix = growU8(dst.Pix, w*h*3)
 
-	hk := axisKey{in: src.W, out: fullW, first: x0, n: w, interp: r.interp, pad: true}
-	if r.h.key != hk || (r.h.start == nil && !r.h.identity) {
-		r.h.build(hk)
-	}
-	vk := axisKey{in: src.H, out: fullH, first: y0, n: h, interp: r.interp}
-	if r.v.key != vk || (r.v.start == nil && !r.v.identity) {
-		r.v.build(vk)
-	}
+	r.prepare(src.W, src.H, fullW, fullH, x0, y0, w, h)
 
 	// Source rows the vertical pass reads.
 	var yFirst, yLast int
@@ -315,6 +309,55 @@ func (r *Resizer) ResizeWindow(dst, src *RGB, fullW, fullH, x0, y0, w, h int) (*
 	}
 	r.vertical(dst.Pix, mid, w, yFirst, h)
 	return dst, nil
+}
+
+// prepare builds (or reuses) the coefficient tables of a window.
+func (r *Resizer) prepare(srcW, srcH, fullW, fullH, x0, y0, w, h int) {
+	hk := axisKey{in: srcW, out: fullW, first: x0, n: w, interp: r.interp, pad: true}
+	if r.h.key != hk || (r.h.start == nil && !r.h.identity) {
+		r.h.build(hk)
+	}
+	vk := axisKey{in: srcH, out: fullH, first: y0, n: h, interp: r.interp}
+	if r.v.key != vk || (r.v.start == nil && !r.v.identity) {
+		r.v.build(vk)
+	}
+}
+
+// span returns the source samples [lo, hi) that some output reads with a
+// non-zero weight.
+func (c *coeffs) span() (lo, hi int) {
+	if c.identity {
+		return c.off, c.off + c.key.n
+	}
+	lo, hi = c.key.in, 0
+	for i := 0; i < c.key.n; i++ {
+		st := int(c.start[i])
+		for j, w := range c.w[i*c.ksize : i*c.ksize+int(c.count[i])] {
+			if w != 0 {
+				lo, hi = min(lo, st+j), max(hi, st+j+1)
+			}
+		}
+	}
+	if hi <= lo {
+		return 0, c.key.in
+	}
+	return lo, hi
+}
+
+// sourceRect returns the part of a srcW x srcH source whose pixels
+// ResizeWindow with the same geometry reads with non-zero weight; pixels
+// outside it may hold anything without changing the result. The tables it
+// builds are reused by that ResizeWindow call.
+func (r *Resizer) sourceRect(srcW, srcH, fullW, fullH, x0, y0, w, h int) image.Rectangle {
+	full := image.Rect(0, 0, srcW, srcH)
+	if srcW <= 0 || srcH <= 0 || fullW <= 0 || fullH <= 0 || w <= 0 || h <= 0 || x0 < 0 || y0 < 0 ||
+		x0+w > fullW || y0+h > fullH || int64(fullW)*int64(fullH) > 1<<31 {
+		return full
+	}
+	r.prepare(srcW, srcH, fullW, fullH, x0, y0, w, h)
+	xl, xh := r.h.span()
+	yl, yh := r.v.span()
+	return image.Rect(xl, yl, xh, yh).Intersect(full)
 }
 
 // horizontal resamples rows yFirst..yFirst+rows-1 of src into out (rows x w
