@@ -243,6 +243,27 @@ func oneLineError(t testing.TB, r *result, want ...string) {
 	}
 }
 
+// errorLine checks that a failed command's last stderr line starts
+// "headtune: " and contains every want substring, and that it is the only
+// such line (progress lines before it are allowed).
+func errorLine(t testing.TB, r *result, want ...string) {
+	t.Helper()
+	if r.code == 0 {
+		t.Errorf("headtune %s: exit 0, want an error", strings.Join(r.args, " "))
+		return
+	}
+	lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
+	last := lines[len(lines)-1]
+	if !strings.HasPrefix(last, "headtune: ") || strings.Count(r.stderr, "headtune: ") != 1 {
+		t.Errorf("headtune %s: stderr does not end with one \"headtune: \" line:\n%s", strings.Join(r.args, " "), r.stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(last, w) {
+			t.Errorf("headtune %s: error %q does not mention %q", strings.Join(r.args, " "), last, w)
+		}
+	}
+}
+
 // listFiles returns every regular file under root, relative, sorted.
 func listFiles(t testing.TB, root string) []string {
 	t.Helper()
