@@ -154,6 +154,9 @@ func TestBuildInfo(t *testing.T) {
 			if s.Width != tc.w || s.Scale != tc.scale || s.Layout != "NHWC" || s.ChannelOrder != "RGB" {
 				t.Errorf("Spec(): %+v", s)
 			}
+			if err := s.Validate(); err != nil {
+				t.Errorf("Spec() is not a valid imaging.Spec: %v", err)
+			}
 			m, err := backbone.ParseModel(data)
 			if err != nil {
 				t.Fatal(err)
