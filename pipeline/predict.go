@@ -144,7 +144,11 @@ func ExpandInputs(args []string) ([]string, error) {
 				return nil
 			}
 			if !d.IsDir() && isImageName(name) {
-				files = append(files, p)
+				// Only regular files (symlinks followed): devices and
+				// FIFOs named like images are passed over, as in datasets.
+				if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+					files = append(files, p)
+				}
 			}
 			return nil
 		})

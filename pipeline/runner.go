@@ -230,30 +230,47 @@ func (r *Runner) Run(ctx context.Context, paths []string, onBatch func(*Batch) e
 	return ctx.Err()
 }
 
-// readFile reads a whole file into buf, growing it as needed, so that
-// workers reuse one buffer for every image.
+// MaxFileBytes bounds what readFile reads of one input file (1 GiB): no
+// image headtune can decode is larger, and a file that lies about its size
+// (a device, a file still growing) cannot exhaust memory.
+const MaxFileBytes = 1 << 30
+
+// readFile reads a whole regular file into buf, growing it as needed, so
+// that workers reuse one buffer for every image. Anything but a regular file
+// (a FIFO would block in open, /dev/zero never ends) is refused before it is
+// opened.
 func readFile(path string, buf []byte) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return buf[:0], err
-	}
-	defer f.Close()
-	st, err := f.Stat()
+	st, err := os.Stat(path)
 	if err != nil {
 		return buf[:0], err
 	}
 	if st.IsDir() {
 		return buf[:0], errors.New("is a directory")
 	}
+	if !st.Mode().IsRegular() {
+		return buf[:0], fmt.Errorf("not a regular file (%s)", fileKind(st.Mode()))
+	}
+	if st.Size() > MaxFileBytes {
+		return buf[:0], fmt.Errorf("file of %d bytes is larger than the %d-byte limit", st.Size(), MaxFileBytes)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return buf[:0], err
+	}
+	defer f.Close()
 	size := int(st.Size())
 	if cap(buf) < size+1 {
 		buf = make([]byte, size+1+size/4)
 	}
 	buf = buf[:0]
+	r := io.LimitReader(f, MaxFileBytes+1)
 	for {
-		n, err := f.Read(buf[len(buf):cap(buf)])
+		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if err == io.EOF {
+			if len(buf) > MaxFileBytes {
+				return buf[:0], fmt.Errorf("file grew past the %d-byte limit while being read", MaxFileBytes)
+			}
 			return buf, nil
 		}
 		if err != nil {
@@ -263,4 +280,16 @@ func readFile(path string, buf []byte) ([]byte, error) {
 			buf = append(buf, 0)[:len(buf)]
 		}
 	}
+}
+
+func fileKind(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	}
+	return m.Type().String()
 }
