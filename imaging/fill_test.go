@@ -1,6 +1,7 @@
 package imaging
 
 import (
+	"fmt"
 	"image"
 	"math"
 	"math/rand/v2"
@@ -373,4 +374,39 @@ func noisyPhoto(w, h int) *image.RGBA {
 		}
 	}
 	return img
+}
+
+// TestPaddedTaps: padding the horizontal tables to a fixed tap count must
+// keep every output's (source index -> weight) map unchanged.
+func TestPaddedTaps(t *testing.T) {
+	for _, interp := range []string{InterpBilinear, InterpBicubic, InterpArea, InterpNearest} {
+		for _, in := range []int{1, 2, 3, 5, 8, 17, 64, 255, 640} {
+			for _, out := range []int{1, 2, 3, 7, 16, 33, 224, 341, 700} {
+				var plain, padded coeffs
+				plain.build(axisKey{in: in, out: out, n: out, interp: interp})
+				padded.build(axisKey{in: in, out: out, n: out, interp: interp, pad: true})
+				if plain.identity {
+					continue
+				}
+				weights := func(c *coeffs, i int) map[int]int32 {
+					m := map[int]int32{}
+					for j, w := range c.w[i*c.ksize : i*c.ksize+int(c.count[i])] {
+						if w != 0 {
+							m[int(c.start[i])+j] = w
+						}
+					}
+					return m
+				}
+				for i := 0; i < out; i++ {
+					a, b := weights(&plain, i), weights(&padded, i)
+					if fmt.Sprint(a) != fmt.Sprint(b) {
+						t.Fatalf("%s %d->%d output %d: %v vs padded %v", interp, in, out, i, a, b)
+					}
+					if padded.fixed && (int(padded.start[i]) < 0 || int(padded.start[i])+padded.ksize > in) {
+						t.Fatalf("%s %d->%d output %d: padded window %d+%d outside the source", interp, in, out, i, padded.start[i], padded.ksize)
+					}
+				}
+			}
+		}
+	}
 }

@@ -128,9 +128,7 @@ func (c *coeffs) build(k axisKey) {
 	if area {
 		// Footprint of one output pixel: scale source pixels, touching
 		// at most ceil(scale)+1 of them.
-		// (Rounded up to odd: the fixed 3/5/7-tap kernels apply.)
 		ksize = int(math.Ceil(scale)) + 2
-		ksize |= 1
 	}
 	c.ksize = ksize
 	c.start = growI32(c.start, k.n)
@@ -195,23 +193,47 @@ func (c *coeffs) build(k axisKey) {
 		for x := xmax; x < ksize; x++ {
 			row[x] = 0
 		}
-		if k.pad && k.in >= ksize {
-			// Give every output ksize taps so that the horizontal kernel
-			// runs a fixed, unrolled loop. The extra taps have weight 0,
-			// so sums (and results) are unchanged. Near the right edge
-			// the window is moved left and the weights right.
-			if shift := xmin + ksize - k.in; shift > 0 {
-				copy(row[shift:], row[:ksize-shift])
-				for x := 0; x < shift; x++ {
-					row[x] = 0
-				}
-				xmin -= shift
-			}
-			xmax = ksize
-		}
 		c.start[i], c.count[i] = int32(xmin), int32(xmax)
 	}
-	c.fixed = k.pad && k.in >= ksize
+	if k.pad {
+		c.padTaps()
+	}
+}
+
+// padTaps gives every output the same number of taps (the largest count)
+// so that the horizontal kernel runs a fixed, unrolled loop, and repacks
+// the table with that stride. The extra taps have weight 0, so sums (and
+// results) are unchanged. Near the right edge the window moves left and
+// the weights right.
+func (c *coeffs) padTaps() {
+	n, ks := c.key.n, c.ksize
+	mc := 0
+	for _, cnt := range c.count[:n] {
+		mc = max(mc, int(cnt))
+	}
+	if mc == 0 || mc > c.key.in {
+		return
+	}
+	var tmp [64]int32
+	var row []int32
+	if mc <= len(tmp) {
+		row = tmp[:mc]
+	} else {
+		row = make([]int32, mc)
+	}
+	for i := 0; i < n; i++ {
+		cnt, st := int(c.count[i]), int(c.start[i])
+		clear(row)
+		off := 0
+		if st+mc > c.key.in {
+			off = st + mc - c.key.in
+		}
+		copy(row[off:], c.w[i*ks:i*ks+cnt])
+		copy(c.w[i*mc:(i+1)*mc], row) // i*mc <= i*ks: never overwrites a row not yet moved
+		c.start[i], c.count[i] = int32(st-off), int32(mc)
+	}
+	c.ksize = mc
+	c.fixed = true
 }
 
 func growI32(s []int32, n int) []int32 {
@@ -375,18 +397,13 @@ func (r *Resizer) horizontal(out []uint8, src *RGB, yFirst, rows, w int) {
 	}
 	ks := r.h.ksize
 	starts, counts, ws := r.h.start[:w], r.h.count[:w], r.h.w
-	if r.h.fixed && (ks == 3 || ks == 5 || ks == 7) {
+	if r.h.fixed && ks >= 2 && ks <= 8 {
+		kern := [...]func(o, s []uint8, starts, ws []int32){
+			2: horizontal2, 3: horizontal3, 4: horizontal4, 5: horizontal5,
+			6: horizontal6, 7: horizontal7, 8: horizontal8,
+		}[ks]
 		for y := 0; y < rows; y++ {
-			s := src.Pix[(yFirst+y)*sw3 : (yFirst+y+1)*sw3]
-			o := out[y*w3 : (y+1)*w3]
-			switch ks {
-			case 3:
-				horizontal3(o, s, starts, ws)
-			case 5:
-				horizontal5(o, s, starts, ws)
-			case 7:
-				horizontal7(o, s, starts, ws)
-			}
+			kern(out[y*w3:(y+1)*w3], src.Pix[(yFirst+y)*sw3:(yFirst+y+1)*sw3], starts, ws)
 		}
 		return
 	}
@@ -420,15 +437,42 @@ func (r *Resizer) horizontal(out []uint8, src *RGB, yFirst, rows, w int) {
 	}
 }
 
-// horizontal3/5/7 resample one row with exactly 3, 5 or 7 taps per output
-// pixel (padded coefficient tables).
+// horizontalN resample one row with exactly N taps per output pixel
+// (padded coefficient tables), fully unrolled.
+func horizontal2(o, s []uint8, starts, ws []int32) {
+	for x, st := range starts {
+		p := s[int(st)*3 : int(st)*3+6 : int(st)*3+6]
+		k := ws[x*2 : x*2+2 : x*2+2]
+		k0, k1 := k[0], k[1]
+		cr := fixedHalf + int32(p[0])*k0 + int32(p[3])*k1
+		cg := fixedHalf + int32(p[1])*k0 + int32(p[4])*k1
+		cb := fixedHalf + int32(p[2])*k0 + int32(p[5])*k1
+		d := o[x*3 : x*3+3 : x*3+3]
+		d[0], d[1], d[2] = clip8(cr), clip8(cg), clip8(cb)
+	}
+}
+
 func horizontal3(o, s []uint8, starts, ws []int32) {
 	for x, st := range starts {
 		p := s[int(st)*3 : int(st)*3+9 : int(st)*3+9]
 		k := ws[x*3 : x*3+3 : x*3+3]
-		cr := fixedHalf + int32(p[0])*k[0] + int32(p[3])*k[1] + int32(p[6])*k[2]
-		cg := fixedHalf + int32(p[1])*k[0] + int32(p[4])*k[1] + int32(p[7])*k[2]
-		cb := fixedHalf + int32(p[2])*k[0] + int32(p[5])*k[1] + int32(p[8])*k[2]
+		k0, k1, k2 := k[0], k[1], k[2]
+		cr := fixedHalf + int32(p[0])*k0 + int32(p[3])*k1 + int32(p[6])*k2
+		cg := fixedHalf + int32(p[1])*k0 + int32(p[4])*k1 + int32(p[7])*k2
+		cb := fixedHalf + int32(p[2])*k0 + int32(p[5])*k1 + int32(p[8])*k2
+		d := o[x*3 : x*3+3 : x*3+3]
+		d[0], d[1], d[2] = clip8(cr), clip8(cg), clip8(cb)
+	}
+}
+
+func horizontal4(o, s []uint8, starts, ws []int32) {
+	for x, st := range starts {
+		p := s[int(st)*3 : int(st)*3+12 : int(st)*3+12]
+		k := ws[x*4 : x*4+4 : x*4+4]
+		k0, k1, k2, k3 := k[0], k[1], k[2], k[3]
+		cr := fixedHalf + int32(p[0])*k0 + int32(p[3])*k1 + int32(p[6])*k2 + int32(p[9])*k3
+		cg := fixedHalf + int32(p[1])*k0 + int32(p[4])*k1 + int32(p[7])*k2 + int32(p[10])*k3
+		cb := fixedHalf + int32(p[2])*k0 + int32(p[5])*k1 + int32(p[8])*k2 + int32(p[11])*k3
 		d := o[x*3 : x*3+3 : x*3+3]
 		d[0], d[1], d[2] = clip8(cr), clip8(cg), clip8(cb)
 	}
@@ -447,6 +491,19 @@ func horizontal5(o, s []uint8, starts, ws []int32) {
 	}
 }
 
+func horizontal6(o, s []uint8, starts, ws []int32) {
+	for x, st := range starts {
+		p := s[int(st)*3 : int(st)*3+18 : int(st)*3+18]
+		k := ws[x*6 : x*6+6 : x*6+6]
+		k0, k1, k2, k3, k4, k5 := k[0], k[1], k[2], k[3], k[4], k[5]
+		cr := fixedHalf + int32(p[0])*k0 + int32(p[3])*k1 + int32(p[6])*k2 + int32(p[9])*k3 + int32(p[12])*k4 + int32(p[15])*k5
+		cg := fixedHalf + int32(p[1])*k0 + int32(p[4])*k1 + int32(p[7])*k2 + int32(p[10])*k3 + int32(p[13])*k4 + int32(p[16])*k5
+		cb := fixedHalf + int32(p[2])*k0 + int32(p[5])*k1 + int32(p[8])*k2 + int32(p[11])*k3 + int32(p[14])*k4 + int32(p[17])*k5
+		d := o[x*3 : x*3+3 : x*3+3]
+		d[0], d[1], d[2] = clip8(cr), clip8(cg), clip8(cb)
+	}
+}
+
 func horizontal7(o, s []uint8, starts, ws []int32) {
 	for x, st := range starts {
 		p := s[int(st)*3 : int(st)*3+21 : int(st)*3+21]
@@ -455,6 +512,19 @@ func horizontal7(o, s []uint8, starts, ws []int32) {
 		cr := fixedHalf + int32(p[0])*k0 + int32(p[3])*k1 + int32(p[6])*k2 + int32(p[9])*k3 + int32(p[12])*k4 + int32(p[15])*k5 + int32(p[18])*k6
 		cg := fixedHalf + int32(p[1])*k0 + int32(p[4])*k1 + int32(p[7])*k2 + int32(p[10])*k3 + int32(p[13])*k4 + int32(p[16])*k5 + int32(p[19])*k6
 		cb := fixedHalf + int32(p[2])*k0 + int32(p[5])*k1 + int32(p[8])*k2 + int32(p[11])*k3 + int32(p[14])*k4 + int32(p[17])*k5 + int32(p[20])*k6
+		d := o[x*3 : x*3+3 : x*3+3]
+		d[0], d[1], d[2] = clip8(cr), clip8(cg), clip8(cb)
+	}
+}
+
+func horizontal8(o, s []uint8, starts, ws []int32) {
+	for x, st := range starts {
+		p := s[int(st)*3 : int(st)*3+24 : int(st)*3+24]
+		k := ws[x*8 : x*8+8 : x*8+8]
+		k0, k1, k2, k3, k4, k5, k6, k7 := k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]
+		cr := fixedHalf + int32(p[0])*k0 + int32(p[3])*k1 + int32(p[6])*k2 + int32(p[9])*k3 + int32(p[12])*k4 + int32(p[15])*k5 + int32(p[18])*k6 + int32(p[21])*k7
+		cg := fixedHalf + int32(p[1])*k0 + int32(p[4])*k1 + int32(p[7])*k2 + int32(p[10])*k3 + int32(p[13])*k4 + int32(p[16])*k5 + int32(p[19])*k6 + int32(p[22])*k7
+		cb := fixedHalf + int32(p[2])*k0 + int32(p[5])*k1 + int32(p[8])*k2 + int32(p[11])*k3 + int32(p[14])*k4 + int32(p[17])*k5 + int32(p[20])*k6 + int32(p[23])*k7
 		d := o[x*3 : x*3+3 : x*3+3]
 		d[0], d[1], d[2] = clip8(cr), clip8(cg), clip8(cb)
 	}
