@@ -19,18 +19,20 @@ type background struct {
 	so, se bytes.Buffer
 	done   chan struct{}
 	cancel context.CancelFunc
+	began  time.Time
+	wall   time.Duration // set before done closes
 }
 
 func (c *cli) start(args ...string) *background {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	b := &background{done: make(chan struct{}), cancel: cancel}
+	b := &background{done: make(chan struct{}), cancel: cancel, began: time.Now()}
 	b.cmd = c.command(ctx, args...)
 	b.cmd.Stdout, b.cmd.Stderr = &b.so, &b.se
 	if err := b.cmd.Start(); err != nil {
 		c.t.Fatal(err)
 	}
-	go func() { b.cmd.Wait(); close(b.done) }()
+	go func() { b.cmd.Wait(); b.wall = time.Since(b.began); close(b.done) }()
 	c.t.Cleanup(func() { b.kill(); cancel() })
 	return b
 }
@@ -53,7 +55,7 @@ func (b *background) kill() {
 
 func (b *background) wait() *result {
 	<-b.done
-	return &result{args: b.cmd.Args[1:], stdout: b.so.String(), stderr: b.se.String(), code: b.cmd.ProcessState.ExitCode(), maxRSSKiB: maxRSS(b.cmd.ProcessState)}
+	return &result{args: b.cmd.Args[3:], stdout: b.so.String(), stderr: b.se.String(), code: b.cmd.ProcessState.ExitCode(), maxRSSKiB: maxRSS(b.cmd.ProcessState), wall: b.wall}
 }
 
 // watched is a run sampled while it ran: peak VmRSS and open descriptors.
@@ -61,6 +63,7 @@ type watched struct {
 	*result
 	peakRSSKiB int64 // largest VmRSS sampled from /proc (ru_maxrss is in result.maxRSSKiB)
 	peakFDs    int   // most entries seen in /proc/PID/fd
+	peakThr    int   // most OS threads seen (/proc/PID/status Threads)
 	samples    int
 	killedFor  string // "", "timeout" or "memory"
 }
@@ -83,7 +86,8 @@ loop:
 			break loop
 		case <-tick.C:
 		}
-		if rss := procRSSKiB(pid); rss > 0 {
+		if rss, thr := procStatus(pid); rss > 0 {
+			w.peakThr = max(w.peakThr, thr)
 			w.samples++
 			w.peakRSSKiB = max(w.peakRSSKiB, rss)
 			if rss > rssLimitKiB && w.killedFor == "" {
@@ -103,22 +107,24 @@ loop:
 	return w
 }
 
-// procRSSKiB reads VmRSS of a live process (0 when gone).
-func procRSSKiB(pid int) int64 {
+// procStatus reads VmRSS (KiB) and the thread count of a live process
+// (zeros when it is gone).
+func procStatus(pid int) (rssKiB int64, threads int) {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				n, _ := strconv.ParseInt(f[0], 10, 64)
-				return n
+			if f := strings.Fields(rest); len(f) > 0 {
+				rssKiB, _ = strconv.ParseInt(f[0], 10, 64)
 			}
 		}
+		if rest, ok := strings.CutPrefix(line, "Threads:"); ok {
+			threads, _ = strconv.Atoi(strings.TrimSpace(rest))
+		}
 	}
-	return 0
+	return rssKiB, threads
 }
 
 // waitForLock waits until the cache's lock file names pid (the writer has
