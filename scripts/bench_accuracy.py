@@ -107,7 +107,7 @@ def main():
           % (ntr, nte, k, a.backbone, dim))
     print()
     ref = rows[0][1]
-    print("| method | test accuracy | Δ vs %s (points) | training time (s) |" % rows[0][0])
+    print("| method | test accuracy | Δ vs headtune linear (points) | training time (s) |")
     print("| --- | ---: | ---: | ---: |")
     for name, acc, secs in rows:
         print("| %s | %.4f | %+.2f | %s |" % (name, acc, 100 * (acc - ref), "%.2f" % secs if secs is not None else "-"))
