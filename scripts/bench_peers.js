@@ -4,6 +4,7 @@
 //   node scripts/bench_peers.js --images DIR --onnx FILE --backbone NAME
 //        [--layout NHWC|NCHW] [--norm unit|imagenet] [--size 224] [--batch 16]
 //        [--threads 2] [--workers 2] [--limit 0] [--round 0] [--spin]
+//        [--decoder jpeg-js|sharp]
 //
 // The same ONNX file as headtune, run by onnxruntime-node (intraOpNumThreads
 // --threads, interOpNumThreads 1, sequential execution, all graph
@@ -13,6 +14,14 @@
 // here (half-pixel centres, no antialias: the same sampling as cv2.resize
 // INTER_LINEAR), then scaled (x/255) and, for "imagenet", normalised by the
 // ImageNet mean/std.
+//
+// --decoder sharp instead decodes and resizes with sharp (libvips with
+// mozjpeg's libjpeg-turbo, native, from npm's prebuilt @img/sharp-linux-x64):
+// resize(S, S, {fit: 'fill', kernel: 'linear'}) with libvips' default
+// shrink-on-load (DCT-reduced JPEG decoding, like headtune --fast-jpeg), then
+// the same scaling in JS. sharp runs on libuv's thread pool: --workers sets
+// UV_THREADPOOL_SIZE and sharp.concurrency(1) keeps libvips at one thread per
+// image.
 //
 // Prints JSON lines like bench_peers.py: "check" (the first outputs for a
 // deterministic probe tensor, to compare with OpenCV DNN on the same file),
@@ -36,6 +45,7 @@ const REPO = path.resolve(__dirname, '..');
 const NODE_DIR = process.env.BENCH_PEERS_NODE_DIR || path.join(REPO, '.deps', 'bench_peers_node');
 const req = createRequire(path.join(NODE_DIR, 'package.json'));
 const jpeg = req('jpeg-js');
+let sharp = null; // loaded on demand: --decoder sharp
 
 const MEAN = [0.485, 0.456, 0.406];
 const STD = [0.229, 0.224, 0.225];
@@ -44,7 +54,7 @@ const CHECK_VALUES = 16;
 function parseArgs(argv) {
   const a = {
     images: '', onnx: '', backbone: '', layout: 'NCHW', norm: 'imagenet', size: 224, batch: 16,
-    threads: 2, workers: 2, limit: 0, round: 0, spin: false,
+    threads: 2, workers: 2, limit: 0, round: 0, spin: false, decoder: 'jpeg-js',
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
@@ -59,6 +69,7 @@ function parseArgs(argv) {
   if (!a.images || !a.onnx) die('needs --images DIR and --onnx FILE');
   if (a.layout !== 'NCHW' && a.layout !== 'NHWC') die(`--layout ${a.layout}: NCHW or NHWC`);
   if (a.norm !== 'unit' && a.norm !== 'imagenet') die(`--norm ${a.norm}: unit or imagenet`);
+  if (a.decoder !== 'jpeg-js' && a.decoder !== 'sharp') die(`--decoder ${a.decoder}: jpeg-js or sharp`);
   if (a.size < 1 || a.batch < 1 || a.threads < 1 || a.workers < 1) die('--size, --batch, --threads and --workers must be positive');
   return a;
 }
@@ -117,6 +128,27 @@ function makeLoader(opt) {
   };
 }
 
+// makeSharpLoader: async (p, out) => void; sharp decodes (shrink-on-load) and
+// resizes to S x S RGB uint8, the scaling into out happens here.
+function makeSharpLoader(opt) {
+  const S = opt.size, plane = S * S, nchw = opt.layout === 'NCHW';
+  const scale = new Float32Array(3), bias = new Float32Array(3);
+  for (let c = 0; c < 3; c++) {
+    if (opt.norm === 'imagenet') { scale[c] = 1 / (255 * STD[c]); bias[c] = -MEAN[c] / STD[c]; } else { scale[c] = 1 / 255; bias[c] = 0; }
+  }
+  return async function load(p, out) {
+    const { data, info } = await sharp(p).removeAlpha().resize(S, S, { fit: 'fill', kernel: 'linear' })
+      .raw().toBuffer({ resolveWithObject: true });
+    if (info.width !== S || info.height !== S || info.channels !== 3) throw new Error(`${p}: sharp gave ${info.width}x${info.height}x${info.channels}`);
+    for (let o = 0; o < plane; o++) {
+      for (let c = 0; c < 3; c++) {
+        const v = data[o * 3 + c] * scale[c] + bias[c];
+        if (nchw) out[c * plane + o] = v; else out[o * 3 + c] = v;
+      }
+    }
+  };
+}
+
 function listImages(dir, limit) {
   let names;
   try {
@@ -149,6 +181,12 @@ if (!isMainThread) {
 // ------------------------------------------------------------ main thread
 async function main() {
   const a = parseArgs(process.argv.slice(2));
+  if (a.decoder === 'sharp') {
+    process.env.UV_THREADPOOL_SIZE = String(a.workers); // before the pool's first use
+    sharp = req('sharp');
+    sharp.concurrency(1);
+    sharp.cache(false);
+  }
   const ort = req('onnxruntime-node');
   const paths = listImages(a.images, a.limit);
   const N = paths.length, S = a.size, L = 3 * S * S;
@@ -159,7 +197,8 @@ async function main() {
     extra: { session: { intra_op: { allow_spinning: a.spin ? '1' : '0' }, inter_op: { allow_spinning: '0' } } },
   });
   const inName = sess.inputNames[0], outName = sess.outputNames[0];
-  const load = makeLoader(a);
+  const sync = a.decoder === 'jpeg-js' ? makeLoader(a) : null;
+  const load = sync ? async (p, out) => sync(p, out) : makeSharpLoader(a);
   const batchBuf = new Float32Array(a.batch * L);
   const tensors = new Map(); // batch size -> Tensor over batchBuf, reused
   const tensorFor = (m) => {
@@ -168,11 +207,11 @@ async function main() {
     return t;
   };
   const run = async (m) => (await sess.run({ [inName]: tensorFor(m) }))[outName];
-  const common = { peer: 'onnxruntime-node', backbone: a.backbone, n: N, round: a.round };
+  const common = { peer: `onnxruntime-node + ${a.decoder}`, backbone: a.backbone, n: N, round: a.round };
 
   // warm-up on real images, then the probe
   const w = Math.min(a.batch, N);
-  for (let i = 0; i < w; i++) load(paths[i], batchBuf.subarray(i * L, (i + 1) * L));
+  for (let i = 0; i < w; i++) await load(paths[i], batchBuf.subarray(i * L, (i + 1) * L));
   await run(w);
   for (let j = 0; j < L; j++) batchBuf[j] = ((j * 7919) % 1000) / 1000;
   const probe = await run(1);
@@ -181,7 +220,7 @@ async function main() {
   // decode: main thread only, into one preallocated array
   const all = new Float32Array(N * L);
   let t = process.hrtime.bigint();
-  for (let i = 0; i < N; i++) load(paths[i], all.subarray(i * L, (i + 1) * L));
+  for (let i = 0; i < N; i++) await load(paths[i], all.subarray(i * L, (i + 1) * L));
   emit({ mode: 'decode', ms_per_image: Number(process.hrtime.bigint() - t) / 1e6 / N, ...common });
 
   // infer: tensors prepared in advance (copied batch by batch into the
@@ -194,43 +233,49 @@ async function main() {
   }
   emit({ mode: 'infer', images_per_s: N / (Number(process.hrtime.bigint() - t) / 1e9), ...common });
 
-  // e2e: worker threads decode into pooled buffers, main assembles batches
-  // in file order and runs them; a window of 2 batches keeps the workers
-  // busy while a batch runs. Workers are started and warmed up (one decode
-  // each, so jpeg-js is loaded and compiled) before the clock starts, as a
-  // long-running service would keep them.
+  // e2e: decoders fill pooled buffers (jpeg-js: worker_threads; sharp:
+  // libuv's pool), the main thread assembles batches in file order and runs
+  // them; a window of 2 batches keeps the decoders busy while a batch runs.
+  // jpeg-js workers are started and warmed up (one decode each, so jpeg-js
+  // is loaded and compiled) before the clock starts, as a long-running
+  // service would keep them.
   const window = Math.max(2 * a.batch, 2 * a.workers);
   const pool = [];
   for (let i = 0; i < window; i++) pool.push(new ArrayBuffer(L * 4));
-  const workers = [];
-  for (let k = 0; k < a.workers; k++) workers.push(new Worker(__filename, { workerData: { size: a.size, layout: a.layout, norm: a.norm } }));
-  await Promise.all(workers.map((wk) => new Promise((resolve, reject) => {
-    const buf = pool.pop();
-    const onErr = (e) => { wk.off('message', onMsg); reject(e); };
-    const onMsg = (m) => {
-      wk.off('error', onErr);
-      if (m.err) reject(new Error(m.err)); else { pool.push(m.buf); resolve(); }
-    };
-    wk.once('message', onMsg);
-    wk.once('error', onErr);
-    wk.postMessage({ i: -1, path: paths[0], buf }, [buf]);
-  })));
   const ready = new Map(); // index -> ArrayBuffer
   let next = 0, waiting = null, failed = null;
+  const wake = () => { if (waiting) { const r = waiting; waiting = null; r(); } };
+  const done = (i, buf) => { ready.set(i, buf); wake(); };
+  const fail = (e) => { failed = failed || e; wake(); };
+  const workers = [];
+  let submit;
+  if (sync) {
+    for (let k = 0; k < a.workers; k++) workers.push(new Worker(__filename, { workerData: { size: a.size, layout: a.layout, norm: a.norm } }));
+    await Promise.all(workers.map((wk) => new Promise((resolve, reject) => {
+      const buf = pool.pop();
+      const onErr = (e) => { wk.off('message', onMsg); reject(e); };
+      const onMsg = (m) => {
+        wk.off('error', onErr);
+        if (m.err) reject(new Error(m.err)); else { pool.push(m.buf); resolve(); }
+      };
+      wk.once('message', onMsg);
+      wk.once('error', onErr);
+      wk.postMessage({ i: -1, path: paths[0], buf }, [buf]);
+    })));
+    for (const wk of workers) {
+      wk.on('message', (m) => (m.err ? fail(new Error(m.err)) : done(m.i, m.buf)));
+      wk.on('error', fail);
+    }
+    submit = (i, buf) => workers[i % a.workers].postMessage({ i, path: paths[i], buf }, [buf]);
+  } else {
+    submit = (i, buf) => load(paths[i], new Float32Array(buf)).then(() => done(i, buf), fail);
+  }
   const dispatch = () => {
     while (next < N && pool.length > 0) {
-      const buf = pool.pop();
-      workers[next % a.workers].postMessage({ i: next, path: paths[next], buf }, [buf]);
+      submit(next, pool.pop());
       next++;
     }
   };
-  for (const wk of workers) {
-    wk.on('message', (m) => {
-      if (m.err) failed = failed || new Error(m.err); else ready.set(m.i, m.buf);
-      if (waiting) { const r = waiting; waiting = null; r(); }
-    });
-    wk.on('error', (e) => { failed = failed || e; if (waiting) { const r = waiting; waiting = null; r(); } });
-  }
   t = process.hrtime.bigint();
   dispatch();
   let k = 0;

@@ -17,8 +17,12 @@
 #                     with random weights
 #   OpenCV DNN        cv2.dnn.readNetFromONNX on the same ONNX file,
 #                     cv2.setNumThreads(T), cv2.imread/cv2.resize in W threads
-#   onnxruntime-node  the same ONNX file, intraOpNumThreads T, jpeg-js + a JS
-#                     bilinear resize in W worker_threads
+#   onnxruntime-node + jpeg-js  the same ONNX file, intraOpNumThreads T,
+#                     jpeg-js (pure JS decoder) + a JS bilinear resize in W
+#                     worker_threads
+#   onnxruntime-node + sharp    the same, decoding and resizing with sharp
+#                     (native libvips/libjpeg-turbo from npm's prebuilt
+#                     package, shrink-on-load) on W libuv threads
 # Each is measured three ways: end to end (files -> features), inference only
 # (tensors prepared in advance) and decode+resize+normalise alone on one
 # thread, so decode and inference costs are separated. Every peer loads its
@@ -41,7 +45,7 @@
 #   ROUNDS (3)  LIMIT (0: all images)  BATCH (16)  THREADS (2)  WORKERS (2)
 #   BACKBONES ("mobilenetv2-imagenet resnet18"; torchvision names as in
 #             scripts/export_torchvision.py, e.g. resnet50, are exported on demand)
-#   PEERS ("headtune headtune-fast torch opencv node")
+#   PEERS ("headtune headtune-fast torch opencv node node-sharp")
 #   IMAGES (.deps/bench_decode: 200 JPEGs of 640x480, made by scripts/bench_decode.sh)
 #   HEADTUNE_HOME (.deps/headtune-home)  ORT_NODE_VERSION (the version of the
 #   library headtune loads)  PYTHON (/usr/bin/python3)
@@ -56,7 +60,7 @@ BATCH="${BATCH:-16}"
 THREADS="${THREADS:-2}"
 WORKERS="${WORKERS:-2}"
 BACKBONES="${BACKBONES:-mobilenetv2-imagenet resnet18}"
-PEERS="${PEERS:-headtune headtune-fast torch opencv node}"
+PEERS="${PEERS:-headtune headtune-fast torch opencv node node-sharp}"
 IMAGES="${IMAGES:-$REPO/.deps/bench_decode}"
 PYTHON="${PYTHON:-/usr/bin/python3}"
 export HEADTUNE_HOME="${HEADTUNE_HOME:-$REPO/.deps/headtune-home}"
@@ -137,15 +141,22 @@ HT_ORT=$("$tmp/benchextract" -images "$probe_dir" -model "${HTMODEL[$first]}" "$
 [ -n "$HT_ORT" ] || die "could not read headtune's ONNX Runtime version from scripts/benchextract"
 ORT_NODE_VERSION="${ORT_NODE_VERSION:-$HT_ORT}"
 
-if [[ " $PEERS " == *" node "* ]]; then
-  have=$(node -e "try{console.log(require('$NODE_DIR/node_modules/onnxruntime-node/package.json').version)}catch(e){}" 2>/dev/null || true)
-  if [ "$have" != "$ORT_NODE_VERSION" ] || [ ! -d "$NODE_DIR/node_modules/jpeg-js" ]; then
-    log "npm install --ignore-scripts onnxruntime-node@$ORT_NODE_VERSION jpeg-js@0.4.4 in $NODE_DIR"
+SHARP_VERSION="${SHARP_VERSION:-0.35.5}"
+if [[ " $PEERS " == *" node"* ]]; then
+  nodever() { node -e "try{console.log(require('$NODE_DIR/node_modules/$1/package.json').version)}catch(e){console.log('none')}" 2>/dev/null || echo none; }
+  pkgs=()
+  [ "$(nodever onnxruntime-node)" = "$ORT_NODE_VERSION" ] || pkgs+=("onnxruntime-node@$ORT_NODE_VERSION")
+  [ "$(nodever jpeg-js)" != none ] || pkgs+=(jpeg-js@0.4.4)
+  if [[ " $PEERS " == *" node-sharp "* ]] && [ "$(nodever sharp)" != "$SHARP_VERSION" ]; then pkgs+=("sharp@$SHARP_VERSION"); fi
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    log "npm install --ignore-scripts ${pkgs[*]} in $NODE_DIR"
     mkdir -p "$NODE_DIR"
     [ -f "$NODE_DIR/package.json" ] || echo '{"name":"headtune-bench-peers","private":true}' >"$NODE_DIR/package.json"
-    # --ignore-scripts: the CPU library ships inside the tarball; the install
-    # script would only try to fetch CUDA parts.
-    (cd "$NODE_DIR" && npm install --ignore-scripts --no-audit --no-fund "onnxruntime-node@$ORT_NODE_VERSION" jpeg-js@0.4.4 >&2)
+    # --ignore-scripts: onnxruntime-node's CPU library ships inside its
+    # tarball (its install script would only try to fetch CUDA parts), and
+    # sharp's native parts come as the @img/sharp-linux-x64 and
+    # @img/sharp-libvips-linux-x64 npm packages.
+    (cd "$NODE_DIR" && npm install --ignore-scripts --no-audit --no-fund "${pkgs[@]}" >&2)
   fi
 fi
 
@@ -160,14 +171,14 @@ raw="$tmp/raw.jsonl"
   printf '# command: ROUNDS=%s LIMIT=%s scripts/bench_peers.sh\n' "$ROUNDS" "$LIMIT"
 } >"$raw"
 nodev=$(node --version 2>/dev/null || echo none)
-ortnode=$(node -e "try{console.log(require('$NODE_DIR/node_modules/onnxruntime-node/package.json').version)}catch(e){console.log('none')}" 2>/dev/null || echo none)
-jpegjs=$(node -e "try{console.log(require('$NODE_DIR/node_modules/jpeg-js/package.json').version)}catch(e){console.log('none')}" 2>/dev/null || echo none)
-"$PYTHON" - "$THREADS" "$(go version | cut -d' ' -f3)" "$HT_ORT" "$nodev" "$ortnode" "$jpegjs" "$(git rev-parse --short HEAD)" >>"$raw" <<'PY'
+nv() { node -e "try{console.log(require('$NODE_DIR/node_modules/$1/package.json').version)}catch(e){console.log('none')}" 2>/dev/null || echo none; }
+sharpv=$(node -e "try{const s=require('$NODE_DIR/node_modules/sharp');console.log(s.versions.sharp+' (libvips '+s.versions.vips+')')}catch(e){console.log('none')}" 2>/dev/null || echo none)
+"$PYTHON" - "$THREADS" "$(go version | cut -d' ' -f3)" "$HT_ORT" "$nodev" "$(nv onnxruntime-node)" "$(nv jpeg-js)" "$sharpv" "$(git rev-parse --short HEAD)" >>"$raw" <<'PY'
 import json, sys
 import cv2, numpy, PIL, torch, torchvision
-threads, gov, ort, nodev, ortnode, jpegjs, commit = sys.argv[1:]
+threads, gov, ort, nodev, ortnode, jpegjs, sharpv, commit = sys.argv[1:]
 print(json.dumps({"mode": "versions", "threads": int(threads), "headtune": commit, "go": gov,
-                  "onnxruntime (headtune)": ort, "node": nodev, "onnxruntime-node": ortnode, "jpeg-js": jpegjs,
+                  "onnxruntime (headtune)": ort, "node": nodev, "onnxruntime-node": ortnode, "jpeg-js": jpegjs, "sharp": sharpv,
                   "torch": torch.__version__, "torchvision": torchvision.__version__, "opencv": cv2.__version__,
                   "numpy": numpy.__version__, "Pillow": PIL.__version__}))
 PY
@@ -224,8 +235,9 @@ run_peer() { # peer backbone round
     torch) "$PYTHON" scripts/bench_peers.py torch "${common[@]}" --backbone "$tb" | sed "s/\"backbone\": \"$tb\"/\"backbone\": \"$b\"/" ;;
     opencv) "$PYTHON" scripts/bench_peers.py opencv "${common[@]}" --backbone "$b" 2>"$tmp/cv.err" ||
       { cat "$tmp/cv.err" >&2; return 1; } ;;
-    node) node scripts/bench_peers.js "${common[@]}" --backbone "$b" ;;
-    *) die "unknown peer $p (use: headtune headtune-fast torch opencv node)" ;;
+    node) node scripts/bench_peers.js "${common[@]}" --backbone "$b" --decoder jpeg-js ;;
+    node-sharp) node scripts/bench_peers.js "${common[@]}" --backbone "$b" --decoder sharp ;;
+    *) die "unknown peer $p (use: headtune headtune-fast torch opencv node node-sharp)" ;;
   esac
 }
 
