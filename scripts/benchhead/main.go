@@ -25,6 +25,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/headtune/headtune/head"
@@ -48,6 +49,7 @@ type result struct {
 	Name     string  `json:"name"`
 	Accuracy float64 `json:"accuracy"`
 	Seconds  float64 `json:"seconds"`
+	CPU      float64 `json:"cpu_seconds"` // user+system CPU time of the process during training
 	Iters    int     `json:"iterations"`
 	Stopped  string  `json:"stopped"`
 	Train    int     `json:"train_rows"`
@@ -119,20 +121,31 @@ func run(dir, kinds string, seed int64, threads int, valFrac float64, verbose bo
 		if len(classes) > 0 {
 			cfg.Classes = classes
 		}
+		c0 := cpuSeconds()
 		t0 := time.Now()
 		m, rep, err := head.Train(context.Background(), tr, va, cfg, log)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		secs := time.Since(t0).Seconds()
+		cpu := cpuSeconds() - c0
 		e, err := head.Evaluate(m, test)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		enc.Encode(result{Name: name, Accuracy: e.Accuracy, Seconds: secs, Iters: rep.Iters, Stopped: rep.Stopped,
+		enc.Encode(result{Name: name, Accuracy: e.Accuracy, Seconds: secs, CPU: cpu, Iters: rep.Iters, Stopped: rep.Stopped,
 			Train: tr.Rows(), Test: test.Rows(), Dim: train.D})
 	}
 	return nil
+}
+
+// cpuSeconds is the process's user+system CPU time.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return math.NaN()
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 var (
