@@ -93,7 +93,9 @@ type TrainInfo struct {
 //
 // The first Tuned layers were initialised from the backbone's own dense
 // layers (--tune-layers); the remaining layers are the new head. A Model is
-// safe for concurrent use by several goroutines once built.
+// safe for concurrent use by several goroutines once built. Prediction
+// methods assume a valid model (Validate); Train and Load only return valid
+// ones.
 type Model struct {
 	Version     int                `json:"version"`
 	Kind        string             `json:"kind"` // "linear" or "mlp"
