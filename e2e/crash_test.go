@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -180,51 +182,95 @@ func TestCrashResume(t *testing.T) {
 	exported := filepath.Join(c.dir, "m.onnx")
 	c.ok("export", "--head", head, "-o", exported)
 	pbase := []string{"predict", "--model", exported, ds, "--quiet", "--batch", "8", "--top", "3"}
-	refOut := filepath.Join(c.dir, "ref.jsonl")
-	c.ok(append(pbase, "--out", refOut, "--workers", "2")...)
-	refRows := readJSONL(t, refOut)
-	if len(refRows) != n {
-		t.Fatalf("uninterrupted predict wrote %d rows for %d images", len(refRows), n)
+	// JSON Lines carries full float32 precision; CSV is what most users
+	// write. Each gets half of the predict kills.
+	for _, ext := range []string{".jsonl", ".csv"} {
+		refOut := filepath.Join(c.dir, "ref"+ext)
+		c.ok(append(pbase, "--out", refOut, "--workers", "2")...)
+		refRows := readRows(t, refOut)
+		if len(refRows) != n {
+			t.Fatalf("uninterrupted predict wrote %d rows for %d images", len(refRows), n)
+		}
+		pkills := kills / 4
+		start = time.Now()
+		out := filepath.Join(c.dir, "p"+ext)
+		pk, pmid, prev := 0, 0, 0
+		for {
+			delay := time.Duration(rng.Float64() * float64(span))
+			if pk >= pkills {
+				delay = time.Hour
+			}
+			wasKilled, r := c.killRun(delay, append(pbase, "--out", out, "--resume", "--workers", strconv.Itoa(1+rng.IntN(3)))...)
+			rows := readRows(t, out) // fails on duplicates and on torn lines other than the last
+			for p, row := range rows {
+				if row != refRows[p] {
+					t.Fatalf("predict kill %d: row of %s is %s, uninterrupted run wrote %s", pk, p, row, refRows[p])
+				}
+			}
+			if wasKilled {
+				pk++
+				if len(rows) > prev && len(rows) < n {
+					pmid++
+				}
+				prev = len(rows)
+				continue
+			}
+			if r.code != 0 {
+				t.Fatalf("resumed predict failed: %v", r)
+			}
+			if len(rows) != n {
+				t.Fatalf("predict finished with %d rows for %d images", len(rows), n)
+			}
+			if pk >= pkills {
+				break
+			}
+			os.Remove(out)
+			prev = 0
+		}
+		t.Logf("predict --resume --out %s: %d kills survived in %v, %d of them mid-run (new rows kept, not all written)", ext, pk, time.Since(start).Round(time.Millisecond), pmid)
+		fmt.Printf("RELIABILITY predict%s_kills=%d mid_kills=%d seconds=%.1f\n", strings.ReplaceAll(ext, ".", "_"), pk, pmid, time.Since(start).Seconds())
 	}
+}
 
-	pkills := kills / 2
-	start = time.Now()
-	out := filepath.Join(c.dir, "p.jsonl")
-	pk, pmid, prev := 0, 0, 0
-	for {
-		delay := time.Duration(rng.Float64() * float64(span))
-		if pk >= pkills {
-			delay = time.Hour
-		}
-		wasKilled, r := c.killRun(delay, append(pbase, "--out", out, "--resume", "--workers", strconv.Itoa(1+rng.IntN(3)))...)
-		rows := readJSONL(t, out) // fails on duplicates and on torn lines other than the last
-		for p, row := range rows {
-			if row != refRows[p] {
-				t.Fatalf("predict kill %d: row of %s is %s, uninterrupted run wrote %s", pk, p, row, refRows[p])
+// readRows reads a predictions file (.jsonl or .csv): path -> the row's
+// text. Every line but a torn last one must parse, a CSV has one header, and
+// no path may appear twice.
+func readRows(t *testing.T, path string) map[string]string {
+	t.Helper()
+	if strings.HasSuffix(path, ".jsonl") {
+		return readJSONL(t, path)
+	}
+	data, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := bytes.LastIndexByte(data, '\n'); i != len(data)-1 {
+		data = data[:i+1]
+	}
+	recs, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	rows := map[string]string{}
+	for i, r := range recs {
+		if i == 0 {
+			if r[0] != "path" {
+				t.Fatalf("%s: first row %q is not the header", path, r)
 			}
-		}
-		if wasKilled {
-			pk++
-			if len(rows) > prev && len(rows) < n {
-				pmid++
-			}
-			prev = len(rows)
 			continue
 		}
-		if r.code != 0 {
-			t.Fatalf("resumed predict failed: %v", r)
+		if r[0] == "path" {
+			t.Fatalf("%s: header repeated at row %d", path, i+1)
 		}
-		if len(rows) != n {
-			t.Fatalf("predict finished with %d rows for %d images", len(rows), n)
+		if _, dup := rows[r[0]]; dup {
+			t.Fatalf("%s: %s appears twice: finished work was redone", path, r[0])
 		}
-		if pk >= pkills {
-			break
-		}
-		os.Remove(out)
-		prev = 0
+		rows[r[0]] = strings.Join(r, "\x00")
 	}
-	t.Logf("predict --resume: %d kills survived in %v, %d of them mid-run (new rows kept, not all written)", pk, time.Since(start).Round(time.Millisecond), pmid)
-	fmt.Printf("RELIABILITY predict_kills=%d mid_kills=%d seconds=%.1f\n", pk, pmid, time.Since(start).Seconds())
+	return rows
 }
 
 // readJSONL reads a predictions file: path -> the row's JSON text. Every
