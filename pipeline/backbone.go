@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/headtune/headtune/backbone"
@@ -62,6 +63,10 @@ type Backbone struct {
 	Cut      *onnxpb.ModelProto // cut at the feature tensor, output "features"
 	Identity featcache.Identity
 	Session  *backbone.Session // nil with NoSession
+	// Inferers is how many batches to run through Session at once: the
+	// session runs each on one thread (see the package comment), and
+	// SessionOptions.Threads (0: one per core) sets how many run together.
+	Inferers int
 
 	// Options are the options the backbone was opened with.
 	Options BackboneOptions
@@ -191,13 +196,15 @@ func OpenBackbone(ref string, opt BackboneOptions) (*Backbone, error) {
 	if in.Batch > 0 {
 		fixed = in.Batch
 	}
+	var sessOpt backbone.SessionOptions
+	b.Inferers, sessOpt = PipelineThreads(opt.Session)
 	b.Session, err = backbone.NewSession(cutBytes, backbone.SessionSpec{
 		Input:       in.Name,
 		InputShape:  inputShape(spec),
 		Outputs:     []string{"features"},
 		OutputSizes: []int{b.Dim},
 		FixedBatch:  fixed,
-	}, opt.Session)
+	}, sessOpt)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", b.ModelPath, err)
 	}
@@ -240,6 +247,17 @@ func imageInput(m *onnxpb.ModelProto) (imageInputInfo, error) {
 		}
 	}
 	return in, nil
+}
+
+// PipelineThreads turns a thread budget into the pipeline's layout: that
+// many concurrent inference calls on a session with one intra-op thread.
+func PipelineThreads(opt backbone.SessionOptions) (inferers int, session backbone.SessionOptions) {
+	inferers = opt.Threads
+	if inferers <= 0 {
+		inferers = runtime.NumCPU()
+	}
+	opt.Threads = 1
+	return inferers, opt
 }
 
 // inputShape is the per-sample input shape the spec fills.

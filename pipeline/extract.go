@@ -155,6 +155,7 @@ func Extract(ctx context.Context, bb *Backbone, ds *imaging.Dataset, opt Extract
 		Spec:      bb.Spec,
 		BatchSize: opt.BatchSize,
 		Workers:   opt.Workers,
+		Inferers:  bb.Inferers,
 		Skip: func(h [32]byte) bool {
 			_, ok := known.Lookup(featcache.Key(h))
 			return ok

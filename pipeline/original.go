@@ -65,7 +65,8 @@ func OriginalScores(ctx context.Context, store *models.Store, ref string, ds *im
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	sess, err := backbone.NewSession(data, backbone.SessionSpec{Input: in.Name, InputShape: inputShape(spec), Outputs: []string{output}, OutputSizes: []int{len(classes)}, FixedBatch: in.Batch}, opt.Session)
+	inferers, sessOpt := PipelineThreads(opt.Session)
+	sess, err := backbone.NewSession(data, backbone.SessionSpec{Input: in.Name, InputShape: inputShape(spec), Outputs: []string{output}, OutputSizes: []int{len(classes)}, FixedBatch: in.Batch}, sessOpt)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -75,7 +76,7 @@ func OriginalScores(ctx context.Context, store *models.Store, ref string, ds *im
 		paths[i] = s.Path
 	}
 	k := len(classes)
-	r := &Runner{Session: sess, Spec: spec, OnFail: onFail}
+	r := &Runner{Session: sess, Spec: spec, Inferers: inferers, OnFail: onFail}
 	err = r.Run(ctx, paths, func(b *Batch) error {
 		probs = append(probs, b.Outputs[0][:b.N*k]...)
 		for _, idx := range b.Index {

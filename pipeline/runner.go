@@ -1,8 +1,15 @@
 // Package pipeline runs images through a backbone: decode workers fill
-// batch buffers while ONNX Runtime runs the previous batch, and each finished
-// batch is handed to the caller (the feature cache for extract, the head for
-// predict). Memory is bounded by the batch size and the number of batches in
-// flight, never by the number of images.
+// batch buffers while ONNX Runtime runs other batches, and each finished
+// batch is handed to the caller, in order (the feature cache for extract,
+// the head for predict). Memory is bounded by the batch size and the number
+// of batches in flight, never by the number of images.
+//
+// Every unit of work is single-threaded: decoding one image, or running one
+// batch through a session with one intra-op thread. With several of each in
+// flight the cores stay busy without the barrier stalls that a
+// multi-threaded ONNX Runtime suffers when decode workers share its cores
+// (a parallel operator waits for its slowest thread, and a descheduled
+// thread stalls them all).
 package pipeline
 
 import (
@@ -25,6 +32,9 @@ type Runner struct {
 	Spec      imaging.Spec
 	BatchSize int // samples per inference call; default 16
 	Workers   int // decode goroutines; default GOMAXPROCS
+	// Inferers is the number of batches run through the session at once;
+	// default 1. Sessions made with one intra-op thread want one per core.
+	Inferers int
 
 	// Skip, when set, is asked after a file is read and hashed; true means
 	// its features are known already, so it is neither decoded nor run and
@@ -52,11 +62,14 @@ type Batch struct {
 	Input   []float32   // N*InputLen preprocessed values (for tests and debugging)
 
 	// slots: assigned before decoding; compacted into the fields above.
-	slots   int
-	outFull [][]float32 // full-capacity output buffers; Outputs are their first N rows
-	slotIdx []int
-	slotErr []error
-	wg      sync.WaitGroup
+	slots    int
+	outFull  [][]float32 // full-capacity output buffers; Outputs are their first N rows
+	slotIdx  []int
+	slotErr  []error
+	slotHash [][32]byte
+	decoded  sync.WaitGroup // one per slot, done when the worker is done with it
+	ran      sync.WaitGroup // done when inference has run (or failed)
+	err      error          // inference error
 }
 
 // Failure is an input that could not be processed.
@@ -74,14 +87,10 @@ type job struct {
 	idx  int
 }
 
-// batchesInFlight bounds memory: one batch being decoded into, one waiting,
-// one running.
-const batchesInFlight = 3
-
 // Run processes paths in order. onBatch is called for every batch that ran,
 // in order, from the calling goroutine. Run returns ctx.Err() when
-// cancelled: everything already passed to onBatch is complete, the batch in
-// flight is dropped.
+// cancelled: everything already passed to onBatch is complete, batches in
+// flight are dropped.
 func (r *Runner) Run(ctx context.Context, paths []string, onBatch func(*Batch) error) error {
 	bs := r.BatchSize
 	if bs <= 0 {
@@ -91,6 +100,7 @@ func (r *Runner) Run(ctx context.Context, paths []string, onBatch func(*Batch) e
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
+	inferers := max(r.Inferers, 1)
 	inLen := r.Session.InputLen()
 	if inLen != r.Spec.TensorLen() {
 		return fmt.Errorf("preprocessing makes %d values per image but the model takes %d", r.Spec.TensorLen(), inLen)
@@ -99,19 +109,23 @@ func (r *Runner) Run(ctx context.Context, paths []string, onBatch func(*Batch) e
 
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	// Cancel first, then wait: workers and the dispatcher exit on ctx.
+	// Cancel first, then wait: every goroutine exits on ctx.
 	defer func() { cancel(); wg.Wait() }()
 
-	free := make(chan *Batch, batchesInFlight)
-	for i := 0; i < batchesInFlight; i++ {
+	// Batches in flight bound memory: one being filled, one per inferer
+	// running, one waiting for each, and one being handed over.
+	inFlight := 2*inferers + 2
+	free := make(chan *Batch, inFlight)
+	for i := 0; i < inFlight; i++ {
 		b := &Batch{
-			Input:   make([]float32, bs*inLen),
-			Index:   make([]int, 0, bs),
-			Hash:    make([][32]byte, bs),
-			slotIdx: make([]int, bs),
-			slotErr: make([]error, bs),
-			Outputs: make([][]float32, len(sizes)),
-			outFull: make([][]float32, len(sizes)),
+			Input:    make([]float32, bs*inLen),
+			Index:    make([]int, 0, bs),
+			Hash:     make([][32]byte, bs),
+			slotHash: make([][32]byte, bs),
+			slotIdx:  make([]int, bs),
+			slotErr:  make([]error, bs),
+			Outputs:  make([][]float32, len(sizes)),
+			outFull:  make([][]float32, len(sizes)),
 		}
 		for k, s := range sizes {
 			b.outFull[k] = make([]float32, bs*s)
@@ -119,10 +133,14 @@ func (r *Runner) Run(ctx context.Context, paths []string, onBatch func(*Batch) e
 		free <- b
 	}
 	jobs := make(chan job, bs)
-	ready := make(chan *Batch, batchesInFlight)
+	ready := make(chan *Batch, inFlight) // to the inferers
+	order := make(chan *Batch, inFlight) // to the caller, in dispatch order
 
 	// Dispatcher: assigns files to batch slots in order.
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
+		defer close(order)
 		defer close(ready)
 		defer close(jobs)
 		var b *Batch
@@ -134,21 +152,26 @@ func (r *Runner) Run(ctx context.Context, paths []string, onBatch func(*Batch) e
 					return
 				}
 				b.slots = 0
+				b.ran.Add(1)
 			}
 			b.slotIdx[b.slots] = i
 			b.slotErr[b.slots] = nil
-			b.wg.Add(1)
+			b.decoded.Add(1)
 			select {
 			case jobs <- job{b, b.slots, i}:
 			case <-ctx.Done():
-				b.wg.Done()
+				b.decoded.Done()
 				return
 			}
 			b.slots++
 			if b.slots == bs || i == len(paths)-1 {
+				// order has room for every batch in flight, so this never
+				// blocks; ready is drained by the inferers.
+				order <- b
 				select {
 				case ready <- b:
 				case <-ctx.Done():
+					b.ran.Done() // the caller is waiting for it
 					return
 				}
 				b = nil
@@ -165,69 +188,89 @@ func (r *Runner) Run(ctx context.Context, paths []string, onBatch func(*Batch) e
 			for j := range jobs {
 				if ctx.Err() != nil {
 					j.b.slotErr[j.slot] = ctx.Err()
-					j.b.wg.Done()
+					j.b.decoded.Done()
 					continue
 				}
 				var err error
 				buf, err = readFile(paths[j.idx], buf)
 				if err == nil {
-					j.b.Hash[j.slot] = sha256.Sum256(buf)
-					if r.Skip != nil && r.Skip(j.b.Hash[j.slot]) {
+					j.b.slotHash[j.slot] = sha256.Sum256(buf)
+					if r.Skip != nil && r.Skip(j.b.slotHash[j.slot]) {
 						err = errCached
 					} else {
 						err = r.Spec.LoadBytes(buf, j.b.Input[j.slot*inLen:(j.slot+1)*inLen], &scratch)
 					}
 				}
 				j.b.slotErr[j.slot] = err
-				j.b.wg.Done()
+				j.b.decoded.Done()
 			}
 		}()
 	}
-	for b := range ready {
-		b.wg.Wait()
+
+	for k := 0; k < inferers; k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range ready {
+				b.decoded.Wait()
+				b.err = r.infer(ctx, b, inLen, sizes)
+				b.ran.Done()
+			}
+		}()
+	}
+
+	for b := range order {
+		b.ran.Wait()
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		// Compact: failed slots drop out, the rest move down in order.
-		b.Index = b.Index[:0]
-		n := 0
+		if b.err != nil {
+			return b.err
+		}
 		for s := 0; s < b.slots; s++ {
 			idx := b.slotIdx[s]
 			if err := b.slotErr[s]; err == errCached {
 				if r.OnCached != nil {
-					r.OnCached(idx, b.Hash[s])
+					r.OnCached(idx, b.slotHash[s])
 				}
-				continue
-			} else if err != nil {
-				if r.OnFail != nil {
-					r.OnFail(Failure{Index: idx, Path: paths[idx], Err: err})
-				}
-				continue
+			} else if err != nil && r.OnFail != nil {
+				r.OnFail(Failure{Index: idx, Path: paths[idx], Err: err})
 			}
-			if n != s {
-				copy(b.Input[n*inLen:(n+1)*inLen], b.Input[s*inLen:(s+1)*inLen])
-				b.Hash[n] = b.Hash[s]
-			}
-			b.Index = append(b.Index, idx)
-			n++
 		}
-		b.N = n
-		if n > 0 {
-			for k, s := range sizes {
-				b.Outputs[k] = b.outFull[k][:n*s]
-			}
-			if err := r.Session.Run(ctx, b.Input[:n*inLen], n, b.Outputs...); err != nil {
-				return err
-			}
+		if b.N > 0 {
 			if err := onBatch(b); err != nil {
 				return err
 			}
-		} else {
-			b.N = 0
 		}
 		free <- b
 	}
 	return ctx.Err()
+}
+
+// infer compacts the slots that decoded (failed and cached ones drop out,
+// the rest move down in order) and runs them through the session.
+func (r *Runner) infer(ctx context.Context, b *Batch, inLen int, sizes []int) error {
+	b.Index = b.Index[:0]
+	n := 0
+	for s := 0; s < b.slots; s++ {
+		if b.slotErr[s] != nil {
+			continue
+		}
+		if n != s {
+			copy(b.Input[n*inLen:(n+1)*inLen], b.Input[s*inLen:(s+1)*inLen])
+		}
+		b.Hash[n] = b.slotHash[s]
+		b.Index = append(b.Index, b.slotIdx[s])
+		n++
+	}
+	b.N = n
+	if n == 0 {
+		return nil
+	}
+	for k, s := range sizes {
+		b.Outputs[k] = b.outFull[k][:n*s]
+	}
+	return r.Session.Run(ctx, b.Input[:n*inLen], n, b.Outputs...)
 }
 
 // MaxFileBytes bounds what readFile reads of one input file (1 GiB): no

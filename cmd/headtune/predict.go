@@ -133,7 +133,7 @@ func headPredictor(c *cli.Context) (*predictor, error) {
 		return nil, err
 	}
 	return &predictor{
-		runner:     &pipeline.Runner{Session: bb.Session, Spec: bb.Spec},
+		runner:     &pipeline.Runner{Session: bb.Session, Spec: bb.Spec, Inferers: bb.Inferers},
 		classes:    m.Classes,
 		featureOut: 0,
 		score: func(outs [][]float32, n int, probs []float32) error {
@@ -163,7 +163,8 @@ func exportedPredictor(c *cli.Context, path string) (*predictor, error) {
 	if _, err := backbone.InitRuntime(""); err != nil {
 		return nil, err
 	}
-	sess, err := backbone.NewSession(data, ss, sessionOptions(c))
+	inferers, sessOpt := pipeline.PipelineThreads(sessionOptions(c))
+	sess, err := backbone.NewSession(data, ss, sessOpt)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -173,7 +174,7 @@ func exportedPredictor(c *cli.Context, path string) (*predictor, error) {
 	}
 	k := len(meta.Classes)
 	return &predictor{
-		runner:     &pipeline.Runner{Session: sess, Spec: meta.FeedSpec()},
+		runner:     &pipeline.Runner{Session: sess, Spec: meta.FeedSpec(), Inferers: inferers},
 		classes:    meta.Classes,
 		featureOut: featureOut,
 		score: func(outs [][]float32, n int, probs []float32) error {
