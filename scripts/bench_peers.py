@@ -442,6 +442,11 @@ def run_report(a):
             print("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 name, f(e), ratio(e, he), f(i), ratio(i, hi), f(d, "%.2f"), frac(i), frac(e),
                 max(nrep.get((b, p, m), 0) for m in ("e2e", "infer", "decode"))))
+        hows = sorted({r["how"] for r in recs if r.get("backbone") == b and r.get("mode") == "infer" and r.get("how")})
+        if hows:
+            print()
+            print("headtune inference only: %s (the fastest layout of scripts/benchextract; peers use one session "
+                  "with all threads)" % "; ".join(hows))
     checks = {}
     for r in recs:
         if r.get("mode") == "check":
