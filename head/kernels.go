@@ -2,6 +2,7 @@ package head
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gonum.org/v1/gonum/blas/gonum"
@@ -39,7 +40,10 @@ func parallelFor(workers, parts int, f func(part int)) {
 }
 
 // parallelForW is parallelFor that also passes the index of the worker
-// (0 <= w < workers) running the part, for per-worker scratch memory.
+// (0 <= w < workers) running the part, for per-worker scratch memory. Parts
+// are handed out dynamically (a worker slowed down by other processes on a
+// shared machine takes fewer), which never affects results since every
+// part writes its own output.
 func parallelForW(workers, parts int, f func(w, part int)) {
 	if workers <= 1 || parts <= 1 {
 		for p := 0; p < parts; p++ {
@@ -48,12 +52,17 @@ func parallelForW(workers, parts int, f func(w, part int)) {
 		return
 	}
 	workers = min(workers, parts)
+	var next atomic.Int64
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for p := w; p < parts; p += workers {
+			for {
+				p := int(next.Add(1)) - 1
+				if p >= parts {
+					return
+				}
 				f(w, p)
 			}
 		}()

@@ -36,7 +36,7 @@ func (t *trainer) lbfgs(ctx context.Context) (*Report, error) {
 
 	// Fixed blocks of rows, each with its own float64 gradient: the sum is
 	// reduced in block order, so results do not depend on t.threads.
-	rowsPer := max(lbfgsChunk, (n+15)/16)
+	rowsPer := max(lbfgsChunk, (n+31)/32)
 	for blocks := (n + rowsPer - 1) / rowsPer; blocks > 1 && blocks*np*8 > 256<<20; blocks = (n + rowsPer - 1) / rowsPer {
 		rowsPer *= 2
 	}
