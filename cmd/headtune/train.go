@@ -228,6 +228,9 @@ func applyTrainFlags(c *cli.Context, cfg *head.Config) {
 	if v := c.String("schedule"); v != "" {
 		cfg.Schedule = v
 	}
+	// One L-BFGS log line per 50 iterations: 1000 iterations should not
+	// print 100 lines.
+	cfg.LogEvery = 50
 	cfg.Balance = c.Bool("balance")
 	cfg.Seed = c.Int64("seed")
 }
