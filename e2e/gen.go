@@ -15,6 +15,9 @@
 //     random moments (HEADTUNE_CRASH_SEED, HEADTUNE_CRASH_KILLS; 50 extract
 //     kills by default, 10 with -short).
 //   - concurrency_test.go: two extracts on one cache; stale locks.
+//   - repair_test.go: damaged rows found, refused by train, repaired and
+//     recomputed; SIGINT; a --wait-lock extract taking over from a killed
+//     holder.
 //   - diskfull_test.go: a full 2 MiB tmpfs, a read-only file system (root
 //     only; skipped otherwise), and train/export killed mid-write.
 //   - hostile_test.go, hostile_model_test.go: broken images, special files,
