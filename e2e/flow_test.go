@@ -5,6 +5,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -266,4 +268,66 @@ func TestEvalAgreesAndKeepsLastExtract(t *testing.T) {
 	if again.TrainRows != tr.TrainRows {
 		t.Skipf("BUGS.md #8: after `eval DATASET`, train trains on that dataset (%d train rows instead of %d)", again.TrainRows, tr.TrainRows)
 	}
+}
+
+// TestManifestAndOddRoot: a CSV manifest with a split column, in a folder
+// whose name has spaces and non-ASCII letters, goes through extract, train
+// (using the manifest's splits), predict with --threshold, and export.
+func TestManifestAndOddRoot(t *testing.T) {
+	c := newCLI(t)
+	root := filepath.Join(c.dir, "my data ünï")
+	paths := writeDataset(t, filepath.Join(root, "imgs"), DatasetOptions{Classes: 2, PerClass: 10, Seed: 13, LabelNoise: 0.2})
+	var b strings.Builder
+	b.WriteString("path,label,split\n")
+	for i, p := range paths {
+		rel, _ := filepath.Rel(root, p)
+		split := []string{"train", "train", "train", "val", "test"}[i%5]
+		b.WriteString(rel + "," + labelOf(p) + "," + split + "\n")
+	}
+	manifest := filepath.Join(root, "labels.csv")
+	if err := os.WriteFile(manifest, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	model := writeModel(t, c.dir, "resnet", 32)
+	sum := parseExtract(t, c.ok("extract", manifest, "--model", model, "--preset", "imagenet", "--json", "--quiet"))
+	if sum.Computed != len(paths) {
+		t.Fatalf("extract of the manifest: %+v", sum)
+	}
+	var tr struct {
+		TrainRows int `json:"train_rows"`
+		ValRows   int `json:"val_rows"`
+		TestRows  int `json:"test_rows"`
+	}
+	headFile := filepath.Join(root, "h.head")
+	if err := json.Unmarshal([]byte(c.ok("train", "--head", headFile, "--json", "--quiet").stdout), &tr); err != nil {
+		t.Fatal(err)
+	}
+	if tr.TrainRows != 12 || tr.ValRows != 4 || tr.TestRows != 4 {
+		t.Errorf("train used %d/%d/%d rows, want the manifest's 12/4/4", tr.TrainRows, tr.ValRows, tr.TestRows)
+	}
+	// Threshold at the median top probability, so both answers occur.
+	plain := filepath.Join(root, "plain.jsonl")
+	c.ok("predict", "--head", headFile, filepath.Join(root, "imgs"), "--out", plain, "--top", "2", "--quiet")
+	var tops []float64
+	for _, r := range readPredictions(t, plain) {
+		tops = append(tops, float64(r.TopK[0].Probability))
+	}
+	sort.Float64s(tops)
+	thr := tops[len(tops)/2]
+	out := filepath.Join(root, "p.jsonl")
+	c.ok("predict", "--head", headFile, filepath.Join(root, "imgs"), "--out", out, "--threshold", strconv.FormatFloat(thr, 'g', -1, 64), "--top", "2", "--quiet")
+	unknown := 0
+	for _, r := range readPredictions(t, out) {
+		if top := r.TopK[0].Probability; (top < float32(thr)) != (r.Class == "unknown") {
+			t.Errorf("%s: class %q with top probability %v and --threshold %v", r.Path, r.Class, top, thr)
+		}
+		if r.Class == "unknown" {
+			unknown++
+		}
+	}
+	t.Logf("--threshold %.4f: %d of %d answered unknown", thr, unknown, len(paths))
+	if unknown == 0 || unknown == len(paths) {
+		t.Errorf("--threshold at the median top probability: %d of %d unknown", unknown, len(paths))
+	}
+	c.ok("export", "--head", headFile, "-o", filepath.Join(root, "m ü.onnx"))
 }

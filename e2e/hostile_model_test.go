@@ -93,6 +93,8 @@ func TestHostileModelsAndFiles(t *testing.T) {
 		{"manifest absolute", []string{"extract", absolute, "--model", good, "--preset", "imagenet", "--quiet"}, []string{"absolute.csv", "/etc/hostname"}},
 		{"manifest symlink out", []string{"extract", symlinkOut, "--model", good, "--preset", "imagenet", "--quiet"}, []string{"symlink.csv", "link-out.png"}},
 		{"unknown preset", extract(good, "--preset", "nosuch"), []string{"nosuch"}},
+		{"inspect truncated", []string{"inspect", truncated}, []string{"truncated.onnx"}},
+		{"inspect not onnx", []string{"inspect", notONNX}, []string{"notes.onnx"}},
 		{"missing dataset", []string{"extract", filepath.Join(c.dir, "nodata"), "--model", good, "--preset", "imagenet"}, []string{"nodata"}},
 	}
 	for _, tc := range cases {
