@@ -5,11 +5,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/headtune/headtune/backbone/onnxpb"
+	"github.com/headtune/headtune/internal/atomicfile"
 )
 
 // MaxModelBytes is the largest ONNX file headtune reads into memory. A single
@@ -80,40 +80,11 @@ func WriteModelFile(path string, m *onnxpb.ModelProto) error {
 	return WriteFileAtomic(path, data)
 }
 
-// WriteFileAtomic writes data to path through a temporary file in the same
-// folder, fsync and rename. The previous file stays intact on any error.
+// WriteFileAtomic replaces path with data atomically (see
+// internal/atomicfile): readers and crashes see the old file or the new,
+// and a killed writer leaves no partial file behind.
 func WriteFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.Write(path, data)
 }
 
 // ModelHash is the SHA-256 of the model bytes, hex encoded: the content half

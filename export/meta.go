@@ -337,8 +337,5 @@ func Write(path string, m *onnxpb.ModelProto) error {
 	if m.GetGraph() == nil {
 		return fmt.Errorf("write %s: model has no graph", path)
 	}
-	if err := backbone.WriteModelFile(path, m); err != nil {
-		return fmt.Errorf("write exported model %s: %w", path, err)
-	}
-	return nil
+	return backbone.WriteModelFile(path, m) // its errors name path
 }

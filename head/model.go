@@ -348,23 +348,34 @@ func (m *Model) CheckBackbone(got BackboneRef) error {
 	want := m.Backbone
 	var diffs []string
 	if want.ModelHash != got.ModelHash {
-		diffs = append(diffs, fmt.Sprintf("model hash %s vs %s", orNone(want.ModelHash), orNone(got.ModelHash)))
+		diffs = append(diffs, fmt.Sprintf("model hash: the head expects %s, the backbone has %s", short(want.ModelHash), short(got.ModelHash)))
 	}
 	if want.FeatureTensor != got.FeatureTensor {
-		diffs = append(diffs, fmt.Sprintf("feature tensor %s vs %s", orNone(want.FeatureTensor), orNone(got.FeatureTensor)))
+		diffs = append(diffs, fmt.Sprintf("feature tensor: the head expects %s, got %s", orNone(want.FeatureTensor), orNone(got.FeatureTensor)))
 	}
 	if want.TuneCut != got.TuneCut {
-		diffs = append(diffs, fmt.Sprintf("tuning cut %s vs %s", orNone(want.TuneCut), orNone(got.TuneCut)))
+		diffs = append(diffs, fmt.Sprintf("tuning cut: the head expects %s, got %s", orNone(want.TuneCut), orNone(got.TuneCut)))
 	}
 	wp, gp := canonicalJSON(want.Preprocess), canonicalJSON(got.Preprocess)
 	if wp != gp {
-		diffs = append(diffs, fmt.Sprintf("preprocessing %s vs %s", orNone(wp), orNone(gp)))
+		diffs = append(diffs, fmt.Sprintf("preprocessing: the head expects %s, got %s", orNone(wp), orNone(gp)))
 	}
 	if len(diffs) == 0 {
 		return nil
 	}
+	if want.ID != "" && want.ID == got.ID {
+		return fmt.Errorf("backbone %s changed since the head was trained: %s (restore the file, or extract and train again)", want.ID, joinSemi(diffs))
+	}
 	return fmt.Errorf("head was trained against backbone %s, not %s: %s",
 		orNone(want.ID), orNone(got.ID), joinSemi(diffs))
+}
+
+// short abbreviates a hash to 16 characters, enough to tell two apart.
+func short(h string) string {
+	if len(h) > 16 {
+		return h[:16] + "…"
+	}
+	return orNone(h)
 }
 
 func orNone(s string) string {

@@ -9,7 +9,8 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
+
+	"github.com/headtune/headtune/internal/atomicfile"
 )
 
 // File layout (all integers little-endian):
@@ -206,8 +207,8 @@ func Save(path string, m *Model) error {
 	if err != nil {
 		return fmt.Errorf("save %s: %w", path, err)
 	}
-	if err := writeFileAtomic(path, b); err != nil {
-		return fmt.Errorf("save %s: %w", path, err)
+	if err := atomicfile.Write(path, b); err != nil {
+		return fmt.Errorf("save head: %w", err)
 	}
 	return nil
 }
@@ -230,40 +231,4 @@ func Load(path string) (*Model, error) {
 		return nil, fmt.Errorf("load head %s: %w", path, err)
 	}
 	return m, nil
-}
-
-// writeFileAtomic writes data to a temporary file next to path, syncs it,
-// renames it over path and syncs the directory.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }

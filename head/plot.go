@@ -9,6 +9,8 @@ import (
 	"gonum.org/v1/plot/palette"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
+
+	"github.com/headtune/headtune/internal/atomicfile"
 )
 
 // confusionGrid adapts a confusion matrix to plotter.GridXYZ: column c is
@@ -104,8 +106,8 @@ func ConfusionPNG(path string, e *Eval, classes []string) error {
 	if _, err := wt.WriteTo(&buf); err != nil {
 		return fmt.Errorf("confusion plot %s: %w", path, err)
 	}
-	if err := writeFileAtomic(path, buf.Bytes()); err != nil {
-		return fmt.Errorf("confusion plot %s: %w", path, err)
+	if err := atomicfile.Write(path, buf.Bytes()); err != nil {
+		return fmt.Errorf("confusion plot: %w", err)
 	}
 	return nil
 }

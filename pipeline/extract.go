@@ -28,6 +28,10 @@ type ExtractOptions struct {
 	Progress func(ExtractProgress)
 	// OnSkip, when set, is called for every file that could not be used.
 	OnSkip func(Failure)
+	// KeepLastRun leaves the cache's record of the latest extraction alone,
+	// so that evaluating a test folder never becomes what `train` reads by
+	// default.
+	KeepLastRun bool
 }
 
 // ExtractProgress is a snapshot of a running extraction.
@@ -182,7 +186,7 @@ func Extract(ctx context.Context, bb *Backbone, ds *imaging.Dataset, opt Extract
 			batchKeys = append(batchKeys, featcache.Key(b.Hash[k]))
 		}
 		if err := w.Append(batchKeys, b.Outputs[0][:b.N*bb.Dim]); err != nil {
-			return fmt.Errorf("feature cache %s: %w", w.Dir(), err)
+			return err // names the cache folder and what failed
 		}
 		for k, idx := range b.Index {
 			keys[idx], have[idx] = batchKeys[k], true
@@ -222,6 +226,9 @@ func Extract(ctx context.Context, bb *Backbone, ds *imaging.Dataset, opt Extract
 		return sum, fmt.Errorf("write dataset view: %w", err)
 	}
 	sum.View = featcache.ViewPath(w.Dir(), name)
+	if opt.KeepLastRun {
+		return sum, nil
+	}
 	idJSON, _ := json.Marshal(bb.Identity)
 	last := LastRun{Dataset: ds.Root, Model: bb.Ref, ModelPath: bb.ModelPath, CacheDir: w.Dir(), View: sum.View,
 		Identity: idJSON, Options: bb.Options, FeatureTensor: bb.Choice.Tensor}

@@ -48,6 +48,7 @@ func runEval(c *cli.Context) error {
 	}
 	view := c.String("view")
 	split := c.String("split")
+	var runModel, runDataset string
 	if c.NArg() == 1 {
 		// A labelled folder: extract its features with the head's own
 		// backbone and preprocessing (cached), then evaluate all of it.
@@ -62,7 +63,7 @@ func runEval(c *cli.Context) error {
 		defer bb.Close()
 		prog := newProgress("eval", c.Bool("quiet"))
 		sum, err := pipeline.Extract(c.Context, bb, ds, pipeline.ExtractOptions{
-			CacheRoot: root, BatchSize: c.Int("batch"), Workers: c.Int("workers"),
+			CacheRoot: root, BatchSize: c.Int("batch"), Workers: c.Int("workers"), KeepLastRun: true,
 			Progress: func(p pipeline.ExtractProgress) { prog.Update(p.Done, p.Total, p.Computed+p.Skipped, "") },
 			OnSkip:   func(f pipeline.Failure) { prog.Printf("skipped %s: %v\n", f.Path, f.Err) },
 		})
@@ -71,12 +72,16 @@ func runEval(c *cli.Context) error {
 			return err
 		}
 		view, split = sum.View, "all"
+		runModel, runDataset = bb.Ref, ds.Root
 	} else if c.NArg() > 1 {
 		return fmt.Errorf("eval takes at most one dataset, got %d arguments", c.NArg())
 	}
 	f, err := pipeline.LoadFeatures(root, view)
 	if err != nil {
 		return err
+	}
+	if runModel != "" {
+		f.Run.Model, f.Run.Dataset = runModel, runDataset
 	}
 	if err := m.CheckBackbone(head.BackboneRef{ID: f.Run.Model, ModelHash: f.Ident.ModelHash, FeatureTensor: f.Ident.FeatureTensor, Preprocess: f.Ident.Preprocess, TuneCut: m.Backbone.TuneCut}); err != nil {
 		return fmt.Errorf("%s: %w", c.String("head"), err)
