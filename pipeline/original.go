@@ -13,26 +13,28 @@ import (
 // OriginalScores runs an installed model's own classifier (for example
 // face-expression's 7-expression head) over a labelled dataset, so a new
 // head can be compared with it on the same images. Dataset classes are
-// matched to the model's class names case-insensitively; a dataset class the
-// model does not know is an error naming both lists. It returns the
+// matched to the model's class names case-insensitively; images of classes
+// the model does not know are left out (their classes are returned in
+// unknown), and a dataset sharing no class with the model is an error naming
+// both lists. It returns the
 // probabilities [N*len(classes)] of the images that decoded, their labels in
 // the model's class order, and the model's class names.
-func OriginalScores(ctx context.Context, store *models.Store, ref string, ds *imaging.Dataset, opt BackboneOptions, onFail func(Failure)) (probs []float32, labels []int32, classes []string, err error) {
+func OriginalScores(ctx context.Context, store *models.Store, ref string, ds *imaging.Dataset, opt BackboneOptions, onFail func(Failure)) (probs []float32, labels []int32, classes, unknown []string, err error) {
 	inst, err := store.Get(ref)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	classes = inst.Meta.Classes
 	if len(classes) == 0 {
-		return nil, nil, nil, fmt.Errorf("model %s records no class names for its own classifier (meta.json has no classes)", ref)
+		return nil, nil, nil, nil, fmt.Errorf("model %s records no class names for its own classifier (meta.json has no classes)", ref)
 	}
 	spec, err := inst.Meta.Spec()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	m, err := backbone.ReadModelFile(inst.ModelPath())
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	// The classifier output is the graph output with one value per class.
 	output := ""
@@ -43,46 +45,55 @@ func OriginalScores(ctx context.Context, store *models.Store, ref string, ds *im
 		}
 	}
 	if output == "" {
-		return nil, nil, nil, fmt.Errorf("model %s has no output of %d class scores", ref, len(classes))
+		return nil, nil, nil, nil, fmt.Errorf("model %s has no output of %d class scores", ref, len(classes))
 	}
 	byName := map[string]int32{}
 	for i, c := range classes {
 		byName[strings.ToLower(c)] = int32(i)
 	}
+	known := map[string]bool{}
 	for _, c := range ds.Classes {
-		if _, ok := byName[strings.ToLower(c)]; !ok {
-			return nil, nil, nil, fmt.Errorf("dataset class %q is not one of %s's own classes %v", c, ref, classes)
+		if _, ok := byName[strings.ToLower(c)]; ok {
+			known[c] = true
+		} else {
+			unknown = append(unknown, c)
 		}
+	}
+	if len(known) == 0 {
+		return nil, nil, nil, nil, fmt.Errorf("the dataset's classes %v share none with %s's own classes %v", ds.Classes, ref, classes)
 	}
 	in, err := imageInput(m)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	if _, err := backbone.InitRuntime(""); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	data, err := backbone.MarshalModel(m)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	inferers, sessOpt := PipelineThreads(opt.Session)
 	sess, err := backbone.NewSession(data, backbone.SessionSpec{Input: in.Name, InputShape: inputShape(spec), Outputs: []string{output}, OutputSizes: []int{len(classes)}, FixedBatch: in.Batch}, sessOpt)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	defer sess.Close()
-	paths := make([]string, len(ds.Samples))
-	for i, s := range ds.Samples {
-		paths[i] = s.Path
+	var paths, labelOf []string
+	for _, s := range ds.Samples {
+		if known[s.Label] {
+			paths = append(paths, s.Path)
+			labelOf = append(labelOf, s.Label)
+		}
 	}
 	k := len(classes)
 	r := &Runner{Session: sess, Spec: spec, Inferers: inferers, OnFail: onFail}
 	err = r.Run(ctx, paths, func(b *Batch) error {
 		probs = append(probs, b.Outputs[0][:b.N*k]...)
 		for _, idx := range b.Index {
-			labels = append(labels, byName[strings.ToLower(ds.Samples[idx].Label)])
+			labels = append(labels, byName[strings.ToLower(labelOf[idx])])
 		}
 		return nil
 	})
-	return probs, labels, classes, err
+	return probs, labels, classes, unknown, err
 }
