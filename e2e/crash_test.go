@@ -111,7 +111,7 @@ func TestCrashResume(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 0xc2a5))
 
 	ds := filepath.Join(c.dir, "ds")
-	paths := writeDataset(t, ds, DatasetOptions{Classes: 3, PerClass: 200, Seed: seed, LabelNoise: 0.2})
+	paths := writeDataset(t, ds, DatasetOptions{Classes: 3, PerClass: 500, Seed: seed, LabelNoise: 0.2})
 	n := len(paths)
 	model := writeModel(t, c.dir, "resnet", 32)
 	base := []string{"extract", ds, "--model", model, "--preset", "imagenet", "--json", "--quiet", "--batch", "8"}
@@ -120,7 +120,8 @@ func TestCrashResume(t *testing.T) {
 	refRun := c.ok(append(base, "--cache", refCache, "--workers", "2")...)
 	ref := parseExtract(t, refRun)
 	refFeat, _ := cachedFeatures(t, ref.View)
-	// Kill delays span a whole uninterrupted run, start-up included.
+	// Kill delays span a whole uninterrupted run, start-up included (about
+	// half a second for 1,500 images here).
 	span := refRun.wall
 	t.Logf("seed %d, %d images, uninterrupted extract %v", seed, n, span.Round(time.Millisecond))
 
