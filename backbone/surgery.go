@@ -50,7 +50,7 @@ func CutAtFeature(m *onnxpb.ModelProto, choice *FeatureChoice) (*onnxpb.ModelPro
 	}
 	src := m.Graph
 	live := ix.liveNodes([]string{t})
-	g := shallowCopy(src)
+	g := ShallowCopy(src)
 
 	// Kept nodes and the tensors they touch.
 	used := map[string]bool{t: true}
@@ -156,7 +156,7 @@ func CutAtFeature(m *onnxpb.ModelProto, choice *FeatureChoice) (*onnxpb.ModelPro
 	}
 	g.Output = []*onnxpb.ValueInfoProto{ValueInfo(FeatureOutput, onnxpb.TensorProto_FLOAT, dims, names...)}
 
-	out := shallowCopy(m)
+	out := ShallowCopy(m)
 	out.Graph = g
 	out.TrainingInfo = nil
 	return out, nil
@@ -172,7 +172,7 @@ func renameTensor(g *onnxpb.GraphProto, old, new string) {
 		if !slices.Contains(n.Input, old) && !slices.Contains(n.Output, old) {
 			continue
 		}
-		c := shallowCopy(n)
+		c := ShallowCopy(n)
 		c.Input = slices.Clone(n.Input)
 		c.Output = slices.Clone(n.Output)
 		for j := range c.Input {
@@ -189,25 +189,26 @@ func renameTensor(g *onnxpb.GraphProto, old, new string) {
 	}
 	for i, v := range g.ValueInfo {
 		if v.GetName() == old {
-			c := shallowCopy(v)
+			c := ShallowCopy(v)
 			c.Name = ptr(new)
 			g.ValueInfo[i] = c
 		}
 	}
 	for i, a := range g.QuantizationAnnotation {
 		if a.GetTensorName() == old {
-			c := shallowCopy(a)
+			c := ShallowCopy(a)
 			c.TensorName = ptr(new)
 			g.QuantizationAnnotation[i] = c
 		}
 	}
 }
 
-// shallowCopy returns a new message with the same field values as src:
+// ShallowCopy returns a new message with the same field values as src:
 // sub-messages and bytes are shared, and repeated fields get their own
 // slice headers clipped to length so appending to one never writes into the
-// other's backing array. Unknown fields are kept.
-func shallowCopy[T proto.Message](src T) T {
+// other's backing array. Unknown fields are kept. Graph surgery and export
+// edit such copies so that a 500 MB model's weights are never duplicated.
+func ShallowCopy[T proto.Message](src T) T {
 	s := src.ProtoReflect()
 	d := s.New()
 	s.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {

@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
@@ -129,12 +128,12 @@ func Build(cut *onnxpb.ModelProto, spec imaging.Spec, h *head.Model, opt Options
 
 	// Keep only what the features need before looking for the image input,
 	// so extra inputs and outputs of the backbone do not get in the way.
-	g := shallowCopy(src)
+	g := backbone.ShallowCopy(src)
 	g.Output = []*onnxpb.ValueInfoProto{featInfo}
 	if err := prune(g, ""); err != nil {
 		return nil, err
 	}
-	out := shallowCopy(cut)
+	out := backbone.ShallowCopy(cut)
 	out.Graph = g
 	inName, layout, channels, height, width, err := backbone.ImageInput(out)
 	if err != nil {
@@ -580,29 +579,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// shallowCopy returns a new message with the same field values as src:
-// sub-messages and bytes are shared, repeated fields get their own slice
-// headers so appending to one never writes into the other's backing array.
-// Unknown fields are kept.
-func shallowCopy[T proto.Message](src T) T {
-	s := src.ProtoReflect()
-	d := s.New()
-	s.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.IsList() {
-			l := d.Mutable(fd).List()
-			sl := v.List()
-			for i := 0; i < sl.Len(); i++ {
-				l.Append(sl.Get(i))
-			}
-			return true
-		}
-		d.Set(fd, v)
-		return true
-	})
-	if u := s.GetUnknown(); len(u) > 0 {
-		d.SetUnknown(slices.Clip(u))
-	}
-	return d.Interface().(T)
 }

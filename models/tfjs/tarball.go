@@ -17,6 +17,8 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/headtune/headtune/models"
 )
 
 // Pinned maps the npm packages headtune builds backbones from to the
@@ -34,18 +36,7 @@ const maxTarEntry = 256 << 20
 
 // Integrity returns the Subresource Integrity string ("sha512-" + base64)
 // of the file at path, the form npm records for tarballs.
-func Integrity(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha512.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("read %s: %w", path, err)
-	}
-	return "sha512-" + base64.StdEncoding.EncodeToString(h.Sum(nil)), nil
-}
+func Integrity(path string) (string, error) { return models.TarballIntegrity(path) }
 
 // VerifyTarball checks that the file at path has the given Subresource
 // Integrity string. Only sha512 is accepted (npm has written sha512 for
