@@ -278,7 +278,7 @@ func listFiles(t testing.TB, root string) []string {
 	return out
 }
 
-// fileHashes maps each file under root to its content (for "left intact").
+// snapshot maps each file under root to its content (for "left intact").
 func snapshot(t testing.TB, root string) map[string]string {
 	t.Helper()
 	out := map[string]string{}

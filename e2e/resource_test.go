@@ -20,7 +20,6 @@ type resourceFigures struct {
 	peakFDs    int
 	peakThr    int
 	wall       time.Duration
-	perImageMs float64
 }
 
 // measure extracts (into a fresh cache) and predicts (to a CSV) n tiny
@@ -50,7 +49,6 @@ func measure(t *testing.T, c *cli, n int) []resourceFigures {
 	var out []resourceFigures
 	for _, w := range []*watched{ex, pr} {
 		f := resourceFigures{images: n, cmd: w.args[0], maxRSSMiB: w.maxRSSKiB >> 10, peakFDs: w.peakFDs, peakThr: w.peakThr, wall: w.wall}
-		f.perImageMs = float64(w.wall.Microseconds()) / 1000 / float64(n)
 		t.Logf("%-7s %7d images: peak RSS %4d MiB, peak open fds %3d, peak threads %3d, wall %v",
 			f.cmd, n, f.maxRSSMiB, f.peakFDs, f.peakThr, w.wall.Round(time.Millisecond))
 		fmt.Printf("RESOURCE cmd=%s images=%d max_rss_mib=%d peak_fds=%d peak_threads=%d wall_s=%.1f\n",
