@@ -14,12 +14,12 @@ const envLong = "HEADTUNE_LONG"
 
 // resourceFigures is one measured run.
 type resourceFigures struct {
-	images     int
-	cmd        string
-	maxRSSMiB  int64
-	peakFDs    int
-	peakThr    int
-	wall       time.Duration
+	images    int
+	cmd       string
+	maxRSSMiB int64
+	peakFDs   int
+	peakThr   int
+	wall      time.Duration
 }
 
 // measure extracts (into a fresh cache) and predicts (to a CSV) n tiny
