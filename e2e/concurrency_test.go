@@ -155,7 +155,7 @@ func TestConcurrentExtract(t *testing.T) {
 	c := newCLI(t)
 	ds := filepath.Join(c.dir, "ds")
 	n := len(writeDataset(t, ds, DatasetOptions{Classes: 3, PerClass: 500, Seed: 5}))
-	model := writeModel(t, c.dir, "resnet", 32)
+	model := writeModel(t, c.dir, "resnet", 96) // 96 px: runs long enough to overlap
 	args := []string{"extract", ds, "--model", model, "--preset", "imagenet", "--json", "--quiet", "--batch", "8", "--workers", "1"}
 
 	t.Run("refused-then-serialised", func(t *testing.T) {
@@ -185,6 +185,31 @@ func TestConcurrentExtract(t *testing.T) {
 		}
 		if rows := c.verifiedRows(t, cache); rows != n {
 			t.Errorf("cache holds %d rows for %d images", rows, n)
+		}
+	})
+
+	t.Run("two-datasets-wait", func(t *testing.T) {
+		// Two datasets, one backbone, one cache: both with --wait-lock.
+		cache := filepath.Join(c.dir, "cache-two")
+		ds2 := filepath.Join(c.dir, "ds2")
+		n2 := len(writeDataset(t, ds2, DatasetOptions{Classes: 2, PerClass: 300, Seed: 55}))
+		a := c.start(append(args, "--cache", cache, "--wait-lock")...)
+		b := c.start("extract", ds2, "--model", model, "--preset", "imagenet", "--json", "--quiet", "--batch", "8", "--workers", "1", "--cache", cache, "--wait-lock")
+		ra, rb := a.wait(), b.wait()
+		if ra.code != 0 || rb.code != 0 {
+			t.Fatalf("concurrent extracts with --wait-lock:\n%v\n%v", ra, rb)
+		}
+		sa, sb := parseExtract(t, ra), parseExtract(t, rb)
+		if sa.Computed != n || sb.Computed != n2 {
+			t.Errorf("computed %d and %d, want %d and %d", sa.Computed, sb.Computed, n, n2)
+		}
+		fa, ea := cachedFeatures(t, sa.View)
+		fb, eb := cachedFeatures(t, sb.View)
+		if len(ea) != n || len(eb) != n2 || len(fa) != n || len(fb) != n2 {
+			t.Errorf("views list %d and %d images, want %d and %d", len(ea), len(eb), n, n2)
+		}
+		if rows := c.verifiedRows(t, cache); rows != n+n2 {
+			t.Errorf("cache holds %d rows for %d+%d images", rows, n, n2)
 		}
 	})
 
