@@ -61,7 +61,7 @@ func (b *background) wait() *result {
 // watched is a run sampled while it ran: peak VmRSS and open descriptors.
 type watched struct {
 	*result
-	peakRSSKiB int64 // largest VmRSS sampled from /proc (ru_maxrss is in result.maxRSSKiB)
+	peakRSSKiB int64 // peak resident set: the largest VmHWM sampled from /proc (see result.maxRSSKiB for why not ru_maxrss)
 	peakFDs    int   // most entries seen in /proc/PID/fd
 	peakThr    int   // most OS threads seen (/proc/PID/status Threads)
 	samples    int
@@ -86,10 +86,10 @@ loop:
 			break loop
 		case <-tick.C:
 		}
-		if rss, thr := procStatus(pid); rss > 0 {
+		if rss, hwm, thr := procStatus(pid); rss > 0 {
 			w.peakThr = max(w.peakThr, thr)
 			w.samples++
-			w.peakRSSKiB = max(w.peakRSSKiB, rss)
+			w.peakRSSKiB = max(w.peakRSSKiB, hwm)
 			if rss > rssLimitKiB && w.killedFor == "" {
 				w.killedFor = "memory"
 				b.kill()
@@ -104,15 +104,18 @@ loop:
 		}
 	}
 	w.result = b.wait()
+	if w.samples == 0 {
+		w.peakRSSKiB = w.maxRSSKiB // too short to sample: an upper bound
+	}
 	return w
 }
 
-// procStatus reads VmRSS (KiB) and the thread count of a live process
-// (zeros when it is gone).
-func procStatus(pid int) (rssKiB int64, threads int) {
+// procStatus reads VmRSS and VmHWM (KiB) and the thread count of a live
+// process (zeros when it is gone).
+func procStatus(pid int) (rssKiB, hwmKiB int64, threads int) {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return 0, 0
+		return 0, 0, 0
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
@@ -120,11 +123,16 @@ func procStatus(pid int) (rssKiB int64, threads int) {
 				rssKiB, _ = strconv.ParseInt(f[0], 10, 64)
 			}
 		}
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				hwmKiB, _ = strconv.ParseInt(f[0], 10, 64)
+			}
+		}
 		if rest, ok := strings.CutPrefix(line, "Threads:"); ok {
 			threads, _ = strconv.Atoi(strings.TrimSpace(rest))
 		}
 	}
-	return rssKiB, threads
+	return rssKiB, hwmKiB, threads
 }
 
 // waitForLock waits until the cache's lock file names pid (the writer has

@@ -89,11 +89,15 @@ func newCLI(t testing.TB) *cli {
 
 // result is one finished headtune process.
 type result struct {
-	args      []string
-	stdout    string
-	stderr    string
-	code      int
-	maxRSSKiB int64 // peak resident set of the child (getrusage ru_maxrss)
+	args   []string
+	stdout string
+	stderr string
+	code   int
+	// maxRSSKiB is the child's ru_maxrss. Linux starts it at the parent's
+	// peak resident size when Go execs the child (vfork-style clone shares the
+	// parent's memory until exec), so it overstates small children of a
+	// large test process; runWatched's VmHWM samples do not.
+	maxRSSKiB int64
 	wall      time.Duration
 }
 

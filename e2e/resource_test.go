@@ -48,7 +48,7 @@ func measure(t *testing.T, c *cli, n int) []resourceFigures {
 	os.RemoveAll(ds)
 	var out []resourceFigures
 	for _, w := range []*watched{ex, pr} {
-		f := resourceFigures{images: n, cmd: w.args[0], maxRSSMiB: w.maxRSSKiB >> 10, peakFDs: w.peakFDs, peakThr: w.peakThr, wall: w.wall}
+		f := resourceFigures{images: n, cmd: w.args[0], maxRSSMiB: w.peakRSSKiB >> 10, peakFDs: w.peakFDs, peakThr: w.peakThr, wall: w.wall}
 		t.Logf("%-7s %7d images: peak RSS %4d MiB, peak open fds %3d, peak threads %3d, wall %v",
 			f.cmd, n, f.maxRSSMiB, f.peakFDs, f.peakThr, w.wall.Round(time.Millisecond))
 		fmt.Printf("RESOURCE cmd=%s images=%d max_rss_mib=%d peak_fds=%d peak_threads=%d wall_s=%.1f\n",
