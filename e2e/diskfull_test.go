@@ -92,6 +92,16 @@ func TestDiskFull(t *testing.T) {
 			r := c.run(st.args...)
 			t.Logf("exit %d: %s", r.code, strings.TrimSpace(r.stderr))
 			errorLine(t, r, "no space left on device")
+			// BUGS.md #7: one mention of the output, no temp names.
+			last := strings.TrimSpace(r.stderr[strings.LastIndex(strings.TrimRight(r.stderr, "\n"), "\n")+1:])
+			for _, out := range []string{headFile, onnx, filepath.Join(mnt, "p.csv")} {
+				if strings.Count(last, out) > 1 {
+					t.Errorf("%s: error names %s more than once: %s", st.name, out, last)
+				}
+			}
+			if strings.Contains(last, ".tmp") {
+				t.Errorf("%s: error names a temporary file: %s", st.name, last)
+			}
 			after := snapshot(t, mnt)
 			for f, data := range snap {
 				if after[f] != data && !strings.HasPrefix(f, "cache/") {
@@ -217,7 +227,9 @@ func TestAtomicReplace(t *testing.T) {
 			replaced, survived := 0, 0
 			for i := 0; i < kills; i++ {
 				prev, _ := os.ReadFile(tool.path)
-				delay := time.Duration(rng.Float64() * float64(full))
+				// The file is written in the last moments of a run: aim
+				// the kills around the end (half to 1.2 times a full run).
+				delay := time.Duration((0.5 + 0.7*rng.Float64()) * float64(full))
 				killed, r := c.killRun(delay, tool.args(i)...)
 				if !killed && r.code != 0 {
 					t.Fatalf("%v", r)
@@ -240,6 +252,12 @@ func TestAtomicReplace(t *testing.T) {
 				}
 			}
 			t.Logf("%s: %d runs killed, %d replaced the file (full run %v); temp files left by killed writers: %v", tool.name, survived, replaced, full.Round(time.Millisecond), leftovers)
+			if len(leftovers) > 0 {
+				// Rare (about 1 kill in 50 aimed at the end of a run): the
+				// window between linkat and rename. Everything else above
+				// was checked; this marks what is left of the bug.
+				t.Skipf("BUGS.md #6: killed %s runs left %v beside %s", tool.name, leftovers, tool.path)
+			}
 		})
 	}
 }
