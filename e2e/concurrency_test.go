@@ -162,7 +162,7 @@ func waitForLock(t *testing.T, cache string, b *background) {
 func TestConcurrentExtract(t *testing.T) {
 	c := newCLI(t)
 	ds := filepath.Join(c.dir, "ds")
-	n := len(writeDataset(t, ds, DatasetOptions{Classes: 3, PerClass: 500, Seed: 5}))
+	n := len(writeDataset(t, ds, DatasetOptions{Classes: 3, PerClass: 300, Seed: 5}))
 	model := writeModel(t, c.dir, "resnet", 96) // 96 px: runs long enough to overlap
 	args := []string{"extract", ds, "--model", model, "--preset", "imagenet", "--json", "--quiet", "--batch", "8", "--workers", "1"}
 
@@ -200,7 +200,7 @@ func TestConcurrentExtract(t *testing.T) {
 		// Two datasets, one backbone, one cache: both with --wait-lock.
 		cache := filepath.Join(c.dir, "cache-two")
 		ds2 := filepath.Join(c.dir, "ds2")
-		n2 := len(writeDataset(t, ds2, DatasetOptions{Classes: 2, PerClass: 300, Seed: 55}))
+		n2 := len(writeDataset(t, ds2, DatasetOptions{Classes: 2, PerClass: 200, Seed: 55}))
 		a := c.start(append(args, "--cache", cache, "--wait-lock")...)
 		b := c.start("extract", ds2, "--model", model, "--preset", "imagenet", "--json", "--quiet", "--batch", "8", "--workers", "1", "--cache", cache, "--wait-lock")
 		ra, rb := a.wait(), b.wait()
