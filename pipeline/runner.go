@@ -48,6 +48,10 @@ type Runner struct {
 	OnFail func(Failure)
 }
 
+// bigImagePixels is the size above which images are decoded one at a time
+// (16 MP: a 4-byte-per-pixel decode of one is 64 MB, before the copies).
+const bigImagePixels = 16 << 20
+
 // errCached marks a slot whose features are already known.
 var errCached = errors.New("cached")
 
@@ -179,6 +183,10 @@ func (r *Runner) Run(ctx context.Context, paths []string, onBatch func(*Batch) e
 		}
 	}()
 
+	// Large images (over bigImagePixels) are decoded one at a time, and the
+	// worker that decoded one lets its buffers go: peak memory then stays
+	// near one large image plus small ones, whatever the worker count.
+	var bigImage sync.Mutex
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
@@ -197,6 +205,11 @@ func (r *Runner) Run(ctx context.Context, paths []string, onBatch func(*Batch) e
 					j.b.slotHash[j.slot] = sha256.Sum256(buf)
 					if r.Skip != nil && r.Skip(j.b.slotHash[j.slot]) {
 						err = errCached
+					} else if _, w, h, cerr := imaging.DecodeConfig(buf); cerr == nil && int64(w)*int64(h) > bigImagePixels {
+						bigImage.Lock()
+						err = r.Spec.LoadBytes(buf, j.b.Input[j.slot*inLen:(j.slot+1)*inLen], &scratch)
+						scratch, buf = imaging.Scratch{}, nil
+						bigImage.Unlock()
 					} else {
 						err = r.Spec.LoadBytes(buf, j.b.Input[j.slot*inLen:(j.slot+1)*inLen], &scratch)
 					}
