@@ -68,11 +68,11 @@ func newApp() *cli.App {
 		Version: version,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "ort-lib", Usage: "ONNX Runtime shared library (default: $HEADTUNE_ORT_LIB, $ONNXRUNTIME_SHARED_LIBRARY_PATH, ./.deps, system)", EnvVars: []string{backbone.RuntimeLibraryEnv}},
-			&cli.IntFlag{Name: "threads", Usage: "ONNX Runtime intra-op threads and training workers (0: one per core)"},
+			&cli.IntFlag{Name: "threads", Usage: "cores to use: concurrent single-threaded inference calls, and training workers (0: one per core)"},
 			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu or cuda"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress display"},
 			&cli.BoolFlag{Name: "json", Usage: "print a machine-readable JSON summary on stdout"},
-			&cli.StringFlag{Name: "cache", Usage: "feature cache folder (default $HEADTUNE_CACHE or ~/.cache/headtune/features)", EnvVars: []string{"HEADTUNE_CACHE"}},
+			&cli.StringFlag{Name: "cache", Usage: "feature cache folder (default $HEADTUNE_CACHE, $HEADTUNE_CACHE_DIR or ~/.cache/headtune/features)", EnvVars: []string{"HEADTUNE_CACHE", "HEADTUNE_CACHE_DIR"}},
 			&cli.StringFlag{Name: "models-dir", Usage: "installed models folder (default $HEADTUNE_HOME/models or ~/.local/share/headtune/models)"},
 		},
 		Before: func(c *cli.Context) error {
