@@ -43,15 +43,20 @@ step "eval: the test split"
 "$HT" eval --cache "$OUT/cache" --head "$OUT/fashion.head" --split test --confusion-png "$OUT/confusion.png"
 
 # One test image from each of five classes.
-examples=$(for d in "$OUT"/fashion-mnist/test/*/; do ls "$d"*.png | head -n 1; done | head -n 5)
+examples=()
+for d in "$OUT"/fashion-mnist/test/*/; do
+  files=("$d"*.png)
+  examples+=("${files[0]}")
+  [ "${#examples[@]}" -lt 5 ] || break
+done
 
 step "predict: a few test images (true class = folder name)"
-"$HT" predict --head "$OUT/fashion.head" --top 3 $examples
+"$HT" predict --head "$OUT/fashion.head" --top 3 "${examples[@]}"
 
 step "export: one ONNX file, backbone + head"
 "$HT" export --head "$OUT/fashion.head" -o "$OUT/fashion.onnx"
 
 step "predict with the exported model"
-"$HT" predict --model "$OUT/fashion.onnx" --top 1 $examples
+"$HT" predict --model "$OUT/fashion.onnx" --top 1 "${examples[@]}"
 
 printf '\nexported model: %s\nconfusion matrix: %s\n' "$OUT/fashion.onnx" "$OUT/confusion.png"
