@@ -32,6 +32,25 @@ func newProgress(label string, quiet bool) *progressLine {
 // total; rateDone is the part of done that cost work (items reused from a
 // cache finish instantly and would inflate the rate and ETA).
 func (p *progressLine) Update(done, total, rateDone int, extra string) {
+	p.draw(float64(done), float64(total), float64(rateDone), func(rate float64, eta string) string {
+		pct := 100.0
+		if total > 0 {
+			pct = 100 * float64(done) / float64(total)
+		}
+		return fmt.Sprintf("%d/%d (%.0f%%)  %.1f img/s  ETA %s%s", done, total, pct, rate, eta, extra)
+	})
+}
+
+// UpdateBytes shows a download's progress in megabytes.
+func (p *progressLine) UpdateBytes(done, total int64) {
+	p.draw(float64(done), float64(total), float64(done), func(rate float64, eta string) string {
+		return fmt.Sprintf("%.1f/%.1f MB  %.1f MB/s  ETA %s", float64(done)/1e6, float64(total)/1e6, rate/1e6, eta)
+	})
+}
+
+// draw throttles, computes the rate of rateDone since the start and the ETA
+// of the rest, and writes the line that text formats.
+func (p *progressLine) draw(done, total, rateDone float64, text func(rate float64, eta string) string) {
 	if !p.enabled {
 		return
 	}
@@ -42,20 +61,12 @@ func (p *progressLine) Update(done, total, rateDone int, extra string) {
 		return
 	}
 	p.last = now
-	el := now.Sub(p.start).Seconds()
-	rate := 0.0
-	if el > 0 {
-		rate = float64(rateDone) / el
-	}
+	rate := rateDone / max(now.Sub(p.start).Seconds(), 1e-9)
 	eta := "--:--"
 	if rate > 0 && total >= done {
-		eta = fmtDuration(time.Duration(float64(total-done) / rate * float64(time.Second)))
+		eta = fmtDuration(time.Duration((total - done) / rate * float64(time.Second)))
 	}
-	pct := 100.0
-	if total > 0 {
-		pct = 100 * float64(done) / float64(total)
-	}
-	fmt.Fprintf(p.w, "\r\x1b[K%s %d/%d (%.0f%%)  %.1f img/s  ETA %s%s", p.label, done, total, pct, rate, eta, extra)
+	fmt.Fprintf(p.w, "\r\x1b[K%s %s", p.label, text(rate, eta))
 	p.drawn = true
 }
 
@@ -87,26 +98,4 @@ func fmtDuration(d time.Duration) string {
 		return fmt.Sprintf("%d:%02d:%02d", s/3600, s/60%60, s%60)
 	}
 	return fmt.Sprintf("%d:%02d", s/60, s%60)
-}
-
-// UpdateBytes shows a download's progress in megabytes.
-func (p *progressLine) UpdateBytes(done, total int64) {
-	if !p.enabled {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := time.Now()
-	if now.Sub(p.last) < 100*time.Millisecond && done < total {
-		return
-	}
-	p.last = now
-	el := now.Sub(p.start).Seconds()
-	rate := float64(done) / max(el, 1e-9)
-	eta := "--:--"
-	if rate > 0 && total > done {
-		eta = fmtDuration(time.Duration(float64(total-done) / rate * float64(time.Second)))
-	}
-	fmt.Fprintf(p.w, "\r\x1b[K%s %.1f/%.1f MB  %.1f MB/s  ETA %s", p.label, float64(done)/1e6, float64(total)/1e6, rate/1e6, eta)
-	p.drawn = true
 }
