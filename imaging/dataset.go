@@ -331,7 +331,6 @@ func openCSV(path string) (*Dataset, error) {
 		if err == io.EOF {
 			break
 		}
-		line, _ := r.FieldPos(0)
 		if err != nil {
 			var pe *csv.ParseError
 			if errors.As(err, &pe) {
@@ -339,6 +338,8 @@ func openCSV(path string) (*Dataset, error) {
 			}
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
+		// FieldPos panics without a record: only after a successful Read.
+		line, _ := r.FieldPos(0)
 		p := strings.TrimSpace(rec[col["path"]])
 		label := strings.TrimSpace(rec[col["label"]])
 		split := ""
