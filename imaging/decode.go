@@ -144,6 +144,19 @@ func describeStart(data []byte) string {
 	return hex.String()
 }
 
+// codecs are the decoders of each sniffed format (Sniff only returns these).
+var codecs = map[string]struct {
+	config func(io.Reader) (image.Config, error)
+	decode func(io.Reader) (image.Image, error)
+}{
+	FormatJPEG: {jpeg.DecodeConfig, jpeg.Decode},
+	FormatPNG:  {png.DecodeConfig, png.Decode},
+	FormatGIF:  {gif.DecodeConfig, gif.Decode},
+	FormatBMP:  {bmp.DecodeConfig, bmp.Decode},
+	FormatTIFF: {tiff.DecodeConfig, tiff.Decode},
+	FormatWebP: {webp.DecodeConfig, webp.Decode},
+}
+
 // DecodeConfig returns the format and the stored size of an image without
 // decoding its pixels. The size is as stored, before EXIF orientation.
 func DecodeConfig(data []byte) (format string, w, h int, err error) {
@@ -157,21 +170,7 @@ func DecodeConfig(data []byte) (format string, w, h int, err error) {
 	var cfg image.Config
 	err = safely(format, func() error {
 		var e error
-		r := bytes.NewReader(data)
-		switch format {
-		case FormatJPEG:
-			cfg, e = jpeg.DecodeConfig(r)
-		case FormatPNG:
-			cfg, e = png.DecodeConfig(r)
-		case FormatGIF:
-			cfg, e = gif.DecodeConfig(r)
-		case FormatBMP:
-			cfg, e = bmp.DecodeConfig(r)
-		case FormatTIFF:
-			cfg, e = tiff.DecodeConfig(r)
-		case FormatWebP:
-			cfg, e = webp.DecodeConfig(r)
-		}
+		cfg, e = codecs[format].config(bytes.NewReader(data))
 		return e
 	})
 	if err != nil {
@@ -299,21 +298,7 @@ func decodeWith(data []byte, opt DecodeOptions, spare *RGB, region func(w, h int
 		var img image.Image
 		err := safely(format, func() error {
 			var e error
-			r := bytes.NewReader(data)
-			switch format {
-			case FormatJPEG:
-				img, e = jpeg.Decode(r)
-			case FormatPNG:
-				img, e = png.Decode(r)
-			case FormatGIF:
-				img, e = gif.Decode(r)
-			case FormatBMP:
-				img, e = bmp.Decode(r)
-			case FormatTIFF:
-				img, e = tiff.Decode(r)
-			case FormatWebP:
-				img, e = webp.Decode(r)
-			}
+			img, e = codecs[format].decode(bytes.NewReader(data))
 			return e
 		})
 		if err != nil {
