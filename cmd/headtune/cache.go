@@ -68,7 +68,21 @@ func cacheCommand() *cli.Command {
 }
 
 func formatInfo(in featcache.Info) string {
-	return fmt.Sprintf("%+v", in)
+	if in.Err != nil {
+		return fmt.Sprintf("%s  unreadable: %v", in.Dir, in.Err)
+	}
+	return fmt.Sprintf("%s  %d rows x %d (%s of float32)  tensor %s  model %.12s  views %s",
+		in.Dir, in.Rows, in.Identity.Dim, humanBytes(in.DataBytes), in.Identity.FeatureTensor, in.Identity.ModelHash, strings.Join(in.Views, ", "))
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d KiB", n>>10)
 }
 
 func cacheDirs(c *cli.Context) ([]string, error) {
@@ -108,7 +122,8 @@ func verifyOrRepair(c *cli.Context, repair bool) error {
 			}
 			reports = append(reports, rep)
 			if !c.Bool("json") {
-				fmt.Fprintf(os.Stdout, "%s: %+v\n", d, *rep)
+				fmt.Fprintf(os.Stdout, "%s: kept %d rows, dropped %d (bad record %d, out of order %d, out of range %d, bad row data %d, duplicate %d); the next extract recomputes dropped rows\n",
+					d, rep.Kept, rep.Dropped(), rep.DroppedBadRecord, rep.DroppedOutOfOrder, rep.DroppedOutOfRange, rep.DroppedBadRow, rep.DroppedDuplicate)
 			}
 			continue
 		}
