@@ -204,35 +204,17 @@ func AppendInitializerFloats(dst []float32, t *onnxpb.TensorProto) ([]float32, e
 		if err := count(len(t.DoubleData)); err != nil {
 			return dst, err
 		}
-		base := len(dst)
-		dst = slices.Grow(dst, n)[:base+n]
-		out := dst[base:]
-		for i, v := range t.DoubleData {
-			out[i] = float32(v)
-		}
-		return dst, nil
+		return appendAsFloat32(dst, t.DoubleData), nil
 	case onnxpb.TensorProto_INT64:
 		if err := count(len(t.Int64Data)); err != nil {
 			return dst, err
 		}
-		base := len(dst)
-		dst = slices.Grow(dst, n)[:base+n]
-		out := dst[base:]
-		for i, v := range t.Int64Data {
-			out[i] = float32(v)
-		}
-		return dst, nil
+		return appendAsFloat32(dst, t.Int64Data), nil
 	case onnxpb.TensorProto_UINT32, onnxpb.TensorProto_UINT64:
 		if err := count(len(t.Uint64Data)); err != nil {
 			return dst, err
 		}
-		base := len(dst)
-		dst = slices.Grow(dst, n)[:base+n]
-		out := dst[base:]
-		for i, v := range t.Uint64Data {
-			out[i] = float32(v)
-		}
-		return dst, nil
+		return appendAsFloat32(dst, t.Uint64Data), nil
 	default: // int32_data carries INT32, INT16, INT8, UINT16, UINT8, BOOL, FLOAT16, BFLOAT16
 		if err := count(len(t.Int32Data)); err != nil {
 			return dst, err
@@ -252,6 +234,16 @@ func AppendInitializerFloats(dst []float32, t *onnxpb.TensorProto) ([]float32, e
 		}
 		return dst, nil
 	}
+}
+
+// appendAsFloat32 appends src converted to float32 to dst.
+func appendAsFloat32[T float64 | int64 | uint64](dst []float32, src []T) []float32 {
+	base := len(dst)
+	dst = slices.Grow(dst, len(src))[:base+len(src)]
+	for i, v := range src {
+		dst[base+i] = float32(v)
+	}
+	return dst
 }
 
 // initializerInts decodes an integer tensor (int64 or int32, any encoding)
