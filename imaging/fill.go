@@ -25,6 +25,7 @@ type Scratch struct {
 	lutSpec Spec
 	lutOK   bool
 	lut     [3][256]float32
+	norm    [2][56]float32 // normConstants: [0] planar, [1] interleaved
 }
 
 // NewScratch returns an empty Scratch (equivalent to new(Scratch)).
@@ -171,11 +172,38 @@ func (sc *Scratch) lutFor(s Spec) *[3][256]float32 {
 	}
 	for c := 0; c < 3; c++ {
 		for p := 0; p < 256; p++ {
-			sc.lut[c][p] = (float32(p)*s.Scale - s.Mean[c]) / s.Std[c]
+			// The conversion keeps the compiler from fusing the multiply
+			// and subtract: the AVX2 kernels round after each operation.
+			sc.lut[c][p] = (float32(float32(p)*s.Scale) - s.Mean[c]) / s.Std[c]
 		}
 	}
+	sc.norm[0], sc.norm[1] = normConstants(s, true), normConstants(s, false)
 	sc.lutSpec, sc.lutOK = s, true
 	return &sc.lut
+}
+
+// normConstants lays out the spec's scale, means and standard deviations
+// for the AVX2 kernels: k[0:8] the scale; k[8:32] and k[32:56] three
+// vectors of 8 means and of 8 deviations. Planar: vector c is source
+// channel c's (R, G, B), whichever plane it goes to. Interleaved: lane l of
+// vector v is value 8v+l of a 24-value run, channel (8v+l)%3.
+func normConstants(s Spec, planar bool) [56]float32 {
+	var k [56]float32
+	for l := 0; l < 8; l++ {
+		k[l] = s.Scale
+	}
+	for v := 0; v < 3; v++ {
+		for l := 0; l < 8; l++ {
+			c := v
+			if planar && s.ChannelOrder == OrderBGR {
+				c = 2 - v // source channel v lands in plane 2-v
+			} else if !planar {
+				c = (8*v + l) % 3
+			}
+			k[8+8*v+l], k[32+8*v+l] = s.Mean[c], s.Std[c]
+		}
+	}
+	return k
 }
 
 // Fill resizes img with the spec's geometry and writes its normalised
@@ -224,7 +252,12 @@ func (s Spec) normalise(pix []uint8, dst []float32, sc *Scratch) {
 		l0, l1, l2 := &lut[0], &lut[1], &lut[2]
 		a, b, c := src[0], src[1], src[2]
 		dst = dst[:3*n]
-		for i := 0; i < n; i++ {
+		i := 0
+		if normaliseAVX2 && s.ChannelOrder != OrderBGR {
+			i = n &^ 7
+			normaliseInterleavedAVX2(dst[:3*i], pix[:3*i], &sc.norm[1])
+		}
+		for ; i < n; i++ {
 			p := pix[3*i : 3*i+3 : 3*i+3]
 			d := dst[3*i : 3*i+3 : 3*i+3]
 			d[0] = l0[p[a]]
@@ -237,7 +270,16 @@ func (s Spec) normalise(pix []uint8, dst []float32, sc *Scratch) {
 	a, b, c := src[0], src[1], src[2]
 	p0, p1, p2 := dst[:n], dst[n:2*n], dst[2*n:3*n]
 	pix = pix[:3*n]
-	for i := range p0 {
+	i := 0
+	if normaliseAVX2 {
+		i = n &^ 7
+		r, g, b := p0, p1, p2
+		if s.ChannelOrder == OrderBGR {
+			r, b = p2, p0
+		}
+		normalisePlanarAVX2(r[:i], g[:i], b[:i], pix[:3*i], &sc.norm[0])
+	}
+	for ; i < n; i++ {
 		p := pix[3*i : 3*i+3 : 3*i+3]
 		p0[i] = l0[p[a]]
 		p1[i] = l1[p[b]]

@@ -82,7 +82,24 @@ type coeffs struct {
 	w        []int32
 	identity bool // output i is source i+off exactly: a copy
 	off      int
-	fixed    bool // every output has exactly ksize taps
+	fixed    bool    // every output has exactly ksize taps
+	pairs    []int32 // w expanded for horizontalPairsAVX2; built on first use
+}
+
+// expandPairs lays out a fixed-tap table for horizontalPairsAVX2: for the
+// output pair p and tap j, 8 int32s at (p*ksize+j)*8: output 2p's weight
+// four times (R, G, B and the stray fourth byte), then output 2p+1's.
+func (c *coeffs) expandPairs() {
+	ks, np := c.ksize, c.key.n/2
+	c.pairs = growI32(c.pairs, np*ks*8)
+	for p := 0; p < np; p++ {
+		for j := 0; j < ks; j++ {
+			d := c.pairs[(p*ks+j)*8 : (p*ks+j+1)*8]
+			a, b := c.w[2*p*ks+j], c.w[(2*p+1)*ks+j]
+			d[0], d[1], d[2], d[3] = a, a, a, a
+			d[4], d[5], d[6], d[7] = b, b, b, b
+		}
+	}
 }
 
 type axisKey struct {
@@ -97,6 +114,7 @@ type axisKey struct {
 func (c *coeffs) build(k axisKey) {
 	c.key = k
 	c.identity, c.fixed = false, false
+	c.pairs = c.pairs[:0]
 	if k.in == k.out {
 		// Pillow skips the pass when the size does not change; the
 		// coefficients would be the identity anyway.
@@ -397,6 +415,33 @@ func (r *Resizer) horizontal(out []uint8, src *RGB, yFirst, rows, w int) {
 	}
 	ks := r.h.ksize
 	starts, counts, ws := r.h.start[:w], r.h.count[:w], r.h.w
+	if r.h.fixed && resizeAVX2 && w >= 3 {
+		// Pixels 0..np-1 go through the kernel in pairs; at least one is
+		// left for Go, because the kernel's 4-byte stores would write
+		// past the row.
+		np := (w - 1) &^ 1
+		if len(r.h.pairs) == 0 {
+			r.h.expandPairs()
+		}
+		kern := horizontalPairsFor(ks)
+		for y := 0; y < rows; y++ {
+			o := out[y*w3 : (y+1)*w3]
+			s := src.Pix[(yFirst+y)*sw3:]
+			if len(s) <= sw3 {
+				// Last row of the buffer: the kernel's 4-byte loads
+				// would read past it.
+				horizontalGeneric(o, s[:sw3], starts, counts, ws, ks)
+				continue
+			}
+			if kern != nil {
+				kern(o, s, starts[:np], r.h.pairs)
+			} else {
+				horizontalPairsAVX2(o, s, starts[:np], r.h.pairs, ks)
+			}
+			horizontalGeneric(o[np*3:], s, starts[np:], counts[np:], ws[np*ks:], ks)
+		}
+		return
+	}
 	if r.h.fixed && ks >= 2 && ks <= 8 {
 		kern := [...]func(o, s []uint8, starts, ws []int32){
 			2: horizontal2, 3: horizontal3, 4: horizontal4, 5: horizontal5,
@@ -408,32 +453,37 @@ func (r *Resizer) horizontal(out []uint8, src *RGB, yFirst, rows, w int) {
 		return
 	}
 	for y := 0; y < rows; y++ {
-		s := src.Pix[(yFirst+y)*sw3 : (yFirst+y+1)*sw3]
-		o := out[y*w3 : (y+1)*w3]
-		for x := 0; x < w; x++ {
-			x0 := int(starts[x])
-			n := int(counts[x])
-			k := ws[x*ks : x*ks+n]
-			p := s[x0*3 : (x0+n)*3]
-			var cr, cg, cb int32 = fixedHalf, fixedHalf, fixedHalf
-			for len(k) >= 2 && len(p) >= 6 {
-				w0, w1 := k[0], k[1]
-				cr += int32(p[0])*w0 + int32(p[3])*w1
-				cg += int32(p[1])*w0 + int32(p[4])*w1
-				cb += int32(p[2])*w0 + int32(p[5])*w1
-				k, p = k[2:], p[6:]
-			}
-			if len(k) == 1 && len(p) >= 3 {
-				w0 := k[0]
-				cr += int32(p[0]) * w0
-				cg += int32(p[1]) * w0
-				cb += int32(p[2]) * w0
-			}
-			d := o[x*3 : x*3+3 : x*3+3]
-			d[0] = clip8(cr)
-			d[1] = clip8(cg)
-			d[2] = clip8(cb)
+		horizontalGeneric(out[y*w3:(y+1)*w3], src.Pix[(yFirst+y)*sw3:(yFirst+y+1)*sw3], starts, counts, ws, ks)
+	}
+}
+
+// horizontalGeneric resamples one row of packed RGB for any tap count:
+// output x reads counts[x] source pixels from starts[x] with weights
+// ws[x*ks:].
+func horizontalGeneric(o, s []uint8, starts, counts, ws []int32, ks int) {
+	for x := range starts {
+		x0 := int(starts[x])
+		n := int(counts[x])
+		k := ws[x*ks : x*ks+n]
+		p := s[x0*3 : (x0+n)*3]
+		var cr, cg, cb int32 = fixedHalf, fixedHalf, fixedHalf
+		for len(k) >= 2 && len(p) >= 6 {
+			w0, w1 := k[0], k[1]
+			cr += int32(p[0])*w0 + int32(p[3])*w1
+			cg += int32(p[1])*w0 + int32(p[4])*w1
+			cb += int32(p[2])*w0 + int32(p[5])*w1
+			k, p = k[2:], p[6:]
 		}
+		if len(k) == 1 && len(p) >= 3 {
+			w0 := k[0]
+			cr += int32(p[0]) * w0
+			cg += int32(p[1]) * w0
+			cb += int32(p[2]) * w0
+		}
+		d := o[x*3 : x*3+3 : x*3+3]
+		d[0] = clip8(cr)
+		d[1] = clip8(cg)
+		d[2] = clip8(cb)
 	}
 }
 
@@ -555,6 +605,18 @@ func (r *Resizer) vertical(out, mid []uint8, w, yFirst, h int) {
 // output byte is computed in registers.
 func verticalRow(o, mid []uint8, w3 int, k []int32, acc []int32) {
 	o = o[:w3]
+	if resizeAVX2 && w3 >= 16 {
+		n := w3 &^ 15
+		verticalRowAVX2(o[:n], mid[:(len(k)-1)*w3+n], w3, k)
+		for i := n; i < w3; i++ {
+			a := int32(fixedHalf)
+			for j, wt := range k {
+				a += int32(mid[j*w3+i]) * wt
+			}
+			o[i] = clip8(a)
+		}
+		return
+	}
 	switch len(k) {
 	case 2:
 		r0, r1 := mid[:w3], mid[w3:2*w3]
