@@ -70,11 +70,19 @@ func writeImages(t *testing.T, dir string, n, bad int) []string {
 func TestRunnerMatchesDirectSession(t *testing.T) {
 	bb := testBackbone(t, 0)
 	paths := writeImages(t, t.TempDir(), 23, 5) // 4 bad files
-	for _, tc := range []struct{ batch, workers int }{{1, 1}, {4, 2}, {16, 3}, {64, 1}} {
+	// workers 0 with inferers > 1 is the fused layout (each inference
+	// goroutine decodes its own batch); batch 0 is the default.
+	for _, tc := range []struct{ batch, workers, inferers int }{
+		{1, 1, 1}, {4, 2, 1}, {16, 3, 2}, {64, 1, 1}, {0, 0, 1},
+		{1, 0, 2}, {4, 0, 3}, {0, 0, 2}, {64, 0, 2},
+	} {
 		got := map[int][]float32{}
 		var failed []int
-		r := &Runner{Session: bb.Session, Spec: bb.Spec, BatchSize: tc.batch, Workers: tc.workers,
+		r := &Runner{Session: bb.Session, Spec: bb.Spec, BatchSize: tc.batch, Workers: tc.workers, Inferers: tc.inferers,
 			OnFail: func(f Failure) { failed = append(failed, f.Index) }}
+		if r.Fused() != (tc.workers == 0 && tc.inferers > 1) {
+			t.Fatalf("%+v: Fused() = %v", tc, r.Fused())
+		}
 		last := -1
 		err := r.Run(context.Background(), paths, func(b *Batch) error {
 			for k, idx := range b.Index {
@@ -90,7 +98,7 @@ func TestRunnerMatchesDirectSession(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(failed) != 4 || len(got) != 19 {
-			t.Fatalf("batch %d workers %d: %d failed, %d ran; want 4 and 19", tc.batch, tc.workers, len(failed), len(got))
+			t.Fatalf("%+v: %d failed, %d ran; want 4 and 19", tc, len(failed), len(got))
 		}
 		// Each image alone through the session gives the same features
 		// (within float noise across batch sizes).
@@ -109,7 +117,7 @@ func TestRunnerMatchesDirectSession(t *testing.T) {
 			}
 		}
 		if worst > 1e-5 {
-			t.Errorf("batch %d: features differ from a direct run by %g", tc.batch, worst)
+			t.Errorf("%+v: features differ from a direct run by %g", tc, worst)
 		}
 	}
 }
@@ -117,20 +125,22 @@ func TestRunnerMatchesDirectSession(t *testing.T) {
 func TestRunnerCancel(t *testing.T) {
 	bb := testBackbone(t, 0)
 	paths := writeImages(t, t.TempDir(), 40, 0)
-	ctx, cancel := context.WithCancel(context.Background())
-	batches := 0
-	err := (&Runner{Session: bb.Session, Spec: bb.Spec, BatchSize: 4}).Run(ctx, paths, func(b *Batch) error {
-		batches++
-		if batches == 2 {
-			cancel()
+	for _, inferers := range []int{1, 2} { // separate decode workers, fused
+		ctx, cancel := context.WithCancel(context.Background())
+		batches := 0
+		err := (&Runner{Session: bb.Session, Spec: bb.Spec, BatchSize: 4, Inferers: inferers}).Run(ctx, paths, func(b *Batch) error {
+			batches++
+			if batches == 2 {
+				cancel()
+			}
+			return nil
+		})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("inferers %d: err = %v, want context.Canceled", inferers, err)
 		}
-		return nil
-	})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("err = %v, want context.Canceled", err)
-	}
-	if batches != 2 {
-		t.Fatalf("%d batches handed over after cancel, want 2", batches)
+		if batches != 2 {
+			t.Fatalf("inferers %d: %d batches handed over after cancel, want 2", inferers, batches)
+		}
 	}
 }
 
@@ -138,9 +148,11 @@ func TestRunnerCallbackError(t *testing.T) {
 	bb := testBackbone(t, 0)
 	paths := writeImages(t, t.TempDir(), 40, 0)
 	boom := errors.New("disk full")
-	err := (&Runner{Session: bb.Session, Spec: bb.Spec, BatchSize: 4}).Run(context.Background(), paths, func(b *Batch) error { return boom })
-	if !errors.Is(err, boom) {
-		t.Fatalf("err = %v, want the callback's error", err)
+	for _, inferers := range []int{1, 2} {
+		err := (&Runner{Session: bb.Session, Spec: bb.Spec, BatchSize: 4, Inferers: inferers}).Run(context.Background(), paths, func(b *Batch) error { return boom })
+		if !errors.Is(err, boom) {
+			t.Fatalf("inferers %d: err = %v, want the callback's error", inferers, err)
+		}
 	}
 }
 
@@ -209,7 +221,12 @@ func TestExtractReuseAndView(t *testing.T) {
 func TestPredictOrderWithFailures(t *testing.T) {
 	bb := testBackbone(t, 0)
 	paths := writeImages(t, t.TempDir(), 21, 4)
-	r := &Runner{Session: bb.Session, Spec: bb.Spec, BatchSize: 4}
+	for _, inferers := range []int{1, 2} { // separate decode workers, fused
+		testPredictOrder(t, bb, paths, &Runner{Session: bb.Session, Spec: bb.Spec, BatchSize: 4, Inferers: inferers})
+	}
+}
+
+func testPredictOrder(t *testing.T, bb *Backbone, paths []string, r *Runner) {
 	var got []Prediction
 	classes := 3
 	err := Predict(context.Background(), r, paths, func(outs [][]float32, n int, probs []float32) error {

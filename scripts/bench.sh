@@ -29,8 +29,8 @@ for b in $BENCH; do
       # End-to-end extraction against decode-only and pre-decoded inference.
       [ -d .deps/bench_decode ] || REPEATS=1 ./scripts/bench_decode.sh >/dev/null
       go build -o bin/benchextract ./scripts/benchextract
-      run extract ./bin/benchextract -images .deps/bench_decode -repeats 3 -batch 8
-      run extract-fastjpeg ./bin/benchextract -images .deps/bench_decode -repeats 3 -batch 8 -fast-jpeg ;;
+      run extract ./bin/benchextract -images .deps/bench_decode -repeats 7
+      run extract-fastjpeg ./bin/benchextract -images .deps/bench_decode -repeats 7 -fast-jpeg ;;
     decode)
       run decode env REPEATS=5 ./scripts/bench_decode.sh ;;
     backbones)

@@ -142,8 +142,8 @@ func backboneFlags() []cli.Flag {
 		&cli.StringFlag{Name: "input-size", Usage: "WxH for models with a dynamic input size"},
 		&cli.BoolFlag{Name: "fast-jpeg", Usage: "decode JPEGs at a DCT-reduced scale (libjpeg-turbo); recorded in the preprocessing spec"},
 		&cli.BoolFlag{Name: "spin", Usage: "let ONNX Runtime threads spin-wait (faster on an idle machine, slower beside decode workers)"},
-		&cli.IntFlag{Name: "batch", Value: 16, Usage: "images per inference batch"},
-		&cli.IntFlag{Name: "workers", Usage: "decode workers (0: one per core)"},
+		&cli.IntFlag{Name: "batch", Usage: "images per inference batch (0: 1 when each core decodes its own images, 16 with --workers)"},
+		&cli.IntFlag{Name: "workers", Usage: "decode on this many goroutines of their own, handing batches to inference (0: each core decodes and runs its own batches)"},
 	}
 }
 
