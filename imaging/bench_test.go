@@ -140,3 +140,45 @@ func BenchmarkDecode(b *testing.B) {
 		reportImgs(b)
 	})
 }
+
+// BenchmarkResizeKernels: the resize that follows a DCT-scaled JPEG decode
+// (640x480 decoded at 1/2, to 224x224, bilinear), with the AVX2 kernels
+// and with the Go ones, in the same run.
+func BenchmarkResizeKernels(b *testing.B) {
+	src := &RGB{W: 320, H: 240, Pix: make([]uint8, 320*240*3)}
+	for i := range src.Pix {
+		src.Pix[i] = uint8(i*7 + i/960)
+	}
+	for _, avx := range []bool{false, true} {
+		name := "go"
+		if avx {
+			name = "avx2"
+			if !resizeAVX2 {
+				b.Log("no AVX2 on this CPU: avx2 case skipped")
+				continue
+			}
+		}
+		b.Run(name, func(b *testing.B) {
+			defer func(r, n bool) { resizeAVX2, normaliseAVX2 = r, n }(resizeAVX2, normaliseAVX2)
+			resizeAVX2, normaliseAVX2 = avx, avx
+			s, _ := Preset("unit")
+			s.Width, s.Height, s.Resize, s.Interpolation = 224, 224, ResizeSquash, InterpBilinear
+			sc := NewScratch()
+			dst := make([]float32, s.TensorLen())
+			var out RGB
+			b.Run("resize", func(b *testing.B) {
+				r, _ := NewResizer(InterpBilinear)
+				for b.Loop() {
+					r.Resize(&out, src, 224, 224)
+				}
+			})
+			b.Run("resize+normalise", func(b *testing.B) {
+				for b.Loop() {
+					if err := s.Fill(src, dst, sc); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}

@@ -6,7 +6,9 @@
 #   LIMIT=20 ROUNDS=1 scripts/bench_peers.sh   # a quick check of the wiring
 #
 # Peers (details in scripts/bench_peers.py and scripts/bench_peers.js):
-#   headtune          `headtune extract --threads T --workers W --batch B`
+#   headtune          `headtune extract --threads T` with its default layout
+#                     (each core decodes and runs its own images, batch 1;
+#                     HT_WORKERS and HT_BATCH override)
 #                     into a fresh cache (computed_images_per_second: from the
 #                     first file to the last cached row; session creation
 #                     excluded, file hashing and cache writes included);
@@ -43,6 +45,8 @@
 #
 # Environment:
 #   ROUNDS (3)  LIMIT (0: all images)  BATCH (16)  THREADS (2)  WORKERS (2)
+#   (BATCH and WORKERS for the peers; headtune: HT_BATCH (0) HT_WORKERS (0),
+#   its defaults)
 #   BACKBONES ("mobilenetv2-imagenet resnet18"; torchvision names as in
 #             scripts/export_torchvision.py, e.g. resnet50, are exported on demand)
 #   PEERS ("headtune headtune-fast torch opencv node node-sharp")
@@ -59,6 +63,8 @@ LIMIT="${LIMIT:-0}"
 BATCH="${BATCH:-16}"
 THREADS="${THREADS:-2}"
 WORKERS="${WORKERS:-2}"
+HT_BATCH="${HT_BATCH:-0}"
+HT_WORKERS="${HT_WORKERS:-0}"
 BACKBONES="${BACKBONES:-mobilenetv2-imagenet resnet18}"
 PEERS="${PEERS:-headtune headtune-fast torch opencv node node-sharp}"
 IMAGES="${IMAGES:-$REPO/.deps/bench_decode}"
@@ -194,7 +200,7 @@ run_headtune() { # backbone round [extra flags...]
   local pre=(); [ -n "${HTPRESET[$b]}" ] && pre=(--preset "${HTPRESET[$b]}")
   local cache="$tmp/cache-$r-$b-$#"
   "$HT" extract "$ds" --model "${HTMODEL[$b]}" "${pre[@]}" "$@" --cache "$cache" --json --quiet \
-    --threads "$THREADS" --workers "$WORKERS" --batch "$BATCH" >"$tmp/ht.json"
+    --threads "$THREADS" --workers "$HT_WORKERS" --batch "$HT_BATCH" >"$tmp/ht.json"
   rm -rf "$cache"
   "$PYTHON" - "$tmp/ht.json" "$name" "$b" "$r" "$n" <<'PY'
 import json, sys
@@ -206,7 +212,7 @@ print(json.dumps({"mode": "e2e", "images_per_s": s["computed_images_per_second"]
 PY
   if [ $# -eq 0 ]; then
     local bpre=(); [ -n "${HTPRESET[$b]}" ] && bpre=(-preset "${HTPRESET[$b]}")
-    "$tmp/benchextract" -images "$ds/photos" -model "${HTMODEL[$b]}" "${bpre[@]}" -threads "$THREADS" -batch "$BATCH" -repeats 1 >"$tmp/be.txt"
+    "$tmp/benchextract" -images "$ds/photos" -model "${HTMODEL[$b]}" "${bpre[@]}" -threads "$THREADS" -batch "$HT_BATCH" -workers "$HT_WORKERS" -repeats 1 >"$tmp/be.txt"
     "$PYTHON" - "$tmp/be.txt" "$b" "$r" "$n" "$THREADS" <<'PY'
 import json, re, sys
 text = open(sys.argv[1]).read()
@@ -221,7 +227,7 @@ common = {"peer": "headtune", "backbone": sys.argv[2], "n": int(sys.argv[4]), "r
 # runs as headtune's pipeline lays them out); which one is recorded.
 cands = [(float(v), label) for label, v in
          re.findall(r"^\| (inference on pre-decoded tensors[^|]*?) \| ([0-9.]+) \|", text, re.M)
-         if sys.argv[5] == "1" or not label.endswith(", 1 thread")]
+         if sys.argv[5] == "1" or not label.endswith(", 1 thread alone")]
 if not cands:
     sys.exit("bench_peers: scripts/benchextract printed no multi-thread inference row:\n" + text)
 ips, how = max(cands)
