@@ -5,6 +5,54 @@
 // shift by 22 bits, then a clamp to 0..255 done by two saturating packs
 // (int32 -> int16 -> uint8), which clamps any int32 the way clip8 does.
 
+// HTAP adds tap j of an output pair: the RGB (plus one stray byte) of
+// source pixel starts[x]+j for output x in the low lane and of
+// starts[x+1]+j in the high lane, times their expanded weights at
+// off(DX); soff = 3*j, woff = 32*j.
+#define HTAP(soff, woff) \
+	VPMOVZXBD   soff(AX), X1; \
+	VPMOVZXBD   soff(R12), X3; \
+	VINSERTI128 $1, X3, Y1, Y1; \
+	VPMULLD     woff(DX), Y1, Y1; \
+	VPADDD      Y1, Y0, Y0
+
+// HPROLOGUE loads the arguments shared by the horizontal kernels: o (DI),
+// s (SI), starts (R8, length CX), wx (DX), and fixedHalf in every lane of
+// Y7; BX counts output pixels.
+#define HPROLOGUE \
+	MOVQ         o_base+0(FP), DI; \
+	MOVQ         s_base+24(FP), SI; \
+	MOVQ         starts_base+48(FP), R8; \
+	MOVQ         starts_len+56(FP), CX; \
+	MOVQ         wx_base+72(FP), DX; \
+	MOVL         $0x200000, AX; \
+	VMOVD        AX, X7; \
+	VPBROADCASTD X7, Y7; \
+	XORQ         BX, BX
+
+// HPAIR points AX and R12 at the first source pixel of outputs BX and
+// BX+1 and starts their sums at fixedHalf.
+#define HPAIR \
+	MOVLQSX (R8)(BX*4), AX; \
+	MOVLQSX 4(R8)(BX*4), R12; \
+	LEAQ    (AX)(AX*2), AX; \
+	LEAQ    (R12)(R12*2), R12; \
+	ADDQ    SI, AX; \
+	ADDQ    SI, R12; \
+	VMOVDQA Y7, Y0
+
+// HSTORE shifts, clamps and stores the pair (4 bytes each, the second
+// store overwriting the stray fourth byte of the first) and moves on.
+#define HSTORE \
+	VPSRAD       $22, Y0, Y0; \
+	VPACKSSDW    Y0, Y0, Y0; \
+	VPACKUSWB    Y0, Y0, Y0; \
+	VMOVD        X0, (DI); \
+	VEXTRACTI128 $1, Y0, X1; \
+	VMOVD        X1, 3(DI); \
+	ADDQ         $6, DI; \
+	ADDQ         $2, BX
+
 // func verticalRowAVX2(o, mid []uint8, w3 int, k []int32)
 TEXT ·verticalRowAVX2(SB), NOSPLIT, $0-80
 	MOVQ         o_base+0(FP), DI
@@ -55,44 +103,19 @@ vdone:
 	VZEROUPPER
 	RET
 
-// HTAP adds tap j of an output pair: the RGB (plus one stray byte) of
-// source pixel starts[x]+j for output x in the low lane and of
-// starts[x+1]+j in the high lane, times their expanded weights at
-// off(DX); soff = 3*j, woff = 32*j.
-#define HTAP(soff, woff) \
-	VPMOVZXBD   soff(AX), X1; \
-	VPMOVZXBD   soff(R12), X3; \
-	VINSERTI128 $1, X3, Y1, Y1; \
-	VPMULLD     woff(DX), Y1, Y1; \
-	VPADDD      Y1, Y0, Y0
-
 // func horizontalPairsAVX2(o, s []uint8, starts, wx []int32, ks int)
 // Any tap count, with a loop over the taps.
 TEXT ·horizontalPairsAVX2(SB), NOSPLIT, $0-104
-	MOVQ         o_base+0(FP), DI
-	MOVQ         s_base+24(FP), SI
-	MOVQ         starts_base+48(FP), R8
-	MOVQ         starts_len+56(FP), CX
-	MOVQ         wx_base+72(FP), DX
-	MOVL         $0x200000, AX // fixedHalf
-	VMOVD        AX, X7
-	VPBROADCASTD X7, Y7
-	XORQ         BX, BX
-	MOVQ         ks+96(FP), R9
-	TESTQ        R9, R9
-	JZ           hdone
+	HPROLOGUE
+	MOVQ  ks+96(FP), R9
+	TESTQ R9, R9
+	JZ    hdone
 
 hloop:
-	CMPQ    BX, CX
-	JGE     hdone
-	MOVLQSX (R8)(BX*4), AX
-	MOVLQSX 4(R8)(BX*4), R12
-	LEAQ    (AX)(AX*2), AX
-	LEAQ    (R12)(R12*2), R12
-	ADDQ    SI, AX
-	ADDQ    SI, R12
-	VMOVDQA Y7, Y0
-	MOVQ    R9, R11
+	CMPQ BX, CX
+	JGE  hdone
+	HPAIR
+	MOVQ R9, R11
 
 htap:
 	HTAP(0, 0)
@@ -101,210 +124,99 @@ htap:
 	ADDQ $32, DX
 	DECQ R11
 	JNZ  htap
-
-	VPSRAD       $22, Y0, Y0
-	VPACKSSDW    Y0, Y0, Y0
-	VPACKUSWB    Y0, Y0, Y0
-	VMOVD        X0, (DI)
-	VEXTRACTI128 $1, Y0, X1
-	VMOVD        X1, 3(DI) // overwrites the stray 4th byte of the first store
-	ADDQ         $6, DI
-	ADDQ         $2, BX
-	JMP          hloop
+	HSTORE
+	JMP  hloop
 
 hdone:
 	VZEROUPPER
 	RET
 
 // func horizontalPairs2AVX2(o, s []uint8, starts, wx []int32)
-// horizontalPairsAVX2 unrolled for 2 taps.
 TEXT ·horizontalPairs2AVX2(SB), NOSPLIT, $0-96
-	MOVQ         o_base+0(FP), DI
-	MOVQ         s_base+24(FP), SI
-	MOVQ         starts_base+48(FP), R8
-	MOVQ         starts_len+56(FP), CX
-	MOVQ         wx_base+72(FP), DX
-	MOVL         $0x200000, AX // fixedHalf
-	VMOVD        AX, X7
-	VPBROADCASTD X7, Y7
-	XORQ         BX, BX
+	HPROLOGUE
 
 h2loop:
-	CMPQ    BX, CX
-	JGE     h2done
-	MOVLQSX (R8)(BX*4), AX
-	MOVLQSX 4(R8)(BX*4), R12
-	LEAQ    (AX)(AX*2), AX
-	LEAQ    (R12)(R12*2), R12
-	ADDQ    SI, AX
-	ADDQ    SI, R12
-	VMOVDQA Y7, Y0
+	CMPQ BX, CX
+	JGE  h2done
+	HPAIR
 	HTAP(0, 0)
 	HTAP(3, 32)
 	ADDQ $64, DX
-	VPSRAD       $22, Y0, Y0
-	VPACKSSDW    Y0, Y0, Y0
-	VPACKUSWB    Y0, Y0, Y0
-	VMOVD        X0, (DI)
-	VEXTRACTI128 $1, Y0, X1
-	VMOVD        X1, 3(DI) // overwrites the stray 4th byte of the first store
-	ADDQ         $6, DI
-	ADDQ         $2, BX
-	JMP          h2loop
+	HSTORE
+	JMP  h2loop
 
 h2done:
 	VZEROUPPER
 	RET
 
 // func horizontalPairs3AVX2(o, s []uint8, starts, wx []int32)
-// horizontalPairsAVX2 unrolled for 3 taps.
 TEXT ·horizontalPairs3AVX2(SB), NOSPLIT, $0-96
-	MOVQ         o_base+0(FP), DI
-	MOVQ         s_base+24(FP), SI
-	MOVQ         starts_base+48(FP), R8
-	MOVQ         starts_len+56(FP), CX
-	MOVQ         wx_base+72(FP), DX
-	MOVL         $0x200000, AX // fixedHalf
-	VMOVD        AX, X7
-	VPBROADCASTD X7, Y7
-	XORQ         BX, BX
+	HPROLOGUE
 
 h3loop:
-	CMPQ    BX, CX
-	JGE     h3done
-	MOVLQSX (R8)(BX*4), AX
-	MOVLQSX 4(R8)(BX*4), R12
-	LEAQ    (AX)(AX*2), AX
-	LEAQ    (R12)(R12*2), R12
-	ADDQ    SI, AX
-	ADDQ    SI, R12
-	VMOVDQA Y7, Y0
+	CMPQ BX, CX
+	JGE  h3done
+	HPAIR
 	HTAP(0, 0)
 	HTAP(3, 32)
 	HTAP(6, 64)
 	ADDQ $96, DX
-	VPSRAD       $22, Y0, Y0
-	VPACKSSDW    Y0, Y0, Y0
-	VPACKUSWB    Y0, Y0, Y0
-	VMOVD        X0, (DI)
-	VEXTRACTI128 $1, Y0, X1
-	VMOVD        X1, 3(DI) // overwrites the stray 4th byte of the first store
-	ADDQ         $6, DI
-	ADDQ         $2, BX
-	JMP          h3loop
+	HSTORE
+	JMP  h3loop
 
 h3done:
 	VZEROUPPER
 	RET
 
 // func horizontalPairs4AVX2(o, s []uint8, starts, wx []int32)
-// horizontalPairsAVX2 unrolled for 4 taps.
 TEXT ·horizontalPairs4AVX2(SB), NOSPLIT, $0-96
-	MOVQ         o_base+0(FP), DI
-	MOVQ         s_base+24(FP), SI
-	MOVQ         starts_base+48(FP), R8
-	MOVQ         starts_len+56(FP), CX
-	MOVQ         wx_base+72(FP), DX
-	MOVL         $0x200000, AX // fixedHalf
-	VMOVD        AX, X7
-	VPBROADCASTD X7, Y7
-	XORQ         BX, BX
+	HPROLOGUE
 
 h4loop:
-	CMPQ    BX, CX
-	JGE     h4done
-	MOVLQSX (R8)(BX*4), AX
-	MOVLQSX 4(R8)(BX*4), R12
-	LEAQ    (AX)(AX*2), AX
-	LEAQ    (R12)(R12*2), R12
-	ADDQ    SI, AX
-	ADDQ    SI, R12
-	VMOVDQA Y7, Y0
+	CMPQ BX, CX
+	JGE  h4done
+	HPAIR
 	HTAP(0, 0)
 	HTAP(3, 32)
 	HTAP(6, 64)
 	HTAP(9, 96)
 	ADDQ $128, DX
-	VPSRAD       $22, Y0, Y0
-	VPACKSSDW    Y0, Y0, Y0
-	VPACKUSWB    Y0, Y0, Y0
-	VMOVD        X0, (DI)
-	VEXTRACTI128 $1, Y0, X1
-	VMOVD        X1, 3(DI) // overwrites the stray 4th byte of the first store
-	ADDQ         $6, DI
-	ADDQ         $2, BX
-	JMP          h4loop
+	HSTORE
+	JMP  h4loop
 
 h4done:
 	VZEROUPPER
 	RET
 
 // func horizontalPairs5AVX2(o, s []uint8, starts, wx []int32)
-// horizontalPairsAVX2 unrolled for 5 taps.
 TEXT ·horizontalPairs5AVX2(SB), NOSPLIT, $0-96
-	MOVQ         o_base+0(FP), DI
-	MOVQ         s_base+24(FP), SI
-	MOVQ         starts_base+48(FP), R8
-	MOVQ         starts_len+56(FP), CX
-	MOVQ         wx_base+72(FP), DX
-	MOVL         $0x200000, AX // fixedHalf
-	VMOVD        AX, X7
-	VPBROADCASTD X7, Y7
-	XORQ         BX, BX
+	HPROLOGUE
 
 h5loop:
-	CMPQ    BX, CX
-	JGE     h5done
-	MOVLQSX (R8)(BX*4), AX
-	MOVLQSX 4(R8)(BX*4), R12
-	LEAQ    (AX)(AX*2), AX
-	LEAQ    (R12)(R12*2), R12
-	ADDQ    SI, AX
-	ADDQ    SI, R12
-	VMOVDQA Y7, Y0
+	CMPQ BX, CX
+	JGE  h5done
+	HPAIR
 	HTAP(0, 0)
 	HTAP(3, 32)
 	HTAP(6, 64)
 	HTAP(9, 96)
 	HTAP(12, 128)
 	ADDQ $160, DX
-	VPSRAD       $22, Y0, Y0
-	VPACKSSDW    Y0, Y0, Y0
-	VPACKUSWB    Y0, Y0, Y0
-	VMOVD        X0, (DI)
-	VEXTRACTI128 $1, Y0, X1
-	VMOVD        X1, 3(DI) // overwrites the stray 4th byte of the first store
-	ADDQ         $6, DI
-	ADDQ         $2, BX
-	JMP          h5loop
+	HSTORE
+	JMP  h5loop
 
 h5done:
 	VZEROUPPER
 	RET
 
 // func horizontalPairs6AVX2(o, s []uint8, starts, wx []int32)
-// horizontalPairsAVX2 unrolled for 6 taps.
 TEXT ·horizontalPairs6AVX2(SB), NOSPLIT, $0-96
-	MOVQ         o_base+0(FP), DI
-	MOVQ         s_base+24(FP), SI
-	MOVQ         starts_base+48(FP), R8
-	MOVQ         starts_len+56(FP), CX
-	MOVQ         wx_base+72(FP), DX
-	MOVL         $0x200000, AX // fixedHalf
-	VMOVD        AX, X7
-	VPBROADCASTD X7, Y7
-	XORQ         BX, BX
+	HPROLOGUE
 
 h6loop:
-	CMPQ    BX, CX
-	JGE     h6done
-	MOVLQSX (R8)(BX*4), AX
-	MOVLQSX 4(R8)(BX*4), R12
-	LEAQ    (AX)(AX*2), AX
-	LEAQ    (R12)(R12*2), R12
-	ADDQ    SI, AX
-	ADDQ    SI, R12
-	VMOVDQA Y7, Y0
+	CMPQ BX, CX
+	JGE  h6done
+	HPAIR
 	HTAP(0, 0)
 	HTAP(3, 32)
 	HTAP(6, 64)
@@ -312,43 +224,21 @@ h6loop:
 	HTAP(12, 128)
 	HTAP(15, 160)
 	ADDQ $192, DX
-	VPSRAD       $22, Y0, Y0
-	VPACKSSDW    Y0, Y0, Y0
-	VPACKUSWB    Y0, Y0, Y0
-	VMOVD        X0, (DI)
-	VEXTRACTI128 $1, Y0, X1
-	VMOVD        X1, 3(DI) // overwrites the stray 4th byte of the first store
-	ADDQ         $6, DI
-	ADDQ         $2, BX
-	JMP          h6loop
+	HSTORE
+	JMP  h6loop
 
 h6done:
 	VZEROUPPER
 	RET
 
 // func horizontalPairs7AVX2(o, s []uint8, starts, wx []int32)
-// horizontalPairsAVX2 unrolled for 7 taps.
 TEXT ·horizontalPairs7AVX2(SB), NOSPLIT, $0-96
-	MOVQ         o_base+0(FP), DI
-	MOVQ         s_base+24(FP), SI
-	MOVQ         starts_base+48(FP), R8
-	MOVQ         starts_len+56(FP), CX
-	MOVQ         wx_base+72(FP), DX
-	MOVL         $0x200000, AX // fixedHalf
-	VMOVD        AX, X7
-	VPBROADCASTD X7, Y7
-	XORQ         BX, BX
+	HPROLOGUE
 
 h7loop:
-	CMPQ    BX, CX
-	JGE     h7done
-	MOVLQSX (R8)(BX*4), AX
-	MOVLQSX 4(R8)(BX*4), R12
-	LEAQ    (AX)(AX*2), AX
-	LEAQ    (R12)(R12*2), R12
-	ADDQ    SI, AX
-	ADDQ    SI, R12
-	VMOVDQA Y7, Y0
+	CMPQ BX, CX
+	JGE  h7done
+	HPAIR
 	HTAP(0, 0)
 	HTAP(3, 32)
 	HTAP(6, 64)
@@ -357,43 +247,21 @@ h7loop:
 	HTAP(15, 160)
 	HTAP(18, 192)
 	ADDQ $224, DX
-	VPSRAD       $22, Y0, Y0
-	VPACKSSDW    Y0, Y0, Y0
-	VPACKUSWB    Y0, Y0, Y0
-	VMOVD        X0, (DI)
-	VEXTRACTI128 $1, Y0, X1
-	VMOVD        X1, 3(DI) // overwrites the stray 4th byte of the first store
-	ADDQ         $6, DI
-	ADDQ         $2, BX
-	JMP          h7loop
+	HSTORE
+	JMP  h7loop
 
 h7done:
 	VZEROUPPER
 	RET
 
 // func horizontalPairs8AVX2(o, s []uint8, starts, wx []int32)
-// horizontalPairsAVX2 unrolled for 8 taps.
 TEXT ·horizontalPairs8AVX2(SB), NOSPLIT, $0-96
-	MOVQ         o_base+0(FP), DI
-	MOVQ         s_base+24(FP), SI
-	MOVQ         starts_base+48(FP), R8
-	MOVQ         starts_len+56(FP), CX
-	MOVQ         wx_base+72(FP), DX
-	MOVL         $0x200000, AX // fixedHalf
-	VMOVD        AX, X7
-	VPBROADCASTD X7, Y7
-	XORQ         BX, BX
+	HPROLOGUE
 
 h8loop:
-	CMPQ    BX, CX
-	JGE     h8done
-	MOVLQSX (R8)(BX*4), AX
-	MOVLQSX 4(R8)(BX*4), R12
-	LEAQ    (AX)(AX*2), AX
-	LEAQ    (R12)(R12*2), R12
-	ADDQ    SI, AX
-	ADDQ    SI, R12
-	VMOVDQA Y7, Y0
+	CMPQ BX, CX
+	JGE  h8done
+	HPAIR
 	HTAP(0, 0)
 	HTAP(3, 32)
 	HTAP(6, 64)
@@ -403,17 +271,9 @@ h8loop:
 	HTAP(18, 192)
 	HTAP(21, 224)
 	ADDQ $256, DX
-	VPSRAD       $22, Y0, Y0
-	VPACKSSDW    Y0, Y0, Y0
-	VPACKUSWB    Y0, Y0, Y0
-	VMOVD        X0, (DI)
-	VEXTRACTI128 $1, Y0, X1
-	VMOVD        X1, 3(DI) // overwrites the stray 4th byte of the first store
-	ADDQ         $6, DI
-	ADDQ         $2, BX
-	JMP          h8loop
+	HSTORE
+	JMP  h8loop
 
 h8done:
 	VZEROUPPER
 	RET
-

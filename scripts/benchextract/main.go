@@ -8,6 +8,8 @@
 //	e2e       `headtune extract` end to end into a fresh cache (images/s)
 //	e2e-sep   the same with separate decode workers and batches of 16, the
 //	          layout before fused decoding (baseline)
+//	bare      -threads goroutines that only load and run images (no hashing,
+//	          cache or ordering): e2e/bare is the pipeline's own overhead
 //
 // Two ideals, both "no overhead, perfect overlap" on -threads cores:
 //
@@ -103,9 +105,10 @@ func main() {
 	sN, err := backbone.NewSession(cut, sessSpec, backbone.SessionOptions{Threads: *threads, Spinning: *spin})
 	check(err)
 	defer sN.Close()
-	// The pipeline's layout on pre-decoded tensors: -threads batches at
-	// once, each on one thread (bb.Session has one intra-op thread).
-	inferParOnce := func() float64 {
+	// parallel times -threads goroutines that take batches from one
+	// queue; work returns a goroutine's per-batch function (with buffers of
+	// its own), called with the batch's first image and its size.
+	parallel := func(work func() func(i, m int)) float64 {
 		t := time.Now()
 		var wg sync.WaitGroup
 		next := make(chan int, n)
@@ -117,17 +120,42 @@ func main() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				o := make([]float32, bs*bb.Dim)
+				do := work()
 				for i := range next {
-					m := min(bs, n-i)
-					check(bb.Session.Run(context.Background(), tensors[i*inLen:(i+m)*inLen], m, o))
+					do(i, min(bs, n-i))
 				}
 			}()
 		}
 		wg.Wait()
 		return time.Since(t).Seconds() / float64(n)
 	}
-
+	// The pipeline's layout on pre-decoded tensors: -threads batches at
+	// once, each on one thread (bb.Session has one intra-op thread).
+	inferParOnce := func() float64 {
+		return parallel(func() func(i, m int) {
+			o := make([]float32, bs*bb.Dim)
+			return func(i, m int) {
+				check(bb.Session.Run(context.Background(), tensors[i*inLen:(i+m)*inLen], m, o))
+			}
+		})
+	}
+	// bare: the pipeline's work with nothing else: -threads goroutines, each
+	// loading (read, decode, resize, normalise) a batch and running it, no
+	// hashing, no cache, no ordering. e2e/bare is the pipeline's own
+	// overhead; bare/ideal is what running the parts side by side costs.
+	bareOnce := func() float64 {
+		return parallel(func() func(i, m int) {
+			var sc imaging.Scratch
+			in := make([]float32, bs*inLen)
+			o := make([]float32, bs*bb.Dim)
+			return func(i, m int) {
+				for j := 0; j < m; j++ {
+					check(spec.Load(paths[i+j], in[j*inLen:(j+1)*inLen], &sc))
+				}
+				check(bb.Session.Run(context.Background(), in[:m*inLen], m, o))
+			}
+		})
+	}
 	ds := &imaging.Dataset{Root: *images, Classes: []string{"x"}}
 	for _, p := range paths {
 		ds.Samples = append(ds.Samples, imaging.Sample{Path: p, Label: "x"})
@@ -169,10 +197,12 @@ func main() {
 	cores := float64(*threads)
 	decodeOnce()          // warm-up: tensors filled, page cache hot
 	inferOnce(bb.Session) // warm-up
-	var ds1, is1, isN, isPar, es, rAlone, rLoaded, seps, rSep, sts, rSteady []float64
+	var ds1, is1, isN, isPar, es, rAlone, rLoaded, seps, rSep, sts, rSteady, bares, rBare, rBareIdeal []float64
 	for r := 0; r < *repeats; r++ {
 		d, i1, iN, iP, e := decodeOnce(), inferOnce(bb.Session), inferOnce(sN), inferParOnce(), e2eOnce()
 		st := steady
+		bare := bareOnce()
+		bares, rBare, rBareIdeal = append(bares, bare), append(rBare, bare/e), append(rBareIdeal, (1/bare)/(cores/(d+i1)))
 		sep := e2eSepOnce()
 		seps, rSep = append(seps, sep), append(rSep, sep/e)
 		sts, rSteady = append(sts, st), append(rSteady, (1/st)/(cores/(d+i1)))
@@ -206,10 +236,11 @@ func main() {
 	fmt.Printf("| inference on pre-decoded tensors, %d concurrent 1-thread runs (pipeline layout) | %.1f | %.2f |\n", *threads, 1/inferPar, cores*inferPar*1e3)
 	fmt.Printf("| ideal pipeline, parts alone = %d / (decode + inference alone) | %.1f | |\n", *threads, cores/(decode+infer1))
 	fmt.Printf("| ideal pipeline, parts loaded = %d / (decode + inference with all cores busy) | %.1f | |\n", *threads, cores/(decode+cores*inferPar))
+	fmt.Printf("| bare loop: each core loads and runs its own images, no hashing, no cache | %.1f | |\n", 1/median(bares))
 	fmt.Printf("| extract end to end, separate decode workers, batch 16 (baseline layout) | %.1f | |\n", 1/median(seps))
 	fmt.Printf("| **headtune extract end to end** | **%.1f** | |\n", 1/e2e)
 	fmt.Printf("| headtune extract, steady state (images %d..%d) | %.1f | |\n", n/10, n, 1/median(sts))
-	fmt.Printf("\nend-to-end / ideal (parts alone) = %.3f\nend-to-end / ideal (parts loaded) = %.3f\nsteady state / ideal (parts alone) = %.3f\nend-to-end / baseline layout = %.3f\n", median(rAlone), median(rLoaded), median(rSteady), median(rSep))
+	fmt.Printf("\nend-to-end / ideal (parts alone) = %.3f\nend-to-end / ideal (parts loaded) = %.3f\nsteady state / ideal (parts alone) = %.3f\nbare loop / ideal (parts alone) = %.3f\nend-to-end / bare loop = %.3f\nend-to-end / baseline layout = %.3f\n", median(rAlone), median(rLoaded), median(rSteady), median(rBareIdeal), median(rBare), median(rSep))
 }
 
 func shape(s imaging.Spec) []int64 {
