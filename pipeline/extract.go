@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/headtune/headtune/backbone"
@@ -180,12 +181,13 @@ func Extract(ctx context.Context, bb *Backbone, ds *imaging.Dataset, opt Extract
 			report()
 		},
 	}
+	gc := newGroupCommit(w)
 	runErr := r.Run(ctx, paths, func(b *Batch) error {
 		batchKeys = batchKeys[:0]
 		for k := 0; k < b.N; k++ {
 			batchKeys = append(batchKeys, featcache.Key(b.Hash[k]))
 		}
-		if err := w.Append(batchKeys, b.Outputs[0][:b.N*bb.Dim]); err != nil {
+		if err := gc.add(batchKeys, b.Outputs[0][:b.N*bb.Dim]); err != nil {
 			return err // names the cache folder and what failed
 		}
 		for k, idx := range b.Index {
@@ -196,6 +198,11 @@ func Extract(ctx context.Context, bb *Backbone, ds *imaging.Dataset, opt Extract
 		report()
 		return nil
 	})
+	// Every batch handed over is committed before returning, cancelled or
+	// not: nothing finished is lost.
+	if err := gc.close(); err != nil && (runErr == nil || errors.Is(runErr, context.Canceled)) {
+		runErr = err
+	}
 	sum.Computed, sum.Reused, sum.Skipped = prog.Computed, prog.Reused, prog.Skipped
 	sum.Seconds = time.Since(start).Seconds()
 	if sum.Seconds > 0 {
@@ -270,4 +277,99 @@ func relTo(base, p string) string {
 		return r
 	}
 	return p
+}
+
+// groupCommit appends batches to the cache from a goroutine of its own,
+// at most once per commitInterval, each commit taking every batch that
+// arrived since the last. A commit costs two fsyncs, milliseconds of
+// waiting and of kernel CPU on most disks: made for each small batch in
+// the pipeline's ordered hand-off it would hold up inference and take CPU
+// from it. A crash loses at most the batches of the last interval and the
+// commit in flight (they are recomputed on resume); a cancelled or
+// finished run commits everything.
+type groupCommit struct {
+	w       *featcache.Writer
+	mu      sync.Mutex
+	keys    []featcache.Key // pending, in order
+	rows    []float32
+	err     error // the first failed commit; sticky
+	kick    chan struct{}
+	closing chan struct{}
+	done    chan struct{}
+}
+
+// commitInterval is the shortest time between two cache commits.
+const commitInterval = 100 * time.Millisecond
+
+func newGroupCommit(w *featcache.Writer) *groupCommit {
+	g := &groupCommit{w: w, kick: make(chan struct{}, 1), closing: make(chan struct{}), done: make(chan struct{})}
+	go g.loop()
+	return g
+}
+
+// add queues one batch (copied) and returns the error of an earlier commit,
+// if one failed.
+func (g *groupCommit) add(keys []featcache.Key, rows []float32) error {
+	g.mu.Lock()
+	err := g.err
+	if err == nil {
+		g.keys = append(g.keys, keys...)
+		g.rows = append(g.rows, rows...)
+	}
+	g.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	select {
+	case g.kick <- struct{}{}:
+	default: // a commit is already due
+	}
+	return nil
+}
+
+func (g *groupCommit) loop() {
+	defer close(g.done)
+	var keys []featcache.Key
+	var rows []float32
+	commit := func() {
+		g.mu.Lock()
+		keys, g.keys = g.keys, keys[:0]
+		rows, g.rows = g.rows, rows[:0]
+		failed := g.err != nil
+		g.mu.Unlock()
+		if len(keys) == 0 || failed {
+			return
+		}
+		if err := g.w.Append(keys, rows); err != nil {
+			g.mu.Lock()
+			g.err = err
+			g.mu.Unlock()
+		}
+	}
+	pace := time.NewTimer(0)
+	defer pace.Stop()
+	for {
+		select {
+		case <-g.kick:
+		case <-g.closing:
+			commit()
+			return
+		}
+		select {
+		case <-pace.C:
+		case <-g.closing:
+			commit()
+			return
+		}
+		pace.Reset(commitInterval)
+		commit()
+	}
+}
+
+// close commits what is pending, stops the goroutine and returns the first
+// commit error.
+func (g *groupCommit) close() error {
+	close(g.closing)
+	<-g.done
+	return g.err
 }
