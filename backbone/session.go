@@ -29,7 +29,6 @@ type SessionOptions struct {
 // state between calls. Close releases every C-side object.
 type Session struct {
 	sess        *ort.DynamicAdvancedSession
-	runOpts     *ort.RunOptions
 	inputName   string
 	outputNames []string
 	inputShape  []int64 // per sample, batch axis excluded
@@ -90,14 +89,8 @@ func NewSession(model []byte, spec SessionSpec, opt SessionOptions) (*Session, e
 	if err != nil {
 		return nil, fmt.Errorf("create ONNX Runtime session: %w", err)
 	}
-	ro, err := ort.NewRunOptions()
-	if err != nil {
-		sess.Destroy()
-		return nil, err
-	}
 	return &Session{
 		sess:        sess,
-		runOpts:     ro,
 		inputName:   spec.Input,
 		outputNames: append([]string(nil), spec.Outputs...),
 		inputShape:  append([]int64(nil), spec.InputShape...),
@@ -175,10 +168,24 @@ func (s *Session) Run(ctx context.Context, in []float32, n int, outs ...[]float3
 		defer t.Destroy()
 		values[i] = t
 	}
-	stop := context.AfterFunc(ctx, func() { s.runOpts.Terminate() })
-	err = s.sess.RunWithOptions([]ort.Value{inT}, values, s.runOpts)
+	// Run options of its own: ONNX Runtime's terminate flag lives there,
+	// and on shared options one cancelled call would stop every call in
+	// flight on the session, and every later one until the flag is unset.
+	ro, err := ort.NewRunOptions()
+	if err != nil {
+		return fmt.Errorf("run options: %w", err)
+	}
+	defer ro.Destroy()
+	terminated := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		ro.Terminate()
+		close(terminated)
+	})
+	err = s.sess.RunWithOptions([]ort.Value{inT}, values, ro)
 	if !stop() {
-		// The run was cancelled: report that rather than ORT's message.
+		// The run was cancelled: report that rather than ORT's message,
+		// once Terminate is done with ro (destroyed on return).
+		<-terminated
 		return ctx.Err()
 	}
 	if err != nil {
@@ -187,14 +194,13 @@ func (s *Session) Run(ctx context.Context, in []float32, n int, outs ...[]float3
 	return nil
 }
 
-// Close destroys the session and its run options. Safe to call twice.
+// Close destroys the session. Safe to call twice.
 func (s *Session) Close() error {
 	if s == nil || s.sess == nil {
 		return nil
 	}
 	err := s.sess.Destroy()
-	s.runOpts.Destroy()
-	s.sess, s.runOpts = nil, nil
+	s.sess = nil
 	return err
 }
 

@@ -122,3 +122,48 @@ func TestFindRuntimeLibrary(t *testing.T) {
 		t.Fatalf("ONNXRUNTIME_SHARED_LIBRARY_PATH: %q, %v", got, err)
 	}
 }
+
+// TestSessionCancelIsPerCall: cancelling one Run stops that run only. Runs
+// going on at the same time on the same session, and every later run,
+// succeed (ONNX Runtime's terminate flag belongs to a run's options; a
+// flag shared by the session would abort its neighbours and stay set).
+func TestSessionCancelIsPerCall(t *testing.T) {
+	data, input, shape, dim := cutTestModel(t)
+	s, err := NewSession(data, SessionSpec{Input: input, InputShape: shape, Outputs: []string{"features"}, OutputSizes: []int{dim}}, SessionOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const n = 8
+	in := make([]float32, n*s.InputLen())
+	for i := range in {
+		in[i] = float32(i%17) / 17
+	}
+	cancelled := 0
+	for round := 0; round < 300; round++ {
+		// One run whose context is cancelled at some point while it
+		// runs, beside one that must not notice.
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 2)
+		go func() { errc <- s.Run(ctx, in, n, make([]float32, n*dim)) }()
+		go func() { errc <- s.Run(context.Background(), in, n, make([]float32, n*dim)) }()
+		cancel()
+		var bystander error
+		for k := 0; k < 2; k++ {
+			err := <-errc
+			switch {
+			case errors.Is(err, context.Canceled):
+				cancelled++
+			case err != nil:
+				bystander = err
+			}
+		}
+		if bystander != nil {
+			t.Fatalf("round %d: a run with its own live context failed: %v", round, bystander)
+		}
+		if err := s.Run(context.Background(), in, n, make([]float32, n*dim)); err != nil {
+			t.Fatalf("round %d: a run after a cancelled one failed: %v", round, err)
+		}
+	}
+	t.Logf("%d of 300 runs were cancelled", cancelled)
+}
