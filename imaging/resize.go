@@ -433,11 +433,7 @@ func (r *Resizer) horizontal(out []uint8, src *RGB, yFirst, rows, w int) {
 				horizontalGeneric(o, s[:sw3], starts, counts, ws, ks)
 				continue
 			}
-			if kern != nil {
-				kern(o, s, starts[:np], r.h.pairs)
-			} else {
-				horizontalPairsAVX2(o, s, starts[:np], r.h.pairs, ks)
-			}
+			kern(o, s, starts[:np], r.h.pairs, ks)
 			horizontalGeneric(o[np*3:], s, starts[np:], counts[np:], ws[np*ks:], ks)
 		}
 		return

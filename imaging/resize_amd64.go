@@ -30,47 +30,39 @@ func verticalRowAVX2(o, mid []uint8, w3 int, k []int32)
 //go:noescape
 func horizontalPairsAVX2(o, s []uint8, starts, wx []int32, ks int)
 
-// horizontalPairsNAVX2 are horizontalPairsAVX2 unrolled for N taps.
+// horizontalPairsNAVX2 are horizontalPairsAVX2 unrolled for N taps (ks
+// must be N).
 //
 //go:noescape
-func horizontalPairs2AVX2(o, s []uint8, starts, wx []int32)
+func horizontalPairs2AVX2(o, s []uint8, starts, wx []int32, ks int)
 
 //go:noescape
-func horizontalPairs3AVX2(o, s []uint8, starts, wx []int32)
+func horizontalPairs3AVX2(o, s []uint8, starts, wx []int32, ks int)
 
 //go:noescape
-func horizontalPairs4AVX2(o, s []uint8, starts, wx []int32)
+func horizontalPairs4AVX2(o, s []uint8, starts, wx []int32, ks int)
 
 //go:noescape
-func horizontalPairs5AVX2(o, s []uint8, starts, wx []int32)
+func horizontalPairs5AVX2(o, s []uint8, starts, wx []int32, ks int)
 
 //go:noescape
-func horizontalPairs6AVX2(o, s []uint8, starts, wx []int32)
+func horizontalPairs6AVX2(o, s []uint8, starts, wx []int32, ks int)
 
 //go:noescape
-func horizontalPairs7AVX2(o, s []uint8, starts, wx []int32)
+func horizontalPairs7AVX2(o, s []uint8, starts, wx []int32, ks int)
 
 //go:noescape
-func horizontalPairs8AVX2(o, s []uint8, starts, wx []int32)
+func horizontalPairs8AVX2(o, s []uint8, starts, wx []int32, ks int)
 
-// horizontalPairsFor returns the unrolled kernel for ks taps per output,
-// or nil (use horizontalPairsAVX2).
-func horizontalPairsFor(ks int) func(o, s []uint8, starts, wx []int32) {
-	switch ks {
-	case 2:
-		return horizontalPairs2AVX2
-	case 3:
-		return horizontalPairs3AVX2
-	case 4:
-		return horizontalPairs4AVX2
-	case 5:
-		return horizontalPairs5AVX2
-	case 6:
-		return horizontalPairs6AVX2
-	case 7:
-		return horizontalPairs7AVX2
-	case 8:
-		return horizontalPairs8AVX2
+// horizontalPairsFor returns the kernel for ks taps per output: unrolled
+// for 2 to 8, the looped one otherwise.
+func horizontalPairsFor(ks int) func(o, s []uint8, starts, wx []int32, ks int) {
+	if ks >= 2 && ks <= 8 {
+		return [...]func(o, s []uint8, starts, wx []int32, ks int){
+			2: horizontalPairs2AVX2, 3: horizontalPairs3AVX2, 4: horizontalPairs4AVX2,
+			5: horizontalPairs5AVX2, 6: horizontalPairs6AVX2, 7: horizontalPairs7AVX2,
+			8: horizontalPairs8AVX2,
+		}[ks]
 	}
-	return nil
+	return horizontalPairsAVX2
 }

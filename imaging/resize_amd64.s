@@ -131,8 +131,9 @@ hdone:
 	VZEROUPPER
 	RET
 
-// func horizontalPairs2AVX2(o, s []uint8, starts, wx []int32)
-TEXT ·horizontalPairs2AVX2(SB), NOSPLIT, $0-96
+// func horizontalPairs2AVX2(o, s []uint8, starts, wx []int32, ks int)
+// ks is 2; the argument keeps the signature of horizontalPairsAVX2.
+TEXT ·horizontalPairs2AVX2(SB), NOSPLIT, $0-104
 	HPROLOGUE
 
 h2loop:
@@ -149,8 +150,9 @@ h2done:
 	VZEROUPPER
 	RET
 
-// func horizontalPairs3AVX2(o, s []uint8, starts, wx []int32)
-TEXT ·horizontalPairs3AVX2(SB), NOSPLIT, $0-96
+// func horizontalPairs3AVX2(o, s []uint8, starts, wx []int32, ks int)
+// ks is 3; the argument keeps the signature of horizontalPairsAVX2.
+TEXT ·horizontalPairs3AVX2(SB), NOSPLIT, $0-104
 	HPROLOGUE
 
 h3loop:
@@ -168,8 +170,9 @@ h3done:
 	VZEROUPPER
 	RET
 
-// func horizontalPairs4AVX2(o, s []uint8, starts, wx []int32)
-TEXT ·horizontalPairs4AVX2(SB), NOSPLIT, $0-96
+// func horizontalPairs4AVX2(o, s []uint8, starts, wx []int32, ks int)
+// ks is 4; the argument keeps the signature of horizontalPairsAVX2.
+TEXT ·horizontalPairs4AVX2(SB), NOSPLIT, $0-104
 	HPROLOGUE
 
 h4loop:
@@ -188,8 +191,9 @@ h4done:
 	VZEROUPPER
 	RET
 
-// func horizontalPairs5AVX2(o, s []uint8, starts, wx []int32)
-TEXT ·horizontalPairs5AVX2(SB), NOSPLIT, $0-96
+// func horizontalPairs5AVX2(o, s []uint8, starts, wx []int32, ks int)
+// ks is 5; the argument keeps the signature of horizontalPairsAVX2.
+TEXT ·horizontalPairs5AVX2(SB), NOSPLIT, $0-104
 	HPROLOGUE
 
 h5loop:
@@ -209,8 +213,9 @@ h5done:
 	VZEROUPPER
 	RET
 
-// func horizontalPairs6AVX2(o, s []uint8, starts, wx []int32)
-TEXT ·horizontalPairs6AVX2(SB), NOSPLIT, $0-96
+// func horizontalPairs6AVX2(o, s []uint8, starts, wx []int32, ks int)
+// ks is 6; the argument keeps the signature of horizontalPairsAVX2.
+TEXT ·horizontalPairs6AVX2(SB), NOSPLIT, $0-104
 	HPROLOGUE
 
 h6loop:
@@ -231,8 +236,9 @@ h6done:
 	VZEROUPPER
 	RET
 
-// func horizontalPairs7AVX2(o, s []uint8, starts, wx []int32)
-TEXT ·horizontalPairs7AVX2(SB), NOSPLIT, $0-96
+// func horizontalPairs7AVX2(o, s []uint8, starts, wx []int32, ks int)
+// ks is 7; the argument keeps the signature of horizontalPairsAVX2.
+TEXT ·horizontalPairs7AVX2(SB), NOSPLIT, $0-104
 	HPROLOGUE
 
 h7loop:
@@ -254,8 +260,9 @@ h7done:
 	VZEROUPPER
 	RET
 
-// func horizontalPairs8AVX2(o, s []uint8, starts, wx []int32)
-TEXT ·horizontalPairs8AVX2(SB), NOSPLIT, $0-96
+// func horizontalPairs8AVX2(o, s []uint8, starts, wx []int32, ks int)
+// ks is 8; the argument keeps the signature of horizontalPairsAVX2.
+TEXT ·horizontalPairs8AVX2(SB), NOSPLIT, $0-104
 	HPROLOGUE
 
 h8loop:

@@ -126,12 +126,12 @@ func (r *Runner) Run(ctx context.Context, paths []string, onBatch func(*Batch) e
 	if bs <= 0 {
 		bs = DefaultBatch(fused)
 	}
-	workers := r.Workers
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
-	}
-	if fused {
-		workers = 0
+	workers := 0 // separate decode goroutines; none when fused
+	if !fused {
+		workers = r.Workers
+		if workers <= 0 {
+			workers = runtime.GOMAXPROCS(0)
+		}
 	}
 	inferers := max(r.Inferers, 1)
 	inLen := r.Session.InputLen()

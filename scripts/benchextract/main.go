@@ -170,16 +170,15 @@ func main() {
 		check(err)
 		return time.Since(t).Seconds() / float64(n)
 	}
-	// steady is the rate between the 10th percentile image and the last
-	// of the latest e2eOnce: the run without its fixed start and finish
-	// costs (opening the cache, writing the view, fsync), which a real
-	// data set of thousands of images amortises.
-	var steady float64
-	e2eOnce := func() float64 {
-		var t0 time.Time
+	// e2eOnce returns the whole run's time per image and its steady state:
+	// the time per image between the 10th percentile image and the last,
+	// without the fixed start and finish costs (opening the cache, writing
+	// the view, fsync) that a real data set of thousands of images
+	// amortises.
+	e2eOnce := func() (whole, steady float64) {
+		var t0, t1 time.Time
 		d0 := 0
-		var t1 time.Time
-		e := extractOnce(pipeline.ExtractOptions{BatchSize: *batch, Workers: *workers, Progress: func(p pipeline.ExtractProgress) {
+		whole = extractOnce(pipeline.ExtractOptions{BatchSize: *batch, Workers: *workers, Progress: func(p pipeline.ExtractProgress) {
 			if d0 == 0 && p.Done >= n/10 {
 				t0, d0 = time.Now(), p.Done
 			}
@@ -187,8 +186,7 @@ func main() {
 				t1 = time.Now()
 			}
 		}})
-		steady = t1.Sub(t0).Seconds() / float64(n-d0)
-		return e
+		return whole, t1.Sub(t0).Seconds() / float64(n-d0)
 	}
 	// Baseline layout: separate decode workers handing batches of 16 to
 	// the inference goroutines.
@@ -199,8 +197,8 @@ func main() {
 	inferOnce(bb.Session) // warm-up
 	var ds1, is1, isN, isPar, es, rAlone, rLoaded, seps, rSep, sts, rSteady, bares, rBare, rBareIdeal []float64
 	for r := 0; r < *repeats; r++ {
-		d, i1, iN, iP, e := decodeOnce(), inferOnce(bb.Session), inferOnce(sN), inferParOnce(), e2eOnce()
-		st := steady
+		d, i1, iN, iP := decodeOnce(), inferOnce(bb.Session), inferOnce(sN), inferParOnce()
+		e, st := e2eOnce()
 		bare := bareOnce()
 		bares, rBare, rBareIdeal = append(bares, bare), append(rBare, bare/e), append(rBareIdeal, (1/bare)/(cores/(d+i1)))
 		sep := e2eSepOnce()
