@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	backboneort "github.com/headtune/headtune/backbone/ort"
 	"math"
 	"os/exec"
 	"path/filepath"
@@ -145,8 +146,8 @@ func TestCutAtFeatureRename(t *testing.T) {
 // ortReadyForGraphTests loads ONNX Runtime or skips the test, saying why.
 func ortReadyForGraphTests(t testing.TB) {
 	t.Helper()
-	if _, err := InitRuntime(""); err != nil {
-		if errors.Is(err, ErrRuntimeMissing) {
+	if _, err := backboneort.Init(""); err != nil {
+		if errors.Is(err, backboneort.ErrLibraryMissing) {
 			t.Skipf("SKIP: ONNX Runtime is not available (%v); the cut models were not run", err)
 		}
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/featcache"
 	"github.com/headtune/headtune/imaging"
 )
@@ -26,7 +27,7 @@ var initORT sync.Once
 func directFeatures(t *testing.T, modelPath string, spec imaging.Spec, paths []string, batch int) map[string][]float32 {
 	t.Helper()
 	var initErr error
-	initORT.Do(func() { _, initErr = backbone.InitRuntime(ortLib) })
+	initORT.Do(func() { _, initErr = ort.Init(ortLib) })
 	if initErr != nil {
 		t.Fatalf("init ONNX Runtime %s: %v", ortLib, initErr)
 	}
@@ -55,8 +56,8 @@ func directFeatures(t *testing.T, modelPath string, spec imaging.Spec, paths []s
 		shape = []int64{int64(spec.Height), int64(spec.Width), int64(spec.Channels)}
 	}
 	dim := int(choice.Dim)
-	s, err := backbone.NewSession(data, backbone.SessionSpec{Input: in, InputShape: shape, Outputs: []string{backbone.FeatureOutput}, OutputSizes: []int{dim}},
-		backbone.SessionOptions{Threads: 1})
+	s, err := ort.NewSession(data, ort.SessionSpec{Input: in, InputShape: shape, Outputs: []string{backbone.FeatureOutput}, OutputSizes: []int{dim}},
+		ort.SessionOptions{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
+	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/imaging"
 )
@@ -23,9 +24,9 @@ const parityTol = 1e-5
 // ortReady loads ONNX Runtime or skips the test, loudly.
 func ortReady(t testing.TB) {
 	t.Helper()
-	if _, err := backbone.InitRuntime(""); err != nil {
-		if errors.Is(err, backbone.ErrRuntimeMissing) {
-			t.Skipf("SKIP: ONNX Runtime is not available (%v); exported models were not run (set %s)", err, backbone.RuntimeLibraryEnv)
+	if _, err := ort.Init(""); err != nil {
+		if errors.Is(err, ort.ErrLibraryMissing) {
+			t.Skipf("SKIP: ONNX Runtime is not available (%v); exported models were not run (set %s)", err, ort.LibraryEnv)
 		}
 		t.Fatal(err)
 	}
@@ -146,7 +147,7 @@ func newFixture(full *onnxpb.ModelProto, kind, preset string, tune, n, k int) (*
 			return nil, err
 		}
 	}
-	if _, err := backbone.InitRuntime(""); errors.Is(err, backbone.ErrRuntimeMissing) {
+	if _, err := ort.Init(""); errors.Is(err, ort.ErrLibraryMissing) {
 		f.synthetic = true
 		f.feats = make([]float32, n*f.d)
 		for i := range f.feats {
@@ -199,7 +200,7 @@ func runModel(data []byte, input string, spec imaging.Spec, x []float32, n int, 
 	if spec.Layout == imaging.LayoutNHWC {
 		shape = []int64{int64(spec.Height), int64(spec.Width), int64(spec.Channels)}
 	}
-	s, err := backbone.NewSession(data, backbone.SessionSpec{Input: input, InputShape: shape, Outputs: outputs, OutputSizes: sizes}, backbone.SessionOptions{Threads: 1})
+	s, err := ort.NewSession(data, ort.SessionSpec{Input: input, InputShape: shape, Outputs: outputs, OutputSizes: sizes}, ort.SessionOptions{Threads: 1})
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
+	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/imaging"
 )
@@ -145,17 +146,17 @@ func (m *Meta) FeedSpec() imaging.Spec {
 	return s
 }
 
-// SessionSpec returns what backbone.NewSession needs to run the model:
+// SessionSpec returns what ort.NewSession needs to run the model:
 // its input with the per-sample shape of Spec's layout, the probabilities
 // output ([len(Classes)] per sample) and, when withFeatures is true, the
 // features output ([FeatureDim] per sample), in that order.
-func (m *Meta) SessionSpec(withFeatures bool) (backbone.SessionSpec, error) {
+func (m *Meta) SessionSpec(withFeatures bool) (ort.SessionSpec, error) {
 	s := m.Spec
 	shape := []int64{int64(s.Channels), int64(s.Height), int64(s.Width)}
 	if s.Layout == imaging.LayoutNHWC {
 		shape = []int64{int64(s.Height), int64(s.Width), int64(s.Channels)}
 	}
-	ss := backbone.SessionSpec{
+	ss := ort.SessionSpec{
 		Input:       m.InputName,
 		InputShape:  shape,
 		Outputs:     []string{OutputProbabilities},
@@ -164,7 +165,7 @@ func (m *Meta) SessionSpec(withFeatures bool) (backbone.SessionSpec, error) {
 	}
 	if withFeatures {
 		if !m.HasFeatures() {
-			return backbone.SessionSpec{}, errors.New("the model was exported without its features output (use headtune export --with-features)")
+			return ort.SessionSpec{}, errors.New("the model was exported without its features output (use headtune export --with-features)")
 		}
 		ss.Outputs = append(ss.Outputs, OutputFeatures)
 		ss.OutputSizes = append(ss.OutputSizes, m.FeatureDim)

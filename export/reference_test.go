@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/imaging"
 )
@@ -177,7 +178,7 @@ func BenchmarkExportVsCut(b *testing.B) {
 				name   string
 				hidden []int
 			}{{"cut", nil}, {"linear", nil}, {"mlp512", []int{512}}}
-			sessions := make([]*backbone.Session, len(models))
+			sessions := make([]*ort.Session, len(models))
 			sizesBytes := make([]int, len(models))
 			outs := make([][]float32, len(models))
 			for i, mc := range models {
@@ -195,7 +196,7 @@ func BenchmarkExportVsCut(b *testing.B) {
 					b.Fatal(err)
 				}
 				sizesBytes[i] = len(data)
-				s, err := backbone.NewSession(data, backbone.SessionSpec{Input: f.input, InputShape: shape, Outputs: names, OutputSizes: sizes}, backbone.SessionOptions{Threads: 2})
+				s, err := ort.NewSession(data, ort.SessionSpec{Input: f.input, InputShape: shape, Outputs: names, OutputSizes: sizes}, ort.SessionOptions{Threads: 2})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
+	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/featcache"
 	"github.com/headtune/headtune/imaging"
 	"github.com/headtune/headtune/models"
@@ -33,7 +34,7 @@ type BackboneOptions struct {
 	// head can fine-tune them (--tune-layers).
 	TuneLayers int `json:"tune_layers,omitempty"`
 	// Session configures ONNX Runtime.
-	Session backbone.SessionOptions `json:"-"`
+	Session ort.SessionOptions `json:"-"`
 	// NoSession skips creating the ONNX Runtime session (export, inspect).
 	NoSession bool `json:"-"`
 	// Spec, when set, is the exact preprocessing to use (a head's recorded
@@ -62,7 +63,7 @@ type Backbone struct {
 	Full     *onnxpb.ModelProto // the model as read
 	Cut      *onnxpb.ModelProto // cut at the feature tensor, output "features"
 	Identity featcache.Identity
-	Session  *backbone.Session // nil with NoSession
+	Session  *ort.Session // nil with NoSession
 	// Inferers is how many batches to run through Session at once: the
 	// session runs each on one thread (see the package comment), and
 	// SessionOptions.Threads (0: one per core) sets how many run together.
@@ -185,7 +186,7 @@ func OpenBackbone(ref string, opt BackboneOptions) (*Backbone, error) {
 	if opt.NoSession {
 		return b, nil
 	}
-	if _, err := backbone.InitRuntime(""); err != nil {
+	if _, err := ort.Init(""); err != nil {
 		return nil, err
 	}
 	cutBytes, err := backbone.MarshalModel(cut)
@@ -196,9 +197,9 @@ func OpenBackbone(ref string, opt BackboneOptions) (*Backbone, error) {
 	if in.Batch > 0 {
 		fixed = in.Batch
 	}
-	var sessOpt backbone.SessionOptions
+	var sessOpt ort.SessionOptions
 	b.Inferers, sessOpt = PipelineThreads(opt.Session)
-	b.Session, err = backbone.NewSession(cutBytes, backbone.SessionSpec{
+	b.Session, err = ort.NewSession(cutBytes, ort.SessionSpec{
 		Input:       in.Name,
 		InputShape:  inputShape(spec),
 		Outputs:     []string{"features"},
@@ -251,7 +252,7 @@ func imageInput(m *onnxpb.ModelProto) (imageInputInfo, error) {
 
 // PipelineThreads turns a thread budget into the pipeline's layout: that
 // many concurrent inference calls on a session with one intra-op thread.
-func PipelineThreads(opt backbone.SessionOptions) (inferers int, session backbone.SessionOptions) {
+func PipelineThreads(opt ort.SessionOptions) (inferers int, session ort.SessionOptions) {
 	inferers = opt.Threads
 	if inferers <= 0 {
 		inferers = runtime.NumCPU()

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/imaging"
 	"github.com/headtune/headtune/models"
 )
@@ -66,7 +67,7 @@ func OriginalScores(ctx context.Context, store *models.Store, ref string, ds *im
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	if _, err := backbone.InitRuntime(""); err != nil {
+	if _, err := ort.Init(""); err != nil {
 		return nil, nil, nil, nil, err
 	}
 	data, err := backbone.MarshalModel(m)
@@ -74,7 +75,7 @@ func OriginalScores(ctx context.Context, store *models.Store, ref string, ds *im
 		return nil, nil, nil, nil, err
 	}
 	inferers, sessOpt := PipelineThreads(opt.Session)
-	sess, err := backbone.NewSession(data, backbone.SessionSpec{Input: in.Name, InputShape: inputShape(spec), Outputs: []string{output}, OutputSizes: []int{len(classes)}, FixedBatch: in.Batch}, sessOpt)
+	sess, err := ort.NewSession(data, ort.SessionSpec{Input: in.Name, InputShape: inputShape(spec), Outputs: []string{output}, OutputSizes: []int{len(classes)}, FixedBatch: in.Batch}, sessOpt)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}

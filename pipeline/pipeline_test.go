@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/featcache"
 	"github.com/headtune/headtune/imaging"
 )
@@ -20,14 +21,14 @@ import (
 // testBackbone writes a small ResNet-shaped model and opens it.
 func testBackbone(t *testing.T, batch int) *Backbone {
 	t.Helper()
-	if _, err := backbone.InitRuntime(""); err != nil {
+	if _, err := ort.Init(""); err != nil {
 		t.Skipf("ONNX Runtime not available (%v): run `make setup`", err)
 	}
 	path := filepath.Join(t.TempDir(), "resnet.onnx")
 	if err := backbone.WriteModelFile(path, backbone.TestModel("resnet", 32)); err != nil {
 		t.Fatal(err)
 	}
-	bb, err := OpenBackbone(path, BackboneOptions{Preset: "imagenet", Session: backbone.SessionOptions{Threads: 1}})
+	bb, err := OpenBackbone(path, BackboneOptions{Preset: "imagenet", Session: ort.SessionOptions{Threads: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}

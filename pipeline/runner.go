@@ -27,13 +27,13 @@ import (
 	"runtime"
 	"sync"
 
-	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/imaging"
 )
 
 // Runner feeds files through a Session with a preprocessing Spec.
 type Runner struct {
-	Session *backbone.Session
+	Session *ort.Session
 	Spec    imaging.Spec
 	// BatchSize is the number of samples per inference call; 0 picks
 	// DefaultBatch(r.Fused()).

@@ -16,7 +16,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/featcache"
 	"github.com/headtune/headtune/imaging/turbojpeg"
 	"github.com/headtune/headtune/models"
@@ -41,7 +41,7 @@ func main() {
 	defer stop()
 	app := newApp()
 	err := app.RunContext(ctx, interspersed(app, os.Args))
-	backbone.ShutdownRuntime()
+	ort.Shutdown()
 	if err == nil {
 		return
 	}
@@ -67,7 +67,7 @@ func newApp() *cli.App {
 		Usage:   "transfer learning on images: frozen ONNX backbone + pure-Go head",
 		Version: version,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "ort-lib", Usage: "ONNX Runtime shared library (default: $HEADTUNE_ORT_LIB, $ONNXRUNTIME_SHARED_LIBRARY_PATH, ./.deps, system)", EnvVars: []string{backbone.RuntimeLibraryEnv}},
+			&cli.StringFlag{Name: "ort-lib", Usage: "ONNX Runtime shared library (default: $HEADTUNE_ORT_LIB, $ONNXRUNTIME_SHARED_LIBRARY_PATH, ./.deps, system)", EnvVars: []string{ort.LibraryEnv}},
 			&cli.IntFlag{Name: "threads", Usage: "cores to use: concurrent single-threaded inference calls, and training workers (0: one per core)"},
 			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu or cuda"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress display"},
@@ -77,7 +77,7 @@ func newApp() *cli.App {
 		},
 		Before: func(c *cli.Context) error {
 			if lib := c.String("ort-lib"); lib != "" {
-				os.Setenv(backbone.RuntimeLibraryEnv, lib)
+				os.Setenv(ort.LibraryEnv, lib)
 			}
 			return nil
 		},
@@ -115,8 +115,8 @@ func openStore(c *cli.Context) (*models.Store, error) {
 	return models.OpenStore(dir)
 }
 
-func sessionOptions(c *cli.Context) backbone.SessionOptions {
-	return backbone.SessionOptions{Threads: threads(c), Device: c.String("device"), Spinning: c.Bool("spin")}
+func sessionOptions(c *cli.Context) ort.SessionOptions {
+	return ort.SessionOptions{Threads: threads(c), Device: c.String("device"), Spinning: c.Bool("spin")}
 }
 
 func threads(c *cli.Context) int {

@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/export"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/pipeline"
@@ -160,11 +161,11 @@ func exportedPredictor(c *cli.Context, path string) (*predictor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := backbone.InitRuntime(""); err != nil {
+	if _, err := ort.Init(""); err != nil {
 		return nil, err
 	}
 	inferers, sessOpt := pipeline.PipelineThreads(sessionOptions(c))
-	sess, err := backbone.NewSession(data, ss, sessOpt)
+	sess, err := ort.NewSession(data, ss, sessOpt)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -9,9 +9,10 @@ import (
 	"testing"
 	"time"
 
-	ort "github.com/yalue/onnxruntime_go"
+	onnxruntime "github.com/yalue/onnxruntime_go"
 
 	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/backbone/ort"
 )
 
 // Helpers for tests that need the npm tarballs, the reference models in
@@ -93,7 +94,7 @@ var (
 func initORT(t testing.TB) {
 	t.Helper()
 	ortOnce.Do(func() {
-		ortPath, ortErr = backbone.InitRuntime("")
+		ortPath, ortErr = ort.Init("")
 	})
 	if ortErr != nil {
 		t.Skipf("SKIP: ONNX Runtime unavailable: %v", ortErr)
@@ -102,18 +103,18 @@ func initORT(t testing.TB) {
 
 // ortModel runs one ONNX model with fixed batch and reusable tensors.
 type ortModel struct {
-	sess    *ort.DynamicAdvancedSession
-	in      *ort.Tensor[float32]
-	outs    []*ort.Tensor[float32]
-	inVals  []ort.Value
-	outVals []ort.Value
+	sess    *onnxruntime.DynamicAdvancedSession
+	in      *onnxruntime.Tensor[float32]
+	outs    []*onnxruntime.Tensor[float32]
+	inVals  []onnxruntime.Value
+	outVals []onnxruntime.Value
 }
 
 // newORTModel opens model bytes for batch n of input [n, h, w, c] and
 // outputs [n, dims[i]].
 func newORTModel(t testing.TB, data []byte, input string, n, h, w, c int, threads int, outputs []string, dims []int) *ortModel {
 	t.Helper()
-	opts, err := ort.NewSessionOptions()
+	opts, err := onnxruntime.NewSessionOptions()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,18 +128,18 @@ func newORTModel(t testing.TB, data []byte, input string, n, h, w, c int, thread
 	if err := opts.AddSessionConfigEntry("session.intra_op.allow_spinning", "0"); err != nil {
 		t.Fatal(err)
 	}
-	s, err := ort.NewDynamicAdvancedSessionWithONNXData(data, []string{input}, outputs, opts)
+	s, err := onnxruntime.NewDynamicAdvancedSessionWithONNXData(data, []string{input}, outputs, opts)
 	if err != nil {
 		t.Fatalf("open session: %v", err)
 	}
 	m := &ortModel{sess: s}
-	m.in, err = ort.NewEmptyTensor[float32](ort.NewShape(int64(n), int64(h), int64(w), int64(c)))
+	m.in, err = onnxruntime.NewEmptyTensor[float32](onnxruntime.NewShape(int64(n), int64(h), int64(w), int64(c)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.inVals = []ort.Value{m.in}
+	m.inVals = []onnxruntime.Value{m.in}
 	for _, d := range dims {
-		o, err := ort.NewEmptyTensor[float32](ort.NewShape(int64(n), int64(d)))
+		o, err := onnxruntime.NewEmptyTensor[float32](onnxruntime.NewShape(int64(n), int64(d)))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/imaging"
 	_ "github.com/headtune/headtune/imaging/turbojpeg"
 	"github.com/headtune/headtune/models"
@@ -68,7 +69,7 @@ func main() {
 	store, err := models.OpenStore(dir)
 	check(err)
 	bb, err := pipeline.OpenBackbone(*model, pipeline.BackboneOptions{Store: store, Preset: *preset, FastJPEG: *fast,
-		Session: backbone.SessionOptions{Threads: *threads, Spinning: *spin}})
+		Session: ort.SessionOptions{Threads: *threads, Spinning: *spin}})
 	check(err)
 	defer bb.Close()
 	spec := bb.Spec
@@ -87,14 +88,14 @@ func main() {
 
 	cut, err := backbone.MarshalModel(bb.Cut)
 	check(err)
-	sessSpec := backbone.SessionSpec{Input: bb.InputName, InputShape: shape(spec), Outputs: []string{"features"}, OutputSizes: []int{bb.Dim}}
+	sessSpec := ort.SessionSpec{Input: bb.InputName, InputShape: shape(spec), Outputs: []string{"features"}, OutputSizes: []int{bb.Dim}}
 	// The parts run at the batch size the pipeline will use.
 	bs := *batch
 	if bs <= 0 {
 		bs = pipeline.DefaultBatch(*workers <= 0 && bb.Inferers > 1)
 	}
 	out := make([]float32, bs*bb.Dim)
-	inferOnce := func(s *backbone.Session) float64 {
+	inferOnce := func(s *ort.Session) float64 {
 		t := time.Now()
 		for i := 0; i < n; i += bs {
 			m := min(bs, n-i)
@@ -102,7 +103,7 @@ func main() {
 		}
 		return time.Since(t).Seconds() / float64(n)
 	}
-	sN, err := backbone.NewSession(cut, sessSpec, backbone.SessionOptions{Threads: *threads, Spinning: *spin})
+	sN, err := ort.NewSession(cut, sessSpec, ort.SessionOptions{Threads: *threads, Spinning: *spin})
 	check(err)
 	defer sN.Close()
 	// parallel times -threads goroutines that take batches from one
@@ -221,7 +222,7 @@ func main() {
 		check(f.Close())
 	}
 	fmt.Printf("model %s (%s %dx%d, %d-d), %d JPEGs from %s, %d threads, batch %d, fast-jpeg %v, ORT %s, medians of %d rounds\n",
-		bb.Name, spec.Layout, spec.Width, spec.Height, bb.Dim, n, *images, *threads, bs, *fast, backbone.RuntimeVersion(), *repeats)
+		bb.Name, spec.Layout, spec.Width, spec.Height, bb.Dim, n, *images, *threads, bs, *fast, ort.Version(), *repeats)
 	layout := "fused: each core decodes and runs its own batches"
 	if *workers > 0 || bb.Inferers <= 1 {
 		layout = "separate decode workers"

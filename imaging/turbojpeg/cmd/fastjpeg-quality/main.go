@@ -29,7 +29,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/imaging"
 	"github.com/headtune/headtune/imaging/turbojpeg"
 )
@@ -52,7 +52,7 @@ func main() {
 }
 
 type extractor struct {
-	sess  *backbone.Session
+	sess  *ort.Session
 	spec  imaging.Spec
 	dim   int
 	batch int
@@ -94,7 +94,7 @@ func run(modelPath, input, output string, dim int, ortLib, photos, probe, out st
 	if !turbojpeg.Available() {
 		return fmt.Errorf("libturbojpeg not available: %v", turbojpeg.LoadError())
 	}
-	if _, err := backbone.InitRuntime(ortLib); err != nil {
+	if _, err := ort.Init(ortLib); err != nil {
 		return err
 	}
 	model, err := os.ReadFile(modelPath)
@@ -109,10 +109,10 @@ func run(modelPath, input, output string, dim int, ortLib, photos, probe, out st
 	spec.Resize, spec.ResizeShorter = imaging.ResizeSquash, 0
 	fast := spec
 	fast.FastJPEG = true
-	sess, err := backbone.NewSession(model, backbone.SessionSpec{
+	sess, err := ort.NewSession(model, ort.SessionSpec{
 		Input: input, InputShape: []int64{224, 224, 3},
 		Outputs: []string{output}, OutputSizes: []int{dim},
-	}, backbone.SessionOptions{Threads: 2})
+	}, ort.SessionOptions{Threads: 2})
 	if err != nil {
 		return err
 	}

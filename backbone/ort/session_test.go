@@ -1,8 +1,10 @@
-package backbone
+package ort_test
 
 import (
 	"context"
 	"errors"
+	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/backbone/ort"
 	"math"
 	"os"
 	"path/filepath"
@@ -14,23 +16,23 @@ import (
 // serialised, with its per-sample input shape and feature width.
 func cutTestModel(t *testing.T) ([]byte, string, []int64, int) {
 	t.Helper()
-	if _, err := InitRuntime(""); err != nil {
+	if _, err := ort.Init(""); err != nil {
 		t.Skipf("ONNX Runtime not available (%v): run `make setup`", err)
 	}
-	m := TestModel("resnet", 32)
-	choice, err := FindFeatureTensor(m, "")
+	m := backbone.TestModel("resnet", 32)
+	choice, err := backbone.FindFeatureTensor(m, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cut, err := CutAtFeature(m, choice)
+	cut, err := backbone.CutAtFeature(m, choice)
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := MarshalModel(cut)
+	data, err := backbone.MarshalModel(cut)
 	if err != nil {
 		t.Fatal(err)
 	}
-	name, _, c, h, w, err := ImageInput(cut)
+	name, _, c, h, w, err := backbone.ImageInput(cut)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,15 +41,15 @@ func cutTestModel(t *testing.T) ([]byte, string, []int64, int) {
 
 func TestSessionBatchesAgree(t *testing.T) {
 	data, input, shape, dim := cutTestModel(t)
-	spec := SessionSpec{Input: input, InputShape: shape, Outputs: []string{"features"}, OutputSizes: []int{dim}}
-	s, err := NewSession(data, spec, SessionOptions{Threads: 1})
+	spec := ort.SessionSpec{Input: input, InputShape: shape, Outputs: []string{"features"}, OutputSizes: []int{dim}}
+	s, err := ort.NewSession(data, spec, ort.SessionOptions{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	// The same samples through a fixed-batch-1 session (run one by one).
 	spec.FixedBatch = 1
-	s1, err := NewSession(data, spec, SessionOptions{Threads: 2})
+	s1, err := ort.NewSession(data, spec, ort.SessionOptions{Threads: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,14 +91,14 @@ func TestSessionBatchesAgree(t *testing.T) {
 
 func TestSessionCUDAUnavailable(t *testing.T) {
 	data, input, shape, dim := cutTestModel(t)
-	_, err := NewSession(data, SessionSpec{Input: input, InputShape: shape, Outputs: []string{"features"}, OutputSizes: []int{dim}}, SessionOptions{Device: "cuda"})
+	_, err := ort.NewSession(data, ort.SessionSpec{Input: input, InputShape: shape, Outputs: []string{"features"}, OutputSizes: []int{dim}}, ort.SessionOptions{Device: "cuda"})
 	if err == nil {
 		t.Skip("this ONNX Runtime library has CUDA support and a GPU: nothing to refuse")
 	}
 	if !strings.Contains(err.Error(), "CUDA") || !strings.Contains(err.Error(), "--ort-lib") {
 		t.Fatalf("error does not say how to get CUDA: %v", err)
 	}
-	_, err = NewSession(data, SessionSpec{Input: input, InputShape: shape, Outputs: []string{"features"}, OutputSizes: []int{dim}}, SessionOptions{Device: "tpu"})
+	_, err = ort.NewSession(data, ort.SessionSpec{Input: input, InputShape: shape, Outputs: []string{"features"}, OutputSizes: []int{dim}}, ort.SessionOptions{Device: "tpu"})
 	if err == nil || !strings.Contains(err.Error(), "cpu or cuda") {
 		t.Fatalf("unknown device: %v", err)
 	}
@@ -104,21 +106,21 @@ func TestSessionCUDAUnavailable(t *testing.T) {
 
 func TestFindRuntimeLibrary(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "libonnxruntime.so.1")
-	if _, err := FindRuntimeLibrary(missing); !errors.Is(err, ErrRuntimeMissing) || !strings.Contains(err.Error(), missing) || !strings.Contains(err.Error(), "make setup") {
+	if _, err := ort.FindLibrary(missing); !errors.Is(err, ort.ErrLibraryMissing) || !strings.Contains(err.Error(), missing) || !strings.Contains(err.Error(), "make setup") {
 		t.Fatalf("explicit missing path: %v", err)
 	}
-	t.Setenv(RuntimeLibraryEnv, missing)
-	if _, err := FindRuntimeLibrary(""); err == nil || !strings.Contains(err.Error(), RuntimeLibraryEnv) {
+	t.Setenv(ort.LibraryEnv, missing)
+	if _, err := ort.FindLibrary(""); err == nil || !strings.Contains(err.Error(), ort.LibraryEnv) {
 		t.Fatalf("missing env path: %v", err)
 	}
 	present := filepath.Join(t.TempDir(), "lib.so")
 	os.WriteFile(present, []byte("x"), 0o644)
-	if got, err := FindRuntimeLibrary(present); err != nil || got != present {
+	if got, err := ort.FindLibrary(present); err != nil || got != present {
 		t.Fatalf("explicit path: %q, %v", got, err)
 	}
-	t.Setenv(RuntimeLibraryEnv, "")
+	t.Setenv(ort.LibraryEnv, "")
 	t.Setenv("ONNXRUNTIME_SHARED_LIBRARY_PATH", present)
-	if got, err := FindRuntimeLibrary(""); err != nil || got != present {
+	if got, err := ort.FindLibrary(""); err != nil || got != present {
 		t.Fatalf("ONNXRUNTIME_SHARED_LIBRARY_PATH: %q, %v", got, err)
 	}
 }
@@ -129,7 +131,7 @@ func TestFindRuntimeLibrary(t *testing.T) {
 // flag shared by the session would abort its neighbours and stay set).
 func TestSessionCancelIsPerCall(t *testing.T) {
 	data, input, shape, dim := cutTestModel(t)
-	s, err := NewSession(data, SessionSpec{Input: input, InputShape: shape, Outputs: []string{"features"}, OutputSizes: []int{dim}}, SessionOptions{Threads: 1})
+	s, err := ort.NewSession(data, ort.SessionSpec{Input: input, InputShape: shape, Outputs: []string{"features"}, OutputSizes: []int{dim}}, ort.SessionOptions{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,11 +1,11 @@
-package backbone
+package ort
 
 import (
 	"context"
 	"fmt"
 	"strconv"
 
-	ort "github.com/yalue/onnxruntime_go"
+	onnxruntime "github.com/yalue/onnxruntime_go"
 )
 
 // SessionOptions configures an ONNX Runtime session.
@@ -28,7 +28,7 @@ type SessionOptions struct {
 // safe for concurrent use: ONNX Runtime's sessions are, and Run keeps no
 // state between calls. Close releases every C-side object.
 type Session struct {
-	sess        *ort.DynamicAdvancedSession
+	sess        *onnxruntime.DynamicAdvancedSession
 	inputName   string
 	outputNames []string
 	inputShape  []int64 // per sample, batch axis excluded
@@ -48,15 +48,15 @@ type SessionSpec struct {
 }
 
 // NewSession compiles model (serialised ONNX bytes, not retained) into an
-// ONNX Runtime session. InitRuntime must have been called.
+// ONNX Runtime session. Init must have been called.
 func NewSession(model []byte, spec SessionSpec, opt SessionOptions) (*Session, error) {
-	if !ort.IsInitialized() {
-		return nil, fmt.Errorf("ONNX Runtime is not loaded (call InitRuntime first)")
+	if !onnxruntime.IsInitialized() {
+		return nil, fmt.Errorf("ONNX Runtime is not loaded (call Init first)")
 	}
 	if len(spec.Outputs) == 0 || len(spec.Outputs) != len(spec.OutputSizes) {
 		return nil, fmt.Errorf("session: %d outputs with %d sizes", len(spec.Outputs), len(spec.OutputSizes))
 	}
-	so, err := ort.NewSessionOptions()
+	so, err := onnxruntime.NewSessionOptions()
 	if err != nil {
 		return nil, fmt.Errorf("session options: %w", err)
 	}
@@ -85,7 +85,7 @@ func NewSession(model []byte, spec SessionSpec, opt SessionOptions) (*Session, e
 	default:
 		return nil, fmt.Errorf("unknown device %q: expected cpu or cuda", opt.Device)
 	}
-	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(model, []string{spec.Input}, spec.Outputs, so)
+	sess, err := onnxruntime.NewDynamicAdvancedSessionWithONNXData(model, []string{spec.Input}, spec.Outputs, so)
 	if err != nil {
 		return nil, fmt.Errorf("create ONNX Runtime session: %w", err)
 	}
@@ -151,17 +151,17 @@ func (s *Session) Run(ctx context.Context, in []float32, n int, outs ...[]float3
 	if n == 0 {
 		return nil
 	}
-	shape := make(ort.Shape, 0, len(s.inputShape)+1)
+	shape := make(onnxruntime.Shape, 0, len(s.inputShape)+1)
 	shape = append(shape, int64(n))
 	shape = append(shape, s.inputShape...)
-	inT, err := ort.NewTensor(shape, in[:n*inLen])
+	inT, err := onnxruntime.NewTensor(shape, in[:n*inLen])
 	if err != nil {
 		return fmt.Errorf("input tensor: %w", err)
 	}
 	defer inT.Destroy()
-	values := make([]ort.Value, len(outs))
+	values := make([]onnxruntime.Value, len(outs))
 	for i, o := range outs {
-		t, err := ort.NewTensor(ort.NewShape(int64(n), int64(s.outputSizes[i])), o[:n*s.outputSizes[i]])
+		t, err := onnxruntime.NewTensor(onnxruntime.NewShape(int64(n), int64(s.outputSizes[i])), o[:n*s.outputSizes[i]])
 		if err != nil {
 			return fmt.Errorf("output tensor: %w", err)
 		}
@@ -171,7 +171,7 @@ func (s *Session) Run(ctx context.Context, in []float32, n int, outs ...[]float3
 	// Run options of its own: ONNX Runtime's terminate flag lives there,
 	// and on shared options one cancelled call would stop every call in
 	// flight on the session, and every later one until the flag is unset.
-	ro, err := ort.NewRunOptions()
+	ro, err := onnxruntime.NewRunOptions()
 	if err != nil {
 		return fmt.Errorf("run options: %w", err)
 	}
@@ -181,7 +181,7 @@ func (s *Session) Run(ctx context.Context, in []float32, n int, outs ...[]float3
 		ro.Terminate()
 		close(terminated)
 	})
-	err = s.sess.RunWithOptions([]ort.Value{inT}, values, ro)
+	err = s.sess.RunWithOptions([]onnxruntime.Value{inT}, values, ro)
 	if !stop() {
 		// The run was cancelled: report that rather than ORT's message,
 		// once Terminate is done with ro (destroyed on return).
@@ -204,8 +204,8 @@ func (s *Session) Close() error {
 	return err
 }
 
-func appendCUDA(so *ort.SessionOptions, deviceID int) error {
-	cuda, err := ort.NewCUDAProviderOptions()
+func appendCUDA(so *onnxruntime.SessionOptions, deviceID int) error {
+	cuda, err := onnxruntime.NewCUDAProviderOptions()
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package backbone
+package ort
 
 import (
 	"errors"
@@ -9,26 +9,26 @@ import (
 	"strings"
 	"sync"
 
-	ort "github.com/yalue/onnxruntime_go"
+	onnxruntime "github.com/yalue/onnxruntime_go"
 )
 
-// RuntimeLibraryEnv names the environment variable that points at ONNX
+// LibraryEnv names the environment variable that points at ONNX
 // Runtime's shared library. ONNXRUNTIME_SHARED_LIBRARY_PATH (the binding's
 // own convention) is honoured after it.
-const RuntimeLibraryEnv = "HEADTUNE_ORT_LIB"
+const LibraryEnv = "HEADTUNE_ORT_LIB"
 
-// ErrRuntimeMissing is wrapped by the error returned when no usable ONNX
+// ErrLibraryMissing is wrapped by the error returned when no usable ONNX
 // Runtime library is found.
-var ErrRuntimeMissing = errors.New("ONNX Runtime shared library not found")
+var ErrLibraryMissing = errors.New("ONNX Runtime shared library not found")
 
-const runtimeHint = "run `make setup` (fetches onnxruntime-node's libonnxruntime.so.1 into .deps/), or point --ort-lib / " + RuntimeLibraryEnv + " at libonnxruntime.so.1 (version 1.24 or newer)"
+const runtimeHint = "run `make setup` (fetches onnxruntime-node's libonnxruntime.so.1 into .deps/), or point --ort-lib / " + LibraryEnv + " at libonnxruntime.so.1 (version 1.24 or newer)"
 
-// RuntimeCandidates lists, in search order, the places FindRuntimeLibrary
+// LibraryCandidates lists, in search order, the places FindLibrary
 // looks: the explicit path, HEADTUNE_ORT_LIB, ONNXRUNTIME_SHARED_LIBRARY_PATH,
 // the repo-local setup folder (.deps/onnxruntime beside the executable, its
 // parent folders, and the working directory's), then the system loader's
 // names.
-func RuntimeCandidates(explicit string) []string {
+func LibraryCandidates(explicit string) []string {
 	var c []string
 	add := func(p string) {
 		if p != "" {
@@ -36,7 +36,7 @@ func RuntimeCandidates(explicit string) []string {
 		}
 	}
 	add(explicit)
-	add(os.Getenv(RuntimeLibraryEnv))
+	add(os.Getenv(LibraryEnv))
 	add(os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH"))
 	lib := "libonnxruntime.so.1"
 	if runtime.GOOS == "darwin" {
@@ -72,27 +72,27 @@ func RuntimeCandidates(explicit string) []string {
 	return c
 }
 
-// FindRuntimeLibrary returns the first existing candidate of
-// RuntimeCandidates. An explicit path or environment variable that names a
+// FindLibrary returns the first existing candidate of
+// LibraryCandidates. An explicit path or environment variable that names a
 // missing file is an error rather than silently skipped: the user asked for
 // that file.
-func FindRuntimeLibrary(explicit string) (string, error) {
-	for i, env := range []string{explicit, os.Getenv(RuntimeLibraryEnv), os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH")} {
+func FindLibrary(explicit string) (string, error) {
+	for i, env := range []string{explicit, os.Getenv(LibraryEnv), os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH")} {
 		if env == "" {
 			continue
 		}
 		if _, err := os.Stat(env); err != nil {
-			src := [...]string{"--ort-lib", RuntimeLibraryEnv, "ONNXRUNTIME_SHARED_LIBRARY_PATH"}[i]
-			return "", fmt.Errorf("%w: %s=%s does not exist; %s", ErrRuntimeMissing, src, env, runtimeHint)
+			src := [...]string{"--ort-lib", LibraryEnv, "ONNXRUNTIME_SHARED_LIBRARY_PATH"}[i]
+			return "", fmt.Errorf("%w: %s=%s does not exist; %s", ErrLibraryMissing, src, env, runtimeHint)
 		}
 		return env, nil
 	}
-	for _, p := range RuntimeCandidates("") {
+	for _, p := range LibraryCandidates("") {
 		if st, err := os.Stat(p); err == nil && !st.IsDir() {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%w; %s", ErrRuntimeMissing, runtimeHint)
+	return "", fmt.Errorf("%w; %s", ErrLibraryMissing, runtimeHint)
 }
 
 var (
@@ -100,25 +100,25 @@ var (
 	runtimePath string
 )
 
-// InitRuntime loads ONNX Runtime and creates the process's one environment.
+// Init loads ONNX Runtime and creates the process's one environment.
 // It is safe to call many times: later calls with the same or an empty path
 // are no-ops; a later call naming another library is an error, since a
-// process can hold only one. The environment lives until ShutdownRuntime.
-func InitRuntime(explicit string) (string, error) {
+// process can hold only one. The environment lives until Shutdown.
+func Init(explicit string) (string, error) {
 	runtimeMu.Lock()
 	defer runtimeMu.Unlock()
-	if ort.IsInitialized() {
+	if onnxruntime.IsInitialized() {
 		if explicit != "" && explicit != runtimePath {
 			return runtimePath, fmt.Errorf("ONNX Runtime already loaded from %s; cannot also load %s", runtimePath, explicit)
 		}
 		return runtimePath, nil
 	}
-	path, err := FindRuntimeLibrary(explicit)
+	path, err := FindLibrary(explicit)
 	if err != nil {
 		return "", err
 	}
-	ort.SetSharedLibraryPath(path)
-	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
+	onnxruntime.SetSharedLibraryPath(path)
+	if err := onnxruntime.InitializeEnvironment(onnxruntime.WithLogLevelError()); err != nil {
 		msg := err.Error()
 		if strings.Contains(msg, "API version") || strings.Contains(msg, "not supported") {
 			return "", fmt.Errorf("load ONNX Runtime %s: %v (headtune needs ONNX Runtime 1.24 or newer; %s)", path, err, runtimeHint)
@@ -129,22 +129,22 @@ func InitRuntime(explicit string) (string, error) {
 	return path, nil
 }
 
-// RuntimeVersion returns the loaded ONNX Runtime's version string.
-func RuntimeVersion() string {
-	if !ort.IsInitialized() {
+// Version returns the loaded ONNX Runtime's version string.
+func Version() string {
+	if !onnxruntime.IsInitialized() {
 		return ""
 	}
-	return ort.GetVersion()
+	return onnxruntime.GetVersion()
 }
 
-// ShutdownRuntime destroys the process's environment. Sessions must have
+// Shutdown destroys the process's environment. Sessions must have
 // been closed first.
-func ShutdownRuntime() error {
+func Shutdown() error {
 	runtimeMu.Lock()
 	defer runtimeMu.Unlock()
-	if !ort.IsInitialized() {
+	if !onnxruntime.IsInitialized() {
 		return nil
 	}
 	runtimePath = ""
-	return ort.DestroyEnvironment()
+	return onnxruntime.DestroyEnvironment()
 }
