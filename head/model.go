@@ -108,6 +108,12 @@ type Model struct {
 	Backbone    BackboneRef        `json:"backbone"`
 	Train       TrainInfo          `json:"train"`
 	Metrics     map[string]float64 `json:"metrics,omitempty"`
+	// Calibration says what Temperature was fitted on (nil in heads
+	// written before it was recorded).
+	Calibration *Calibration `json:"calibration,omitempty"`
+	// Conformal holds held-out scores for prediction sets with a coverage
+	// guarantee; nil when the head had no held-out predictions.
+	Conformal *Conformal `json:"conformal,omitempty"`
 }
 
 // Dim is the length of the feature vectors the model takes.
@@ -175,6 +181,11 @@ func (m *Model) Validate() error {
 	}
 	if !(m.Temperature > 0) || math.IsInf(m.Temperature, 0) {
 		return fmt.Errorf("temperature %g, want > 0", m.Temperature)
+	}
+	if m.Conformal != nil {
+		if err := m.Conformal.Validate(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -325,9 +325,12 @@ func Train(ctx context.Context, train, val Data, cfg Config, log io.Writer) (*Mo
 	m.Train = TrainInfo{Config: cfg, Seed: cfg.Seed, Threads: threads, TrainRows: train.Rows(), ValRows: val.Rows(),
 		Epochs: rep.Epochs, Iterations: rep.Iters, BestEpoch: rep.BestEpoch, Stopped: rep.Stopped, Seconds: rep.Seconds}
 	m.Train.Config.Threads = cfg.Threads
-	if log != nil {
+	if log != nil && val.Rows() > 0 {
 		fmt.Fprintf(log, "done: %s after %d iterations in %.2fs; val acc %.4f, val nll %.4f, temperature %.3f\n",
 			rep.Stopped, rep.Iters, rep.Seconds, rep.ValAcc, rep.ValLoss, m.Temperature)
+	} else if log != nil {
+		// no validation rows: no validation figure to print (not NaN, not 0)
+		fmt.Fprintf(log, "done: %s after %d iterations in %.2fs; no validation split\n", rep.Stopped, rep.Iters, rep.Seconds)
 	}
 	return m, rep, nil
 }
