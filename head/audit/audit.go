@@ -28,13 +28,20 @@ type Suspect struct {
 	PSuggest  float64 `json:"p_suggested"` // out-of-fold probability of the suggested label
 }
 
-// LabelIssues applies confident learning (Northcutt, Jiang & Chuang 2021,
-// the confident joint): the threshold of class j is the mean out-of-fold
-// probability of j over the rows labelled j; a row counts as belonging to
-// the most probable class whose probability reaches that class's
-// threshold, and is a suspect when that class is not its label. probs are
-// out-of-fold probabilities [len(labels)*k] (from models that never saw the
-// row). Suspects come most confident first (largest p_suggested - p_given).
+// LabelIssues applies confident learning (Northcutt, Jiang & Chuang 2021)
+// to out-of-fold probabilities probs [len(labels)*k], from models that
+// never saw the row, as cleanlab's default (prune by noise rate) does:
+//
+//  1. The threshold of class j is the mean probability of j over the rows
+//     labelled j. A row counts in the confident joint C[given][j] for the
+//     most probable class j whose probability reaches its threshold.
+//  2. Each row of C is rescaled to the class's row count; the off-diagonal
+//     cell C[i][j] then estimates how many rows labelled i belong to j.
+//  3. For each such cell, that many rows labelled i with the largest margin
+//     p_j - p_i are suspects with suggestion j; a row whose most probable
+//     class is its given label is never a suspect.
+//
+// Suspects come most confident first (largest p_suggested - p_given).
 func LabelIssues(probs []float32, labels []int32, k int) ([]Suspect, error) {
 	n := len(labels)
 	if k < 2 || len(probs) != n*k {
@@ -56,7 +63,8 @@ func LabelIssues(probs []float32, labels []int32, k int) ([]Suspect, error) {
 			thr[j] = math.Inf(1) // a class nobody carries is never suggested
 		}
 	}
-	var out []Suspect
+	joint := make([]float64, k*k)
+	rowSum := make([]float64, k)
 	for i, y := range labels {
 		p := probs[i*k : (i+1)*k]
 		best := -1
@@ -65,12 +73,69 @@ func LabelIssues(probs []float32, labels []int32, k int) ([]Suspect, error) {
 				best = j
 			}
 		}
-		if best >= 0 && best != int(y) {
-			out = append(out, Suspect{Row: i, Given: y, Suggested: int32(best), PGiven: float64(p[y]), PSuggest: float64(p[best])})
+		if best >= 0 {
+			joint[int(y)*k+best]++
+			rowSum[y]++
+		}
+	}
+	byRow := map[int]Suspect{}
+	for gi := 0; gi < k; gi++ {
+		if rowSum[gi] == 0 {
+			continue
+		}
+		var mine []int
+		for i, y := range labels {
+			if int(y) == gi {
+				mine = append(mine, i)
+			}
+		}
+		for j := 0; j < k; j++ {
+			if j == gi {
+				continue
+			}
+			num := int(math.Round(joint[gi*k+j] / rowSum[gi] * float64(cnt[gi])))
+			if num == 0 {
+				continue
+			}
+			margin := func(i int) float64 { return float64(probs[i*k+j]) - float64(probs[i*k+gi]) }
+			slices.SortStableFunc(mine, func(a, b int) int {
+				ma, mb := margin(a), margin(b)
+				switch {
+				case ma > mb:
+					return -1
+				case ma < mb:
+					return 1
+				}
+				return a - b
+			})
+			for _, i := range mine[:min(num, len(mine))] {
+				p := probs[i*k : (i+1)*k]
+				s := Suspect{Row: i, Given: int32(gi), Suggested: int32(j), PGiven: float64(p[gi]), PSuggest: float64(p[j])}
+				if old, ok := byRow[i]; !ok || s.PSuggest > old.PSuggest {
+					byRow[i] = s
+				}
+			}
+		}
+	}
+	var out []Suspect
+	for i, s := range byRow {
+		p := probs[i*k : (i+1)*k]
+		top := 0
+		for j, v := range p {
+			if v > p[top] {
+				top = j
+			}
+		}
+		if top != int(s.Given) {
+			out = append(out, s)
 		}
 	}
 	sort.SliceStable(out, func(a, b int) bool {
-		return out[a].PSuggest-out[a].PGiven > out[b].PSuggest-out[b].PGiven
+		ma, mb := out[a].PSuggest-out[a].PGiven, out[b].PSuggest-out[b].PGiven
+		if ma != mb {
+			return ma > mb
+		}
+		return out[a].Row < out[b].Row
 	})
 	return out, nil
 }
@@ -204,6 +269,9 @@ func dot(a, b []float32) float64 {
 	return float64(s0 + s1 + s2 + s3)
 }
 
+// DefaultOutlierZ is the robust z-score below which Outliers flags a row.
+const DefaultOutlierZ = 6
+
 // Outlier is a row far from every class.
 type Outlier struct {
 	Row     int     `json:"row"`
@@ -215,7 +283,9 @@ type Outlier struct {
 // Outliers scores each row of the normalised matrix Z [n*d] by its cosine
 // to the nearest class centroid (its own class's centroid leaves the row
 // out) and flags rows whose robust z-score, (cos - median)/(1.4826·MAD),
-// is below -zCut. Outliers come farthest first.
+// is below -zCut. The cosines are skewed (they pile up below 1), so a cut
+// of DefaultOutlierZ, well beyond a normal tail, keeps the bulk's own tail
+// out. Outliers come farthest first.
 func Outliers(Z []float32, n, d int, labels []int32, k int, zCut float64) []Outlier {
 	if n < 3 {
 		return nil
