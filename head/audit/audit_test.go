@@ -1,6 +1,9 @@
 package audit
 
 import (
+	"bytes"
+	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -132,5 +135,57 @@ func TestOutliersAndBalance(t *testing.T) {
 	b := ClassBalance([]int32{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 2}, []string{"a", "b", "c"}, 3)
 	if b.Ratio != 10 || len(b.Tiny) != 2 || !strings.Contains(strings.Join(b.Notes, "\n"), "--balance") {
 		t.Errorf("balance %+v", b)
+	}
+}
+
+func TestCheckReportTextAndHTML(t *testing.T) {
+	const n, d, k = 240, 24, 3
+	X, y := blobs(n, d, k, 2, 11)
+	splits := make([]string, n)
+	for i := range splits {
+		splits[i] = "train"
+		if i >= 200 {
+			splits[i] = "test"
+		}
+	}
+	y[7] = (y[7] + 1) % k              // a flipped label
+	copy(X[40*d:41*d], X[210*d:211*d]) // a test image copied into train
+	y[40] = y[210]
+	classes := []string{"cat", "dog", "owl"}
+	r, err := Check(context.Background(), Input{X: X, N: n, D: d, Labels: y, Classes: classes, Splits: splits}, Options{Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, s := range r.Suspects {
+		found = found || s.Row == 7
+	}
+	if !found || r.Counts.Leaks != 1 || r.Duplicates[0].A != 40 || r.Duplicates[0].B != 210 || r.CV == nil {
+		t.Fatalf("suspects %+v, duplicates %+v, cv %+v", r.Suspects, r.Duplicates, r.CV)
+	}
+	var txt, page bytes.Buffer
+	if err := r.WriteText(&txt, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(txt.String(), "1 train/test leaks") || !strings.Contains(txt.String(), "row 7\tlabelled") {
+		t.Errorf("text report:\n%s", txt.String())
+	}
+	thumb := func(i int) string { return "data:image/png;base64,AAAA" }
+	if err := r.WriteHTML(&page, func(i int) string { return fmt.Sprintf("img/%d.png", i) }, thumb); err != nil {
+		t.Fatal(err)
+	}
+	h := page.String()
+	if strings.Count(h, `<img src="data:image/png;base64,AAAA"`) < 3 || strings.Contains(h, "http") || strings.Contains(h, "ZgotmplZ") ||
+		!strings.Contains(h, "img/7.png") {
+		t.Errorf("page is not self-contained or misses thumbnails:\n%s", h)
+	}
+	// one image per class is too few for cross-validation: the report says
+	// so and still runs the checks that need no training
+	r2, err := Check(context.Background(), Input{X: X[:4*d], N: 4, D: d, Labels: []int32{0, 1, 2, 2}, Classes: classes}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.CV != nil || !strings.Contains(strings.Join(r2.Notes, "\n"), "no label check") {
+		t.Errorf("notes %q", r2.Notes)
 	}
 }
