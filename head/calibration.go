@@ -20,7 +20,7 @@ type Calibration struct {
 	Source      string  `json:"source"` // CalibValidation, CalibCV or CalibNone
 	Rows        int     `json:"rows"`   // held-out rows fitted on
 	Folds       int     `json:"folds,omitempty"`
-	Temperature float64 `json:"temperature"`        // FitTemperature's choice
+	Temperature float64 `json:"temperature"`        // FitTemperature's choice: mean confidence = smoothed accuracy
 	Fitted      float64 `json:"fitted_temperature"` // plain NLL minimiser (FitTemperatureNLL), for comparison
 	NLLBefore   float64 `json:"nll_before"`         // mean NLL at temperature 1
 	NLLAfter    float64 `json:"nll_after"`
@@ -66,7 +66,7 @@ func (c Calibration) Describe() string {
 	s := fmt.Sprintf("temperature %.3f fitted on %s: log loss %.4f -> %.4f, ECE %.4f -> %.4f",
 		c.Temperature, what, c.NLLBefore, c.NLLAfter, c.ECEBefore, c.ECEAfter)
 	if c.Fitted < 0.5*c.Temperature {
-		s += fmt.Sprintf(" (plain temperature scaling would pick %.3f: %.0f%% of %d held-out rows right does not support that much confidence)",
+		s += fmt.Sprintf(" (temperature scaling by log loss would pick %.3f, claiming more confidence than %.0f%% right on %d held-out rows supports)",
 			c.Fitted, 100*c.Accuracy, c.Rows)
 	}
 	return s

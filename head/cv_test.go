@@ -141,8 +141,8 @@ func TestCrossValidateViewsDoNotLeak(t *testing.T) {
 // TestTemperatureOnSeparableSplit: the collapse. Four validation
 // rows, all classified correctly with large margins: plain temperature
 // scaling runs to its bound (T = 0.02) and every prediction reads 1.000.
-// FitTemperature's prior keeps the mean confidence near what four correct
-// rows support (about 0.8).
+// FitTemperature keeps the mean confidence at what four correct rows
+// support, 5/6.
 func TestTemperatureOnSeparableSplit(t *testing.T) {
 	logits := []float32{
 		9, 1, 0, 0, 8, 2, 1, 0, 7, 8, 0, 1,
@@ -162,15 +162,15 @@ func TestTemperatureOnSeparableSplit(t *testing.T) {
 	if T <= 1 {
 		t.Errorf("temperature %.3f on 4 separable rows: collapsed", T)
 	}
-	if conf := meanConfidence(logits, 3, 1/T); conf > 0.9 || conf < 0.6 {
-		t.Errorf("mean confidence %.4f, want near what 4 correct rows support (~0.8)", conf)
+	if conf := meanConfidence(logits, 3, 1/T); math.Abs(conf-5.0/6) > 1e-6 {
+		t.Errorf("mean confidence %.6f, want 5/6", conf)
 	}
 	c, _ := Calibrate(logits, labels, 3, CalibValidation)
-	if c.Temperature != T || !strings.Contains(c.Describe(), "plain temperature scaling would pick 0.020") {
+	if c.Temperature != T || !strings.Contains(c.Describe(), "by log loss would pick 0.020") {
 		t.Errorf("%s", c.Describe())
 	}
-	// One wrong row among 16 whose error has a tiny margin: the plain
-	// minimiser still sits near the bound; the prior does not.
+	// One wrong row among 16 whose error has a tiny margin: mean confidence
+	// stays at (15+1)/(16+2).
 	var z []float32
 	var y []int32
 	for i := 0; i < 16; i++ {

@@ -44,8 +44,8 @@ type FitResult struct {
 // predictions: the validation split when it has at least MinCalibRows rows
 // and cross-validation was not asked for, otherwise the out-of-fold logits
 // of stratified k-fold cross-validation on the training rows. The
-// temperature never goes below TemperatureFloor of the rows it was fitted
-// on, and the same rows give the conformal scores. When neither is
+// temperature is FitTemperature's (it cannot collapse on separable rows),
+// and the same rows give the conformal scores. When neither is
 // possible (a class with a single training image and no validation rows)
 // the head keeps temperature 1 and has no prediction sets, and
 // Calibration.Reason says why.
