@@ -57,6 +57,6 @@ step "export: one ONNX file, backbone + head"
 "$HT" export --head "$OUT/fashion.head" -o "$OUT/fashion.onnx"
 
 step "predict with the exported model"
-"$HT" predict --model "$OUT/fashion.onnx" --top 1 "${examples[@]}"
+"$HT" predict --export "$OUT/fashion.onnx" --top 1 "${examples[@]}"
 
 printf '\nexported model: %s\nconfusion matrix: %s\n' "$OUT/fashion.onnx" "$OUT/confusion.png"
