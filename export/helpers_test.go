@@ -14,6 +14,7 @@ import (
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testmodels"
 )
 
 // parityTol is the largest absolute probability difference allowed between
@@ -59,7 +60,7 @@ var (
 	fixtures = map[string]*fixture{}
 )
 
-// getFixture builds (once per test binary) the fixture for a TestModel kind
+// getFixture builds (once per test binary) the fixture for a testmodels.Model kind
 // at size x size with n images and k classes, cut before the last tune
 // dense layers when tune > 0. The features come from ONNX Runtime; where it
 // is absent they are pseudo-random stand-ins (fixture.synthetic), good for
@@ -72,7 +73,7 @@ func getFixture(t testing.TB, kind string, size, tune, n, k int) *fixture {
 	if f := fixtures[key]; f != nil {
 		return f
 	}
-	full := backbone.TestModel(kind, size)
+	full := testmodels.Model(kind, size)
 	f, err := newFixture(full, kind, "imagenet", tune, n, k)
 	if err != nil {
 		t.Fatal(err)
