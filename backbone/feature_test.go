@@ -62,9 +62,9 @@ func TestFindFeatureTensorKinds(t *testing.T) {
 				}
 				var got []string
 				for _, l := range layers {
-					got = append(got, fmt.Sprintf("%s %d->%d %s", l.Name, l.In, l.Out, l.Activation))
-					if len(l.Weight) != l.In*l.Out || len(l.Bias) != l.Out {
-						t.Errorf("layer %s: %d weights %d biases for %dx%d", l.Name, len(l.Weight), len(l.Bias), l.Out, l.In)
+					got = append(got, fmt.Sprintf("%s %d->%d %s", l.Name, l.In, l.Out, l.Act))
+					if len(l.W) != l.In*l.Out || len(l.B) != l.Out {
+						t.Errorf("layer %s: %d weights %d biases for %dx%d", l.Name, len(l.W), len(l.B), l.Out, l.In)
 					}
 				}
 				if !reflect.DeepEqual(got, want.Dense) {
@@ -258,7 +258,7 @@ func TestDenseChainWeights(t *testing.T) {
 					} else {
 						stored = w[o*l.In+i]
 					}
-					if got := l.Weight[o*l.In+i]; got != stored*alpha {
+					if got := l.W[o*l.In+i]; got != stored*alpha {
 						t.Fatalf("W[%d,%d] = %g, want %g", o, i, got, stored*alpha)
 					}
 				}
@@ -281,9 +281,9 @@ func TestDenseChainWeights(t *testing.T) {
 			if lin.GetOpType() == "Gemm" {
 				beta = tc.beta
 			}
-			for o := range l.Bias {
-				if math.Abs(float64(l.Bias[o]-bias[o]*beta)) > 0 {
-					t.Fatalf("bias[%d] = %g, want %g", o, l.Bias[o], bias[o]*beta)
+			for o := range l.B {
+				if math.Abs(float64(l.B[o]-bias[o]*beta)) > 0 {
+					t.Fatalf("bias[%d] = %g, want %g", o, l.B[o], bias[o]*beta)
 				}
 			}
 		})
@@ -317,8 +317,8 @@ func TestDenseChainAliasedBias(t *testing.T) {
 			want, _ = backbone.InitializerFloats(init)
 		}
 	}
-	if len(want) != 24 || !reflect.DeepEqual(layers[1].Bias, want) {
-		t.Errorf("fc7 bias %v, want the aliased %v", layers[1].Bias, want)
+	if len(want) != 24 || !reflect.DeepEqual(layers[1].B, want) {
+		t.Errorf("fc7 bias %v, want the aliased %v", layers[1].B, want)
 	}
 }
 
@@ -385,7 +385,7 @@ func TestExternalModels(t *testing.T) {
 			detect := time.Since(start)
 			var dense []string
 			for _, l := range layers {
-				dense = append(dense, fmt.Sprintf("%s %d->%d %s", l.Name, l.In, l.Out, l.Activation))
+				dense = append(dense, fmt.Sprintf("%s %d->%d %s", l.Name, l.In, l.Out, l.Act))
 			}
 			t.Logf("feature %s %s dim %d pool %q rule %s classifier %s (%d classes); removed %d nodes; dense chain %v; read %v, detect+cut+dense %v",
 				c.Tensor, backbone.FormatDims(c.Shape), c.Dim, c.Pool, c.Rule, c.Classifier, c.Classes, len(c.Removed), dense, read.Round(time.Millisecond), detect.Round(time.Millisecond))
@@ -448,7 +448,7 @@ func ExampleFindFeatureTensor() {
 	fmt.Println("output:", cut.Graph.Output[0].GetName())
 	layers, _ := backbone.DenseChain(m, choice.Tensor)
 	for _, l := range layers {
-		fmt.Printf("dense %s %d->%d %s, cut at %s to tune it\n", l.Name, l.In, l.Out, l.Activation, l.Input)
+		fmt.Printf("dense %s %d->%d %s, cut at %s to tune it\n", l.Name, l.In, l.Out, l.Act, l.Input)
 	}
 	// Output:
 	// classifier: relu7, D=24, removes [Gemm fc8 Softmax Softmax]

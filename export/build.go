@@ -15,6 +15,7 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
+	"github.com/headtune/headtune/dense"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/imaging"
 )
@@ -347,7 +348,7 @@ func addHead(b *backbone.Builder, h *head.Model) {
 		}
 		name(b.Node("Gemm", []string{x, w, bias}, []string{y}, backbone.AttrInt("transB", 1)), fmt.Sprintf("%s%d_gemm", role, i))
 		x = y
-		if l.Act == head.ActReLU {
+		if l.Act == dense.ActReLU {
 			r := b.Unique(p + "/relu")
 			name(b.Node("Relu", []string{x}, []string{r}), fmt.Sprintf("%s%d_relu", role, i))
 			x = r

@@ -12,6 +12,7 @@ import (
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
 	"github.com/headtune/headtune/backbone/ort"
+	"github.com/headtune/headtune/dense"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/imaging"
 	"github.com/headtune/headtune/internal/testmodels"
@@ -41,7 +42,7 @@ type fixture struct {
 	full   *onnxpb.ModelProto
 	cut    *onnxpb.ModelProto
 	choice *backbone.FeatureChoice
-	tuned  []head.Dense // pretrained dense layers for --tune-layers fixtures
+	tuned  []dense.Layer // pretrained dense layers for --tune-layers fixtures
 	spec   imaging.Spec
 	input  string
 	n, d   int
@@ -99,7 +100,7 @@ func newFixture(full *onnxpb.ModelProto, kind, preset string, tune, n, k int) (*
 			return nil, fmt.Errorf("%s: %d dense layers, want %d", kind, len(layers), tune)
 		}
 		for _, l := range layers {
-			f.tuned = append(f.tuned, head.Dense{In: l.In, Out: l.Out, W: l.Weight, B: l.Bias, Act: l.Activation})
+			f.tuned = append(f.tuned, l.Layer)
 		}
 		if choice, err = backbone.FindFeatureTensor(full, layers[0].Input); err != nil {
 			return nil, err
@@ -295,9 +296,9 @@ func handHead(f *fixture, hidden []int, temperature float64) *head.Model {
 	in := f.d
 	widths := append(append([]int(nil), hidden...), f.k)
 	for i, out := range widths {
-		l := head.Dense{In: in, Out: out, W: make([]float32, in*out), B: make([]float32, out)}
+		l := dense.Layer{In: in, Out: out, W: make([]float32, in*out), B: make([]float32, out)}
 		if i < len(widths)-1 {
-			l.Act = head.ActReLU
+			l.Act = dense.ActReLU
 		}
 		for j := range l.W {
 			l.W[j] = float32(rng.NormFloat64() / math.Sqrt(float64(in)))

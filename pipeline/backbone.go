@@ -58,7 +58,7 @@ type Backbone struct {
 
 	// Tuned holds the dense layers cut off for --tune-layers, first to
 	// last, with their pretrained weights.
-	Tuned []backbone.DenseLayer
+	Tuned []backbone.DenseNode
 
 	Full     *onnxpb.ModelProto // the model as read
 	Cut      *onnxpb.ModelProto // cut at the feature tensor, output "features"
