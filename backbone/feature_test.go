@@ -389,10 +389,11 @@ func TestExternalModels(t *testing.T) {
 			}
 			t.Logf("feature %s %s dim %d pool %q rule %s classifier %s (%d classes); removed %d nodes; dense chain %v; read %v, detect+cut+dense %v",
 				c.Tensor, backbone.FormatDims(c.Shape), c.Dim, c.Pool, c.Rule, c.Classifier, c.Classes, len(c.Removed), dense, read.Round(time.Millisecond), detect.Round(time.Millisecond))
-			name, layout, ch, h, w, err := backbone.ImageInput(m)
+			img, err := backbone.ImageInput(m)
 			if err != nil {
 				t.Fatal(err)
 			}
+			name, layout, ch, h, w := img.Name, img.Layout, img.Channels, img.Height, img.Width
 			if h == 0 {
 				h, w = 224, 224
 			}

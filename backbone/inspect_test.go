@@ -84,7 +84,8 @@ func TestImageInput(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			name, layout, c, h, w, err := backbone.ImageInput(tc.m)
+			img, err := backbone.ImageInput(tc.m)
+			name, layout, c, h, w := img.Name, img.Layout, img.Channels, img.Height, img.Width
 			if tc.want.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.want.err) {
 					t.Fatalf("error %v, want %q", err, tc.want.err)
@@ -110,9 +111,9 @@ func TestImageInputTransposeFallback(t *testing.T) {
 	y := b.Op("Transpose", "t", []string{"x"}, backbone.AttrInts("perm", 0, 3, 1, 2))
 	b.Node("Conv", []string{y, b.Initializer("w", []int64{2, 1, 3, 3}, make([]float32, 18))}, []string{"out"})
 	b.Output("out", -1, 2, -1, -1)
-	_, layout, c, _, _, err := backbone.ImageInput(b.Model(0))
-	if err != nil || layout != "NHWC" || c != 1 {
-		t.Fatalf("layout %q channels %d err %v, want NHWC 1", layout, c, err)
+	in, err := backbone.ImageInput(b.Model(0))
+	if err != nil || in.Layout != "NHWC" || in.Channels != 1 {
+		t.Fatalf("layout %q channels %d err %v, want NHWC 1", in.Layout, in.Channels, err)
 	}
 }
 
@@ -257,5 +258,26 @@ func TestReferenceModels(t *testing.T) {
 				t.Errorf("cut model's features differ from the original's %s", tc.feature)
 			}
 		})
+	}
+}
+
+// TestImageInputBatch: a fixed batch dimension is reported, a symbolic one
+// is 0.
+func TestImageInputBatch(t *testing.T) {
+	for _, tc := range []struct {
+		batch int64
+		want  int
+	}{{1, 1}, {4, 4}, {-1, 0}} {
+		b := backbone.NewBuilder("t")
+		x := b.Input("x", tc.batch, 3, 8, 8)
+		b.Node("Relu", []string{x}, []string{"y"})
+		b.Output("y", tc.batch, 3, 8, 8)
+		in, err := backbone.ImageInput(b.Model(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in.Batch != tc.want || in.Layout != "NCHW" || in.Height != 8 {
+			t.Errorf("batch dim %d: got %+v, want batch %d, NCHW, height 8", tc.batch, in, tc.want)
+		}
 	}
 }

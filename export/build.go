@@ -136,15 +136,15 @@ func Build(cut *onnxpb.ModelProto, spec imaging.Spec, h *head.Model, opt Options
 	}
 	out := backbone.ShallowCopy(cut)
 	out.Graph = g
-	inName, layout, channels, height, width, err := backbone.ImageInput(out)
+	in, err := backbone.ImageInput(out)
 	if err != nil {
 		return nil, fmt.Errorf("export: backbone: %w", err)
 	}
-	if layout != spec.Layout || channels != spec.Channels {
-		return nil, fmt.Errorf("export: backbone input %s is %s with %d channels, the preprocessing spec says %s with %d", inName, layout, channels, spec.Layout, spec.Channels)
+	if in.Layout != spec.Layout || in.Channels != spec.Channels {
+		return nil, fmt.Errorf("export: backbone input %s is %s with %d channels, the preprocessing spec says %s with %d", in.Name, in.Layout, in.Channels, spec.Layout, spec.Channels)
 	}
-	if (height != 0 && height != spec.Height) || (width != 0 && width != spec.Width) {
-		return nil, fmt.Errorf("export: backbone input %s is %dx%d, the preprocessing spec says %dx%d", inName, width, height, spec.Width, spec.Height)
+	if (in.Height != 0 && in.Height != spec.Height) || (in.Width != 0 && in.Width != spec.Width) {
+		return nil, fmt.Errorf("export: backbone input %s is %dx%d, the preprocessing spec says %dx%d", in.Name, in.Width, in.Height, spec.Width, spec.Height)
 	}
 
 	if out.GetIrVersion() < 4 {
@@ -155,9 +155,9 @@ func Build(cut *onnxpb.ModelProto, spec imaging.Spec, h *head.Model, opt Options
 		return nil, fmt.Errorf("export: the backbone already has a tensor named %q, the name of the exported output", OutputProbabilities)
 	}
 
-	feedName := inName
+	feedName := in.Name
 	if opt.WithPreprocessing {
-		feedName = addPreprocessing(b, g, inName, spec)
+		feedName = addPreprocessing(b, g, in.Name, spec)
 	}
 	k := len(h.Classes)
 	addHead(b, h)

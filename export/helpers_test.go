@@ -110,10 +110,11 @@ func newFixture(full *onnxpb.ModelProto, kind, preset string, tune, n, k int) (*
 	if f.cut, err = backbone.CutAtFeature(full, choice); err != nil {
 		return nil, err
 	}
-	name, layout, ch, hgt, wid, err := backbone.ImageInput(f.cut)
+	inp, err := backbone.ImageInput(f.cut)
 	if err != nil {
 		return nil, err
 	}
+	name, layout, ch, hgt, wid := inp.Name, inp.Layout, inp.Channels, inp.Height, inp.Width
 	f.input = name
 	spec, err := imaging.Preset(preset)
 	if err != nil {

@@ -34,10 +34,11 @@ func cutTestModel(t *testing.T) ([]byte, string, []int64, int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	name, _, c, h, w, err := backbone.ImageInput(cut)
+	img, err := backbone.ImageInput(cut)
 	if err != nil {
 		t.Fatal(err)
 	}
+	name, c, h, w := img.Name, img.Channels, img.Height, img.Width
 	return data, name, []int64{int64(c), int64(h), int64(w)}, int(choice.Dim)
 }
 
