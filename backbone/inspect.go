@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/headtune/headtune/backbone/onnxpb"
+	"github.com/headtune/headtune/internal/bytesize"
 )
 
 // TensorInfo describes a graph input or output.
@@ -330,7 +331,7 @@ func (info *ModelInfo) WriteText(w io.Writer) error {
 	if info.DocString != "" {
 		p("doc:\t%s", firstLine(info.DocString, 100))
 	}
-	p("size:\t%d nodes, %d initializers, %s parameters (%s)", info.Nodes, info.Initializers, humanCount(info.Parameters), humanBytes(info.ParameterBytes))
+	p("size:\t%d nodes, %d initializers, %s parameters (%s)", info.Nodes, info.Initializers, humanCount(info.Parameters), bytesize.Format(info.ParameterBytes))
 	p("ops:\t%s", opSummary(info.Ops))
 	for i, t := range info.Inputs {
 		label := ""
@@ -469,16 +470,4 @@ func humanCount(n int64) string {
 		return fmt.Sprintf("%.1fk", float64(n)/1e3)
 	}
 	return fmt.Sprint(n)
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
