@@ -11,6 +11,7 @@ import (
 
 	"github.com/headtune/headtune/featcache"
 	"github.com/headtune/headtune/head"
+	"github.com/headtune/headtune/internal/bytesize"
 	"github.com/headtune/headtune/pipeline"
 )
 
@@ -46,20 +47,10 @@ func (r *CacheListResult) WriteText(w io.Writer) error {
 			continue
 		}
 		fmt.Fprintf(w, "%s  %d rows x %d (%s of float32)  tensor %s  model %.12s  views %s\n",
-			in.Dir, in.Rows, in.Identity.Dim, humanBytes(in.DataBytes), in.Identity.FeatureTensor, in.Identity.ModelHash, strings.Join(in.Views, ", "))
+			in.Dir, in.Rows, in.Identity.Dim, bytesize.Format(in.DataBytes), in.Identity.FeatureTensor, in.Identity.ModelHash, strings.Join(in.Views, ", "))
 	}
 	_, err := fmt.Fprintf(w, "cache: %s\n", r.Root)
 	return err
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%d KiB", n>>10)
 }
 
 // CacheCheckOptions configure CacheCheck.

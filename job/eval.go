@@ -229,12 +229,13 @@ func evalOriginal(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	if err := opt.InitRuntime(); err != nil {
 		return nil, err
 	}
-	probs, labels, classes, unknown, err := pipeline.OriginalScores(ctx, store, opt.Original, ds,
+	orig, err := pipeline.OriginalScores(ctx, store, opt.Original, ds,
 		pipeline.BackboneOptions{Session: opt.Session}, opt.OnSkip)
 	if err != nil {
 		return nil, err
 	}
-	ev, err := head.EvaluateProbs(probs, labels, classes)
+	classes, unknown := orig.Classes, orig.LeftOut
+	ev, err := head.EvaluateProbs(orig.Probs, orig.Labels, classes)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/headtune/headtune/internal/bytesize"
 	"github.com/headtune/headtune/models"
 )
 
@@ -45,7 +46,7 @@ func listingRow(l models.Listing) string {
 			feat = fmt.Sprint(e.FeatureDim)
 		}
 		if e.Size > 0 {
-			size = models.HumanSize(e.Size)
+			size = bytesize.Format(e.Size)
 		}
 	}
 	inst = "no"
@@ -64,7 +65,9 @@ func listingRow(l models.Listing) string {
 		if m.FeatureDim > 0 {
 			feat = fmt.Sprint(m.FeatureDim)
 		}
-		size = models.HumanSize(m.Size)
+		if m.Size > 0 {
+			size = bytesize.Format(m.Size)
+		}
 	}
 	for _, p := range []*string{&task, &input, &feat, &size, &lic, &src} {
 		if *p == "" {

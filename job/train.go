@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/headtune/headtune/dense"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/pipeline"
 )
@@ -154,7 +155,7 @@ func setMetrics(m map[string]float64, prefix string, ev *head.Eval) {
 
 // tunedLayers reopens the backbone an extraction with TuneLayers used and
 // returns its cut-off dense layers (pretrained weights) and the cut tensor.
-func (e Env) tunedLayers(run *pipeline.LastRun) ([]head.Dense, string, error) {
+func (e Env) tunedLayers(run *pipeline.LastRun) ([]dense.Layer, string, error) {
 	store, err := e.Store()
 	if err != nil {
 		return nil, "", err
@@ -165,9 +166,9 @@ func (e Env) tunedLayers(run *pipeline.LastRun) ([]head.Dense, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("reopen backbone %s for its tuned layers: %w", run.Model, err)
 	}
-	var layers []head.Dense
+	var layers []dense.Layer
 	for _, l := range bb.Tuned {
-		layers = append(layers, head.Dense{In: l.In, Out: l.Out, W: l.Weight, B: l.Bias, Act: l.Activation})
+		layers = append(layers, l.Layer)
 	}
 	return layers, bb.Choice.Tensor, nil
 }

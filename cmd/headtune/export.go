@@ -7,6 +7,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/headtune/headtune/export"
+	"github.com/headtune/headtune/internal/bytesize"
 	"github.com/headtune/headtune/job"
 )
 
@@ -43,7 +44,7 @@ func runExport(c *cli.Context) error {
 	if res.WithPreprocessing {
 		in = "raw 0..255"
 	}
-	fmt.Fprintf(os.Stderr, "export: %s (%.1f MB): %s %dx%d %s input -> probabilities [N,%d]\n",
-		c.String("out"), float64(res.Bytes)/1e6, res.Spec.Layout, res.Spec.Width, res.Spec.Height, in, len(res.Classes))
+	fmt.Fprintf(os.Stderr, "export: %s (%s): %s %dx%d %s input -> probabilities [N,%d]\n",
+		c.String("out"), bytesize.Format(res.Bytes), res.Spec.Layout, res.Spec.Width, res.Spec.Height, in, len(res.Classes))
 	return nil
 }

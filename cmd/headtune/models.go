@@ -7,6 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/headtune/headtune/internal/bytesize"
 	"github.com/headtune/headtune/internal/progress"
 	"github.com/headtune/headtune/job"
 	"github.com/headtune/headtune/models"
@@ -109,7 +110,7 @@ func runModelsPull(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(inst)
 	}
-	fmt.Fprintf(os.Stderr, "models: %s installed at %s (%s, %s)\n", name, inst.ModelPath(), models.HumanSize(inst.Meta.Size), inst.Meta.Provenance)
+	fmt.Fprintf(os.Stderr, "models: %s installed at %s (%s, %s)\n", name, inst.ModelPath(), bytesize.Format(inst.Meta.Size), inst.Meta.Provenance)
 	return nil
 }
 
