@@ -11,6 +11,7 @@ package testasset
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 )
@@ -58,4 +59,43 @@ func Missing(format string, args ...any) (skip bool) {
 	}
 	fmt.Fprintf(os.Stderr, "SKIP (asset missing): %s\n", msg)
 	return true
+}
+
+// RepoRoot returns the repository's root (the folder holding go.mod),
+// found from the working directory, which `go test` sets to the package's
+// folder.
+func RepoRoot() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("no go.mod above %s", wd)
+		}
+	}
+}
+
+// Deps returns a folder under the repository's git-ignored .deps/ for
+// tests to keep downloads in between runs (created when missing), so that
+// no test writes into the user's home. HEADTUNE_DEPS overrides .deps, as
+// it does for scripts/setup.sh.
+func Deps(t testing.TB, name string) string {
+	t.Helper()
+	base := os.Getenv("HEADTUNE_DEPS")
+	if base == "" {
+		root, err := RepoRoot()
+		if err != nil {
+			t.Fatalf("test downloads folder: %v", err)
+		}
+		base = filepath.Join(root, ".deps")
+	}
+	dir := filepath.Join(base, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("test downloads folder: %v", err)
+	}
+	return dir
 }

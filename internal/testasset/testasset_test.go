@@ -1,6 +1,9 @@
 package testasset
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -56,5 +59,30 @@ func TestOptInSkipsInCITooUnlessSet(t *testing.T) {
 	f = &fakeTB{}
 	if v := OptIn(f, "HEADTUNE_TESTASSET_LONG", "the long test"); v != "1" || f.skipped || f.failed {
 		t.Errorf("set opt-in: value %q skipped %v failed %v", v, f.skipped, f.failed)
+	}
+}
+
+// TestDepsStaysInRepository: downloads that tests keep go under the
+// repository's .deps/, never into the user's home.
+func TestDepsStaysInRepository(t *testing.T) {
+	t.Setenv("HEADTUNE_DEPS", "")
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("RepoRoot %s has no go.mod", root)
+	}
+	d := Deps(t, "npm")
+	if d != filepath.Join(root, ".deps", "npm") {
+		t.Errorf("Deps = %s, want %s/.deps/npm", d, root)
+	}
+	if home, err := os.UserHomeDir(); err == nil && strings.HasPrefix(d, filepath.Join(home, ".cache")) {
+		t.Errorf("Deps %s is in the user's cache", d)
+	}
+	other := t.TempDir()
+	t.Setenv("HEADTUNE_DEPS", other)
+	if d := Deps(t, "npm"); d != filepath.Join(other, "npm") {
+		t.Errorf("with HEADTUNE_DEPS, Deps = %s", d)
 	}
 }
