@@ -7,6 +7,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"strings"
+	"text/tabwriter"
 )
 
 // StratifiedFolds assigns each position of labels to one of k folds so that
@@ -253,7 +255,26 @@ func CrossValidate(ctx context.Context, d Data, cfg Config, opt CVOptions) (*CVR
 	if res.Pooled, err = EvaluateProbs(probs, labels, classes); err != nil {
 		return nil, fmt.Errorf("cross-validation: %w", err)
 	}
+	res.Pooled.Errors = nil // positions in the OOF arrays; the doctor ranks suspects itself
 	return res, nil
+}
+
+// WriteText writes the per-fold figures, mean ± standard deviation over
+// folds, and the pooled out-of-fold per-class table and confusion matrix.
+func (r *CVResult) WriteText(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "cross-validation: %d folds (stratified, seed %d)\n", r.Folds, r.Seed)
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "fold\ttrain\theld out\taccuracy\tmacro-F1\t")
+	for _, f := range r.PerFold {
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%.4f\t%.4f\t\n", f.Fold, f.TrainRows, f.TestRows, f.Accuracy, f.MacroF1)
+	}
+	tw.Flush()
+	fmt.Fprintf(&b, "mean ± std over folds: accuracy %s, macro-F1 %s\n\nout-of-fold, all folds pooled:\n", r.Accuracy, r.MacroF1)
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return err
+	}
+	return r.Pooled.WriteText(w)
 }
 
 // OOFProbs returns softmax(OOFLogits/temperature), [Rows()*K].

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"runtime"
 )
 
@@ -105,14 +106,14 @@ func Fit(ctx context.Context, train, val Data, cfg Config, opt FitOptions) (*Fit
 			res.Notes = append(res.Notes, fmt.Sprintf("cross-validation with %d folds instead of %d: class %q has only %d training images",
 				folds, opt.CVFolds, smallestClass(train, m.Classes), folds))
 		case opt.CVFolds == 0 && val.Rows() == 0:
-			res.Notes = append(res.Notes, fmt.Sprintf("no validation split: calibrated on out-of-fold predictions of %d-fold cross-validation", folds))
+			res.Notes = append(res.Notes, fmt.Sprintf("calibrated on out-of-fold predictions of %d-fold cross-validation, for want of a validation split", folds))
 		case opt.CVFolds == 0:
 			res.Notes = append(res.Notes, fmt.Sprintf("the validation split has %d images (fewer than %d): calibrated on out-of-fold predictions of %d-fold cross-validation instead",
 				val.Rows(), opt.MinCalibRows, folds))
 		}
 	}
 	if useCV {
-		cv, err := CrossValidate(ctx, train, cfg, CVOptions{Folds: folds, Seed: opt.CVSeed, Views: opt.Views, ViewOf: opt.ViewOf, Log: opt.Log})
+		cv, err := CrossValidate(ctx, train, cfg, CVOptions{Folds: folds, Seed: opt.CVSeed, Views: opt.Views, ViewOf: opt.ViewOf})
 		if err != nil {
 			return nil, err
 		}
@@ -155,6 +156,7 @@ func Fit(ctx context.Context, train, val Data, cfg Config, opt FitOptions) (*Fit
 		cal.Reason = "no validation images and no cross-validation"
 	}
 	m.Calibration = &cal
+	m.setDomain(final)
 	if val.Rows() > 0 && m.Metrics != nil {
 		// Train fitted its own temperature on the validation split; the
 		// calibrated figures must describe the temperature kept.
@@ -182,4 +184,13 @@ func smallestClass(d Data, classes []string) string {
 		return ""
 	}
 	return classes[best]
+}
+
+// valText is the validation part of a progress line: empty without
+// validation rows (NaN figures), never "val loss NaN".
+func valText(loss, acc float64) string {
+	if math.IsNaN(loss) || math.IsNaN(acc) {
+		return ""
+	}
+	return fmt.Sprintf("  val loss %.4f  val acc %.4f", loss, acc)
 }

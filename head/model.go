@@ -71,6 +71,9 @@ type SplitInfo struct {
 	// validation and test sets; every other row was training data.
 	ValIndex  []int `json:"val_index"`
 	TestIndex []int `json:"test_index"`
+	// Skipped says, one sentence each, why a requested validation or test
+	// split was not made (too few images per class); see PlanSplit.
+	Skipped []string `json:"skipped,omitempty"`
 }
 
 // Model is a trained head.
@@ -104,6 +107,9 @@ type Model struct {
 	// Conformal holds held-out scores for prediction sets with a coverage
 	// guarantee; nil when the head had no held-out predictions.
 	Conformal *Conformal `json:"conformal,omitempty"`
+	// Domain says how far from the training data inputs may lie before
+	// PredictGuarded treats them as outside it; nil without standardisation.
+	Domain *Domain `json:"domain,omitempty"`
 }
 
 // Dim is the length of the feature vectors the model takes.

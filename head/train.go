@@ -351,8 +351,8 @@ func Train(ctx context.Context, train, val Data, cfg Config, log io.Writer) (*Mo
 		Epochs: rep.Epochs, Iterations: rep.Iters, BestEpoch: rep.BestEpoch, Stopped: rep.Stopped, Seconds: rep.Seconds}
 	m.Train.Config.Threads = cfg.Threads
 	if log != nil && val.Rows() > 0 {
-		fmt.Fprintf(log, "done: %s (%s) in %.2fs; val acc %.4f, val nll %.4f, temperature %.3f\n",
-			StopText(rep.Stopped), rep.progressText(), rep.Seconds, rep.ValAcc, rep.ValLoss, m.Temperature)
+		fmt.Fprintf(log, "done: %s (%s) in %.2fs; val acc %.4f, val nll %.4f\n",
+			StopText(rep.Stopped), rep.progressText(), rep.Seconds, rep.ValAcc, rep.ValLoss)
 	} else if log != nil {
 		// no validation rows: no validation figure to print (not NaN, not 0)
 		fmt.Fprintf(log, "done: %s (%s) in %.2fs; no validation split\n", StopText(rep.Stopped), rep.progressText(), rep.Seconds)
