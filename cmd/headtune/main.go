@@ -82,6 +82,7 @@ func newApp() *cli.App {
 			extractCommand(),
 			trainCommand(),
 			evalCommand(),
+			doctorCommand(),
 			predictCommand(),
 			exportCommand(),
 			inspectCommand(),
