@@ -39,7 +39,9 @@ type Suspect struct {
 //     cell C[i][j] then estimates how many rows labelled i belong to j.
 //  3. For each such cell, that many rows labelled i with the largest margin
 //     p_j - p_i are suspects with suggestion j; a row whose most probable
-//     class is its given label is never a suspect.
+//     class is its given label is never a suspect. (Also requiring the row
+//     to lie off the confident joint's diagonal, cleanlab's "both", gained
+//     0.02 precision and lost recall on Fashion-MNIST: not done.)
 //
 // Suspects come most confident first (largest p_suggested - p_given).
 func LabelIssues(probs []float32, labels []int32, k int) ([]Suspect, error) {

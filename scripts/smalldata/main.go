@@ -229,7 +229,7 @@ func calib(ds *dataset, kind string, perClass, seeds int) {
 
 func doctor(ds *dataset, seeds int) {
 	const perClass = 100
-	var precs, recs []float64
+	var precs, recs, tops []float64
 	leaksFound, leaksWant := 0, 0
 	for seed := 1; seed <= seeds; seed++ {
 		rng := rand.New(rand.NewPCG(uint64(seed), 5))
@@ -276,6 +276,13 @@ func doctor(ds *dataset, seeds int) {
 		}
 		p, rc := float64(hit)/math.Max(1, float64(len(r.Suspects))), float64(hit)/float64(len(flipped))
 		precs, recs = append(precs, p), append(recs, rc)
+		top := 0 // precision of the first len(flipped) suspects (the list is most confident first)
+		for _, s := range r.Suspects[:min(len(r.Suspects), len(flipped))] {
+			if flipped[s.Row] {
+				top++
+			}
+		}
+		tops = append(tops, float64(top)/float64(len(flipped)))
 		// every copied image must pair with its test original as a leak
 		for i := range leakSrc {
 			leaksWant++
@@ -290,6 +297,6 @@ func doctor(ds *dataset, seeds int) {
 		fmt.Printf("doctor seed %d: %d rows, %d flipped, %d suspects: precision %.3f recall %.3f; leaks %d, cross-class %d, same-class %d pairs; %d outliers; cv accuracy %s\n",
 			seed, n, len(flipped), len(r.Suspects), p, rc, r.Counts.Leaks, r.Counts.CrossClass, r.Counts.SameClass, r.Counts.Outliers, r.CV.Accuracy)
 	}
-	fmt.Printf("\ndoctor (%s, %d per class, 5%% flipped, %d seeds): precision %s, recall %s; copied test images reported as leaks: %d of %d\n",
-		ds.what, perClass, seeds, head.NewMeanStd(precs), head.NewMeanStd(recs), leaksFound, leaksWant)
+	fmt.Printf("\ndoctor (%s, %d per class, 5%% flipped, %d seeds): precision %s, recall %s, precision of the first 50 suspects %s; copied test images reported as leaks: %d of %d\n",
+		ds.what, perClass, seeds, head.NewMeanStd(precs), head.NewMeanStd(recs), head.NewMeanStd(tops), leaksFound, leaksWant)
 }
