@@ -5,11 +5,11 @@ import (
 	"errors"
 	"io/fs"
 	"math"
-	"os"
 	"slices"
 	"testing"
 
 	"github.com/headtune/headtune/internal/fashionmnist"
+	"github.com/headtune/headtune/internal/testasset"
 )
 
 // fashion loads the first n images of a Fashion-MNIST part as raw pixels.
@@ -19,10 +19,7 @@ func fashion(t *testing.T, part string, n int) Data {
 	t.Helper()
 	X, y, err := fashionmnist.Load(fashionmnist.Dir, part, n)
 	if errors.Is(err, fs.ErrNotExist) {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("Fashion-MNIST is required in CI: %v", err)
-		}
-		t.Skipf("SKIP: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): %v", err)
+		testasset.Skip(t, "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): %v", err)
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -345,6 +345,9 @@ func Train(ctx context.Context, train, val Data, cfg Config, log io.Writer) (*Mo
 		m.Metrics["val_ece"] = eceOf(logits, labels, k, 1)
 		m.Metrics["val_ece_calibrated"] = eceOf(logits, labels, k, 1/m.Temperature)
 		rep.ValLoss, rep.ValAcc = nll1, acc
+	} else {
+		// no validation rows: no figure, not a 0 that reads as a result
+		rep.ValLoss, rep.ValAcc = math.NaN(), math.NaN()
 	}
 	rep.Seconds = time.Since(start).Seconds()
 	m.Train = TrainInfo{Config: cfg, Seed: cfg.Seed, Threads: threads, TrainRows: train.Rows(), ValRows: val.Rows(),
