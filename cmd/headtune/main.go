@@ -70,8 +70,8 @@ func newApp() *cli.App {
 		Usage:   "transfer learning on images: frozen ONNX backbone + pure-Go head",
 		Version: version,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "ort-lib", Usage: "ONNX Runtime shared library (default: $" + ort.LibraryEnv + ", $ONNXRUNTIME_SHARED_LIBRARY_PATH, the library `make setup` recorded, ./.deps, system)"},
-			&cli.IntFlag{Name: "threads", Usage: "cores to use: concurrent single-threaded inference calls, and training workers (0: one per core)"},
+			&cli.StringFlag{Name: "ort-lib", Usage: "the ONNX Runtime shared library `FILE` to load", DefaultText: "$" + ort.LibraryEnv + ", $ONNXRUNTIME_SHARED_LIBRARY_PATH, .deps/ of the repository, the library make setup recorded, system folders"},
+			&cli.IntFlag{Name: "threads", Usage: "cores to use: concurrent single-threaded inference calls, and training workers", DefaultText: "one per core"},
 			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu or cuda"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress display"},
 			&cli.BoolFlag{Name: "json", Usage: "print a machine-readable JSON summary on stdout"},
@@ -174,9 +174,17 @@ func backboneFlags() []cli.Flag {
 		&cli.StringFlag{Name: "input-size", Usage: "WxH for models with a dynamic input size"},
 		&cli.BoolFlag{Name: "fast-jpeg", Usage: "decode JPEGs at a DCT-reduced scale (libjpeg-turbo); recorded in the preprocessing spec"},
 		&cli.BoolFlag{Name: "spin", Usage: "let ONNX Runtime threads spin-wait (faster on an idle machine, slower beside decode workers)"},
-		&cli.IntFlag{Name: "batch", Usage: "images per inference batch (0: 1 when each core decodes its own images, 16 with --workers)"},
-		&cli.IntFlag{Name: "workers", Usage: "decode on this many goroutines of their own, handing batches to inference (0: each core decodes and runs its own batches)"},
+		batchFlag(),
+		workersFlag(),
 	}
+}
+
+func batchFlag() cli.Flag {
+	return &cli.IntFlag{Name: "batch", Usage: "images per inference batch", DefaultText: "1 when each core decodes its own images, 16 with --workers"}
+}
+
+func workersFlag() cli.Flag {
+	return &cli.IntFlag{Name: "workers", Usage: "decode on this many goroutines of their own, handing batches to inference", DefaultText: "none: each core decodes and runs its own batches"}
 }
 
 // backboneOptions reads backboneFlags.
