@@ -8,7 +8,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/headtune/headtune/internal/progress"
-
 	"github.com/headtune/headtune/job"
 	"github.com/headtune/headtune/predictions"
 )
