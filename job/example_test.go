@@ -253,7 +253,7 @@ func ExampleModelsAdd() {
 	}
 	fmt.Printf("added %s: %d-d features\n", inst.Meta.Name, inst.Meta.FeatureDim)
 
-	list, err := job.ModelsList(ctx, w.env)
+	list, err := job.ModelsList(ctx, job.ModelsListOptions{Env: w.env})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -262,7 +262,7 @@ func ExampleModelsAdd() {
 			fmt.Println("installed:", l.Name)
 		}
 	}
-	checks, err := job.ModelsVerify(ctx, w.env, nil)
+	checks, err := job.ModelsVerify(ctx, job.ModelsVerifyOptions{Env: w.env})
 	if err != nil {
 		log.Fatal(err)
 	}
