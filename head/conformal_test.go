@@ -56,8 +56,8 @@ func TestConformalThreshold(t *testing.T) {
 	if _, _, err := c.Threshold(1); err == nil {
 		t.Error("coverage 1 accepted")
 	}
-	// the top class is always in the set, classes come most probable first
-	if s := Set(nil, []float32{0.2, 0.5, 0.3}, 0.01); !slices.Equal(s, []int{1}) {
+	// classes come most probable first; no class may qualify
+	if s := Set(nil, []float32{0.2, 0.5, 0.3}, 0.01); len(s) != 0 {
 		t.Errorf("set %v", s)
 	}
 	if s := Set(nil, []float32{0.2, 0.5, 0.3}, 0.75); !slices.Equal(s, []int{1, 2}) {
@@ -109,7 +109,7 @@ func TestConformalCoverageFashionMNIST(t *testing.T) {
 			if math.Abs(st.Empirical-cov) > 0.02 {
 				t.Errorf("%s: coverage %.2f: empirical %.4f (mean set size %.2f)", name, cov, st.Empirical, st.MeanSize)
 			}
-			if st.MeanSize <= 1 || st.MeanSize >= float64(k) {
+			if st.MeanSize <= 0.5 || st.MeanSize >= float64(k) {
 				t.Errorf("%s: mean set size %.2f says nothing", name, st.MeanSize)
 			}
 		}

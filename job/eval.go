@@ -324,7 +324,7 @@ func (r *EvalResult) WriteText(w io.Writer) error {
 			if s.AllRows {
 				all = " (too few held-out scores: every class in every set)"
 			}
-			fmt.Fprintf(w, "  coverage %.2f: empirical %.4f, mean set size %.2f, single-class sets %.1f%%%s\n", s.Coverage, s.Empirical, s.MeanSize, 100*s.Singleton, all)
+			fmt.Fprintf(w, "  coverage %.2f: empirical %.4f, mean set size %.2f, one class %.1f%%, empty %.1f%%%s\n", s.Coverage, s.Empirical, s.MeanSize, 100*s.Singleton, 100*s.Empty, all)
 		}
 		if r.SetsNote != "" {
 			fmt.Fprintf(w, "  note: %s\n", r.SetsNote)
