@@ -40,6 +40,10 @@ const (
 // opset, so the model's opset is kept as it is.
 const MinOpset = 7
 
+// rewriteForConsumers is false only in benchmarks that measure the graph
+// as the backbone wrote it.
+var rewriteForConsumers = true
+
 // Options controls what Build adds around the head.
 type Options struct {
 	// WithFeatures adds OutputFeatures [N, D] as a second graph output.
@@ -152,6 +156,10 @@ func Build(cut *onnxpb.ModelProto, spec imaging.Spec, h *head.Model, opt Options
 	b := backbone.EditGraph(g)
 	if b.Unique(OutputProbabilities) != OutputProbabilities {
 		return nil, fmt.Errorf("export: the backbone already has a tensor named %q, the name of the exported output", OutputProbabilities)
+	}
+
+	if rewriteForConsumers {
+		portable(b, g)
 	}
 
 	feedName := inName

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"testing"
 
@@ -26,10 +27,21 @@ func ortReady(t testing.TB) {
 	t.Helper()
 	if _, err := ort.Init(""); err != nil {
 		if errors.Is(err, ort.ErrLibraryMissing) {
-			t.Skipf("SKIP: ONNX Runtime is not available (%v); exported models were not run (set %s)", err, ort.LibraryEnv)
+			missing(t, "ONNX Runtime is not available (%v); exported models were not run (set %s)", err, ort.LibraryEnv)
 		}
 		t.Fatal(err)
 	}
+}
+
+// missing skips the test because an asset it needs is absent, saying
+// which; under CI=true, where .ci/run installs every asset, it fails
+// instead, so that a broken setup cannot pass as skipped tests.
+func missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true and an asset is missing: "+format, args...)
+	}
+	t.Skipf("SKIP: "+format, args...)
 }
 
 // fixture is a cut test backbone with a batch of random images, their
@@ -84,8 +96,19 @@ func getFixture(t testing.TB, kind string, size, tune, n, k int) *fixture {
 // newFixture builds a fixture for any single-input backbone, with the named
 // imaging preset adapted to its input.
 func newFixture(full *onnxpb.ModelProto, kind, preset string, tune, n, k int) (*fixture, error) {
+	spec, err := imaging.Preset(preset)
+	if err != nil {
+		return nil, err
+	}
+	return newFixtureSpec(full, kind, "", spec, false, tune, n, k)
+}
+
+// newFixtureSpec builds a fixture cut at featureTensor ("" picks it as
+// headtune does) with the given spec, adapted to the model's input unless
+// exact is true.
+func newFixtureSpec(full *onnxpb.ModelProto, kind, featureTensor string, spec imaging.Spec, exact bool, tune, n, k int) (*fixture, error) {
 	f := &fixture{kind: kind, full: full, n: n, k: k}
-	choice, err := backbone.FindFeatureTensor(full, "")
+	choice, err := backbone.FindFeatureTensor(full, featureTensor)
 	if err != nil {
 		return nil, err
 	}
@@ -113,11 +136,10 @@ func newFixture(full *onnxpb.ModelProto, kind, preset string, tune, n, k int) (*
 		return nil, err
 	}
 	f.input = name
-	spec, err := imaging.Preset(preset)
-	if err != nil {
-		return nil, err
+	f.spec = spec
+	if !exact {
+		f.spec = spec.WithInput(wid, hgt, ch, layout)
 	}
-	f.spec = spec.WithInput(wid, hgt, ch, layout)
 	if err := f.spec.Validate(); err != nil {
 		return nil, err
 	}

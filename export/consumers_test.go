@@ -1,0 +1,399 @@
+package export
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/head"
+	"github.com/headtune/headtune/models/tfjs"
+)
+
+// The consumer matrix: every kind of export headtune writes, run by every
+// runtime the README names, compared with head.PredictBatch on the
+// features ONNX Runtime (Go) computes with the cut backbone, which is what
+// `headtune predict` does.
+//
+// To cover a new kind of export, add a row to matrixCases (a fixture
+// function, a head and Options); to cover a new consumer, add an entry to
+// consumers. Every row runs in every consumer.
+
+// consumerTol is the largest probability difference the issue allows a
+// consumer; ONNX Runtime from Go is held to parityTol.
+const consumerTol = 1e-4
+
+// matrixCase is one kind of export.
+type matrixCase struct {
+	name    string
+	fixture func(testing.TB) *fixture
+	head    string // head.KindLinear, head.KindMLP (trained), or "hand"
+	hidden  []int  // hand heads only
+	opt     Options
+}
+
+// testModel returns a fixture function for a backbone.TestModel kind.
+func testModel(kind string, tune int) func(testing.TB) *fixture {
+	return func(t testing.TB) *fixture { return getFixture(t, kind, testSize, tune, testImages, testClasses) }
+}
+
+// registry returns a fixture function for a backbone built from its npm
+// package (models/tfjs), as `headtune models pull` builds it.
+func registry(arch string) func(testing.TB) *fixture {
+	return func(t testing.TB) *fixture { return registryFixture(t, arch) }
+}
+
+var matrixCases = []matrixCase{
+	// Registry-built backbones (npm tarballs).
+	{name: "mobilenetv2-block10/linear", fixture: registry(tfjs.ArchMobileNetV2), head: "hand"},
+	{name: "mobilenetv2-block10/mlp/pixels", fixture: registry(tfjs.ArchMobileNetV2), head: "hand", hidden: []int{32}, opt: Options{WithPreprocessing: true}},
+	{name: "inceptionv3-mixed5/linear/pixels", fixture: registry(tfjs.ArchInceptionV3), head: "hand", opt: Options{WithPreprocessing: true}},
+	{name: "inceptionv3-mixed5/mlp", fixture: registry(tfjs.ArchInceptionV3), head: "hand", hidden: []int{16}},
+	{name: "face-expression/linear/pixels", fixture: registry(tfjs.ArchFaceExpression), head: "hand", opt: Options{WithPreprocessing: true}},
+	{name: "face-expression/mlp/features", fixture: registry(tfjs.ArchFaceExpression), head: "hand", hidden: []int{16}, opt: Options{WithFeatures: true}},
+	// Catalog-style ONNX backbones (the test-model builder's shapes).
+	{name: "resnet/linear", fixture: testModel("resnet", 0), head: head.KindLinear},
+	{name: "resnet/mlp/pixels", fixture: testModel("resnet", 0), head: head.KindMLP, opt: Options{WithPreprocessing: true}},
+	{name: "vgg/linear", fixture: testModel("vgg", 0), head: head.KindLinear},
+	{name: "vgg/tuned2/linear", fixture: testModel("vgg", 2), head: head.KindLinear},
+	{name: "vgg/tuned1/mlp/pixels/features", fixture: testModel("vgg", 1), head: head.KindMLP, opt: Options{WithPreprocessing: true, WithFeatures: true}},
+	{name: "mobilenet-relu6/hand-mlp-T2.5/pixels", fixture: testModel("mobilenet", 0), head: "hand", hidden: []int{20, 9}, opt: Options{WithPreprocessing: true}},
+	{name: "mobilenet-relu6/linear", fixture: testModel("mobilenet", 0), head: head.KindLinear},
+	{name: "squeezenet/hand-linear-T2.5", fixture: testModel("squeezenet", 0), head: "hand"},
+	{name: "keras-nhwc/mlp/pixels/features", fixture: testModel("keras", 0), head: head.KindMLP, opt: Options{WithPreprocessing: true, WithFeatures: true}},
+	{name: "features4d-nhwc/linear/pixels", fixture: testModel("features4d-nhwc", 0), head: head.KindLinear, opt: Options{WithPreprocessing: true}},
+}
+
+// export is one built matrix case written to disk.
+type exportFile struct {
+	f    *fixture
+	h    *head.Model
+	meta *Meta
+	data []byte
+	path string
+	dir  string
+	feed []float32 // what the model's input takes: raw pixels or the normalised tensor
+	want []float32 // head.PredictBatch on the cut backbone's features [n*k]
+}
+
+func (c matrixCase) build(t *testing.T) *exportFile {
+	t.Helper()
+	f := c.fixture(t)
+	var h *head.Model
+	if c.head == "hand" {
+		h = handHead(f, c.hidden, 2.5)
+	} else {
+		h = headFor(t, f, c.head)
+	}
+	opt := c.opt
+	opt.Version = "test-1.0"
+	m, err := Build(f.cut, f.spec, h, opt)
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	if l := Limits(m); len(l) > 0 {
+		t.Errorf("export reports consumer limits: %q", l)
+	}
+	e := &exportFile{f: f, h: h, dir: t.TempDir()}
+	if e.data, err = backbone.MarshalModel(m); err != nil {
+		t.Fatal(err)
+	}
+	e.path = filepath.Join(e.dir, "model.onnx")
+	if err := os.WriteFile(e.path, e.data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if e.meta, err = ReadMetadata(m); err != nil {
+		t.Fatal(err)
+	}
+	e.feed = f.norm
+	if opt.WithPreprocessing {
+		e.feed = f.raw
+	}
+	e.want = make([]float32, f.n*f.k)
+	if err := h.PredictBatch(f.feats, f.n, e.want); err != nil {
+		t.Fatal(err)
+	}
+	if spread := maxAbsDiff(e.want[:f.k], e.want[f.k:2*f.k]); spread < 1e-3 {
+		t.Fatalf("first two reference rows nearly identical (%.3g): degenerate test data", spread)
+	}
+	return e
+}
+
+// consumer is a runtime that loads an export and returns its
+// probabilities [n*k] (nil for a checker that computes none).
+type consumer struct {
+	name string
+	tol  float64
+	run  func(t *testing.T, e *exportFile) []float32
+}
+
+var consumers = []consumer{
+	{"onnxruntime-go", parityTol, runORTGo},
+	{"onnxruntime-node", consumerTol, runNode},
+	{"opencv-dnn", consumerTol, runOpenCV},
+	{"onnx-checker", 0, runChecker},
+}
+
+// TestConsumerMatrix runs every export kind in every consumer; a consumer
+// that cannot load an export, or disagrees with head.PredictBatch beyond
+// its tolerance, fails its cell.
+func TestConsumerMatrix(t *testing.T) {
+	ortReady(t)
+	for _, c := range matrixCases {
+		t.Run(c.name, func(t *testing.T) {
+			e := c.build(t)
+			for _, cons := range consumers {
+				t.Run(cons.name, func(t *testing.T) {
+					got := cons.run(t, e)
+					if got == nil {
+						return
+					}
+					d := maxAbsDiff(got, e.want)
+					t.Logf("max |probability difference| = %.3g (%d images x %d classes)", d, e.f.n, e.f.k)
+					if d > cons.tol {
+						t.Errorf("%s probabilities differ from head.PredictBatch by %.3g > %g", cons.name, d, cons.tol)
+					}
+				})
+			}
+		})
+	}
+}
+
+func runORTGo(t *testing.T, e *exportFile) []float32 {
+	ss, err := e.meta.SessionSpec(e.meta.HasFeatures())
+	if err != nil {
+		t.Fatal(err)
+	}
+	outs, err := runModel(e.data, e.meta.InputName, e.f.spec, e.feed, e.f.n, ss.Outputs, ss.OutputSizes)
+	if err != nil {
+		t.Fatalf("onnxruntime (Go): %v", err)
+	}
+	if e.meta.HasFeatures() {
+		if fd := maxAbsDiff(outs[1], e.f.feats); fd > 1e-5 {
+			t.Errorf("features output differs from the cut backbone's by %.3g", fd)
+		}
+	}
+	return outs[0]
+}
+
+// writeF32 writes x as little-endian float32 to dir/name.
+func writeF32(t *testing.T, dir, name string, x []float32) string {
+	t.Helper()
+	var buf bytes.Buffer
+	binary.Write(&buf, binary.LittleEndian, x)
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// runNode runs the README's Node snippet, which takes raw pixels and
+// normalises them itself when the export has no preprocessing.
+func runNode(t *testing.T, e *exportFile) []float32 {
+	node, nodePath := nodeWithORT(t)
+	script := readmeSnippet(t, "run_export.js")
+	pixels := writeF32(t, e.dir, "pixels.f32", e.f.raw)
+	out, err := runCmd(node, []string{"NODE_PATH=" + nodePath}, script, e.path, pixels, fmt.Sprint(e.f.n))
+	if err != nil {
+		t.Fatalf("node (README snippet): %v", err)
+	}
+	var res struct {
+		Classes       []string    `json:"classes"`
+		Top           []string    `json:"top"`
+		Probabilities [][]float32 `json:"probabilities"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("node output %q: %v", out, err)
+	}
+	if strings.Join(res.Classes, "|") != strings.Join(e.h.Classes, "|") || len(res.Top) != e.f.n {
+		t.Errorf("node gave classes %q and %d top classes", res.Classes, len(res.Top))
+	}
+	var got []float32
+	for _, r := range res.Probabilities {
+		got = append(got, r...)
+	}
+	return got
+}
+
+// opencvScript runs an export in OpenCV's DNN module on a float32 tensor
+// file and prints the probabilities as JSON.
+const opencvScript = `
+import json, sys
+import numpy as np, cv2
+model, feed, name, shape = sys.argv[1], sys.argv[2], sys.argv[3], [int(v) for v in sys.argv[4].split(",")]
+x = np.fromfile(feed, dtype="<f4").reshape(shape)
+net = cv2.dnn.readNetFromONNX(model)
+net.setInput(x, name)
+p = net.forward("probabilities")
+print(json.dumps({"version": cv2.__version__, "probabilities": p.astype(float).ravel().tolist()}))
+`
+
+// debianPython returns /usr/bin/python3 when it can import mods, or skips
+// (fails under CI) saying which Debian package is missing.
+func debianPython(t *testing.T, mods, pkgs string) string {
+	t.Helper()
+	const py = "/usr/bin/python3"
+	if out, err := exec.Command(py, "-c", "import "+mods).CombinedOutput(); err != nil {
+		missing(t, "%s cannot import %s (apt-get install %s): %s", py, mods, pkgs, lastLine(out))
+	}
+	return py
+}
+
+func runOpenCV(t *testing.T, e *exportFile) []float32 {
+	py := debianPython(t, "numpy, cv2", "python3-numpy python3-opencv")
+	s := e.f.spec
+	shape := fmt.Sprintf("%d,%d,%d,%d", e.f.n, s.Channels, s.Height, s.Width)
+	if s.Layout == "NHWC" {
+		shape = fmt.Sprintf("%d,%d,%d,%d", e.f.n, s.Height, s.Width, s.Channels)
+	}
+	feed := writeF32(t, e.dir, "feed.f32", e.feed)
+	out, err := runCmd(py, nil, "-c", opencvScript, e.path, feed, e.meta.InputName, shape)
+	if err != nil {
+		t.Fatalf("OpenCV DNN cannot run the export: %v", err)
+	}
+	var res struct {
+		Version       string    `json:"version"`
+		Probabilities []float32 `json:"probabilities"`
+	}
+	if err := json.Unmarshal(lastJSONLine(out), &res); err != nil {
+		t.Fatalf("opencv output %q: %v", out, err)
+	}
+	t.Logf("OpenCV %s", res.Version)
+	return res.Probabilities
+}
+
+// checkerScript runs onnx.checker's full check and strict shape inference
+// and prints the inferred probabilities shape.
+const checkerScript = `
+import sys, onnx
+m = onnx.load(sys.argv[1])
+onnx.checker.check_model(m, full_check=True)
+inferred = onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)
+out = [o for o in inferred.graph.output if o.name == "probabilities"][0]
+print(onnx.__version__, [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim])
+`
+
+func runChecker(t *testing.T, e *exportFile) []float32 {
+	py := debianPython(t, "onnx", "python3-onnx")
+	out, err := runCmd(py, nil, "-c", checkerScript, e.path)
+	if err != nil {
+		t.Fatalf("onnx.checker refused the export: %v", err)
+	}
+	want := fmt.Sprintf("['N', %d]", e.f.k)
+	if e.meta.FixedBatch > 0 {
+		want = fmt.Sprintf("[%d, %d]", e.meta.FixedBatch, e.f.k)
+	}
+	if !strings.Contains(string(out), want) {
+		t.Errorf("inferred probabilities shape: %s, want %s", bytes.TrimSpace(out), want)
+	}
+	return nil
+}
+
+// runCmd runs name with args (and extra environment) and returns its
+// stdout; the error carries the last lines of stderr.
+func runCmd(name string, env []string, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("%w: %s", err, tail(stderr.String(), 6))
+	}
+	return out, nil
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func lastLine(b []byte) string { return tail(string(b), 1) }
+
+// lastJSONLine returns the last line of out that starts with '{' (OpenCV
+// may print warnings on stdout).
+func lastJSONLine(out []byte) []byte {
+	lines := bytes.Split(bytes.TrimSpace(out), []byte("\n"))
+	for i := len(lines) - 1; i >= 0; i-- {
+		if bytes.HasPrefix(lines[i], []byte("{")) {
+			return lines[i]
+		}
+	}
+	return out
+}
+
+var (
+	regMu  sync.Mutex
+	regFix = map[string]*fixture{}
+)
+
+// registryImages and registryClasses size the registry-built fixtures: a
+// few images of the full input size (InceptionV3 is 299x299).
+const (
+	registryImages  = 6
+	registryClasses = 5
+)
+
+// registryFixture builds arch from its pinned npm tarball (fetched with npm
+// into the test cache, as models/tfjs's tests do) and makes a fixture with
+// the preprocessing the builder states.
+func registryFixture(t testing.TB, arch string) *fixture {
+	t.Helper()
+	ortReady(t)
+	regMu.Lock()
+	defer regMu.Unlock()
+	if f := regFix[arch]; f != nil {
+		return f
+	}
+	tgz := npmTarball(t, arch)
+	m, info, err := tfjs.Build(arch, tgz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := newFixtureSpec(m, arch, info.FeatureTensor, info.Spec(), true, 0, registryImages, registryClasses)
+	if err != nil {
+		t.Fatalf("%s: %v", arch, err)
+	}
+	regFix[arch] = f
+	return f
+}
+
+// npmTarball returns the pinned npm tarball arch is built from, fetched
+// once into $HEADTUNE_NPM_CACHE (default: the user cache dir).
+func npmTarball(t testing.TB, arch string) string {
+	t.Helper()
+	spec, err := tfjs.PackageSpec(arch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := os.Getenv("HEADTUNE_NPM_CACHE")
+	if dir == "" {
+		d, err := os.UserCacheDir()
+		if err != nil {
+			missing(t, "no user cache dir for npm tarballs (set HEADTUNE_NPM_CACHE): %v", err)
+		}
+		dir = filepath.Join(d, "headtune", "npm")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	p, _, err := tfjs.FetchNPM(ctx, spec, dir)
+	if err != nil {
+		missing(t, "cannot obtain the npm tarball %s (needs npm and the registry): %v", spec, err)
+	}
+	return p
+}
