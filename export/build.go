@@ -158,16 +158,16 @@ func Build(cut *onnxpb.ModelProto, spec imaging.Spec, h *head.Model, opt Options
 		return nil, fmt.Errorf("export: the backbone already has a tensor named %q, the name of the exported output", OutputProbabilities)
 	}
 
-	if rewriteForConsumers {
-		portable(b, g)
-	}
-
 	feedName := inName
 	if opt.WithPreprocessing {
 		feedName = addPreprocessing(b, g, inName, spec)
 	}
 	k := len(h.Classes)
 	addHead(b, h)
+	if rewriteForConsumers {
+		// out.OpsetImport is still cut's slice: portable replaces it.
+		portable(b, out)
+	}
 
 	g.Output = []*onnxpb.ValueInfoProto{backbone.ValueInfo(OutputProbabilities, onnxpb.TensorProto_FLOAT, []int64{batchDim, int64(k)}, batchName)}
 	if opt.WithFeatures {

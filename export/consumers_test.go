@@ -114,6 +114,13 @@ func (c matrixCase) build(t *testing.T) *exportFile {
 	if e.meta, err = ReadMetadata(m); err != nil {
 		t.Fatal(err)
 	}
+	if keep := os.Getenv("HEADTUNE_KEEP_EXPORTS"); keep != "" {
+		// For looking at a failing cell with other tools.
+		p := filepath.Join(keep, strings.ReplaceAll(c.name, "/", "_")+".onnx")
+		if err := os.WriteFile(p, e.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	e.feed = f.norm
 	if opt.WithPreprocessing {
 		e.feed = f.raw

@@ -2,8 +2,6 @@ package export
 
 import (
 	"fmt"
-	"math"
-	"sort"
 
 	"google.golang.org/protobuf/proto"
 
@@ -19,170 +17,192 @@ import (
 // its opset-6 form, with min and max as attributes: a Clip whose bounds are
 // inputs (opset 11 and later, the form every exporter writes for ReLU6)
 // stops the import with "ERROR during processing node with 3 inputs". It
-// reads neither Min nor Max with a constant operand. What it does read is
-// Relu and Sub, and
+// reads neither Min nor Max with a constant operand. Rewriting ReLU6 with
+// the operators it does read (r − Relu(r − 6), r = Relu(x), exact in
+// float32) costs ONNX Runtime its NCHWc layout: the Sub nodes cannot stay
+// in blocked layout, so 43 reorder nodes appear in MobileNetV2 and the
+// convolutions take another kernel path (features moved by 8e-6). So the
+// graph keeps Clip and is written at opset 10 instead, where Clip takes its
+// bounds as attributes: ONNX Runtime fuses that Clip into the convolution
+// exactly as before (same kernels, same bits: TestPortableSameBits), and
+// OpenCV reads it. lowerOpset does this only when the graph has such a
+// Clip and every other node means the same at opset 10 (or has an exact
+// opset-10 spelling: Pad, Squeeze, Unsqueeze with constant operands,
+// Dropout as Identity); otherwise the model keeps its opset and Limits
+// says OpenCV cannot read it.
 //
-//	Clip(x, 0, hi) = r − Relu(r − hi),   r = Relu(x)
-//
-// holds bit for bit in float32 whenever r − hi is exact: for r ≤ 2·hi
-// always (Sterbenz), above that while hi is a multiple of ulp(r), which for
-// ReLU6 (hi = 6) means every r < 2^25. Then r − (r − hi) = hi exactly, and
-// below hi the second Relu gives 0 and r comes back unchanged; so ONNX
-// Runtime's results do not change (TestPortableClipExact). The
-// first Relu keeps the convolution in front of it fusable (Conv+Relu), and
-// the two extra element-wise nodes are cheap next to the convolutions;
-// BenchmarkPortableClip measures both forms in one run.
+// The same OpenCV fails inside its shape code ("Assertion failed ... in
+// function 'total'") on Add or Sub with a constant of rank 4 such as a
+// per-channel mean [1, C, 1, 1] (Mul and Div with it work), and reads a
+// 1-D constant as per-channel on axis 1 whatever the layout. Dropping the
+// leading 1 ([C, 1, 1]) means the same under ONNX's broadcasting when the
+// other operand has rank 4; a channels-last constant [1, 1, 1, C] needs the
+// operation done in NCHW between two Transposes (squeezeConstOperands).
 
-// portable rewrites, in g, the operator forms listed above into forms every
+// portable rewrites, in m, the operator forms listed above into forms every
 // consumer reads, and returns the number of nodes rewritten. Forms it
-// cannot rewrite are left as they are (Limits reports them). Nodes are
-// replaced, never modified: g may share its nodes with the caller's model
-// (Build's shallow copy).
-func portable(b *backbone.Builder, g *onnxpb.GraphProto) (rewritten int) {
-	scalar := constScalars(g)
-	bounds := map[float32]string{} // one initializer per bound value
+// cannot rewrite are left as they are (Limits reports them). Nodes and
+// initializers are replaced, never modified: m may share them with the
+// caller's model (Build's shallow copy), and m.OpsetImport must be m's own
+// slice.
+func portable(b *backbone.Builder, m *onnxpb.ModelProto) (rewritten int) {
+	return squeezeConstOperands(b, m.Graph) + lowerOpset(m)
+}
+
+// squeezeConstOperands rewrites Add, Sub, Mul and Div of a rank-4 tensor
+// and a rank-4 initializer [1, ...]: a channels-first constant loses its
+// leading 1 ([1, C, 1, 1] becomes [C, 1, 1]); a channels-last one
+// [1, 1, 1, C] is applied between two Transposes as [C, 1, 1] (OpenCV takes
+// a 1-D constant as per-channel on axis 1, so [C] would be wrong there;
+// ONNX Runtime's transpose optimiser folds the pair away). Nodes and
+// initializers are replaced, never changed. It returns the number of nodes
+// rewritten.
+func squeezeConstOperands(b *backbone.Builder, g *onnxpb.GraphProto) int {
+	inits := map[string]*onnxpb.TensorProto{}
+	for _, t := range g.Initializer {
+		inits[t.GetName()] = t
+	}
+	ranks := knownRanks(g)
+	squeezed := map[string]string{} // initializer -> its [C, 1, 1] or squeezed copy
+	squeeze := func(t *onnxpb.TensorProto, dims []int64) string {
+		if name := squeezed[t.GetName()]; name != "" {
+			return name
+		}
+		c := backbone.ShallowCopy(t)
+		c.Name = proto.String(b.Unique(t.GetName() + "/squeezed"))
+		c.Dims = dims
+		g.Initializer = append(g.Initializer, c)
+		squeezed[t.GetName()] = c.GetName()
+		return c.GetName()
+	}
+	rewritten := 0
 	var out []*onnxpb.NodeProto
 	for _, n := range g.Node {
-		lo, hi, ok := clipBounds(n, scalar)
-		if !ok || lo != 0 || !(hi > 0) {
+		op := n.GetOpType()
+		if (op != "Add" && op != "Sub" && op != "Mul" && op != "Div") || !isStandard(n) || len(n.Input) != 2 {
 			out = append(out, n)
 			continue
 		}
-		base := n.GetName()
-		if base == "" {
-			base = n.Output[0]
+		j := -1
+		for k, in := range n.Input {
+			if t := inits[in]; t != nil && len(t.Dims) == 4 && t.Dims[0] == 1 && ranks[n.Input[1-k]] == 4 && inits[n.Input[1-k]] == nil {
+				j = k
+			}
 		}
-		mk := func(op string, in []string, outName, suffix string) *onnxpb.NodeProto {
-			return &onnxpb.NodeProto{OpType: proto.String(op), Input: in, Output: []string{outName}, Name: proto.String(b.Unique(base + suffix))}
-		}
-		if math.IsInf(float64(hi), 1) {
-			out = append(out, mk("Relu", []string{n.Input[0]}, n.Output[0], "/relu"))
-			rewritten++
+		if j < 0 {
+			out = append(out, n)
 			continue
 		}
-		r := b.Unique(base + "/relu")
-		excess := b.Unique(base + "/excess")
-		over := b.Unique(base + "/over")
-		bound := bounds[hi]
-		if bound == "" {
-			bound = b.Initializer(fmt.Sprintf("headtune/portable/clip_max_%g", hi), nil, []float32{hi})
-			bounds[hi] = bound
-		}
-		out = append(out,
-			mk("Relu", []string{n.Input[0]}, r, "/relu"),
-			mk("Sub", []string{r, bound}, excess, "/sub_max"),
-			mk("Relu", []string{excess}, over, "/relu_excess"),
-			mk("Sub", []string{r, over}, n.Output[0], "/sub_excess"),
-		)
+		t := inits[n.Input[j]]
+		d := t.Dims
+		c := backbone.ShallowCopy(n)
+		c.Input = append([]string(nil), n.Input...)
 		rewritten++
+		if d[1] == 1 && d[2] == 1 && d[3] > 1 {
+			base := n.GetName()
+			if base == "" {
+				base = n.Output[0]
+			}
+			x := n.Input[1-j]
+			nchw := b.Unique(base + "/nchw")
+			res := b.Unique(base + "/nchw_result")
+			c.Input[1-j], c.Input[j] = nchw, squeeze(t, []int64{d[3], 1, 1})
+			c.Output = []string{res}
+			out = append(out,
+				&onnxpb.NodeProto{OpType: proto.String("Transpose"), Name: proto.String(b.Unique(base + "/to_nchw")), Input: []string{x}, Output: []string{nchw}, Attribute: []*onnxpb.AttributeProto{backbone.AttrInts("perm", 0, 3, 1, 2)}},
+				c,
+				&onnxpb.NodeProto{OpType: proto.String("Transpose"), Name: proto.String(b.Unique(base + "/to_nhwc")), Input: []string{res}, Output: []string{n.Output[0]}, Attribute: []*onnxpb.AttributeProto{backbone.AttrInts("perm", 0, 2, 3, 1)}},
+			)
+			continue
+		}
+		c.Input[j] = squeeze(t, append([]int64(nil), d[1:]...))
+		out = append(out, c)
 	}
-	// b.Initializer added initializers only; the node list is rebuilt in
-	// the same order.
 	g.Node = out
 	return rewritten
 }
 
-// clipBounds returns the constant bounds of a standard Clip node with
-// bounds as inputs (an absent max is +Inf, an absent min -Inf); ok is false
-// for any other node, a Clip without bound inputs (which every consumer
-// reads) or one whose bounds are computed.
-func clipBounds(n *onnxpb.NodeProto, scalar func(string) (float32, bool)) (lo, hi float32, ok bool) {
-	if n.GetOpType() != "Clip" || !isStandard(n) || len(n.Input) < 2 {
-		return 0, 0, false
-	}
-	in := func(i int) string {
-		if i < len(n.Input) {
-			return n.Input[i]
+// knownRanks returns the rank of every tensor of g it can tell: declared
+// inputs, initializers, value_info, and the outputs of nodes whose output
+// rank follows from their inputs' (element-wise ops, convolutions, pools,
+// Transpose, normalisations).
+func knownRanks(g *onnxpb.GraphProto) map[string]int {
+	r := map[string]int{}
+	declare := func(vs []*onnxpb.ValueInfoProto) {
+		for _, v := range vs {
+			if s := v.GetType().GetTensorType().GetShape(); s != nil {
+				r[v.GetName()] = len(s.Dim)
+			}
 		}
-		return ""
 	}
-	if in(1) == "" && in(2) == "" {
-		return 0, 0, false
+	declare(g.Input)
+	declare(g.ValueInfo)
+	for _, t := range g.Initializer {
+		r[t.GetName()] = len(t.Dims)
 	}
-	lo, hi = float32(math.Inf(-1)), float32(math.Inf(1))
-	var okLo, okHi bool = true, true
-	if in(1) != "" {
-		lo, okLo = scalar(in(1))
-	}
-	if in(2) != "" {
-		hi, okHi = scalar(in(2))
-	}
-	return lo, hi, okLo && okHi
-}
-
-// Limits returns one line for each consumer that cannot run m, saying why
-// (nil when every consumer headtune tests reads it). Build already rewrote
-// what it could; what is left are forms with no equivalent a consumer
-// reads, such as a Clip with computed bounds.
-func Limits(m *onnxpb.ModelProto) []string {
-	g := m.GetGraph()
-	if g == nil {
-		return nil
-	}
-	scalar := constScalars(g)
-	forms := map[string]int{}
 	for _, n := range g.Node {
-		if n.GetOpType() != "Clip" || !isStandard(n) || len(n.Input) < 2 {
+		if len(n.Output) == 0 || !isStandard(n) {
 			continue
 		}
-		lo, hi, ok := clipBounds(n, scalar)
-		switch {
-		case !ok:
-			forms["Clip with computed bounds"]++
-		case lo != 0 || !(hi > 0):
-			forms[fmt.Sprintf("Clip with bounds [%g, %g]", lo, hi)]++
+		if _, ok := r[n.Output[0]]; ok {
+			continue
 		}
-	}
-	var notes []string
-	for _, form := range sortedKeys(forms) {
-		notes = append(notes, fmt.Sprintf("OpenCV DNN 4.6 cannot read this export: %d %s node(s) (it reads Clip only with attribute bounds, which opset 11 and later do not allow)", forms[form], form))
-	}
-	return notes
-}
-
-// constScalars returns a lookup of float32 scalar constants (initializers
-// and Constant nodes) of g.
-func constScalars(g *onnxpb.GraphProto) func(string) (float32, bool) {
-	consts := map[string]*onnxpb.TensorProto{}
-	for _, t := range g.Initializer {
-		consts[t.GetName()] = t
-	}
-	for _, n := range g.Node {
-		if n.GetOpType() == "Constant" && isStandard(n) && len(n.Output) == 1 {
-			for _, a := range n.Attribute {
-				if a.GetName() == "value" && a.T != nil {
-					consts[n.Output[0]] = a.T
+		switch n.GetOpType() {
+		case "Gemm", "Flatten":
+			r[n.Output[0]] = 2
+		case "Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "PRelu", "MatMul":
+			m, ok := 0, true
+			for _, in := range n.Input {
+				k, known := r[in]
+				ok = ok && known
+				m = max(m, k)
+			}
+			if ok {
+				r[n.Output[0]] = m
+			}
+		case "Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus",
+			"Identity", "Dropout", "Transpose", "Conv", "ConvTranspose", "BatchNormalization", "InstanceNormalization",
+			"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LRN", "Pad", "Concat", "Softmax", "Cast":
+			if len(n.Input) > 0 {
+				if k, ok := r[n.Input[0]]; ok {
+					r[n.Output[0]] = k
 				}
 			}
 		}
 	}
-	return func(name string) (float32, bool) {
-		t := consts[name]
-		if t == nil || t.GetDataType() != int32(onnxpb.TensorProto_FLOAT) {
-			return 0, false
-		}
-		n, err := backbone.TensorElements(t.Dims)
-		if err != nil || n != 1 {
-			return 0, false
-		}
-		v, err := backbone.InitializerFloats(t)
-		if err != nil || len(v) != 1 {
-			return 0, false
-		}
-		return v[0], true
+	return r
+}
+
+// Limits returns one line for each consumer that cannot run m, saying why
+// (nil when every consumer headtune tests reads it). Build already rewrote
+// what it could; what is left are graphs with no form every consumer
+// reads, such as a Clip with bound inputs next to an operator that has no
+// opset-10 equivalent.
+func Limits(m *onnxpb.ModelProto) []string {
+	if m.GetGraph() == nil {
+		return nil
 	}
+	opset, err := defaultOpset(m)
+	if err != nil || opset <= portableOpset {
+		return nil
+	}
+	clips := 0
+	for _, n := range m.Graph.Node {
+		if n.GetOpType() == "Clip" && isStandard(n) && len(n.Input) > 1 {
+			clips++
+		}
+	}
+	if clips == 0 {
+		return nil
+	}
+	why := "its Clip bounds are inputs at opset %d"
+	if _, err := loweredNodes(m); err != nil {
+		return []string{fmt.Sprintf("OpenCV DNN 4.6 cannot read this export: %d Clip node(s) with bound inputs (opset %d), and it cannot be written at opset %d, where OpenCV reads Clip: %v", clips, opset, portableOpset, err)}
+	}
+	return []string{fmt.Sprintf("OpenCV DNN 4.6 cannot read this export: "+why, opset)}
 }
 
 func isStandard(n *onnxpb.NodeProto) bool {
 	d := n.GetDomain()
 	return d == "" || d == "ai.onnx"
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
