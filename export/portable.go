@@ -182,9 +182,16 @@ func Limits(m *onnxpb.ModelProto) []string {
 	if m.GetGraph() == nil {
 		return nil
 	}
+	var notes []string
+	for _, t := range m.Graph.Initializer {
+		if t.GetDataType() == int32(onnxpb.TensorProto_FLOAT16) {
+			notes = append(notes, LimitOpenCV+"it holds float16 tensors (export --fp16), and OpenCV 4.6 reads only float32 ONNX weights; export without --fp16 for OpenCV")
+			break
+		}
+	}
 	opset, err := defaultOpset(m)
 	if err != nil || opset <= portableOpset {
-		return nil
+		return notes
 	}
 	clips := 0
 	for _, n := range m.Graph.Node {
@@ -193,14 +200,14 @@ func Limits(m *onnxpb.ModelProto) []string {
 		}
 	}
 	if clips == 0 {
-		return nil
+		return notes
 	}
-	why := "its Clip bounds are inputs at opset %d"
-	if _, err := loweredNodes(m); err != nil {
-		return []string{fmt.Sprintf("OpenCV DNN 4.6 cannot read this export: %d Clip node(s) with bound inputs (opset %d), and it cannot be written at opset %d, where OpenCV reads Clip: %v", clips, opset, portableOpset, err)}
-	}
-	return []string{fmt.Sprintf("OpenCV DNN 4.6 cannot read this export: "+why, opset)}
+	_, err = loweredNodes(m)
+	return append(notes, fmt.Sprintf(LimitOpenCV+"%d Clip node(s) have their bounds as inputs (opset %d), and the model cannot be written at opset %d, where OpenCV reads Clip: %v", clips, opset, portableOpset, err))
 }
+
+// LimitOpenCV starts each line of Limits about OpenCV's DNN module.
+const LimitOpenCV = "OpenCV DNN 4.6 cannot read this export: "
 
 func isStandard(n *onnxpb.NodeProto) bool {
 	d := n.GetDomain()
