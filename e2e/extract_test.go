@@ -16,6 +16,7 @@ import (
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/featcache"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testasset"
 )
 
 var initORT sync.Once
@@ -35,10 +36,11 @@ func directFeatures(t *testing.T, modelPath string, spec imaging.Spec, paths []s
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, _, _, _, _, err := backbone.ImageInput(m)
+	img, err := backbone.ImageInput(m)
 	if err != nil {
 		t.Fatal(err)
 	}
+	in := img.Name
 	choice, err := backbone.FindFeatureTensor(m, "")
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +123,7 @@ func TestExtractMatchesSession(t *testing.T) {
 			} else if abs, err := filepath.Abs(model); err != nil {
 				t.Fatal(err)
 			} else if _, err := os.Stat(abs); err != nil {
-				t.Skipf("reference model not available: %v", err)
+				testasset.Skip(t, "reference model not available: %v", err)
 			} else {
 				model = abs
 			}

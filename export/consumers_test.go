@@ -16,6 +16,7 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/head"
+	"github.com/headtune/headtune/internal/testasset"
 	"github.com/headtune/headtune/models/tfjs"
 )
 
@@ -302,7 +303,7 @@ func debianPython(t *testing.T, mods, pkgs string) string {
 	t.Helper()
 	const py = "/usr/bin/python3"
 	if out, err := exec.Command(py, "-c", "import "+mods).CombinedOutput(); err != nil {
-		missing(t, "%s cannot import %s (apt-get install %s): %s", py, mods, pkgs, lastLine(out))
+		testasset.Skip(t, "%s cannot import %s (apt-get install %s): %s", py, mods, pkgs, lastLine(out))
 	}
 	return py
 }
@@ -434,7 +435,8 @@ func registryFixture(t testing.TB, arch string) *fixture {
 }
 
 // npmTarball returns the pinned npm tarball arch is built from, fetched
-// once into $HEADTUNE_NPM_CACHE (default: the user cache dir).
+// once into $HEADTUNE_NPM_CACHE (default: .deps/npm, as models/tfjs's
+// tests do).
 func npmTarball(t testing.TB, arch string) string {
 	t.Helper()
 	spec, err := tfjs.PackageSpec(arch)
@@ -443,17 +445,13 @@ func npmTarball(t testing.TB, arch string) string {
 	}
 	dir := os.Getenv("HEADTUNE_NPM_CACHE")
 	if dir == "" {
-		d, err := os.UserCacheDir()
-		if err != nil {
-			missing(t, "no user cache dir for npm tarballs (set HEADTUNE_NPM_CACHE): %v", err)
-		}
-		dir = filepath.Join(d, "headtune", "npm")
+		dir = testasset.Deps(t, "npm")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	p, _, err := tfjs.FetchNPM(ctx, spec, dir)
 	if err != nil {
-		missing(t, "cannot obtain the npm tarball %s (needs npm and the registry): %v", spec, err)
+		testasset.Skip(t, "cannot obtain the npm tarball %s (needs npm and the registry): %v", spec, err)
 	}
 	return p
 }

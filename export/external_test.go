@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/headtune/headtune/head"
+	"github.com/headtune/headtune/internal/testasset"
 )
 
 // nodeWithORT returns the node binary and a NODE_PATH under which
@@ -23,10 +24,15 @@ func nodeWithORT(t *testing.T) (node, nodePath string) {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
-		missing(t, "node is not installed; the Node snippet was not run")
+		testasset.Skip(t, "node is not installed; the Node snippet was not run")
 	}
-	deps, _ := filepath.Abs(filepath.Join("..", ".deps", "node_modules"))
-	for _, p := range []string{os.Getenv("HEADTUNE_NODE_PATH"), os.Getenv("NODE_PATH"), deps} {
+	// .deps/node/node_modules is where .ci/run unpacks onnxruntime-node
+	// (scripts/lib.sh npm_unpack).
+	local := ""
+	if root, err := testasset.RepoRoot(); err == nil {
+		local = filepath.Join(root, ".deps", "node", "node_modules")
+	}
+	for _, p := range []string{os.Getenv("HEADTUNE_NODE_PATH"), os.Getenv("NODE_PATH"), local} {
 		if p == "" {
 			continue
 		}
@@ -36,8 +42,9 @@ func nodeWithORT(t *testing.T) (node, nodePath string) {
 			return node, p
 		}
 	}
-	missing(t, "onnxruntime-node is not available; the Node snippet was not run. "+
-		"`make setup` (scripts/setup.sh) unpacks it into .deps/node_modules; or set HEADTUNE_NODE_PATH")
+	testasset.Skip(t, "onnxruntime-node is not available; the Node snippet was not run. Prepare it once with "+
+		"`bash -c '. scripts/lib.sh; npm_unpack .deps/node onnxruntime-common@1.24.1 onnxruntime-node@1.24.1'` "+
+		"(as .ci/run does), or set HEADTUNE_NODE_PATH to a node_modules folder that has it")
 	return "", ""
 }
 

@@ -6,15 +6,17 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"sync"
 	"testing"
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
 	"github.com/headtune/headtune/backbone/ort"
+	"github.com/headtune/headtune/dense"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testasset"
+	"github.com/headtune/headtune/internal/testmodels"
 )
 
 // parityTol is the largest absolute probability difference allowed between
@@ -27,21 +29,10 @@ func ortReady(t testing.TB) {
 	t.Helper()
 	if _, err := ort.Init(""); err != nil {
 		if errors.Is(err, ort.ErrLibraryMissing) {
-			missing(t, "ONNX Runtime is not available (%v); exported models were not run (set %s)", err, ort.LibraryEnv)
+			testasset.Skip(t, "ONNX Runtime is not available (%v); exported models were not run (set %s)", err, ort.LibraryEnv)
 		}
 		t.Fatal(err)
 	}
-}
-
-// missing skips the test because an asset it needs is absent, saying
-// which; under CI=true, where .ci/run installs every asset, it fails
-// instead, so that a broken setup cannot pass as skipped tests.
-func missing(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true and an asset is missing: "+format, args...)
-	}
-	t.Skipf("SKIP: "+format, args...)
 }
 
 // fixture is a cut test backbone with a batch of random images, their
@@ -52,7 +43,7 @@ type fixture struct {
 	full   *onnxpb.ModelProto
 	cut    *onnxpb.ModelProto
 	choice *backbone.FeatureChoice
-	tuned  []head.Dense // pretrained dense layers for --tune-layers fixtures
+	tuned  []dense.Layer // pretrained dense layers for --tune-layers fixtures
 	spec   imaging.Spec
 	input  string
 	n, d   int
@@ -71,7 +62,7 @@ var (
 	fixtures = map[string]*fixture{}
 )
 
-// getFixture builds (once per test binary) the fixture for a TestModel kind
+// getFixture builds (once per test binary) the fixture for a testmodels.Model kind
 // at size x size with n images and k classes, cut before the last tune
 // dense layers when tune > 0. The features come from ONNX Runtime; where it
 // is absent they are pseudo-random stand-ins (fixture.synthetic), good for
@@ -84,7 +75,7 @@ func getFixture(t testing.TB, kind string, size, tune, n, k int) *fixture {
 	if f := fixtures[key]; f != nil {
 		return f
 	}
-	full := backbone.TestModel(kind, size)
+	full := testmodels.Model(kind, size)
 	f, err := newFixture(full, kind, "imagenet", tune, n, k)
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +112,7 @@ func newFixtureSpec(full *onnxpb.ModelProto, kind, featureTensor string, spec im
 			return nil, fmt.Errorf("%s: %d dense layers, want %d", kind, len(layers), tune)
 		}
 		for _, l := range layers {
-			f.tuned = append(f.tuned, head.Dense{In: l.In, Out: l.Out, W: l.Weight, B: l.Bias, Act: l.Activation})
+			f.tuned = append(f.tuned, l.Layer)
 		}
 		if choice, err = backbone.FindFeatureTensor(full, layers[0].Input); err != nil {
 			return nil, err
@@ -131,10 +122,11 @@ func newFixtureSpec(full *onnxpb.ModelProto, kind, featureTensor string, spec im
 	if f.cut, err = backbone.CutAtFeature(full, choice); err != nil {
 		return nil, err
 	}
-	name, layout, ch, hgt, wid, err := backbone.ImageInput(f.cut)
+	inp, err := backbone.ImageInput(f.cut)
 	if err != nil {
 		return nil, err
 	}
+	name, layout, ch, hgt, wid := inp.Name, inp.Layout, inp.Channels, inp.Height, inp.Width
 	f.input = name
 	f.spec = spec
 	if !exact {
@@ -316,9 +308,9 @@ func handHead(f *fixture, hidden []int, temperature float64) *head.Model {
 	in := f.d
 	widths := append(append([]int(nil), hidden...), f.k)
 	for i, out := range widths {
-		l := head.Dense{In: in, Out: out, W: make([]float32, in*out), B: make([]float32, out)}
+		l := dense.Layer{In: in, Out: out, W: make([]float32, in*out), B: make([]float32, out)}
 		if i < len(widths)-1 {
-			l.Act = head.ActReLU
+			l.Act = dense.ActReLU
 		}
 		for j := range l.W {
 			l.W[j] = float32(rng.NormFloat64() / math.Sqrt(float64(in)))

@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"time"
+
+	"github.com/headtune/headtune/dense"
 )
 
 // Head kinds.
@@ -70,7 +72,7 @@ type Config struct {
 	// InitLayers are pretrained dense layers (e.g. a backbone's fc6, fc7)
 	// fine-tuned in front of the new head; they take the raw features.
 	// They are cloned, never modified.
-	InitLayers []Dense `json:"-"`
+	InitLayers []dense.Layer `json:"-"`
 }
 
 // DefaultConfig returns the recommended settings for a head kind:
@@ -199,6 +201,29 @@ type Report struct {
 	Seconds   float64      `json:"seconds"`
 }
 
+// StopText turns a Report's Stopped reason into words.
+func StopText(stopped string) string {
+	switch stopped {
+	case "epochs":
+		return "ran all epochs"
+	case "early-stop":
+		return "stopped early: the validation loss stopped improving"
+	case "diverged":
+		return "stopped: the loss diverged"
+	case "max-iter":
+		return "reached the iteration limit"
+	}
+	return stopped
+}
+
+// progressText counts the work done in the optimiser's own unit.
+func (r *Report) progressText() string {
+	if r.Epochs > 0 {
+		return fmt.Sprintf("%d epochs, %d steps", r.Epochs, r.Iters)
+	}
+	return fmt.Sprintf("%d iterations", r.Iters)
+}
+
 // Train fits a head on train and returns it with a report. val (which may
 // have zero rows) drives early stopping and the temperature fit; it must
 // have the same width. Progress lines go to log (nil: quiet). ctx cancels
@@ -252,7 +277,7 @@ func Train(ctx context.Context, train, val Data, cfg Config, log io.Writer) (*Mo
 	}
 	in := train.D
 	for i, l := range cfg.InitLayers {
-		if err := l.validate(i); err != nil {
+		if err := validateLayer(l, i); err != nil {
 			return nil, nil, fmt.Errorf("train: pretrained %w", err)
 		}
 		if l.In != in {
@@ -275,10 +300,10 @@ func Train(ctx context.Context, train, val Data, cfg Config, log io.Writer) (*Mo
 	}
 	m.Tuned = len(cfg.InitLayers)
 	for _, h := range cfg.Hidden {
-		m.Layers = append(m.Layers, newDense(in, h, ActReLU, rng))
+		m.Layers = append(m.Layers, newDense(in, h, dense.ActReLU, rng))
 		in = h
 	}
-	last := newDense(in, k, ActNone, rng)
+	last := newDense(in, k, dense.ActNone, rng)
 	if cfg.Optimizer == OptLBFGS {
 		clear(last.W) // scikit-learn starts from zero
 	}
@@ -326,16 +351,16 @@ func Train(ctx context.Context, train, val Data, cfg Config, log io.Writer) (*Mo
 		Epochs: rep.Epochs, Iterations: rep.Iters, BestEpoch: rep.BestEpoch, Stopped: rep.Stopped, Seconds: rep.Seconds}
 	m.Train.Config.Threads = cfg.Threads
 	if log != nil {
-		fmt.Fprintf(log, "done: %s after %d iterations in %.2fs; val acc %.4f, val nll %.4f, temperature %.3f\n",
-			rep.Stopped, rep.Iters, rep.Seconds, rep.ValAcc, rep.ValLoss, m.Temperature)
+		fmt.Fprintf(log, "done: %s (%s) in %.2fs; val acc %.4f, val nll %.4f, temperature %.3f\n",
+			StopText(rep.Stopped), rep.progressText(), rep.Seconds, rep.ValAcc, rep.ValLoss, m.Temperature)
 	}
 	return m, rep, nil
 }
 
 // newDense initialises a layer as PyTorch's nn.Linear does: weights and
 // biases uniform in ±1/sqrt(in).
-func newDense(in, out int, act string, rng *rand.Rand) Dense {
-	l := Dense{In: in, Out: out, W: make([]float32, in*out), B: make([]float32, out), Act: act}
+func newDense(in, out int, act string, rng *rand.Rand) dense.Layer {
+	l := dense.Layer{In: in, Out: out, W: make([]float32, in*out), B: make([]float32, out), Act: act}
 	b := 1 / math.Sqrt(float64(in))
 	for i := range l.W {
 		l.W[i] = float32((2*rng.Float64() - 1) * b)
