@@ -167,7 +167,7 @@ func halfTensor(t *onnxpb.TensorProto) (*onnxpb.TensorProto, error) {
 	}
 	raw := make([]byte, 2*len(v))
 	for i, x := range v {
-		binary.LittleEndian.PutUint16(raw[2*i:], Float32ToFloat16(x))
+		binary.LittleEndian.PutUint16(raw[2*i:], float32ToFloat16(x))
 	}
 	return &onnxpb.TensorProto{
 		Name:      t.Name,
@@ -178,12 +178,12 @@ func halfTensor(t *onnxpb.TensorProto) (*onnxpb.TensorProto, error) {
 	}, nil
 }
 
-// Float32ToFloat16 rounds x to the nearest IEEE 754 half (ties to even),
+// float32ToFloat16 rounds x to the nearest IEEE 754 half (ties to even),
 // saturating finite values beyond the half range to ±65504 rather than
 // infinity (a weight that large is an outlier a model survives clipped,
 // not infinite); NaN stays NaN, ±Inf stays ±Inf. backbone.Float16ToFloat32
 // is its inverse on halves.
-func Float32ToFloat16(x float32) uint16 {
+func float32ToFloat16(x float32) uint16 {
 	bits := math.Float32bits(x)
 	sign := uint16(bits>>16) & 0x8000
 	switch {

@@ -2,11 +2,14 @@ package export
 
 import (
 	"context"
+	"maps"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	onnxruntime "github.com/yalue/onnxruntime_go"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/headtune/headtune/backbone"
@@ -256,6 +259,77 @@ func BenchmarkPortable(b *testing.B) {
 			b.ReportMetric(per(0), "as_written_min_ms/image")
 			b.ReportMetric(per(1), "portable_min_ms/image")
 			b.ReportMetric(100*(per(1)/per(0)-1), "portable_diff_%")
+		})
+	}
+}
+
+// TestPortableSameKernels checks, without timing, that ONNX Runtime runs
+// the portable form with the same kernels as the graph as the backbone
+// wrote it: the graphs ONNX Runtime optimises them into (all levels, its
+// NCHWc layout included) have the same nodes, counted by domain, operator
+// and fused activation.
+func TestPortableSameKernels(t *testing.T) {
+	ortReady(t)
+	for _, tc := range []struct {
+		name    string
+		fixture func(testing.TB) *fixture
+		opt     Options
+	}{
+		{"mobilenetv2-block10", registry(tfjs.ArchMobileNetV2), Options{}},
+		{"keras-nhwc/pixels", testModel("keras", 0), Options{WithPreprocessing: true}},
+		{"resnet/pixels", testModel("resnet", 0), Options{WithPreprocessing: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := tc.fixture(t)
+			h := handHead(f, nil, 1.5)
+			var counts [2]map[string]int
+			for i, portable := range []bool{false, true} {
+				rewriteForConsumers = portable
+				m, err := Build(f.cut, f.spec, h, tc.opt)
+				rewriteForConsumers = true
+				if err != nil {
+					t.Fatal(err)
+				}
+				data, err := backbone.MarshalModel(m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				meta, err := ReadMetadata(m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				optimised := filepath.Join(t.TempDir(), "optimised.onnx")
+				opts, err := onnxruntime.NewSessionOptions()
+				if err != nil {
+					t.Fatal(err)
+				}
+				opts.SetIntraOpNumThreads(1)
+				if err := opts.SetOptimizedModelFilePath(optimised); err != nil {
+					t.Fatal(err)
+				}
+				s, err := onnxruntime.NewDynamicAdvancedSessionWithONNXData(data, []string{meta.InputName}, []string{OutputProbabilities}, opts)
+				opts.Destroy()
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.Destroy()
+				om, err := backbone.ReadModelFile(optimised)
+				if err != nil {
+					t.Fatal(err)
+				}
+				counts[i] = map[string]int{}
+				for _, n := range om.Graph.Node {
+					key := n.GetDomain() + ":" + n.GetOpType()
+					if a := attrOf(n, "activation"); a != nil {
+						key += "+" + string(a.GetS())
+					}
+					counts[i][key]++
+				}
+			}
+			if !maps.Equal(counts[0], counts[1]) {
+				t.Errorf("ONNX Runtime optimises the two forms differently:\nas written: %v\nportable:   %v", counts[0], counts[1])
+			}
+			t.Logf("optimised graph: %v", counts[1])
 		})
 	}
 }
