@@ -18,7 +18,9 @@ import (
 // and outputs stay float32, with a Cast after each input and before each
 // output. ONNX Runtime's CPU provider runs a node in half precision where
 // it has a float16 kernel and otherwise inserts casts around it itself, so
-// the file is valid for every provider.
+// the file is valid for every provider. (On x86-64, ONNX Runtime 1.24 has
+// no float16 kernel for the convolutions and removes the casts altogether,
+// computing in float32 with the rounded weights.)
 //
 // Initializers, nodes and value_info entries are replaced, never modified:
 // m may share them with the caller's model. It returns an error naming the
