@@ -72,6 +72,11 @@ var matrixCases = []matrixCase{
 	{name: "squeezenet/hand-linear-T2.5", fixture: testModel("squeezenet", 0), head: "hand"},
 	{name: "keras-nhwc/mlp/pixels/features", fixture: testModel("keras", 0), head: head.KindMLP, opt: Options{WithPreprocessing: true, WithFeatures: true}},
 	{name: "features4d-nhwc/linear/pixels", fixture: testModel("features4d-nhwc", 0), head: head.KindLinear, opt: Options{WithPreprocessing: true}},
+	// A real exporter's graph: torchvision's MobileNetV2 (random weights)
+	// as torch.onnx.export writes it at opset 13 (Clip bounds as Constant
+	// nodes, Identity, Flatten), what a catalog download looks like.
+	{name: "torchvision-mobilenet_v2/linear/pixels", fixture: torchvision("mobilenet_v2"), head: "hand", opt: Options{WithPreprocessing: true}},
+	{name: "torchvision-resnet18/mlp", fixture: torchvision("resnet18"), head: "hand", hidden: []int{16}},
 	// export --fp16 (every consumer held to fp16Tol against float32).
 	{name: "mobilenetv2-block10/linear/fp16", fixture: registry(tfjs.ArchMobileNetV2), head: "hand", opt: Options{FP16: true}},
 	{name: "inceptionv3-mixed5/mlp/pixels/fp16", fixture: registry(tfjs.ArchInceptionV3), head: "hand", hidden: []int{16}, opt: Options{WithPreprocessing: true, FP16: true}},
@@ -402,6 +407,67 @@ var (
 	regMu  sync.Mutex
 	regFix = map[string]*fixture{}
 )
+
+// torchvisionScript exports a torchvision architecture with random weights
+// at opset 13, input 96x96, dynamic batch.
+const torchvisionScript = `
+import sys, torch, torchvision
+torch.manual_seed(0)
+m = getattr(torchvision.models, sys.argv[1])(weights=None)
+# Random weights: let batch normalisation see data once, or the activations
+# saturate and every image gets the same features.
+for bn in m.modules():
+    if isinstance(bn, torch.nn.BatchNorm2d):
+        bn.reset_running_stats()
+        bn.momentum = None  # a plain average over the batches below
+m.train()
+with torch.no_grad():
+    for _ in range(4):
+        m(torch.rand(16, 3, 96, 96) * 4 - 2)
+m.eval()
+torch.onnx.export(m, torch.randn(1, 3, 96, 96), sys.argv[2], opset_version=13,
+                  input_names=["input"], output_names=["logits"],
+                  dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+`
+
+// torchvision returns a fixture function for a torchvision architecture
+// exported by Debian's python3-torch (skipped, or failed under CI, when it
+// is absent).
+func torchvision(arch string) func(testing.TB) *fixture {
+	return func(t testing.TB) *fixture {
+		t.Helper()
+		ortReady(t)
+		regMu.Lock()
+		defer regMu.Unlock()
+		key := "torchvision-" + arch
+		if f := regFix[key]; f != nil {
+			return f
+		}
+		const py = "/usr/bin/python3"
+		if out, err := exec.Command(py, "-c", "import torch, torchvision").CombinedOutput(); err != nil {
+			testasset.Skip(t, "%s cannot import torch, torchvision (apt-get install python3-torch python3-torchvision): %s", py, lastLine(out))
+		}
+		dir, err := os.MkdirTemp("", "headtune-torchvision-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		p := filepath.Join(dir, arch+".onnx")
+		if out, err := runCmd(py, nil, "-c", torchvisionScript, arch, p); err != nil {
+			t.Fatalf("torch.onnx.export %s: %v %s", arch, err, out)
+		}
+		m, err := backbone.ReadModelFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := newFixture(m, key, "imagenet", 0, registryImages, registryClasses)
+		if err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+		regFix[key] = f
+		return f
+	}
+}
 
 // registryImages and registryClasses size the registry-built fixtures: a
 // few images of the full input size (InceptionV3 is 299x299).

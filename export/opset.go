@@ -227,6 +227,23 @@ func lowerNode(n *onnxpb.NodeProto, opset int64, c *constIndex, ranks map[string
 			return nil, fmt.Errorf("training outputs")
 		}
 		return clone(op, n.Input, attrs("epsilon", "momentum")), nil
+	case "Shape":
+		// Opset 15 added start and end; without them it is opset 1's.
+		if attrOf(n, "start") != nil || attrOf(n, "end") != nil {
+			return nil, fmt.Errorf("start/end attributes (opset 15 and later only)")
+		}
+	case "Gather":
+		// Opset 11 allowed negative indices; constant non-negative ones
+		// mean the same at opset 1 (the axis was checked above).
+		idx, ok := c.ints(n.Input[1])
+		if !ok {
+			return nil, fmt.Errorf("computed indices")
+		}
+		for _, v := range idx {
+			if v < 0 {
+				return nil, fmt.Errorf("negative indices (opset 11 and later only)")
+			}
+		}
 	case "Reshape":
 		if a := attrOf(n, "allowzero"); a != nil && a.GetI() != 0 {
 			return nil, fmt.Errorf("allowzero (opset 14 and later only)")

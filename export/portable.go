@@ -46,7 +46,57 @@ import (
 // caller's model (Build's shallow copy), and m.OpsetImport must be m's own
 // slice.
 func portable(b *backbone.Builder, m *onnxpb.ModelProto) (rewritten int) {
-	return squeezeConstOperands(b, m.Graph) + lowerOpset(m)
+	return foldConstIdentities(m.Graph) + squeezeConstOperands(b, m.Graph) + lowerOpset(m)
+}
+
+// foldConstIdentities removes Identity nodes whose input is an initializer
+// (torch.onnx.export writes one per shared weight), making their readers
+// read the initializer itself: OpenCV 4.6 fails on such a node ("Assertion
+// failed: inputs.size()"), and ONNX Runtime folds it away anyway. An
+// Identity that produces a graph output stays. It returns the number of
+// nodes removed.
+func foldConstIdentities(g *onnxpb.GraphProto) int {
+	inits := map[string]bool{}
+	for _, t := range g.Initializer {
+		inits[t.GetName()] = true
+	}
+	outputs := map[string]bool{}
+	for _, o := range g.Output {
+		outputs[o.GetName()] = true
+	}
+	alias := map[string]string{}
+	for _, n := range g.Node {
+		if n.GetOpType() == "Identity" && isStandard(n) && len(n.Input) == 1 && len(n.Output) == 1 &&
+			inits[n.Input[0]] && !outputs[n.Output[0]] {
+			alias[n.Output[0]] = n.Input[0]
+		}
+	}
+	if len(alias) == 0 {
+		return 0
+	}
+	out := make([]*onnxpb.NodeProto, 0, len(g.Node))
+	for _, n := range g.Node {
+		if len(n.Output) == 1 && alias[n.Output[0]] != "" && n.GetOpType() == "Identity" {
+			continue
+		}
+		var in []string
+		for i, x := range n.Input {
+			if a, ok := alias[x]; ok {
+				if in == nil {
+					in = append([]string(nil), n.Input...)
+				}
+				in[i] = a
+			}
+		}
+		if in != nil {
+			c := backbone.ShallowCopy(n)
+			c.Input = in
+			n = c
+		}
+		out = append(out, n)
+	}
+	g.Node = out
+	return len(alias)
 }
 
 // squeezeConstOperands rewrites Add, Sub, Mul and Div of a rank-4 tensor

@@ -32,6 +32,7 @@ func TestPortableSameBits(t *testing.T) {
 	}{
 		{"mobilenet-relu6", testModel("mobilenet", 0), 3},
 		{"mobilenetv2-block10", registry(tfjs.ArchMobileNetV2), 22},
+		{"torchvision-mobilenet_v2", torchvision("mobilenet_v2"), 35},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := tc.fixture(t)
@@ -94,6 +95,8 @@ func TestLowerNode(t *testing.T) {
 	hi := b.Initializer("hi", nil, []float32{6})
 	pads := b.Int64Initializer("pads", []int64{8}, []int64{0, 0, 1, 1, 0, 0, 1, 1})
 	axes := b.Int64Initializer("axes", []int64{2}, []int64{2, 3})
+	idx := b.Int64Initializer("idx", nil, []int64{0})
+	neg := b.Int64Initializer("neg", nil, []int64{-1})
 	c := newConstIndex(g)
 	ranks := map[string]int{"x": 4, "v": 2}
 	node := func(op string, in []string, at ...*onnxpb.AttributeProto) *onnxpb.NodeProto {
@@ -123,6 +126,10 @@ func TestLowerNode(t *testing.T) {
 		{"unknown op", node("Resize", []string{"x"}), 13, "", 0, nil, "no opset-10 form"},
 		{"other domain", &onnxpb.NodeProto{OpType: proto.String("FusedConv"), Domain: proto.String("com.microsoft")}, 13, "", 0, nil, "domain"},
 		{"conv unchanged", node("Conv", []string{"x", "w"}), 13, "Conv", 2, nil, ""},
+		{"shape", node("Shape", []string{"x"}), 13, "Shape", 1, nil, ""},
+		{"shape start", node("Shape", []string{"x"}, backbone.AttrInt("start", 1)), 15, "", 0, nil, "opset 15"},
+		{"gather", node("Gather", []string{"s", idx}, backbone.AttrInt("axis", 0)), 13, "Gather", 2, []string{"axis"}, ""},
+		{"gather negative", node("Gather", []string{"s", neg}), 13, "", 0, nil, "negative indices"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -278,6 +285,7 @@ func TestPortableSameKernels(t *testing.T) {
 		{"mobilenetv2-block10", registry(tfjs.ArchMobileNetV2), Options{}},
 		{"keras-nhwc/pixels", testModel("keras", 0), Options{WithPreprocessing: true}},
 		{"resnet/pixels", testModel("resnet", 0), Options{WithPreprocessing: true}},
+		{"torchvision-mobilenet_v2", torchvision("mobilenet_v2"), Options{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := tc.fixture(t)
