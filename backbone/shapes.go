@@ -37,9 +37,15 @@ var shapeRules = func() map[string]shapeRule {
 	// Quantized operators (ai.onnx and com.microsoft): the float rule with
 	// the weight or second operand at its quantized input position.
 	add(shapeSame, "QuantizeLinear", "DequantizeLinear", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax")
-	add(func(ix *graphIndex, n *onnxpb.NodeProto, x []int64) []int64 { return ix.convShape(n, x, ix.shapes[input(n, 3)]) }, "QLinearConv")
-	add(func(ix *graphIndex, n *onnxpb.NodeProto, x []int64) []int64 { return matMulShape(x, ix.shapes[input(n, 3)]) }, "QLinearMatMul")
-	add(func(ix *graphIndex, n *onnxpb.NodeProto, x []int64) []int64 { return gemmShape(n, x, ix.shapes[input(n, 3)]) }, "QGemm")
+	add(func(ix *graphIndex, n *onnxpb.NodeProto, x []int64) []int64 {
+		return ix.convShape(n, x, ix.shapes[input(n, 3)])
+	}, "QLinearConv")
+	add(func(ix *graphIndex, n *onnxpb.NodeProto, x []int64) []int64 {
+		return matMulShape(x, ix.shapes[input(n, 3)])
+	}, "QLinearMatMul")
+	add(func(ix *graphIndex, n *onnxpb.NodeProto, x []int64) []int64 {
+		return gemmShape(n, x, ix.shapes[input(n, 3)])
+	}, "QGemm")
 	add((*graphIndex).shapeQLinearBinary, "QLinearAdd", "QLinearMul")
 	add(shapeQLinearGlobalPool, "QLinearGlobalAveragePool")
 	add((*graphIndex).shapePool, "QLinearAveragePool")
