@@ -48,10 +48,12 @@ func isHalf(t int32) bool { return t == int32(onnxpb.TensorProto_FLOAT16) }
 // takes float32 too, so the graph means the same, with float32 rounding
 // instead of half rounding in between (closer to the weights' own values).
 //
-// headtune widens instead of running half precision because ONNX Runtime's
-// CPU provider has float16 kernels for few operators (no Conv, Gemm or
-// pooling on x86): an fp16 model fails to start there. Features and
-// exports are float32 either way.
+// headtune widens once instead of feeding half precision: ONNX Runtime's
+// CPU provider has float16 kernels for few operators and runs the others
+// with Cast nodes inserted around each of them, whereas the widened graph
+// runs float32 kernels throughout, and exports made from it are plain
+// float32 models any runtime reads. Features and exports are float32 at
+// the boundary either way.
 //
 // m is not modified; the result shares every message of m it does not
 // change. A model without float16 is returned as it is with changed false.
