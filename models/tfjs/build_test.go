@@ -17,8 +17,8 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/imaging"
-	"github.com/headtune/headtune/models"
 	"github.com/headtune/headtune/internal/testasset"
+	"github.com/headtune/headtune/models"
 )
 
 // refCase ties an architecture to its reference conversion in shared/models.
