@@ -169,11 +169,23 @@ func FindFeatureTensor(m *onnxpb.ModelProto, override string) (*FeatureChoice, e
 			}
 		case "Conv":
 			w := ix.consts[input(n, 1)]
+			if !sawPool && sawProb {
+				// Darknet-53 and Darknet-19 style: the 1x1 classifier
+				// Conv reads an already pooled [N, C, 1, 1] map.
+				if p := ix.node(in0); p != nil && (p.GetOpType() == "GlobalAveragePool" || p.GetOpType() == "GlobalMaxPool") {
+					sawPool = true
+				}
+			}
 			if sawProb && sawPool && w != nil && len(w.Dims) == 4 && w.Dims[2] == 1 && w.Dims[3] == 1 && attrI(n, "group", 1) == 1 {
 				return ix.choose(in0, RuleConvHead, n, w.Dims[1], w.Dims[0])
 			}
 		}
 		break
+	}
+	if !sawProb && ix.looksLikeDetector() {
+		if t := ix.detectorFeature(); t != "" {
+			return ix.choose(t, RuleDetector, nil, -1)
+		}
 	}
 	if sawProb {
 		return nil, fmt.Errorf("model output %q looks like class scores (Softmax/Sigmoid or 1000 wide) but no Gemm/MatMul/1x1-Conv classifier with constant weights precedes it; choose the feature tensor with --feature-tensor, candidates: %s", out, candidateList(ix.candidates()))

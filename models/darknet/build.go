@@ -1,6 +1,7 @@
 package darknet
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -175,11 +176,17 @@ func (t *translator) read(kind string, n int) ([]float32, error) {
 	}
 	v, err := t.fr.next(n)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v while reading %d %s values of layer %d (%s line %d) after %d values; the weights belong to another cfg or the file is truncated",
-			t.weightsName, err, n, kind, t.layer, t.cfg.Name, t.cfg.Layers()[t.layer].Line, t.fr.read)
+		return nil, weightsError{fmt.Errorf("%s: %v while reading %d %s values of layer %d (%s line %d) after %d values; the weights belong to another cfg or the file is truncated",
+			t.weightsName, err, n, kind, t.layer, t.cfg.Name, t.cfg.Layers()[t.layer].Line, t.fr.read)}
 	}
 	return v, nil
 }
+
+// weightsError is a problem of the weights file; its message already
+// names the file and the layer.
+type weightsError struct{ error }
+
+func (e weightsError) Unwrap() error { return e.error }
 
 // trainingKeys may appear in layer sections and do not change inference.
 var trainingKeys = map[string]bool{
@@ -187,6 +194,9 @@ var trainingKeys = map[string]bool{
 }
 
 func (t *translator) run() (*onnxpb.ModelProto, error) {
+	for _, s := range t.cfg.Sections {
+		s.used = map[string]bool{}
+	}
 	net := t.cfg.Net()
 	width, err := net.Int("width", 0)
 	if err != nil {
@@ -240,6 +250,10 @@ func (t *translator) run() (*onnxpb.ModelProto, error) {
 		n0 := len(t.b.Graph.Node)
 		out, err := t.layerOp(s, cur)
 		if err != nil {
+			var we weightsError
+			if errors.As(err, &we) {
+				return nil, err // names the weights file and the layer
+			}
 			return nil, fmt.Errorf("%s: %w", s.where(t.cfg.Name, i), err)
 		}
 		for _, k := range s.Keys {
@@ -450,7 +464,7 @@ func (t *translator) bnFold(bias []float32, n int) (mul []float64, shift []float
 	shift = make([]float32, n)
 	for f := 0; f < n; f++ {
 		if variance[f] < 0 && !t.layoutOnly {
-			return nil, nil, fmt.Errorf("%s: layer %d has a negative batch-norm variance (%g in channel %d); the weights do not match the cfg", t.weightsName, t.layer, variance[f], f)
+			return nil, nil, weightsError{fmt.Errorf("%s: layer %d has a negative batch-norm variance (%g in channel %d); the weights do not match the cfg", t.weightsName, t.layer, variance[f], f)}
 		}
 		mul[f] = float64(scale[f]) / (math.Sqrt(float64(variance[f])) + .000001)
 		shift[f] = float32(float64(bias[f]) - float64(mean[f])*mul[f])

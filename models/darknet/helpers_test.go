@@ -2,7 +2,7 @@ package darknet
 
 import (
 	"bufio"
-		"encoding/binary"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -99,6 +99,26 @@ func resizedCfg(t testing.TB, src, dir string, w, h int) string {
 	}
 	dst := filepath.Join(dir, filepath.Base(src))
 	if err := os.WriteFile(dst, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// withoutTrailingHead writes a copy of a cfg cut before its last [region]
+// or [yolo] section.
+func withoutTrailingHead(t testing.TB, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	i := max(strings.LastIndex(text, "[region]"), strings.LastIndex(text, "[yolo]"))
+	if i < 0 {
+		t.Fatalf("%s has no head to cut", path)
+	}
+	dst := path + ".nohead.cfg"
+	if err := os.WriteFile(dst, []byte(text[:i]), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return dst
