@@ -54,10 +54,13 @@ func modelsCommand() *cli.Command {
 			},
 			{
 				Name:      "add",
-				Usage:     "register your own ONNX classifier or feature extractor under a name",
-				ArgsUsage: "FILE.onnx",
+				Usage:     "register your own ONNX classifier or feature extractor, or import a Darknet network (--darknet NET.cfg NET.weights), under a name",
+				ArgsUsage: "FILE.onnx | --darknet NET.cfg NET.weights",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "name", Usage: "name to use it by (default: the file's base name)"},
+					&cli.BoolFlag{Name: "darknet", Usage: "import a Darknet cfg and weights file (YOLOv2/v3/v4, Darknet-19/53) as an ONNX backbone"},
+					&cli.IntFlag{Name: "width", Usage: "--darknet: input width instead of the cfg's (a multiple of 32 for YOLO)"},
+					&cli.IntFlag{Name: "height", Usage: "--darknet: input height instead of the cfg's"},
 					&cli.StringFlag{Name: "preset", Value: "imagenet", Usage: "preprocessing preset: imagenet, unit, symmetric, raw, caffe"},
 					&cli.StringFlag{Name: "feature-tensor", Usage: "tensor to read features from (default: detected)"},
 					&cli.StringFlag{Name: "license"},
@@ -197,6 +200,9 @@ func runModelsPull(c *cli.Context) error {
 }
 
 func runModelsAdd(c *cli.Context) error {
+	if c.Bool("darknet") {
+		return runModelsAddDarknet(c)
+	}
 	if c.NArg() != 1 {
 		return fmt.Errorf("models add takes one .onnx file")
 	}
@@ -219,5 +225,31 @@ func runModelsAdd(c *cli.Context) error {
 		return printJSON(inst)
 	}
 	fmt.Fprintf(os.Stderr, "models: added %s (%s, feature tensor %s, %d-d)\n", name, inst.ModelPath(), inst.Meta.FeatureTensor, inst.Meta.FeatureDim)
+	return nil
+}
+
+func runModelsAddDarknet(c *cli.Context) error {
+	if c.NArg() != 2 {
+		return fmt.Errorf("models add --darknet takes a .cfg and a .weights file")
+	}
+	cfg, weights := c.Args().Get(0), c.Args().Get(1)
+	name := c.String("name")
+	if name == "" {
+		name = baseName(cfg)
+	}
+	store, err := openStore(c)
+	if err != nil {
+		return err
+	}
+	inst, err := store.AddDarknet(c.Context, name, cfg, weights, models.DarknetOptions{
+		Width: c.Int("width"), Height: c.Int("height"), FeatureTensor: c.String("feature-tensor"), License: c.String("license"),
+	})
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(inst)
+	}
+	fmt.Fprintf(os.Stderr, "models: imported %s (%s, %s, feature tensor %s, %d-d)\n", name, inst.ModelPath(), inst.Meta.Task, inst.Meta.FeatureTensor, inst.Meta.FeatureDim)
 	return nil
 }
