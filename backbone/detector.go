@@ -53,8 +53,9 @@ func (ix *graphIndex) looksLikeDetector() bool {
 }
 
 // detectorFeature finds a detector's feature map. Among the float rank-4
-// tensors that every graph output depends on and that still feed a Conv
-// (so not a head's own output or its post-processing), it takes those of
+// tensors that every detection head (a Conv followed by no other Conv)
+// depends on and that still feed a Conv (so not a head's own output or
+// its post-processing), it takes those of
 // the smallest spatial size, leaves out lateral maps whose only readers
 // upsample them (the 1x1 Conv before a YOLOv3/v4 neck's upsampling), and
 // returns the last in graph order: for YOLOv3 the 13x13x512 map (at 416)
@@ -62,34 +63,49 @@ func (ix *graphIndex) looksLikeDetector() bool {
 // input of its single 1x1 head Conv. "" when there is none.
 func (ix *graphIndex) detectorFeature() string {
 	nodes := ix.g.GetNode()
-	outs := ix.g.GetOutput()
-	if len(outs) == 0 || len(outs) > 64 {
-		return ""
-	}
-	outBit := map[string]uint64{}
-	for i, o := range outs {
-		outBit[o.GetName()] |= 1 << i
-	}
-	all := uint64(1)<<len(outs) - 1
-	// reach: outputs each tensor leads to; convAfter: whether a Conv reads
-	// it directly or further down. ONNX keeps nodes in topological order,
-	// so one backward pass suffices.
-	reach := map[string]uint64{}
+	// convAfter: whether a Conv reads the tensor directly or further down.
+	// ONNX keeps nodes in topological order, so backward passes suffice.
 	convAfter := map[string]bool{}
-	for name, b := range outBit {
-		reach[name] = b
-	}
 	for i := len(nodes) - 1; i >= 0; i-- {
 		n := nodes[i]
-		var r uint64
 		c := n.GetOpType() == "Conv"
 		for _, o := range n.Output {
-			r |= reach[o]
 			c = c || convAfter[o]
 		}
 		for _, in := range nodeReads(n) {
-			reach[in] |= r
 			convAfter[in] = convAfter[in] || c
+		}
+	}
+	// The heads are the last convolutions: Convs after which no Conv
+	// follows. Counting heads rather than graph outputs finds the same
+	// branch point whether the heads are separate outputs or decoded and
+	// concatenated into boxes and scores.
+	headBit := map[int]uint64{}
+	for i, n := range nodes {
+		if n.GetOpType() != "Conv" || len(n.Output) == 0 || convAfter[n.Output[0]] {
+			continue
+		}
+		if len(headBit) == 64 {
+			return ""
+		}
+		headBit[i] = 1 << len(headBit)
+	}
+	if len(headBit) == 0 {
+		return ""
+	}
+	all := uint64(1)<<len(headBit) - 1
+	if len(headBit) == 64 {
+		all = ^uint64(0)
+	}
+	reach := map[string]uint64{} // heads each tensor leads to
+	for i := len(nodes) - 1; i >= 0; i-- {
+		n := nodes[i]
+		r := headBit[i]
+		for _, o := range n.Output {
+			r |= reach[o]
+		}
+		for _, in := range nodeReads(n) {
+			reach[in] |= r
 		}
 	}
 	best, bestArea := "", int64(-1)
