@@ -164,6 +164,9 @@ type translator struct {
 
 // read takes the next n floats of the weights file for the current layer.
 func (t *translator) read(kind string, n int) ([]float32, error) {
+	if n < 0 || n > maxBlob {
+		return nil, fmt.Errorf("%d %s values in one layer: more than the %d the importer accepts", n, kind, maxBlob)
+	}
 	t.blobs = append(t.blobs, Blob{Layer: t.layer, Kind: kind, N: n})
 	if t.layoutOnly {
 		v := make([]float32, n)
@@ -181,6 +184,14 @@ func (t *translator) read(kind string, n int) ([]float32, error) {
 	}
 	return v, nil
 }
+
+// maxBlob bounds one layer's weights (1 GiB of float32); VGG-16's first
+// connected layer, the largest in Darknet's cfgs, has 103 million.
+const maxBlob = 1 << 28
+
+// maxSide bounds a feature map's sides, so a cfg with absurd padding is
+// refused before anything is allocated for it.
+const maxSide = imaging.MaxInputSide
 
 // weightsError is a problem of the weights file; its message already
 // names the file and the layer.
@@ -521,6 +532,9 @@ func (t *translator) conv(s *Section, in tensor) (tensor, error) {
 	if oh <= 0 || ow <= 0 || in.h+2*padding < size || in.w+2*padding < size {
 		return in, fmt.Errorf("a %dx%d kernel does not fit the %dx%d input; use a larger network input", size, size, in.w, in.h)
 	}
+	if oh > maxSide || ow > maxSide || n > maxBlob || padding > maxSide {
+		return in, fmt.Errorf("output %dx%dx%d (padding %d) is larger than the importer accepts", n, oh, ow, padding)
+	}
 	bias, err := t.read("bias", n)
 	if err != nil {
 		return in, err
@@ -567,8 +581,8 @@ func (t *translator) connected(s *Section, in tensor) (tensor, error) {
 	if err != nil {
 		return in, err
 	}
-	if n <= 0 {
-		return in, fmt.Errorf("output=%d must be positive", n)
+	if n <= 0 || n > maxBlob {
+		return in, fmt.Errorf("output=%d must be 1..%d", n, maxBlob)
 	}
 	inputs := in.c * in.h * in.w
 	x := in.name
@@ -746,6 +760,9 @@ func (t *translator) upsample(s *Section, in tensor) (tensor, error) {
 	}
 	if stride <= 0 {
 		return in, fmt.Errorf("stride=%d: only upsampling (stride > 0) is supported", stride)
+	}
+	if in.h*stride > maxSide || in.w*stride > maxSide {
+		return in, fmt.Errorf("stride=%d makes a %dx%d map, larger than the importer accepts", stride, in.w*stride, in.h*stride)
 	}
 	sc := t.b.Initializer("scales", []int64{4}, []float32{1, 1, float32(stride), float32(stride)})
 	y := t.b.Op("Resize", "upsample", []string{in.name, "", sc},

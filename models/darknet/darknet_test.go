@@ -208,7 +208,7 @@ func FuzzParseConfig(f *testing.F) {
 			return
 		}
 		for _, s := range c.Layers() {
-			for _, k := range []string{"filters", "output", "size", "stride"} {
+			for _, k := range []string{"filters", "output", "size", "stride", "padding"} {
 				if v, _ := s.Int(k, 0); v > 16 {
 					return
 				}

@@ -93,18 +93,24 @@ func newFloatReader(r io.Reader) *floatReader {
 	return &floatReader{r: bufio.NewReaderSize(r, 1<<20)}
 }
 
-// next reads n floats into a fresh slice.
+// next reads n floats into a fresh slice. It reads in chunks and grows
+// the slice as data arrives, so a cfg that asks for more than the file
+// holds fails without first allocating what it asked for.
 func (f *floatReader) next(n int) ([]float32, error) {
-	if cap(f.buf) < 4*n {
-		f.buf = make([]byte, 4*n)
+	const chunk = 1 << 18
+	if f.buf == nil {
+		f.buf = make([]byte, 4*chunk)
 	}
-	b := f.buf[:4*n]
-	if _, err := io.ReadFull(f.r, b); err != nil {
-		return nil, truncated(err)
-	}
-	out := make([]float32, n)
-	for i := range out {
-		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	out := make([]float32, 0, min(n, chunk))
+	for len(out) < n {
+		k := min(n-len(out), chunk)
+		b := f.buf[:4*k]
+		if _, err := io.ReadFull(f.r, b); err != nil {
+			return nil, truncated(err)
+		}
+		for i := 0; i < k; i++ {
+			out = append(out, math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:])))
+		}
 	}
 	f.read += int64(n)
 	return out, nil
