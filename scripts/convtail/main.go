@@ -14,6 +14,7 @@
 // the exported ONNX model gives the Go model's probabilities.
 //
 //	go run ./scripts/convtail -cfg /usr/share/darknet/cfg/yolov3-tiny.cfg -size 96 -k 1
+//	go run ./scripts/convtail -nsfwjs nsfwjs-4.4.0.tgz -k 2    # pretrained MobileNetV2 tail
 package main
 
 import (
@@ -37,10 +38,12 @@ import (
 	"github.com/headtune/headtune/convtail"
 	"github.com/headtune/headtune/imaging"
 	"github.com/headtune/headtune/models/darknet"
+	"github.com/headtune/headtune/models/tfjs"
 )
 
 func main() {
 	cfgPath := flag.String("cfg", "/usr/share/darknet/cfg/yolov3-tiny.cfg", "Darknet cfg")
+	tarball := flag.String("nsfwjs", "", "use the registry-built MobileNetV2 (pretrained, blocks 0-10) from this nsfwjs@4.4.0 tarball instead of a Darknet cfg")
 	size := flag.Int("size", 96, "network input side (multiple of 32)")
 	k := flag.Int("k", 1, "convolutions to fine-tune")
 	nTrain := flag.Int("train", 3000, "training images")
@@ -51,50 +54,87 @@ func main() {
 	src := flag.String("src", "/usr/share/datasets/fashion-mnist", "Fashion-MNIST IDX folder")
 	seed := flag.Uint64("seed", 1, "seed of the random weights and the training")
 	flag.Parse()
-	if err := run(*cfgPath, *size, *k, *nTrain, *nTest, *epochs, *lr, *tailScale, *src, *seed); err != nil {
+	if err := run(*cfgPath, *tarball, *size, *k, *nTrain, *nTest, *epochs, *lr, *tailScale, *src, *seed); err != nil {
 		fmt.Fprintln(os.Stderr, "convtail:", err)
 		os.Exit(1)
 	}
 }
 
-func run(cfgPath string, size, k, nTrain, nTest, epochs int, lr, tailScale float64, src string, seed uint64) error {
-	ctx := context.Background()
+// source is the backbone under test: the model, its recipe and input, and
+// the spatial map whose pooled value is the feature.
+type source struct {
+	m       *onnxpb.ModelProto
+	spec    imaging.Spec
+	input   string
+	mapName string
+	what    string
+}
+
+func darknetSource(cfgPath string, size int, seed uint64) (*source, error) {
 	f, err := os.Open(cfgPath)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cfg, err := darknet.ParseConfig(f, filepath.Base(cfgPath))
 	f.Close()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	opts := darknet.Options{Width: size, Height: size}
 	weights, err := randomWeights(cfg, opts, seed)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m, info, err := darknet.Build(cfg, bytes.NewReader(weights), "random.weights", opts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fc, err := backbone.FindFeatureTensor(m, "")
 	if err != nil {
+		return nil, err
+	}
+	return &source{m: m, spec: info.Spec(), input: info.Input, mapName: fc.Tensor,
+		what: fmt.Sprintf("%s at %dx%d (random weights), features %s %v (%s)", cfg.Name, size, size, fc.Tensor, fc.Shape, fc.Rule)}, nil
+}
+
+// mobilenetSource is nsfwjs's MobileNetV2 through block 10 with its
+// ImageNet weights; the map is block_10's depthwise ReLU6 before pooling.
+func mobilenetSource(tarball string) (*source, error) {
+	m, info, err := tfjs.Build(tfjs.ArchMobileNetV2, tarball)
+	if err != nil {
+		return nil, err
+	}
+	const mapName = "block_10_depthwise_relu"
+	return &source{m: m, spec: info.Spec(), input: info.InputName, mapName: mapName,
+		what: fmt.Sprintf("MobileNetV2 (nsfwjs, ImageNet weights) at %dx%d, features %s pooled", info.Width, info.Height, mapName)}, nil
+}
+
+func run(cfgPath, tarball string, size, k, nTrain, nTest, epochs int, lr, tailScale float64, src string, seed uint64) error {
+	ctx := context.Background()
+	var so *source
+	var err error
+	if tarball != "" {
+		so, err = mobilenetSource(tarball)
+	} else {
+		so, err = darknetSource(cfgPath, size, seed)
+	}
+	if err != nil {
 		return err
 	}
-	chain, err := backbone.ConvChainN(m, fc.Tensor, k)
+	m, spec := so.m, so.spec
+	chain, err := backbone.ConvChainN(m, so.mapName, k)
 	if err != nil {
 		return err
 	}
 	if len(chain) < k {
-		return fmt.Errorf("only %d convolutions precede %s in a straight line", len(chain), fc.Tensor)
+		return fmt.Errorf("only %d convolutions precede %s in a straight line", len(chain), so.mapName)
 	}
 	var tail []convtail.Layer
 	for _, c := range chain {
 		tail = append(tail, c.Layer)
 	}
 	l0 := tail[0]
-	fmt.Printf("backbone %s at %dx%d (random weights), features %s %v (%s), tail of %d convolutions from %s [%d,%d,%d]\n",
-		cfg.Name, size, size, fc.Tensor, fc.Shape, fc.Rule, k, chain[0].Input, l0.InC, l0.InH, l0.InW)
+	fmt.Printf("backbone %s; tail of %d convolutions from %s [%d,%d,%d]\n", so.what, k, chain[0].Input, l0.InC, l0.InH, l0.InW)
 	var macs int64
 	for _, l := range tail {
 		macs += int64(l.OutLen()) * int64(l.InC/l.Groups*l.K*l.K)
@@ -108,7 +148,6 @@ func run(cfgPath string, size, k, nTrain, nTest, epochs int, lr, tailScale float
 	if err != nil {
 		return err
 	}
-	spec := info.Spec()
 	trainX, trainY, err := loadSplit(src, "train", nTrain)
 	if err != nil {
 		return err
@@ -118,11 +157,11 @@ func run(cfgPath string, size, k, nTrain, nTest, epochs int, lr, tailScale float
 		return err
 	}
 	t0 := time.Now()
-	trainMaps, err := extract(cut, info.Input, spec, trainX, l0.InLen())
+	trainMaps, err := extract(cut, so.input, spec, trainX, l0.InLen())
 	if err != nil {
 		return err
 	}
-	testMaps, err := extract(cut, info.Input, spec, testX, l0.InLen())
+	testMaps, err := extract(cut, so.input, spec, testX, l0.InLen())
 	if err != nil {
 		return err
 	}
@@ -149,11 +188,15 @@ func run(cfgPath string, size, k, nTrain, nTest, epochs int, lr, tailScale float
 	if err != nil {
 		return err
 	}
+	fc, err := backbone.FindFeatureTensor(written, so.mapName)
+	if err != nil {
+		return err
+	}
 	export, err := appendHead(written, fc, tuned)
 	if err != nil {
 		return err
 	}
-	probs, err := runExport(export, info.Input, spec, testX, 10)
+	probs, err := runExport(export, so.input, spec, testX, 10)
 	if err != nil {
 		return err
 	}
@@ -251,7 +294,11 @@ func runModel(m *onnxpb.ModelProto, input, output string, spec imaging.Spec, img
 	if err != nil {
 		return nil, err
 	}
-	s, err := ort.NewSession(data, ort.SessionSpec{Input: input, InputShape: []int64{3, int64(spec.Height), int64(spec.Width)},
+	shape := []int64{3, int64(spec.Height), int64(spec.Width)}
+	if spec.Layout == imaging.LayoutNHWC {
+		shape = []int64{int64(spec.Height), int64(spec.Width), 3}
+	}
+	s, err := ort.NewSession(data, ort.SessionSpec{Input: input, InputShape: shape,
 		Outputs: []string{output}, OutputSizes: []int{per}}, ort.SessionOptions{})
 	if err != nil {
 		return nil, err
