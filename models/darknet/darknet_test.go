@@ -2,7 +2,9 @@ package darknet
 
 import (
 	"bytes"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -224,4 +226,105 @@ func FuzzParseConfig(f *testing.F) {
 			}
 		}
 	})
+}
+
+// reorgCfg joins a reorganised 16x16 map with a pooled one (YOLOv2's
+// passthrough).
+const reorgCfg = `[net]
+width=16
+height=16
+channels=3
+
+[convolutional]
+filters=8
+size=3
+pad=1
+activation=relu
+
+[maxpool]
+size=2
+stride=2
+
+[route]
+layers=-2
+
+[reorg]
+stride=2
+
+[route]
+layers=-1,-3
+
+[upsample]
+stride=2
+`
+
+// classifierCfg is a small classifier with connected layers.
+const classifierCfg = `[net]
+width=16
+height=16
+channels=3
+
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+stride=2
+pad=1
+activation=swish
+
+[maxpool]
+size=2
+stride=1
+
+[connected]
+batch_normalize=1
+output=12
+activation=leaky
+
+[dropout]
+probability=.5
+
+[connected]
+output=5
+activation=linear
+
+[softmax]
+`
+
+// TestImportsPassONNXChecker runs onnx.checker (python3-onnx) with full
+// shape inference on imported graphs of every layer kind. (reorgCfg and
+// the classifier are also compared with OpenCV in TestSmallMatchesOpenCV.)
+func TestImportsPassONNXChecker(t *testing.T) {
+	py := python3(t)
+	if err := exec.Command(py, "-c", "import onnx").Run(); err != nil {
+		skipOrFail(t, "%s cannot import onnx (apt-get install python3-onnx): %v", py, err)
+	}
+	small := map[string]string{"reorg.cfg": reorgCfg, "classifier.cfg": classifierCfg,
+		"scaled.cfg": reorgCfg + "scale=0.5\n"}
+	paths := []string{"testdata/yolov4-style.cfg", "testdata/yolov4-tiny-style.cfg"}
+	dir := t.TempDir()
+	for name, text := range small {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	for i, p := range paths {
+		cfg := parseCfgFile(t, p)
+		w := filepath.Join(dir, fmt.Sprintf("%d.weights", i))
+		writeRandomWeights(t, cfg, Options{}, w, Header{Minor: 2}, 1, 0)
+		m, _, err := BuildFiles(p, w, Options{})
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		onnxPath := filepath.Join(dir, fmt.Sprintf("%d.onnx", i))
+		if err := backbone.WriteModelFile(onnxPath, m); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(py, "-c", "import onnx,sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)", onnxPath).CombinedOutput()
+		if err != nil {
+			t.Errorf("%s: onnx.checker: %v\n%s", p, err, out)
+		}
+	}
 }
