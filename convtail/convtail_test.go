@@ -182,3 +182,20 @@ func TestTrainingLearns(t *testing.T) {
 		t.Fatal("tuning left the blind weights at zero, or modified the caller's layer")
 	}
 }
+
+func TestTrainStartsFromGivenHead(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	l := randLayer(rng, 2, 3, 3, 3, 1, 1, 0, 1, ActNone)
+	d := Data{X: make([]float32, 4*l.InLen()), N: 4, Y: []int32{0, 1, 0, 1}}
+	w := []float32{1, 2, 3, 4, 5, 6}
+	m, _, err := Train(context.Background(), []Layer{l}, 2, d, Config{InitW: w, InitB: []float32{7, 8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.HeadW[5] != 6 || m.HeadB[1] != 8 {
+		t.Fatalf("head %v %v, want the given one after 0 epochs", m.HeadW, m.HeadB)
+	}
+	if _, _, err := Train(context.Background(), []Layer{l}, 2, d, Config{InitW: w[:5], InitB: []float32{7, 8}}); err == nil {
+		t.Fatal("a head of the wrong size was accepted")
+	}
+}

@@ -31,6 +31,10 @@ type Config struct {
 	WeightDecay float64 // decoupled (AdamW), on weights only
 	Seed        uint64
 	Threads     int // 0: GOMAXPROCS
+	// InitW [K, C] and InitB [K] start the head from given weights (a
+	// linear probe trained on the frozen tail's pooled features, for
+	// instance); nil starts it at zero. They are copied.
+	InitW, InitB []float32
 }
 
 // Report says what training did.
@@ -179,6 +183,13 @@ func Train(ctx context.Context, tail []Layer, k int, d Data, cfg Config) (*Model
 	last := &m.Tail[len(m.Tail)-1]
 	c, ohw := last.OutC, last.OutH()*last.OutW()
 	m.HeadW, m.HeadB = make([]float32, k*c), make([]float32, k)
+	if cfg.InitW != nil || cfg.InitB != nil {
+		if len(cfg.InitW) != k*c || len(cfg.InitB) != k {
+			return nil, nil, fmt.Errorf("convtail: initial head has %d weights and %d biases, want %dx%d and %d", len(cfg.InitW), len(cfg.InitB), k, c, k)
+		}
+		copy(m.HeadW, cfg.InitW)
+		copy(m.HeadB, cfg.InitB)
+	}
 	threads := cfg.Threads
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)

@@ -52,10 +52,11 @@ func main() {
 	epochs := flag.Int("epochs", 10, "epochs")
 	lr := flag.Float64("lr", 1e-3, "Adam step of the head")
 	tailScale := flag.Float64("tail-lr-scale", 0.1, "the tail's step relative to the head's")
+	ftLR := flag.Float64("ft-lr", 1e-4, "step of tail and head when fine-tuning from the linear probe")
 	src := flag.String("src", "/usr/share/datasets/fashion-mnist", "Fashion-MNIST IDX folder")
 	seed := flag.Uint64("seed", 1, "seed of the random weights and the training")
 	flag.Parse()
-	if err := run(*cfgPath, *tarball, *size, *k, *nTrain, *nTest, *epochs, *lr, *tailScale, *src, *seed); err != nil {
+	if err := run(*cfgPath, *tarball, *size, *k, *nTrain, *nTest, *epochs, *lr, *tailScale, *ftLR, *src, *seed); err != nil {
 		fmt.Fprintln(os.Stderr, "convtail:", err)
 		os.Exit(1)
 	}
@@ -110,7 +111,7 @@ func mobilenetSource(tarball string) (*source, error) {
 		what: fmt.Sprintf("MobileNetV2 (nsfwjs, ImageNet weights) at %dx%d, features %s pooled", info.Width, info.Height, mapName)}, nil
 }
 
-func run(cfgPath, tarball string, size, k, nTrain, nTest, epochs int, lr, tailScale float64, src string, seed uint64) error {
+func run(cfgPath, tarball string, size, k, nTrain, nTest, epochs int, lr, tailScale, ftLR float64, src string, seed uint64) error {
 	ctx := context.Background()
 	var so *source
 	var err error
@@ -176,11 +177,6 @@ func run(cfgPath, tarball string, size, k, nTrain, nTest, epochs int, lr, tailSc
 	if err != nil {
 		return err
 	}
-	tc.TailLRScale = tailScale
-	tuned, trep, err := convtail.Train(ctx, tail, 10, train, tc)
-	if err != nil {
-		return err
-	}
 	fmt.Printf("frozen tail: test accuracy %.4f, train loss %.4f, %.1f s (same Adam head as the tuned run)\n", accuracy(frozen, test), frep.TrainLoss, frep.Seconds)
 	// headtune's own frozen baseline: the linear head (L-BFGS on
 	// standardised features, scikit-learn's convention) on the pooled maps.
@@ -208,7 +204,29 @@ func run(cfgPath, tarball string, size, k, nTrain, nTest, epochs int, lr, tailSc
 		}
 	}
 	fmt.Printf("frozen tail, headtune's linear head (L-BFGS, standardised): test accuracy %.4f, %.1f s\n", float64(ok)/float64(nTest), time.Since(t1).Seconds())
-	fmt.Printf("tuned tail:  test accuracy %.4f, train loss %.4f, %.1f s (%d epochs, tail lr %.0e)\n", accuracy(tuned, test), trep.TrainLoss, trep.Seconds, epochs, lr*tailScale)
+	tc.TailLRScale = tailScale
+	tuned, trep, err := convtail.Train(ctx, tail, 10, train, tc)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("tuned tail, head from zero: test accuracy %.4f, train loss %.4f, %.1f s (%d epochs, head lr %.0e, tail lr %.0e)\n", accuracy(tuned, test), trep.TrainLoss, trep.Seconds, epochs, lr, lr*tailScale)
+
+	// Linear probe, then fine-tuning: start the head from the L-BFGS
+	// solution (standardisation folded into its weights) and tune tail and
+	// head together with a small step.
+	w, b := foldStandardisation(lin)
+	tc.InitW, tc.InitB = w, b
+	tc.LR, tc.TailLRScale = ftLR, 1
+	probe := tc
+	probe.Epochs = 0
+	if pm, _, err := convtail.Train(ctx, tail, 10, train, probe); err == nil {
+		fmt.Printf("linear probe folded into the Go model, before tuning: test accuracy %.4f\n", accuracy(pm, test))
+	}
+	tuned, trep, err = convtail.Train(ctx, tail, 10, train, tc)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("tuned tail, head from the linear probe: test accuracy %.4f, train loss %.4f, %.1f s (%d epochs, lr %.0e for both)\n", accuracy(tuned, test), trep.TrainLoss, trep.Seconds, epochs, ftLR)
 
 	// Export: tuned weights written back, head appended, then parity.
 	written, err := backbone.WriteConvChain(m, chain, tuned.Tail)
@@ -250,6 +268,28 @@ func run(cfgPath, tarball string, size, k, nTrain, nTest, epochs int, lr, tailSc
 	}
 	fmt.Printf("export parity: max |probability difference| %.2g over %d test images, %d/%d same class\n", worst, nTest, agree, nTest)
 	return nil
+}
+
+// foldStandardisation turns a one-layer head on standardised features into
+// weights on raw features: W'[j,i] = W[j,i]/std[i], b'[j] = b[j] - sum_i
+// W[j,i]*mean[i]/std[i].
+func foldStandardisation(h *head.Model) ([]float32, []float32) {
+	l := h.Layers[0]
+	w := make([]float32, len(l.W))
+	b := append([]float32(nil), l.B...)
+	for j := 0; j < l.Out; j++ {
+		var shift float64
+		for i := 0; i < l.In; i++ {
+			mean, std := float32(0), float32(1)
+			if h.Mean != nil {
+				mean, std = h.Mean[i], h.Std[i]
+			}
+			w[j*l.In+i] = l.W[j*l.In+i] / std
+			shift += float64(l.W[j*l.In+i]) * float64(mean) / float64(std)
+		}
+		b[j] -= float32(shift)
+	}
+	return w, b
 }
 
 func softmax(m *convtail.Model, f []float32, lg []float32) []float64 {
