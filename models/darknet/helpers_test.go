@@ -20,17 +20,14 @@ import (
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
 	"github.com/headtune/headtune/backbone/ort"
+	"github.com/headtune/headtune/internal/testasset"
 )
 
-// skipOrFail skips a test whose asset is missing, but fails it when
-// CI=true: CI installs every asset, so a missing one there is a bug.
+// skipOrFail skips a test whose asset is missing, failing it under CI
+// (internal/testasset).
 func skipOrFail(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("asset missing in CI: %s", msg)
-	}
-	t.Skip("SKIP: " + msg)
+	testasset.Skip(t, format, args...)
 }
 
 // cfgDir is where Debian's darknet package keeps its cfgs
