@@ -46,6 +46,8 @@ type TrainInfo struct {
 	BestEpoch  int     `json:"best_epoch"` // epoch whose weights were kept (early stopping), 0 when not applicable
 	Stopped    string  `json:"stopped"`    // why training ended
 	Seconds    float64 `json:"seconds"`    // wall time of Train
+	// Augment describes the augmented views trained on, "" without.
+	Augment string `json:"augment,omitempty"`
 	// Split records how the data was divided, so that evaluation finds the
 	// same test rows without being told the fractions again; nil in heads
 	// trained before it was recorded, or by a caller that did not set it.
@@ -72,6 +74,9 @@ type SplitInfo struct {
 	// validation and test sets; every other row was training data.
 	ValIndex  []int `json:"val_index"`
 	TestIndex []int `json:"test_index"`
+	// Skipped says, one sentence each, why a requested validation or test
+	// split was not made (too few images per class); see PlanSplit.
+	Skipped []string `json:"skipped,omitempty"`
 }
 
 // Model is a trained head.
@@ -99,6 +104,15 @@ type Model struct {
 	Backbone    BackboneRef        `json:"backbone"`
 	Train       TrainInfo          `json:"train"`
 	Metrics     map[string]float64 `json:"metrics,omitempty"`
+	// Calibration says what Temperature was fitted on (nil in heads
+	// written before it was recorded).
+	Calibration *Calibration `json:"calibration,omitempty"`
+	// Conformal holds held-out scores for prediction sets with a coverage
+	// guarantee; nil when the head had no held-out predictions.
+	Conformal *Conformal `json:"conformal,omitempty"`
+	// Domain says how far from the training data inputs may lie before
+	// PredictGuarded treats them as outside it; nil without standardisation.
+	Domain *Domain `json:"domain,omitempty"`
 }
 
 // Dim is the length of the feature vectors the model takes.
@@ -166,6 +180,11 @@ func (m *Model) Validate() error {
 	}
 	if !(m.Temperature > 0) || math.IsInf(m.Temperature, 0) {
 		return fmt.Errorf("temperature %g, want > 0", m.Temperature)
+	}
+	if m.Conformal != nil {
+		if err := m.Conformal.Validate(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -27,6 +27,7 @@ func evalCommand() *cli.Command {
 			&cli.IntFlag{Name: "workers", Usage: "separate decode workers, with DATASET", DefaultText: "as extract"},
 			&cli.BoolFlag{Name: "original", Usage: "with DATASET and --model: evaluate the backbone's own classifier (e.g. face-expression's 7 expressions) instead of a head"},
 			&cli.StringFlag{Name: "model", Usage: "with --original: the installed model whose own classifier to evaluate"},
+			&cli.Float64SliceFlag{Name: "coverage", Usage: "measure the head's prediction sets at these coverages `P` (empirical coverage, mean set size)", DefaultText: "0.9 when the head has conformal scores"},
 		},
 		Action: runEval,
 	}
@@ -46,6 +47,7 @@ func runEval(c *cli.Context) error {
 		ConfusionPNG: c.String("confusion-png"),
 		BatchSize:    c.Int("batch"),
 		Workers:      c.Int("workers"),
+		Coverage:     c.Float64Slice("coverage"),
 	}
 	switch {
 	case c.Bool("original"):
