@@ -39,7 +39,7 @@ func TestCatalogEntries(t *testing.T) {
 			}
 			seen[e.Name] = true
 			switch e.Task {
-			case TaskImageNetClassifier, TaskFeatureExtractor, TaskFaceExpression:
+			case TaskImageNetClassifier, TaskFeatureExtractor, TaskFaceExpression, TaskFaceDetector:
 			default:
 				t.Errorf("task %q", e.Task)
 			}

