@@ -44,18 +44,27 @@ func DefaultSpec(modelSHA256 string) imaging.FaceSpec {
 }
 
 // Point is a position in image pixels (see the package documentation).
-type Point struct{ X, Y float64 }
+type Point struct {
+	X float64 `json:"x"`
+	Y float64 `json:"y"`
+}
 
 // Box is an axis-aligned rectangle in image pixels: top-left corner (X, Y),
 // width W and height H.
-type Box struct{ X, Y, W, H float64 }
+type Box struct {
+	X float64 `json:"x"`
+	Y float64 `json:"y"`
+	W float64 `json:"w"`
+	H float64 `json:"h"`
+}
 
 // Face is one detected face.
 type Face struct {
-	Box   Box
-	Score float32 // detector confidence, 0..1
-	// Keypoints are NumKeypoints positions in Keypoint-constant order.
-	Keypoints [NumKeypoints]Point
+	Box   Box     `json:"box"`
+	Score float32 `json:"score"` // detector confidence, 0..1
+	// Keypoints are NumKeypoints positions in Keypoint-constant order
+	// (KeypointNames).
+	Keypoints [NumKeypoints]Point `json:"keypoints"`
 }
 
 // Area is the box's area in square pixels.
@@ -192,3 +201,7 @@ func toImage(cands []candidate, g imaging.Geometry, w, h int, minSize float64) [
 	})
 	return out
 }
+
+// Spec is imaging.FaceSpec, the face part of a preprocessing recipe, named
+// here for callers that only deal with faces.
+type Spec = imaging.FaceSpec

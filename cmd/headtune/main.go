@@ -88,6 +88,7 @@ func newApp() *cli.App {
 			predictCommand(),
 			exportCommand(),
 			inspectCommand(),
+			facesCommand(),
 			modelsCommand(),
 			cacheCommand(),
 		},
