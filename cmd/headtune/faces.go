@@ -81,6 +81,11 @@ func runFaces(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	for _, im := range res.Images {
+		if im.Error != "" {
+			fmt.Fprintf(os.Stderr, "headtune: %s\n", im.Error)
+		}
+	}
 	if c.Bool("json") {
 		return printJSON(res)
 	}
@@ -88,7 +93,6 @@ func runFaces(c *cli.Context) error {
 	fmt.Fprintln(tw, "FILE\tFACE\tX\tY\tW\tH\tSCORE\tRIGHT EYE\tLEFT EYE")
 	for _, im := range res.Images {
 		if im.Error != "" {
-			fmt.Fprintf(os.Stderr, "headtune: %s\n", im.Error)
 			continue
 		}
 		if len(im.Faces) == 0 {
