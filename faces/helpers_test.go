@@ -156,7 +156,7 @@ func detector(t testing.TB) *Detector {
 	detMu.Lock()
 	defer detMu.Unlock()
 	if shared == nil {
-		d, err := NewDetector(model, ort.SessionOptions{Threads: 2})
+		d, err := NewDetector(model, ort.SessionOptions{Threads: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
