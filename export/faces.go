@@ -129,7 +129,9 @@ func BuildFaces(classifier, detector *onnxpb.ModelProto, spec imaging.Spec, opt 
 	b := backbone.NewBuilder("headtune_faces")
 	g := b.Graph
 	c := func(name string, dims []int64, v ...float32) string { return b.Initializer("faces/"+name, dims, v) }
-	ci := func(name string, v ...int64) string { return b.Int64Initializer("faces/"+name, []int64{int64(len(v))}, v) }
+	ci := func(name string, v ...int64) string {
+		return b.Int64Initializer("faces/"+name, []int64{int64(len(v))}, v)
+	}
 	op := func(o, name string, in []string, attrs ...*onnxpb.AttributeProto) string {
 		return b.Op(o, "faces/"+name, in, attrs...)
 	}
