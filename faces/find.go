@@ -206,3 +206,18 @@ func ListImages(paths []string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// OpenDetectorFor opens the installed face detector a recipe was made with:
+// the installed face-detector model whose file has spec.DetectorSHA256.
+func OpenDetectorFor(store *models.Store, spec imaging.FaceSpec, opt ort.SessionOptions) (*Detector, error) {
+	inst, err := store.List()
+	if err != nil {
+		return nil, err
+	}
+	for _, in := range inst {
+		if in.Meta.Task == models.TaskFaceDetector && in.Meta.SHA256 == spec.DetectorSHA256 {
+			return OpenDetector(store, in.Meta.Name, opt)
+		}
+	}
+	return nil, fmt.Errorf("the face detector this head was trained with (%s, sha256 %.12s...) is not installed: run `headtune models pull blazeface`", spec.Detector, spec.DetectorSHA256)
+}

@@ -29,6 +29,9 @@ func evalCommand() *cli.Command {
 			&cli.IntFlag{Name: "workers", Usage: "separate decode workers (with DATASET; 0: each core decodes its own batches)"},
 			&cli.BoolFlag{Name: "original", Usage: "with DATASET and --model: evaluate the backbone's own classifier (e.g. face-expression's 7 expressions) instead of a head"},
 			&cli.StringFlag{Name: "model", Usage: "with --original: the installed model whose own classifier to evaluate"},
+			facesSelectFlags("each image's largest face (implied by a head trained on faces)")[0],
+			facesSelectFlags("")[1],
+			facesSelectFlags("")[2],
 		},
 		Action: runEval,
 	}
@@ -61,17 +64,27 @@ func runEval(c *cli.Context) error {
 			return err
 		}
 		defer bb.Close()
-		prog := newProgress("eval", c.Bool("quiet"))
-		sum, err := pipeline.Extract(c.Context, bb, ds, pipeline.ExtractOptions{
-			CacheRoot: root, BatchSize: c.Int("batch"), Workers: c.Int("workers"), KeepLastRun: true,
-			Progress: func(p pipeline.ExtractProgress) { prog.Update(p.Done, p.Total, p.Computed+p.Skipped, "") },
-			OnSkip:   func(f pipeline.Failure) { prog.Printf("skipped %s: %v\n", f.Path, f.Err) },
-		})
-		prog.Done()
-		if err != nil {
-			return err
+		if !bb.Spec.Faces.IsZero() {
+			if view, err = runEvalExtractFaces(c, bb, ds, root); err != nil {
+				return err
+			}
+		} else {
+			if c.Bool("faces") {
+				return fmt.Errorf("--faces: the head %s was not trained on faces (extract with --faces)", c.String("head"))
+			}
+			prog := newProgress("eval", c.Bool("quiet"))
+			sum, err := pipeline.Extract(c.Context, bb, ds, pipeline.ExtractOptions{
+				CacheRoot: root, BatchSize: c.Int("batch"), Workers: c.Int("workers"), KeepLastRun: true,
+				Progress: func(p pipeline.ExtractProgress) { prog.Update(p.Done, p.Total, p.Computed+p.Skipped, "") },
+				OnSkip:   func(f pipeline.Failure) { prog.Printf("skipped %s: %v\n", f.Path, f.Err) },
+			})
+			prog.Done()
+			if err != nil {
+				return err
+			}
+			view = sum.View
 		}
-		view, split = sum.View, "all"
+		split = "all"
 		runModel, runDataset = bb.Ref, ds.Root
 	} else if c.NArg() > 1 {
 		return fmt.Errorf("eval takes at most one dataset, got %d arguments", c.NArg())

@@ -20,6 +20,8 @@ func exportCommand() *cli.Command {
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Value: "headtune.onnx", Usage: "output ONNX file"},
 			&cli.BoolFlag{Name: "with-preprocessing", Usage: "bake the normalisation into the graph: the model takes raw 0..255 pixels"},
 			&cli.BoolFlag{Name: "with-features", Aliases: []string{"features"}, Usage: "also output the feature vector (`features` [N, D])"},
+			&cli.BoolFlag{Name: "faces", Usage: "heads trained on faces: one model from a letterboxed photo to boxes, scores, keypoints and per-face probabilities (detector included)"},
+			&cli.IntFlag{Name: "photo-size", Value: export.DefaultPhotoSize, Usage: "with --faces: side of the square photo input in pixels"},
 		},
 		Action: runExport,
 	}
@@ -33,6 +35,9 @@ func runExport(c *cli.Context) error {
 	bb, err := openBackboneForHead(c, m, true)
 	if err != nil {
 		return err
+	}
+	if c.Bool("faces") {
+		return runExportFaces(c, m, bb)
 	}
 	out, err := export.Build(bb.Cut, bb.Spec, m, export.Options{
 		WithFeatures:      c.Bool("with-features"),

@@ -18,10 +18,10 @@ func extractCommand() *cli.Command {
 		Name:      "extract",
 		Usage:     "compute and cache backbone features for a labelled image dataset",
 		ArgsUsage: "DATASET (a folder of class folders, train/val/test split folders, or a path,label CSV)",
-		Flags: append(backboneFlags(),
+		Flags: append(append(backboneFlags(),
 			&cli.IntFlag{Name: "tune-layers", Usage: "cut before the backbone's last K dense layers so that train fine-tunes them"},
 			&cli.BoolFlag{Name: "wait-lock", Usage: "wait for another extract on the same cache instead of refusing"},
-		),
+		), append(facesSelectFlags("each image's largest face"), faceFlags()...)...),
 		Action: runExtract,
 	}
 }
@@ -38,7 +38,10 @@ func runExtract(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	bb, err := openBackboneFromFlags(c, c.Int("tune-layers"), false)
+	if c.Bool("faces") {
+		return runExtractFaces(c, ds, root)
+	}
+	bb, err := openBackboneFromFlags(c, c.Int("tune-layers"), false, imaging.FaceSpec{})
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/featcache"
+	"github.com/headtune/headtune/imaging"
 	"github.com/headtune/headtune/imaging/turbojpeg"
 	"github.com/headtune/headtune/models"
 	_ "github.com/headtune/headtune/models/tfjs" // builds the registry-shipped backbones
@@ -40,7 +41,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app := newApp()
-	err := app.RunContext(ctx, interspersed(app, os.Args))
+	err := app.RunContext(ctx, interspersed(app, facesArgs(os.Args)))
 	ort.Shutdown()
 	if err == nil {
 		return
@@ -149,7 +150,7 @@ func backboneFlags() []cli.Flag {
 }
 
 // openBackboneFromFlags opens --model (or the default) for extraction.
-func openBackboneFromFlags(c *cli.Context, tuneLayers int, noSession bool) (*pipeline.Backbone, error) {
+func openBackboneFromFlags(c *cli.Context, tuneLayers int, noSession bool, faces imaging.FaceSpec) (*pipeline.Backbone, error) {
 	store, err := openStore(c)
 	if err != nil {
 		return nil, err
@@ -176,6 +177,7 @@ func openBackboneFromFlags(c *cli.Context, tuneLayers int, noSession bool) (*pip
 		Height:        h,
 		FastJPEG:      c.Bool("fast-jpeg"),
 		TuneLayers:    tuneLayers,
+		Faces:         faces,
 		Session:       sessionOptions(c),
 		NoSession:     noSession,
 	})

@@ -18,11 +18,12 @@ import (
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/export"
 	"github.com/headtune/headtune/head"
+	"github.com/headtune/headtune/imaging"
 	"github.com/headtune/headtune/pipeline"
 )
 
 func predictCommand() *cli.Command {
-	return &cli.Command{
+	cmd := &cli.Command{
 		Name:      "predict",
 		Usage:     "classify images (files or folders, recursively) with a trained head or an exported model",
 		ArgsUsage: "IMAGE|FOLDER...",
@@ -37,9 +38,14 @@ func predictCommand() *cli.Command {
 			&cli.IntFlag{Name: "batch", Usage: "images per inference batch (0: 1 when each core decodes its own images, 16 with --workers)"},
 			&cli.IntFlag{Name: "workers", Usage: "decode on this many goroutines of their own, handing batches to inference (0: each core decodes and runs its own batches)"},
 			&cli.BoolFlag{Name: "spin", Usage: "let ONNX Runtime threads spin-wait"},
+			&cli.StringFlag{Name: "annotate", Usage: "heads trained on faces: write each image with its faces' boxes, classes and probabilities drawn into this folder"},
 		},
 		Action: runPredict,
 	}
+	// Heads trained on faces (extract --faces) predict per face: every face
+	// by default, `--faces largest` for the largest only.
+	cmd.Flags = append(cmd.Flags, facesSelectFlags("every face of each image (implied by a head trained on faces; `--faces largest`: the largest only)")...)
+	return cmd
 }
 
 // predictor is what predict runs: a runner, how to score its outputs, and
@@ -62,6 +68,21 @@ func runPredict(c *cli.Context) error {
 	}
 	if len(paths) == 0 {
 		return fmt.Errorf("no images found in %s", strings.Join(c.Args().Slice(), ", "))
+	}
+	if c.String("model") == "" {
+		if m, err := head.Load(c.String("head")); err == nil && len(m.Backbone.Preprocess) > 0 {
+			if spec, err := imaging.ParseSpec(m.Backbone.Preprocess); err == nil && !spec.Faces.IsZero() {
+				bb, err := openBackboneForHead(c, m, false)
+				if err != nil {
+					return err
+				}
+				defer bb.Close()
+				return runPredictFaces(c, m, bb, paths)
+			}
+		}
+	}
+	if c.Bool("faces") || c.String("annotate") != "" {
+		return errors.New("--faces and --annotate need a head trained on faces (headtune extract --faces, then train)")
 	}
 	var p *predictor
 	if c.String("model") != "" {
