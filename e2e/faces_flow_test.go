@@ -195,8 +195,12 @@ func TestFacesCrashResume(t *testing.T) {
 		killed, _ := c.killRun(delay, append(base, "--cache", cache)...)
 		if killed {
 			kills++
-			c.verifiedRows(t, cache)
+			rows := c.verifiedRows(t, cache)
+			t.Logf("kill %d after %v: %d of %d faces committed", kills, delay, rows, len(refFeat))
 		}
+	}
+	if kills == 0 {
+		t.Fatal("no run was killed: the delays are longer than the extraction")
 	}
 	final := parseExtract(t, c.ok(append(base, "--cache", cache)...))
 	got, _ := cachedFeatures(t, final.View)
