@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headtune/headtune/internal/testasset"
 	"github.com/headtune/headtune/models/tfjs"
 )
 
@@ -22,10 +23,7 @@ import (
 // absent.
 func faceAsset(t testing.TB, format string, args ...any) {
 	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("asset missing in CI: "+format, args...)
-	}
-	t.Skipf("SKIP: "+format, args...)
+	testasset.Skip(t, format, args...)
 }
 
 // npmTarball returns the verified pinned tarball of spec from the npm cache
@@ -34,11 +32,7 @@ func npmTarball(t testing.TB, spec string) string {
 	t.Helper()
 	dir := os.Getenv("HEADTUNE_NPM_CACHE")
 	if dir == "" {
-		d, err := os.UserCacheDir()
-		if err != nil {
-			faceAsset(t, "no user cache dir for npm tarballs: %v", err)
-		}
-		dir = filepath.Join(d, "headtune", "npm")
+		dir = testasset.Deps(t, "npm")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

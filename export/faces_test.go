@@ -9,7 +9,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -22,26 +21,20 @@ import (
 	"github.com/headtune/headtune/faces"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testasset"
 	"github.com/headtune/headtune/models/tfjs"
 )
 
 func faceAsset(t testing.TB, format string, args ...any) {
 	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("asset missing in CI: "+format, args...)
-	}
-	t.Skipf("SKIP: "+format, args...)
+	testasset.Skip(t, format, args...)
 }
 
 func npmTarball(t testing.TB, spec string) string {
 	t.Helper()
 	dir := os.Getenv("HEADTUNE_NPM_CACHE")
 	if dir == "" {
-		d, err := os.UserCacheDir()
-		if err != nil {
-			faceAsset(t, "no user cache dir for npm tarballs: %v", err)
-		}
-		dir = filepath.Join(d, "headtune", "npm")
+		dir = testasset.Deps(t, "npm")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

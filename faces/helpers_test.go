@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testasset"
 	"github.com/headtune/headtune/models/tfjs"
 )
 
@@ -26,21 +26,14 @@ import (
 // missing skips (or, in CI, fails) a test whose asset is absent.
 func missing(t testing.TB, format string, args ...any) {
 	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("asset missing in CI: "+format, args...)
-	}
-	t.Skipf("SKIP: "+format, args...)
+	testasset.Skip(t, format, args...)
 }
 
 func npmCache(t testing.TB) string {
 	if d := os.Getenv("HEADTUNE_NPM_CACHE"); d != "" {
 		return d
 	}
-	d, err := os.UserCacheDir()
-	if err != nil {
-		missing(t, "no user cache dir for npm tarballs (set HEADTUNE_NPM_CACHE): %v", err)
-	}
-	return filepath.Join(d, "headtune", "npm")
+	return testasset.Deps(t, "npm")
 }
 
 var (

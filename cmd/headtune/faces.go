@@ -7,8 +7,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/faces"
+	"github.com/headtune/headtune/internal/progress"
+	"github.com/headtune/headtune/job"
 )
 
 func facesCommand() *cli.Command {
@@ -17,64 +18,71 @@ func facesCommand() *cli.Command {
 		Usage:     "list the faces found in photos (and draw them with --annotate): check the detector on your own pictures",
 		ArgsUsage: "IMAGE|FOLDER...",
 		Flags: append(faceFlags(),
-			&cli.StringFlag{Name: "annotate", Usage: "write a copy of each image with its faces drawn into this folder"},
+			&cli.StringFlag{Name: "annotate", Usage: "write a copy of each image with its faces drawn into this `DIR`"},
 		),
 		Action: runFaces,
 	}
 }
 
-// faceFlags set the face recipe (imaging.FaceSpec) wherever faces are
-// detected.
+// faceFlags set the face recipe (imaging.FaceSpec) where faces are
+// detected for a new recipe (faces, extract --faces).
 func faceFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "detector", Value: "blazeface", Usage: "installed face detector (`headtune models pull blazeface`)"},
 		&cli.Float64Flag{Name: "face-threshold", Value: faces.DefaultThreshold, Usage: "lowest detection score kept (0..1)"},
 		&cli.Float64Flag{Name: "face-min-size", Value: faces.DefaultMinSize, Usage: "smallest face kept, pixels (larger side of its box)"},
 		&cli.Float64Flag{Name: "face-margin", Value: faces.DefaultMargin, Usage: "crop margin on each side, as a fraction of the box's larger side"},
-		&cli.StringFlag{Name: "face-align", Value: faces.DefaultAlign, Usage: "eyes (rotate so the eyes are level) or none"},
+		&cli.StringFlag{Name: "face-align", Value: faces.DefaultAlign, Usage: "eyes (rotate so the eyes are level) or none (upright crops; needed for export --faces)"},
 		&cli.StringFlag{Name: "face-suppression", Value: faces.DefaultSuppression, Usage: "blend (MediaPipe's weighted merge of overlapping boxes) or nms"},
 	}
 }
 
-// openFaceDetector loads ONNX Runtime and the --detector, and returns the
-// recipe the flags describe for it.
-func openFaceDetector(c *cli.Context) (*faces.Detector, faces.Spec, error) {
-	if _, err := ort.Init(""); err != nil {
-		return nil, faces.Spec{}, err
+// faceOptions reads faceFlags.
+func faceOptions(c *cli.Context, all bool) *job.FaceOptions {
+	return &job.FaceOptions{
+		Detector: c.String("detector"), Threshold: c.Float64("face-threshold"), MinSize: c.Float64("face-min-size"),
+		Margin: c.Float64("face-margin"), NoMargin: c.Float64("face-margin") == 0,
+		Align: c.String("face-align"), Suppression: c.String("face-suppression"), All: all,
 	}
-	store, err := openStore(c)
-	if err != nil {
-		return nil, faces.Spec{}, err
+}
+
+// facesSelectFlags are --faces [largest|all] (see facesArgs).
+func facesSelectFlags(what string) []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "faces", Usage: what},
+		&cli.BoolFlag{Name: "faces-all", Hidden: true, Usage: "set by `--faces all`"},
+		&cli.BoolFlag{Name: "faces-largest", Hidden: true, Usage: "set by `--faces largest`"},
 	}
-	d, err := faces.OpenDetector(store, c.String("detector"), sessionOptions(c))
-	if err != nil {
-		return nil, faces.Spec{}, err
+}
+
+// facesArgs turns `--faces all` and `--faces largest` into flags urfave/cli
+// can read: --faces (a boolean) plus --faces-all or --faces-largest.
+func facesArgs(args []string) []string {
+	out := make([]string, 0, len(args)+1)
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			return append(out, args[i:]...)
+		case a == "--faces=all" || a == "--faces=largest":
+			out = append(out, "--faces", "--faces-"+a[len("--faces="):])
+		case a == "--faces" && i+1 < len(args) && (args[i+1] == "all" || args[i+1] == "largest"):
+			out = append(out, a, "--faces-"+args[i+1])
+			i++
+		default:
+			out = append(out, a)
+		}
 	}
-	spec := faces.DefaultSpec(d.SHA256())
-	spec.Threshold = float32(c.Float64("face-threshold"))
-	spec.MinSize = float32(c.Float64("face-min-size"))
-	spec.Margin = float32(c.Float64("face-margin"))
-	spec.Align = c.String("face-align")
-	spec.Suppression = c.String("face-suppression")
-	if err := spec.Validate(); err != nil {
-		d.Close()
-		return nil, faces.Spec{}, err
-	}
-	return d, spec, nil
+	return out
 }
 
 func runFaces(c *cli.Context) error {
 	if c.NArg() == 0 {
 		return fmt.Errorf("faces needs images or folders")
 	}
-	d, spec, err := openFaceDetector(c)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	prog := newProgress("faces", c.Bool("quiet") || c.Bool("json"))
-	res, err := faces.Find(c.Context, faces.FindOptions{
-		Paths: c.Args().Slice(), Detector: d, Spec: spec, AnnotateDir: c.String("annotate"),
+	prog := progress.New("faces", c.Bool("quiet") || c.Bool("json"))
+	res, err := job.FindFaces(c.Context, job.FindFacesOptions{
+		Env: env(c), Inputs: c.Args().Slice(), Faces: *faceOptions(c, false), AnnotateDir: c.String("annotate"),
 		Progress: func(done, total int) { prog.Update(done, total, done, "") },
 	})
 	prog.Done()
@@ -116,4 +124,18 @@ func runFaces(c *cli.Context) error {
 		return &exitError{code: 1, err: fmt.Errorf("no image could be read")}
 	}
 	return nil
+}
+
+// faceHead reports whether predict runs a head trained on faces (its rows
+// then carry face columns).
+func faceHead(headPath, exportPath string) bool {
+	return exportPath == "" && job.IsFaceHead(headPath)
+}
+
+// extractFaceOptions is extract's face mode: nil without --faces.
+func extractFaceOptions(c *cli.Context) *job.FaceOptions {
+	if !c.Bool("faces") {
+		return nil
+	}
+	return faceOptions(c, c.Bool("faces-all"))
 }
