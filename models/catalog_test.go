@@ -246,6 +246,7 @@ func TestPullNPMUsesRegisteredBuilder(t *testing.T) {
 // heads for that model unusable: update these only on purpose.
 func TestCatalogRecipesStable(t *testing.T) {
 	want := map[string]string{
+		"blazeface":            "dbaa501eb0c760cf",
 		"efficientnet-lite4":   "a1ef8c98142fa93d",
 		"face-expression":      "182d16d8e69d1af5",
 		"inceptionv3-imagenet": "04b0e0d653679174",
