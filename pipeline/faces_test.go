@@ -319,3 +319,72 @@ func TestExtractFaces(t *testing.T) {
 		t.Errorf("the last run does not record the face recipe: %+v", f.Run.Options.Spec)
 	}
 }
+
+// TestAlignmentEffect measures what eye alignment changes against the
+// upright crops an exported face model makes (RoiAlign cannot rotate): on
+// the faces of the sample photos, the eye-line angles, and how often
+// face-api's own expression head gives the same top class on the two
+// crops (go test ./pipeline -run TestAlignmentEffect -v logs the figures
+// the README quotes).
+func TestAlignmentEffect(t *testing.T) {
+	det, bb := faceSetup(t)
+	model, err := os.ReadFile(bb.ModelPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := ort.NewSession(model, ort.SessionSpec{Input: bb.InputName, InputShape: []int64{112, 112, 3}, Outputs: []string{"probs"}, OutputSizes: []int{7}}, ort.SessionOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	eyes := bb.Spec.Faces
+	upright := eyes
+	upright.Align = imaging.AlignNone
+	in := make([]float32, bb.Spec.TensorLen())
+	probs := func(img *imaging.RGB, f faces.Face, fs imaging.FaceSpec) []float32 {
+		c, err := faces.Crop(img, faces.FrameOf(f, fs), 112, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		faces.Tensor(c, bb.Spec, in)
+		p := make([]float32, 7)
+		if err := sess.Run(context.Background(), in, 1, p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	n, same, maxAngle, sumAngle, sumDiff, maxDiff := 0, 0, 0.0, 0.0, 0.0, 0.0
+	for _, p := range samplePhotos(t, t.TempDir()) {
+		img, err := imaging.DecodeFile(p, imaging.DecodeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		found, err := det.Detect(context.Background(), img, eyes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range found {
+			a := math.Abs(faces.FrameOf(f, eyes).Angle) * 180 / math.Pi
+			maxAngle = max(maxAngle, a)
+			sumAngle += a
+			pa, pu := probs(img, f, eyes), probs(img, f, upright)
+			if argmax(pa) == argmax(pu) {
+				same++
+			}
+			for i := range pa {
+				d := math.Abs(float64(pa[i] - pu[i]))
+				sumDiff += d / 7
+				maxDiff = max(maxDiff, d)
+			}
+			n++
+		}
+	}
+	t.Logf("%d faces: eye line %.1f degrees from level on average, at most %.1f; face-api's top class the same on aligned and upright crops for %d of %d; probabilities differ by %.3f on average, at most %.3f",
+		n, sumAngle/float64(n), maxAngle, same, n, sumDiff/float64(n), maxDiff)
+	if n != 21 || maxAngle < 5 {
+		t.Errorf("%d faces, largest eye-line angle %.1f degrees: the sample photos have 21 faces, several visibly tilted", n, maxAngle)
+	}
+	if maxDiff == 0 {
+		t.Error("aligned and upright crops give identical probabilities: alignment did nothing")
+	}
+}
