@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -275,4 +276,41 @@ func runFaceModel(t *testing.T, model []byte, photo []float32, S int) faceOutput
 		outs[i].Destroy()
 	}
 	return r
+}
+
+// TestFaceModelMetadata: a face model says what it is; ReadMetadata, which
+// describes crop classifiers, refuses it by name.
+func TestFaceModelMetadata(t *testing.T) {
+	ortReady(t)
+	det, cut, spec, h := faceModelFixture(t, imaging.SuppressBlend)
+	cls, err := Build(cut, spec, h, Options{WithPreprocessing: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fm, err := BuildFaces(cls, mustParse(t, det), spec, FacesOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadMetadata(fm); !errors.Is(err, ErrFaceModel) {
+		t.Errorf("ReadMetadata on a face model: %v, want ErrFaceModel", err)
+	}
+	found := false
+	for _, p := range fm.MetadataProps {
+		if p.GetKey() == KeyFaces {
+			found = strings.Contains(p.GetValue(), `"photo_size":1024`) && strings.Contains(p.GetValue(), spec.Faces.DetectorSHA256)
+		}
+	}
+	if !found {
+		t.Error("the face model's headtune.faces metadata lacks the photo size or the recipe")
+	}
+	eyes := spec
+	eyes.Faces.Align = imaging.AlignEyes
+	if _, err := BuildFaces(cls, mustParse(t, det), eyes, FacesOptions{}); err == nil || !strings.Contains(err.Error(), "--face-align none") {
+		t.Errorf("eye-aligned recipe: %v", err)
+	}
+	whole := spec
+	whole.Faces = imaging.FaceSpec{}
+	if _, err := BuildFaces(cls, mustParse(t, det), whole, FacesOptions{}); err == nil {
+		t.Error("a recipe without faces accepted")
+	}
 }

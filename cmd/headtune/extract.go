@@ -70,7 +70,7 @@ func runExtract(c *cli.Context) error {
 	fmt.Fprintf(os.Stderr, "extract: %d images: %s, %d reused from cache, %d skipped in %s\n",
 		res.Images, computedText(res.Computed, res.ImagesPerS), res.Reused, res.Skipped, time.Duration(res.Seconds*float64(time.Second)).Round(time.Millisecond))
 	if c.Bool("faces") {
-		fmt.Fprintf(os.Stderr, "extract: %d faces; %d images with no face found (skipped)\n", res.Faces, res.NoFace)
+		fmt.Fprintf(os.Stderr, "extract: %d faces; no face found in %d of the images (skipped)\n", res.Faces, res.NoFace)
 	}
 	if err == nil {
 		fmt.Fprintf(os.Stderr, "extract: %d classes, %d-d features from %s (%s), cache %s\n", len(res.Classes), res.Dim, res.Backbone, res.FeatureTensor, res.CacheDir)

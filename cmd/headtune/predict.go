@@ -93,7 +93,7 @@ func runPredict(c *cli.Context) error {
 		fmt.Fprintf(os.Stderr, "predict: %d images, %d unreadable, rows in %s\n", res.Images, res.Failed, c.String("out"))
 	}
 	if res != nil && res.Faces+res.NoFace > 0 && !quiet && !c.Bool("json") {
-		fmt.Fprintf(os.Stderr, "predict: %d faces; %d images with no face found\n", res.Faces, res.NoFace)
+		fmt.Fprintf(os.Stderr, "predict: %d faces; no face found in %d of the images\n", res.Faces, res.NoFace)
 	}
 	if errors.Is(err, job.ErrSomeFailed) {
 		return &exitError{code: 2, err: err}
