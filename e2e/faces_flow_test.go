@@ -114,6 +114,8 @@ func TestFacesFlow(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(data, "other", "dog.jpg"), dog, 0o644)
 
+	// The detector is not a backbone.
+	oneLineError(t, c.run("extract", data, "--model", "blazeface"), "blazeface is a face detector")
 	r := c.ok("extract", data, "--faces", "--model", "face-expression", "--json", "--quiet")
 	s := parseExtract(t, r)
 	var raw struct {

@@ -144,8 +144,12 @@ func (e Env) openBackbone(b BackboneOptions, noSession bool) (*pipeline.Backbone
 			return nil, fmt.Errorf("the default backbone %s is not installed: run `headtune models pull %s` (or pass --model FILE.onnx)", ref, ref)
 		}
 	} else if !pipeline.IsModelFile(ref) {
-		if _, err := store.Get(ref); err != nil {
+		in, err := store.Get(ref)
+		if err != nil {
 			return nil, unknownModel(ref, err)
+		}
+		if in.Meta.Task == models.TaskFaceDetector {
+			return nil, fmt.Errorf("%s is a face detector, not a backbone: it finds the faces that --faces crops for a backbone (e.g. --faces --model face-expression)", ref)
 		}
 	}
 	if err := CheckFastJPEG(b.FastJPEG, "extract"); err != nil {
