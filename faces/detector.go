@@ -201,7 +201,3 @@ func toImage(cands []candidate, g imaging.Geometry, w, h int, minSize float64) [
 	})
 	return out
 }
-
-// Spec is imaging.FaceSpec, the face part of a preprocessing recipe, named
-// here for callers that only deal with faces.
-type Spec = imaging.FaceSpec
