@@ -190,16 +190,20 @@ func TestFacesCrashResume(t *testing.T) {
 	refFeat, _ := cachedFeatures(t, ref.View)
 
 	cache := filepath.Join(c.dir, "killed")
+	// Kill at growing fractions of the uninterrupted run's time, with a
+	// little jitter: each run resumes from what the last one committed.
 	rng := rand.New(rand.NewPCG(7, 13))
 	kills := 0
 	for i := 0; i < 4; i++ {
-		delay := time.Duration(300+rng.IntN(int(refRun.wall.Milliseconds())+1)) * time.Millisecond
+		frac := 0.15 + 0.15*float64(i) + 0.05*rng.Float64()
+		delay := time.Duration(frac * float64(refRun.wall))
 		killed, _ := c.killRun(delay, append(base, "--cache", cache)...)
-		if killed {
-			kills++
-			rows := c.verifiedRows(t, cache)
-			t.Logf("kill %d after %v: %d of %d faces committed", kills, delay, rows, len(refFeat))
+		if !killed {
+			break // it finished: nothing left to interrupt
 		}
+		kills++
+		rows := c.verifiedRows(t, cache)
+		t.Logf("kill %d after %v: %d of %d faces committed", kills, delay.Round(time.Millisecond), rows, len(refFeat))
 	}
 	if kills == 0 {
 		t.Fatal("no run was killed: the delays are longer than the extraction")
