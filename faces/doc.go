@@ -21,11 +21,10 @@
 //
 // # Sampling
 //
-// A crop pixel is the average of k x k bilinear samples spread evenly over
-// its footprint in the source, k = ceil(footprint side / 1 pixel) capped
-// at 8: the rule of ONNX's RoiAlign with sampling_ratio 0 and half_pixel
-// coordinates (up to the cap), so an exported graph can crop identically
-// (upright crops) and large faces are averaged rather than aliased. Samples more than one pixel
-// outside the image are black; within one pixel the edge is repeated (also
-// RoiAlign's rule).
+// A crop pixel is the average of SamplesPerSide x SamplesPerSide bilinear
+// samples spread evenly over its footprint in the source (rotated with the
+// frame), taps outside the image counting as black: what ONNX's GridSample
+// (bilinear, "zeros" padding, align_corners 0) on a grid four times finer,
+// then a 4x4 AveragePool, computes, so an exported graph crops identically,
+// rotation included. The average keeps large faces from aliasing.
 package faces

@@ -320,9 +320,8 @@ func TestExtractFaces(t *testing.T) {
 	}
 }
 
-// TestAlignmentEffect measures what eye alignment changes against the
-// upright crops an exported face model makes (RoiAlign cannot rotate): on
-// the faces of the sample photos, the eye-line angles, and how often
+// TestAlignmentEffect measures what eye alignment changes against upright
+// crops (--face-align none): on the faces of the sample photos, the eye-line angles, and how often
 // face-api's own expression head gives the same top class on the two
 // crops (go test ./pipeline -run TestAlignmentEffect -v logs the figures
 // the README quotes).

@@ -32,7 +32,7 @@ func faceFlags() []cli.Flag {
 		&cli.Float64Flag{Name: "face-threshold", Value: faces.DefaultThreshold, Usage: "lowest detection score kept (0..1)"},
 		&cli.Float64Flag{Name: "face-min-size", Value: faces.DefaultMinSize, Usage: "smallest face kept, pixels (larger side of its box)"},
 		&cli.Float64Flag{Name: "face-margin", Value: faces.DefaultMargin, Usage: "crop margin on each side, as a fraction of the box's larger side"},
-		&cli.StringFlag{Name: "face-align", Value: faces.DefaultAlign, Usage: "eyes (rotate so the eyes are level) or none (upright crops; needed for export --faces)"},
+		&cli.StringFlag{Name: "face-align", Value: faces.DefaultAlign, Usage: "eyes (rotate so the eyes are level) or none (upright crops)"},
 		&cli.StringFlag{Name: "face-suppression", Value: faces.DefaultSuppression, Usage: "blend (MediaPipe's weighted merge of overlapping boxes) or nms"},
 	}
 }
