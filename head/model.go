@@ -66,7 +66,8 @@ type SplitInfo struct {
 	// a view that changed since training no longer matches the rows.
 	View        string `json:"view"`
 	Fingerprint string `json:"fingerprint"`
-	Rows        int    `json:"rows"` // rows of the view
+	Dataset     string `json:"dataset,omitempty"` // the dataset's root, for reports
+	Rows        int    `json:"rows"`              // rows of the view
 	// ValIndex and TestIndex are the view rows (0-based, ascending) of the
 	// validation and test sets; every other row was training data.
 	ValIndex  []int `json:"val_index"`

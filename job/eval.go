@@ -143,6 +143,9 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	if res.Dataset == "" {
 		res.Dataset = f.Run.Dataset
 	}
+	if res.Dataset == "" && m.Train.Split != nil && m.Train.Split.View == view {
+		res.Dataset = m.Train.Split.Dataset
+	}
 	if err := m.CheckBackbone(head.BackboneRef{ID: f.Run.Model, ModelHash: f.Ident.ModelHash, FeatureTensor: f.Ident.FeatureTensor, Preprocess: f.Ident.Preprocess, TuneCut: m.Backbone.TuneCut}); err != nil {
 		return nil, fmt.Errorf("%s: %w", headPath, err)
 	}

@@ -77,9 +77,14 @@ func listingRow(l models.Listing) string {
 	return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", l.Name, task, input, feat, size, lic, src, inst)
 }
 
+// ModelsListOptions configure ModelsList.
+type ModelsListOptions struct {
+	Env
+}
+
 // ModelsList lists the catalog and the installed models.
-func ModelsList(ctx context.Context, e Env) (*ModelsListResult, error) {
-	store, err := e.Store()
+func ModelsList(ctx context.Context, opt ModelsListOptions) (*ModelsListResult, error) {
+	store, err := opt.Store()
 	if err != nil {
 		return nil, err
 	}
@@ -146,13 +151,19 @@ func ModelsAdd(ctx context.Context, opt AddOptions) (*models.Installed, error) {
 	return &inst, nil
 }
 
+// ModelsRemoveOptions configure ModelsRemove.
+type ModelsRemoveOptions struct {
+	Env
+	Names []string // installed models to delete
+}
+
 // ModelsRemove deletes installed models.
-func ModelsRemove(ctx context.Context, e Env, names []string) error {
-	store, err := e.Store()
+func ModelsRemove(ctx context.Context, opt ModelsRemoveOptions) error {
+	store, err := opt.Store()
 	if err != nil {
 		return err
 	}
-	for _, n := range names {
+	for _, n := range opt.Names {
 		if err := store.Remove(ctx, n); err != nil {
 			return err
 		}
@@ -171,10 +182,16 @@ type ModelCheck struct {
 // ErrVerifyFailed is wrapped by ModelsVerify's error when a model failed.
 var ErrVerifyFailed = errors.New("model verification failed")
 
-// ModelsVerify re-hashes installed models (all when names is empty)
-// against their recorded SHA-256.
-func ModelsVerify(ctx context.Context, e Env, names []string) ([]ModelCheck, error) {
-	store, err := e.Store()
+// ModelsVerifyOptions configure ModelsVerify.
+type ModelsVerifyOptions struct {
+	Env
+	Names []string // installed models to check; empty: all
+}
+
+// ModelsVerify re-hashes installed models against their recorded SHA-256.
+func ModelsVerify(ctx context.Context, opt ModelsVerifyOptions) ([]ModelCheck, error) {
+	names := opt.Names
+	store, err := opt.Store()
 	if err != nil {
 		return nil, err
 	}

@@ -106,14 +106,10 @@ func Predict(ctx context.Context, opt PredictOptions) (*PredictResult, error) {
 	if len(opt.Inputs) == 0 {
 		return nil, errors.New("predict needs at least one image or folder")
 	}
-	paths, err := pipeline.ExpandInputs(opt.Inputs)
-	if err != nil {
-		return nil, err
-	}
-	if len(paths) == 0 {
-		return nil, fmt.Errorf("no images found in %s", strings.Join(opt.Inputs, ", "))
-	}
+	// The model first: a wrong --head or --export is the mistake to
+	// report, whatever the inputs.
 	var p *predictor
+	var err error
 	if opt.Export != "" {
 		p, err = opt.exportedPredictor(opt.Export, opt.Embeddings)
 	} else {
@@ -123,6 +119,13 @@ func Predict(ctx context.Context, opt PredictOptions) (*PredictResult, error) {
 		return nil, err
 	}
 	defer p.close()
+	paths, err := pipeline.ExpandInputs(opt.Inputs)
+	if err != nil {
+		return nil, err
+	}
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("no images found in %s", strings.Join(opt.Inputs, ", "))
+	}
 	p.runner.BatchSize = opt.BatchSize
 	p.runner.Workers = opt.Workers
 

@@ -30,7 +30,7 @@ var DefaultSplit = SplitOptions{Val: 0.1, Test: 0.1, Seed: 1}
 // from train, stratified, when there is no val folder), else a stratified
 // draw with the given fractions. The result records how, for the head.
 func Split(f *pipeline.Features, opt SplitOptions) (*head.SplitInfo, error) {
-	info := &head.SplitInfo{Seed: opt.Seed, Val: opt.Val, Test: opt.Test, View: f.Run.View, Fingerprint: Fingerprint(f), Rows: f.N}
+	info := &head.SplitInfo{Seed: opt.Seed, Val: opt.Val, Test: opt.Test, View: f.Run.View, Fingerprint: Fingerprint(f), Rows: f.N, Dataset: f.Run.Dataset}
 	bySplit := f.SplitRows()
 	var val, test []int
 	if len(bySplit["train"]) == 0 && len(bySplit["val"]) == 0 && len(bySplit["test"]) == 0 {

@@ -22,7 +22,7 @@ func modelsCommand() *cli.Command {
 				Name:  "list",
 				Usage: "the catalog and the installed models",
 				Action: func(c *cli.Context) error {
-					res, err := job.ModelsList(c.Context, env(c))
+					res, err := job.ModelsList(c.Context, job.ModelsListOptions{Env: env(c)})
 					if err != nil {
 						return err
 					}
@@ -61,7 +61,7 @@ func modelsCommand() *cli.Command {
 				Usage:     "delete an installed model",
 				ArgsUsage: "NAME...",
 				Action: func(c *cli.Context) error {
-					if err := job.ModelsRemove(c.Context, env(c), c.Args().Slice()); err != nil {
+					if err := job.ModelsRemove(c.Context, job.ModelsRemoveOptions{Env: env(c), Names: c.Args().Slice()}); err != nil {
 						return err
 					}
 					fmt.Fprintf(os.Stderr, "models: removed %v\n", c.Args().Slice())
@@ -73,7 +73,7 @@ func modelsCommand() *cli.Command {
 				Usage:     "re-hash installed models against their recorded SHA-256 (all when no name is given)",
 				ArgsUsage: "[NAME...]",
 				Action: func(c *cli.Context) error {
-					checks, err := job.ModelsVerify(c.Context, env(c), c.Args().Slice())
+					checks, err := job.ModelsVerify(c.Context, job.ModelsVerifyOptions{Env: env(c), Names: c.Args().Slice()})
 					for _, ch := range checks {
 						if ch.Err != nil {
 							fmt.Fprintf(os.Stdout, "FAIL %s: %v\n", ch.Name, ch.Err)

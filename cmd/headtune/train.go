@@ -18,7 +18,7 @@ func trainCommand() *cli.Command {
 		Name:  "train",
 		Usage: "train a new classification head on the cached features of the last extract",
 		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "classes", Usage: "expected number of classes, checked against the dataset (0: any)"},
+			&cli.IntFlag{Name: "classes", Usage: "expected number of classes, checked against the dataset", DefaultText: "any"},
 			&cli.StringFlag{Name: "view", Usage: "dataset view file (a .csv under the cache's views/ folders) to train on (default: the last extract's)"},
 			&cli.StringFlag{Name: "head", Value: job.DefaultHead, Usage: "where to write the trained head"},
 			&cli.StringFlag{Name: "kind", Value: head.KindLinear, Usage: "linear (softmax regression) or mlp"},
@@ -31,7 +31,7 @@ func trainCommand() *cli.Command {
 			&cli.Float64Flag{Name: "label-smoothing", Usage: "move this much of each target's probability evenly onto all classes, [0, 1)"},
 			&cli.IntFlag{Name: "epochs", Usage: "maximum epochs (adam, sgd)", DefaultText: byKind(lin.Epochs, mlp.Epochs)},
 			&cli.IntFlag{Name: "batch-size", Usage: "mini-batch size (adam, sgd)", DefaultText: fmt.Sprint(lin.BatchSize)},
-			&cli.IntFlag{Name: "patience", Usage: "early stopping patience in epochs (0: off)", DefaultText: byKind(lin.Patience, mlp.Patience)},
+			&cli.IntFlag{Name: "patience", Usage: "early stopping patience in epochs (0 turns it off)", DefaultText: byKind(lin.Patience, mlp.Patience)},
 			&cli.StringFlag{Name: "schedule", Usage: "cosine or constant learning rate (after warm-up)", DefaultText: lin.Schedule},
 			&cli.BoolFlag{Name: "balance", Usage: "weight classes inversely to their frequency"},
 			&cli.Float64Flag{Name: "val", Value: job.DefaultSplit.Val, Usage: "validation fraction when the dataset has no val/ folder"},
