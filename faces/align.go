@@ -111,21 +111,34 @@ func Crop(img *imaging.RGB, fr Frame, out int, dst []float32) ([]float32, error)
 func bilinear(img *imaging.RGB, x, y float64) (float64, float64, float64) {
 	fx, fy := math.Floor(x), math.Floor(y)
 	xl, yl := int(fx), int(fy)
-	if xl < -1 || yl < -1 || xl >= img.W || yl >= img.H {
+	lx, ly := x-fx, y-fy
+	w := img.W
+	if xl >= 0 && yl >= 0 && xl+1 < w && yl+1 < img.H {
+		// All four taps inside: the common case, without branches per tap.
+		i := (yl*w + xl) * 3
+		p := img.Pix[i : i+6 : i+6]
+		j := i + 3*w
+		q := img.Pix[j : j+6 : j+6]
+		w00, w10 := (1-lx)*(1-ly), lx*(1-ly)
+		w01, w11 := (1-lx)*ly, lx*ly
+		return w00*float64(p[0]) + w10*float64(p[3]) + w01*float64(q[0]) + w11*float64(q[3]),
+			w00*float64(p[1]) + w10*float64(p[4]) + w01*float64(q[1]) + w11*float64(q[4]),
+			w00*float64(p[2]) + w10*float64(p[5]) + w01*float64(q[2]) + w11*float64(q[5])
+	}
+	if xl < -1 || yl < -1 || xl >= w || yl >= img.H {
 		return 0, 0, 0
 	}
-	lx, ly := x-fx, y-fy
-	w := [4]float64{(1 - lx) * (1 - ly), lx * (1 - ly), (1 - lx) * ly, lx * ly}
+	wt := [4]float64{(1 - lx) * (1 - ly), lx * (1 - ly), (1 - lx) * ly, lx * ly}
 	var r, g, b float64
 	for t, d := range [4][2]int{{0, 0}, {1, 0}, {0, 1}, {1, 1}} {
 		px, py := xl+d[0], yl+d[1]
-		if px < 0 || py < 0 || px >= img.W || py >= img.H || w[t] == 0 {
+		if px < 0 || py < 0 || px >= w || py >= img.H {
 			continue
 		}
-		p := img.Pix[(py*img.W+px)*3:]
-		r += w[t] * float64(p[0])
-		g += w[t] * float64(p[1])
-		b += w[t] * float64(p[2])
+		p := img.Pix[(py*w+px)*3:]
+		r += wt[t] * float64(p[0])
+		g += wt[t] * float64(p[1])
+		b += wt[t] * float64(p[2])
 	}
 	return r, g, b
 }
