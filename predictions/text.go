@@ -30,7 +30,14 @@ func (tw *textWriter) Write(r Row) error {
 		if f := r.Face; f != nil {
 			path = fmt.Sprintf("%s\tface %d at %.0f,%.0f %.0fx%.0f", path, f.Index, f.X, f.Y, f.W, f.H)
 		}
-		fmt.Fprintf(tw.w, "%s\t%s\t(%s)\n", path, r.Class, strings.Join(parts, ", "))
+		extra := ""
+		if r.Set != nil {
+			extra += "\tset {" + strings.Join(r.Set, ", ") + "}"
+		}
+		if r.Outside > 0 {
+			extra += fmt.Sprintf("\toutside the training data (%.1fx the limit)", r.Outside)
+		}
+		fmt.Fprintf(tw.w, "%s\t%s\t(%s)%s\n", path, r.Class, strings.Join(parts, ", "), extra)
 	}
 	return tw.w.Flush()
 }

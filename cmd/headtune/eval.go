@@ -30,6 +30,7 @@ func evalCommand() *cli.Command {
 			facesSelectFlags("with DATASET and a head trained on faces (face mode is then implied): `--faces all` evaluates every face, not only the largest")[0],
 			facesSelectFlags("")[1],
 			facesSelectFlags("")[2],
+			&cli.Float64SliceFlag{Name: "coverage", Usage: "measure the head's prediction sets at these coverages `P` (empirical coverage, mean set size)", DefaultText: "0.9 when the head has conformal scores"},
 		},
 		Action: runEval,
 	}
@@ -50,6 +51,7 @@ func runEval(c *cli.Context) error {
 		BatchSize:    c.Int("batch"),
 		Workers:      c.Int("workers"),
 		AllFaces:     c.Bool("faces-all"),
+		Coverage:     c.Float64Slice("coverage"),
 	}
 	switch {
 	case c.Bool("original"):

@@ -80,6 +80,7 @@ func newApp() *cli.App {
 			extractCommand(),
 			trainCommand(),
 			evalCommand(),
+			doctorCommand(),
 			predictCommand(),
 			exportCommand(),
 			facesCommand(),

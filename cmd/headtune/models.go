@@ -53,6 +53,7 @@ func modelsCommand() *cli.Command {
 					&cli.StringFlag{Name: "preset", Value: "imagenet", Usage: "preprocessing preset: " + presetList()},
 					&cli.StringFlag{Name: "feature-tensor", Usage: "tensor to read features from (default: detected)"},
 					&cli.StringFlag{Name: "license", Usage: "the model's licence, shown by models list (e.g. MIT, Apache-2.0)"},
+					&cli.StringFlag{Name: "classes", Usage: "file of the model's own class names, one a line in output order (default: from the model's metadata), for eval --original"},
 				},
 				Action: runModelsAdd,
 			},
@@ -118,7 +119,7 @@ func runModelsAdd(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return errors.New("models add takes one .onnx file")
 	}
-	inst, err := job.ModelsAdd(c.Context, job.AddOptions{Env: env(c), File: c.Args().First(), Name: c.String("name"), AddOptions: models.AddOptions{
+	inst, err := job.ModelsAdd(c.Context, job.AddOptions{Env: env(c), File: c.Args().First(), Name: c.String("name"), ClassesFile: c.String("classes"), AddOptions: models.AddOptions{
 		Preset: c.String("preset"), FeatureTensor: c.String("feature-tensor"), License: c.String("license"),
 	}})
 	if err != nil {
@@ -127,6 +128,10 @@ func runModelsAdd(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(inst)
 	}
-	fmt.Fprintf(os.Stderr, "models: added %s (%s, feature tensor %s, %d-d)\n", inst.Meta.Name, inst.ModelPath(), inst.Meta.FeatureTensor, inst.Meta.FeatureDim)
+	classes := ""
+	if n := len(inst.Meta.Classes); n > 0 {
+		classes = fmt.Sprintf(", %d class names", n)
+	}
+	fmt.Fprintf(os.Stderr, "models: added %s (%s, feature tensor %s, %d-d%s)\n", inst.Meta.Name, inst.ModelPath(), inst.Meta.FeatureTensor, inst.Meta.FeatureDim, classes)
 	return nil
 }

@@ -22,6 +22,7 @@ func predictCommand() *cli.Command {
 			&cli.StringFlag{Name: "export", Aliases: []string{"model"}, Usage: "an ONNX `FILE` made by headtune export, run instead of a head"},
 			&cli.IntFlag{Name: "top", Aliases: []string{"k"}, Value: 3, Usage: "how many classes to report per image"},
 			&cli.Float64Flag{Name: "threshold", Usage: "report the class as \"unknown\" when the top probability is below this `P`", DefaultText: "0, never"},
+			&cli.Float64Flag{Name: "coverage", Usage: "with a head: add each image's prediction set, the classes that hold the true one with probability `P` (e.g. 0.9; conformal, from held-out scores recorded at training)"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "write one row per image to `FILE` as it goes; the format follows the extension (.csv, .jsonl, .txt) or --format"},
 			&cli.StringFlag{Name: "format", Usage: "output format: csv, jsonl or text (default: from --out's extension; text on a terminal, jsonl with --json)"},
 			&cli.BoolFlag{Name: "resume", Usage: "with --out: skip images already in the output file"},
@@ -48,6 +49,7 @@ func runPredict(c *cli.Context) error {
 		Inputs:      c.Args().Slice(),
 		TopK:        c.Int("top"),
 		Threshold:   c.Float64("threshold"),
+		Coverage:    c.Float64("coverage"),
 		Embeddings:  c.Bool("embeddings"),
 		BatchSize:   c.Int("batch"),
 		Workers:     c.Int("workers"),
@@ -70,7 +72,8 @@ func runPredict(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		opt.Out = f.New(os.Stdout, predictions.Options{Embeddings: opt.Embeddings, Header: true, Faces: faceHead(opt.Head, opt.Export)})
+		face := faceHead(opt.Head, opt.Export)
+		opt.Out = f.New(os.Stdout, predictions.Options{Embeddings: opt.Embeddings, Header: true, Sets: opt.Export == "" && !face, Faces: face})
 		defer opt.Out.Close()
 	} else {
 		opt.OutFile, opt.OutFormat, opt.Resume = c.String("out"), c.String("format"), c.Bool("resume")
