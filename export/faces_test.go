@@ -21,7 +21,6 @@ import (
 	"github.com/headtune/headtune/faces"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/imaging"
-	"github.com/headtune/headtune/internal/testasset"
 	"github.com/headtune/headtune/models/tfjs"
 )
 
