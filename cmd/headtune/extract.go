@@ -23,7 +23,7 @@ func extractCommand() *cli.Command {
 		Flags: append(append(append(backboneFlags(),
 			&cli.IntFlag{Name: "tune-layers", Usage: "cut before the backbone's last K dense layers so that train fine-tunes them"},
 			&cli.BoolFlag{Name: "wait-lock", Usage: "wait for another extract on the same cache instead of refusing"},
-		), facesSelectFlags("face mode: detect faces and use each image's largest face as its sample (`--faces all`: every face); images without one are skipped and counted")...), faceFlags()...),
+		), facesSelectFlags("face mode: detect faces and use each image's largest face as its sample (--faces all: every face); images without one are skipped and counted")...), faceFlags()...),
 		Action: runExtract,
 	}
 }

@@ -28,7 +28,7 @@ func facesCommand() *cli.Command {
 // detected for a new recipe (faces, extract --faces).
 func faceFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "detector", Value: "blazeface", Usage: "installed face detector (`headtune models pull blazeface`)"},
+		&cli.StringFlag{Name: "detector", Value: "blazeface", Usage: "installed face detector (headtune models pull blazeface)"},
 		&cli.Float64Flag{Name: "face-threshold", Value: faces.DefaultThreshold, Usage: "lowest detection score kept (0..1)"},
 		&cli.Float64Flag{Name: "face-min-size", Value: faces.DefaultMinSize, Usage: "smallest face kept, pixels (larger side of its box)"},
 		&cli.Float64Flag{Name: "face-margin", Value: faces.DefaultMargin, Usage: "crop margin on each side, as a fraction of the box's larger side"},
@@ -50,8 +50,8 @@ func faceOptions(c *cli.Context, all bool) *job.FaceOptions {
 func facesSelectFlags(what string) []cli.Flag {
 	return []cli.Flag{
 		&cli.BoolFlag{Name: "faces", Usage: what},
-		&cli.BoolFlag{Name: "faces-all", Hidden: true, Usage: "set by `--faces all`"},
-		&cli.BoolFlag{Name: "faces-largest", Hidden: true, Usage: "set by `--faces largest`"},
+		&cli.BoolFlag{Name: "faces-all", Hidden: true, Usage: "set by --faces all"},
+		&cli.BoolFlag{Name: "faces-largest", Hidden: true, Usage: "set by --faces largest"},
 	}
 }
 

@@ -34,7 +34,7 @@ func predictCommand() *cli.Command {
 		},
 		Action: runPredict,
 	}
-	cmd.Flags = append(cmd.Flags, facesSelectFlags("heads trained on faces (face mode is then implied): a row per face, every face; `--faces largest`: only the largest")...)
+	cmd.Flags = append(cmd.Flags, facesSelectFlags("heads trained on faces (face mode is then implied): a row per face, every face; --faces largest: only the largest")...)
 	return cmd
 }
 
