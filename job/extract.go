@@ -2,7 +2,10 @@ package job
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strings"
 
 	"github.com/headtune/headtune/imaging"
@@ -59,6 +62,13 @@ type ExtractOptions struct {
 	// without a face are skipped with the reason "no face found" and
 	// counted (ExtractSummary.NoFace).
 	Faces *FaceOptions
+	// Augment > 0 also caches that many augmented views of every training
+	// image (imaging.DefaultAugment, seeded by AugmentSeed; images under
+	// val/ or test/ get none), recorded beside the dataset's view so that
+	// Train adds them to the training rows only. 0 removes the record of
+	// an earlier augmented extract of the same dataset.
+	Augment     int
+	AugmentSeed int64
 }
 
 // ExtractResult reports an extraction.
@@ -68,6 +78,12 @@ type ExtractResult struct {
 	// features come from.
 	Backbone      string `json:"backbone"`
 	FeatureTensor string `json:"feature_tensor"`
+	// Augmented reports the extraction of the augmented views (nil
+	// without Augment).
+	Augmented *pipeline.ExtractSummary `json:"augmented,omitempty"`
+	// AugmentSeconds is the time spent decoding, augmenting and writing the
+	// views (before their extraction, which Augmented times).
+	AugmentSeconds float64 `json:"augment_seconds,omitempty"`
 }
 
 // Extract computes and caches the backbone features of every image of a
@@ -95,6 +111,9 @@ func Extract(ctx context.Context, opt ExtractOptions) (*ExtractResult, error) {
 		return nil, err
 	}
 	if opt.Faces != nil {
+		if opt.Augment != 0 {
+			return nil, errors.New("--augment is not available with --faces: augmented views are made of whole images, not of face crops")
+		}
 		return extractFaces(ctx, opt, ds, root)
 	}
 	bb, err := opt.openBackbone(opt.Backbone, false)
@@ -120,7 +139,18 @@ func Extract(ctx context.Context, opt ExtractOptions) (*ExtractResult, error) {
 	if sum.Computed+sum.Reused == 0 {
 		return res, fmt.Errorf("%s: none of the %d images could be used (see the skipped files)", ds.Root, sum.Images)
 	}
-	return res, nil
+	if opt.Augment < 0 {
+		return res, fmt.Errorf("--augment %d: want a number of views, 0 or more", opt.Augment)
+	}
+	if opt.Augment == 0 {
+		if err := os.Remove(augmentRecordPath(sum.View)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return res, err
+		}
+		return res, nil
+	}
+	asum, made, err := opt.extractAugmented(ctx, bb, ds, root, sum.View)
+	res.Augmented, res.AugmentSeconds = asum, made
+	return res, err
 }
 
 func classCount(classes []string) string {
