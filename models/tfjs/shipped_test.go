@@ -42,3 +42,22 @@ func TestBuildShipped(t *testing.T) {
 		t.Error("unknown shipped model accepted")
 	}
 }
+
+// TestBuildFaceLandmarks: face-api's landmark net builds from its tarball
+// with a 136-wide "landmarks" output, and refuses another package.
+func TestBuildFaceLandmarks(t *testing.T) {
+	b, err := BuildFaceLandmarks(tarballFor(t, ArchFaceExpression))
+	if err != nil {
+		t.Fatal(err)
+	}
+	outs := b.Graph.GetOutput()
+	if len(outs) != 2 || outs[1].GetName() != "landmarks" {
+		t.Fatalf("outputs %v, want features and landmarks", outs)
+	}
+	if d := outs[1].GetType().GetTensorType().GetShape().GetDim(); len(d) != 2 || d[1].GetDimValue() != 136 {
+		t.Errorf("landmarks shape %v, want [N, 136]", d)
+	}
+	if _, err := BuildFaceLandmarks(tarballFor(t, ArchBlazeFace)); err == nil || !strings.Contains(err.Error(), "face-api") {
+		t.Errorf("BlazeFace's tarball accepted: %v", err)
+	}
+}
