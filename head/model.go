@@ -118,16 +118,16 @@ type SplitInfo struct {
 // methods assume a valid model (Validate); Train and Load only return valid
 // ones.
 type Model struct {
-	Version     int                `json:"version"`
-	Kind        string             `json:"kind"` // "linear" or "mlp"
-	Classes     []string           `json:"classes"`
-	Mean        []float32          `json:"-"` // [Dim()], nil when standardisation is off
-	Std         []float32          `json:"-"` // [Dim()], strictly positive
-	Layers      []dense.Layer      `json:"layers"`
-	Tuned       int                `json:"tuned"`
+	Version int           `json:"version"`
+	Kind    string        `json:"kind"` // "linear" or "mlp"
+	Classes []string      `json:"classes"`
+	Mean    []float32     `json:"-"` // [Dim()], nil when standardisation is off
+	Std     []float32     `json:"-"` // [Dim()], strictly positive
+	Layers  []dense.Layer `json:"layers"`
+	Tuned   int           `json:"tuned"`
 	// ConvTail holds the tuned convolutions in front of the pooling (nil
 	// for heads on frozen features); the last one's OutC is Dim().
-	ConvTail []ConvLayer `json:"conv_tail,omitempty"`
+	ConvTail    []ConvLayer        `json:"conv_tail,omitempty"`
 	Temperature float64            `json:"temperature"`
 	Backbone    BackboneRef        `json:"backbone"`
 	Train       TrainInfo          `json:"train"`
