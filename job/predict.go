@@ -143,7 +143,7 @@ func Predict(ctx context.Context, opt PredictOptions) (*PredictResult, error) {
 	}
 	if opt.OutFile != "" {
 		f, err := predictions.Create(opt.OutFile, predictions.CreateOptions{
-			Options: predictions.Options{Embeddings: opt.Embeddings, Sets: guard != nil && p.bb == nil, Faces: p.bb != nil}, Format: opt.OutFormat, Resume: opt.Resume,
+			Options: predictions.Options{Embeddings: opt.Embeddings, Sets: guard != nil, Faces: p.bb != nil}, Format: opt.OutFormat, Resume: opt.Resume,
 		})
 		if err != nil {
 			return nil, err
@@ -171,7 +171,7 @@ func Predict(ctx context.Context, opt PredictOptions) (*PredictResult, error) {
 		paths = kept
 	}
 	if p.bb != nil {
-		if err := predictFaces(ctx, opt, p.model, p.bb, paths, res); err != nil {
+		if err := predictFaces(ctx, opt, p.model, guard, p.bb, paths, res); err != nil {
 			return res, err
 		}
 		if f, ok := opt.Out.(*predictions.File); ok {
