@@ -33,6 +33,8 @@ type BackboneOptions struct {
 	// TuneLayers cuts before the backbone's last K dense layers so that
 	// Train fine-tunes them.
 	TuneLayers int
+
+	faces imaging.FaceSpec // set by Extract in face mode
 }
 
 // ExtractOptions configure Extract.
@@ -55,6 +57,11 @@ type ExtractOptions struct {
 	// Progress and OnSkip are pipeline.ExtractOptions' callbacks.
 	Progress func(pipeline.ExtractProgress)
 	OnSkip   func(pipeline.Failure)
+	// Faces, when set, makes every sample a face: each image contributes
+	// its largest face (or every face), cropped as the recipe says; images
+	// without a face are skipped with the reason "no face found" and
+	// counted (ExtractSummary.NoFace).
+	Faces *FaceOptions
 	// Augment > 0 also caches that many augmented views of every training
 	// image (imaging.DefaultAugment, seeded by AugmentSeed; images under
 	// val/ or test/ get none), recorded beside the dataset's view so that
@@ -102,6 +109,12 @@ func Extract(ctx context.Context, opt ExtractOptions) (*ExtractResult, error) {
 	root, err := opt.CacheRoot()
 	if err != nil {
 		return nil, err
+	}
+	if opt.Faces != nil {
+		if opt.Augment != 0 {
+			return nil, errors.New("--augment is not available with --faces: augmented views are made of whole images, not of face crops")
+		}
+		return extractFaces(ctx, opt, ds, root)
 	}
 	bb, err := opt.openBackbone(opt.Backbone, false)
 	if err != nil {
@@ -161,8 +174,12 @@ func (e Env) openBackbone(b BackboneOptions, noSession bool) (*pipeline.Backbone
 			return nil, fmt.Errorf("the default backbone %s is not installed: run `headtune models pull %s` (or pass --model FILE.onnx)", ref, ref)
 		}
 	} else if !pipeline.IsModelFile(ref) {
-		if _, err := store.Get(ref); err != nil {
+		in, err := store.Get(ref)
+		if err != nil {
 			return nil, unknownModel(ref, err)
+		}
+		if in.Meta.Task == models.TaskFaceDetector {
+			return nil, fmt.Errorf("%s is a face detector, not a backbone: it finds the faces that --faces crops for a backbone (e.g. --faces --model face-expression)", ref)
 		}
 	}
 	if err := CheckFastJPEG(b.FastJPEG, "extract"); err != nil {
@@ -181,6 +198,7 @@ func (e Env) openBackbone(b BackboneOptions, noSession bool) (*pipeline.Backbone
 		Height:        b.Height,
 		FastJPEG:      b.FastJPEG,
 		TuneLayers:    b.TuneLayers,
+		Faces:         b.faces,
 		Session:       e.Session,
 		NoSession:     noSession,
 	})

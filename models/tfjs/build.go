@@ -144,6 +144,9 @@ func Archs() []string {
 // PackageSpec returns the pinned npm spec ("name@version") whose tarball
 // Build needs for arch.
 func PackageSpec(archName string) (string, error) {
+	if s, ok := shipped[archName]; ok {
+		return s.pkg + "@" + s.version, nil
+	}
 	a, ok := archs[archName]
 	if !ok {
 		return "", fmt.Errorf("unknown architecture %q (known: %s)", archName, strings.Join(Archs(), ", "))
