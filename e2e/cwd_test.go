@@ -83,3 +83,39 @@ func TestTrainOnViewThenPredict(t *testing.T) {
 		t.Fatalf("predict with a head trained on --view: %v", r)
 	}
 }
+
+// TestTrainOnViewOldCache: a cache written before identity folders kept
+// their extraction's record, whose root record names another backbone, still
+// yields a head that names the view's backbone: the installed model with the
+// features' model hash; and with no such model, train refuses in one line
+// instead of writing a head nobody can run.
+func TestTrainOnViewOldCache(t *testing.T) {
+	c := newCLI(t)
+	writeDataset(t, filepath.Join(c.dir, "ds"), DatasetOptions{Classes: 2, PerClass: 8, Seed: 7})
+	c.ok("models", "add", writeModel(t, c.dir, "resnet", 32), "--name", "mine", "--preset", "imagenet")
+	sum := parseExtract(t, c.ok("extract", "ds", "--model", "mine", "--json", "--quiet"))
+	// Another backbone's extraction takes the root record.
+	c.ok("extract", "ds", "--model", writeModel(t, c.dir, "mobilenet", 32), "--preset", "imagenet", "--quiet")
+	if err := os.Remove(filepath.Join(filepath.Dir(filepath.Dir(sum.View)), "last-extract.json")); err != nil {
+		t.Fatalf("the identity folder keeps no extraction record: %v", err)
+	}
+	c.ok("train", "--view", sum.View, "--head", "h.head", "--quiet")
+	h, err := head.Load(filepath.Join(c.dir, "h.head"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Backbone.ID != "mine" {
+		t.Errorf("head trained on an old cache's view names backbone %q, want the installed model with its hash, mine", h.Backbone.ID)
+	}
+	c.ok("predict", "--head", "h.head", "ds/red", "--quiet")
+
+	c.ok("models", "remove", "mine")
+	r := c.run("train", "--view", sum.View, "--head", "h2.head", "--quiet")
+	if r.code == 0 {
+		t.Fatalf("train on a view whose backbone nobody can name succeeded: %v", r)
+	}
+	oneLineError(t, r, "does not record which backbone")
+	if _, err := os.Stat(filepath.Join(c.dir, "h2.head")); err == nil {
+		t.Error("train wrote a head although it could not name its backbone")
+	}
+}
