@@ -75,7 +75,11 @@ type SkipRecord struct {
 }
 
 // LastRun is what the latest extract recorded in the cache root, so that
-// `headtune train` needs no arguments.
+// `headtune train` needs no arguments, and in the identity folder it wrote
+// to (<root>/<identity>/last-extract.json), so that a view chosen by file
+// names its backbone. Dataset, CacheDir and View are absolute (records
+// before 2026-12 held them relative to extract's working folder; ReadLastRun
+// finds such a view under the cache root).
 type LastRun struct {
 	Dataset   string          `json:"dataset"`
 	Model     string          `json:"model"`
