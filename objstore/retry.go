@@ -33,7 +33,7 @@ var DefaultRetry = RetryPolicy{Attempts: 8, Base: 200 * time.Millisecond, Max: 5
 
 // Stats counts what a location did; safe for concurrent use.
 type Stats struct {
-	Reads, Writes, Retries atomic.Int64
+	Reads, Writes, Retries  atomic.Int64
 	BytesRead, BytesWritten atomic.Int64
 }
 
