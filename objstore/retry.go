@@ -332,3 +332,21 @@ func contentType(rel string) string {
 	}
 	return "application/octet-stream"
 }
+
+// ReadRange reads n bytes of the object rel starting at off (n < 0: to
+// the end), and returns them with the object's full size.
+func (l *Location) ReadRange(ctx context.Context, rel string, off, n int64) ([]byte, int64, error) {
+	var out []byte
+	var size int64
+	err := l.do(ctx, "read "+l.Describe(rel), func() error {
+		r, err := l.Bucket.NewRangeReader(ctx, l.Key(rel), off, n, nil)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		size = r.Size()
+		out, err = io.ReadAll(r)
+		return err
+	})
+	return out, size, err
+}
