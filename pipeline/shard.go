@@ -432,8 +432,11 @@ func sealChunk(ctx context.Context, bb *Backbone, opt ShardOptions, root string,
 		return false, err
 	}
 	defer snap.Close()
+	bopt := bb.Options
+	bopt.Spec = &bb.Spec
+	optJSON, _ := json.Marshal(bopt)
 	h := &segment.Header{
-		Identity: bb.Identity, Model: bb.Ref, Provider: providerName(bb), ORTVersion: ort.Version(), Headtune: opt.Version,
+		Identity: bb.Identity, Model: bb.Ref, Options: optJSON, Provider: providerName(bb), ORTVersion: ort.Version(), Headtune: opt.Version,
 		Dataset: plan.Root, Shard: ix.Shard, Shards: ix.Shards, Chunk: c, First: first, End: first + len(items),
 		Host: me.Host, Attempt: me.Attempt, Created: time.Now().UTC(), Skips: skips,
 	}

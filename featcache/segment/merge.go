@@ -102,6 +102,7 @@ type MergeSummary struct {
 	BackboneID string             `json:"backbone_id"`
 	Identity   featcache.Identity `json:"identity"`
 	Model      string             `json:"model"`
+	Options    json.RawMessage    `json:"backbone_options,omitempty"`
 	Dataset    string             `json:"dataset"`
 	CacheDir   string             `json:"cache_dir"`
 	View       string             `json:"view"`
@@ -253,7 +254,7 @@ func Merge(ctx context.Context, locs []*objstore.Location, opt MergeOptions) (*M
 		h := f.h
 		if first == nil {
 			first = h
-			sum.BackboneID, sum.Identity, sum.Model, sum.Dataset = h.BackboneID, h.Identity, h.Model, h.Dataset
+			sum.BackboneID, sum.Identity, sum.Model, sum.Options, sum.Dataset = h.BackboneID, h.Identity, h.Model, h.Options, h.Dataset
 			if w, err = featcache.OpenWriter(ctx, opt.CacheRoot, h.Identity, featcache.WriterOptions{Wait: true}); err != nil {
 				return nil, err
 			}

@@ -52,8 +52,11 @@ type Header struct {
 	Version    int                `json:"version"`
 	BackboneID string             `json:"backbone_id"`
 	Identity   featcache.Identity `json:"identity"`
-	// Model is the backbone as the extracting command named it.
-	Model string `json:"model"`
+	// Model is the backbone as the extracting command named it, and
+	// Options how it was opened (opaque JSON of the caller's options), so
+	// that training after a merge can reopen it the same way.
+	Model   string          `json:"model"`
+	Options json.RawMessage `json:"backbone_options,omitempty"`
 	// Provider is the ONNX Runtime execution provider ("cpu", "cuda") and
 	// ORTVersion the runtime's version: features of one backbone agree
 	// across them only to about 1e-5, so merge reports a mixture.
