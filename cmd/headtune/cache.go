@@ -64,6 +64,7 @@ func cacheCommand() *cli.Command {
 				},
 				Action: runExportNPY,
 			},
+			cacheMergeCommand(),
 		},
 	}
 }

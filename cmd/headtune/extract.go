@@ -17,22 +17,35 @@ func extractCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "extract",
 		Usage:     "compute and cache backbone features for a labelled image dataset",
-		ArgsUsage: "DATASET (a folder of class folders, train/val/test split folders, or a path,label CSV)",
-		Flags: append(backboneFlags(),
+		ArgsUsage: "DATASET (a folder of class folders, train/val/test split folders, or a path,label CSV; local or an object storage URL such as s3://bucket/prefix)",
+		Flags: append(append(backboneFlags(),
 			&cli.IntFlag{Name: "tune-layers", Usage: "cut before the backbone's last K dense layers so that train fine-tunes them"},
 			&cli.BoolFlag{Name: "wait-lock", Usage: "wait for another extract on the same cache instead of refusing"},
-		),
+		), shardFlags()...),
 		Action: runExtract,
 	}
 }
 
 func runExtract(c *cli.Context) error {
+	if c.IsSet("plan") {
+		return runShardExtract(c)
+	}
+	for _, f := range []string{"shard", "out", "chunk-rows", "claim-ttl"} {
+		if c.IsSet(f) {
+			return fmt.Errorf("--%s works with --plan only", f)
+		}
+	}
 	if c.NArg() != 1 {
 		return fmt.Errorf("extract takes one dataset folder or CSV manifest, got %d arguments", c.NArg())
 	}
-	ds, err := imaging.OpenDataset(c.Args().First())
-	if err != nil {
-		return err
+	arg := c.Args().First()
+	location := pipeline.IsLocation(arg)
+	var ds *imaging.Dataset
+	if !location {
+		var err error
+		if ds, err = imaging.OpenDataset(arg); err != nil {
+			return err
+		}
 	}
 	root, err := cacheRoot(c)
 	if err != nil {
@@ -46,12 +59,14 @@ func runExtract(c *cli.Context) error {
 
 	quiet := c.Bool("quiet")
 	prog := newProgress("extract", quiet)
-	for _, ig := range ds.Ignored {
-		if !quiet && !c.Bool("json") {
-			prog.Printf("ignored %s: %s\n", ig.Path, ig.Reason)
+	if ds != nil {
+		for _, ig := range ds.Ignored {
+			if !quiet && !c.Bool("json") {
+				prog.Printf("ignored %s: %s\n", ig.Path, ig.Reason)
+			}
 		}
 	}
-	sum, err := pipeline.Extract(c.Context, bb, ds, pipeline.ExtractOptions{
+	opts := pipeline.ExtractOptions{
 		CacheRoot: root,
 		BatchSize: c.Int("batch"),
 		Workers:   c.Int("workers"),
@@ -64,7 +79,13 @@ func runExtract(c *cli.Context) error {
 			// the user must know about, not progress.
 			prog.Printf("skipped %s: %v\n", f.Path, f.Err)
 		},
-	})
+	}
+	var sum *pipeline.ExtractSummary
+	if location {
+		sum, err = pipeline.ExtractLocation(c.Context, bb, arg, opts)
+	} else {
+		sum, err = pipeline.Extract(c.Context, bb, ds, opts)
+	}
 	prog.Done()
 	if sum != nil && (err == nil || errors.Is(err, context.Canceled)) {
 		if c.Bool("json") {
@@ -81,7 +102,7 @@ func runExtract(c *cli.Context) error {
 		return err
 	}
 	if sum.Computed+sum.Reused == 0 {
-		return fmt.Errorf("%s: none of the %d images could be used (see the skipped lines above)", ds.Root, sum.Images)
+		return fmt.Errorf("%s: none of the %d images could be used (see the skipped lines above)", arg, sum.Images)
 	}
 	return nil
 }

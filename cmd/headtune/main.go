@@ -83,6 +83,7 @@ func newApp() *cli.App {
 		},
 		Commands: []*cli.Command{
 			extractCommand(),
+			planCommand(),
 			trainCommand(),
 			evalCommand(),
 			predictCommand(),

@@ -48,7 +48,7 @@ func Scan(ctx context.Context, locs []*objstore.Location) ([]*ShardState, error)
 			}
 			return s
 		}
-		var doneRel []string
+		var doneRel, doneDir []string
 		err := loc.Walk(ctx, "", func(o objstore.Object) error {
 			dir, name := path.Split(o.Rel)
 			dir = strings.TrimSuffix(dir, "/")
@@ -59,13 +59,14 @@ func Scan(ctx context.Context, locs []*objstore.Location) ([]*ShardState, error)
 			case name == DoneName:
 				get(dir)
 				doneRel = append(doneRel, o.Rel)
+				doneDir = append(doneDir, dir)
 			}
 			return nil
 		})
 		if err != nil {
 			return nil, err
 		}
-		for _, rel := range doneRel {
+		for k, rel := range doneRel {
 			data, err := loc.ReadAll(ctx, rel, 1<<20)
 			if err != nil {
 				return nil, err
@@ -74,7 +75,7 @@ func Scan(ctx context.Context, locs []*objstore.Location) ([]*ShardState, error)
 			if err := json.Unmarshal(data, &d); err != nil {
 				return nil, fmt.Errorf("read %s: %w", loc.Describe(rel), err)
 			}
-			byDir[path.Dir(rel)].Done = &d
+			byDir[doneDir[k]].Done = &d
 		}
 		sort.Strings(dirs)
 		for _, d := range dirs {
@@ -164,14 +165,17 @@ func Merge(ctx context.Context, locs []*objstore.Location, opt MergeOptions) (*M
 	var chunks []ChunkRef
 	id16 := ""
 	for _, s := range shards {
-		base := path.Base(s.Dir)
+		// The shard folder's full name (the location's own prefix when a
+		// shard folder was given directly).
+		full := strings.TrimSuffix(s.Loc.Prefix+s.Dir, "/")
+		base := path.Base(full)
 		if !strings.HasPrefix(base, "shard-") {
 			continue
 		}
 		sum.Shards++
-		owner := path.Base(path.Dir(s.Dir))
-		if s.Dir == base || owner == "." {
-			owner = "" // a shard folder given directly: identity comes from headers
+		owner := path.Base(path.Dir(full))
+		if len(owner) != 16 {
+			owner = "" // not under a backbone folder: identity comes from headers
 		}
 		if owner != "" {
 			if id16 == "" {

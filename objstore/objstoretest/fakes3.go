@@ -4,6 +4,7 @@
 package objstoretest
 
 import (
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
@@ -30,6 +32,7 @@ type FakeS3 struct {
 	backend *s3mem.Backend
 	mu      sync.Mutex
 	fault   func(r *http.Request) int // status to fail with, 0 to serve
+	delay   func(r *http.Request) time.Duration
 }
 
 // Env is the environment a process needs to reach a FakeS3: static
@@ -64,8 +67,13 @@ func Start(t testing.TB, bucket string) *FakeS3 {
 		c, _ := f.Requests.LoadOrStore(r.Method, new(atomic.Int64))
 		c.(*atomic.Int64).Add(1)
 		f.mu.Lock()
-		fault := f.fault
+		fault, delay := f.fault, f.delay
 		f.mu.Unlock()
+		if delay != nil {
+			if d := delay(r); d > 0 {
+				time.Sleep(d)
+			}
+		}
 		if fault != nil {
 			if code := fault(r); code != 0 {
 				writeError(w, code)
@@ -81,9 +89,13 @@ func Start(t testing.TB, bucket string) *FakeS3 {
 }
 
 // URL returns the s3:// URL of prefix in the fake bucket, with the
-// endpoint and path-style parameters set.
+// endpoint and path-style parameters set. Response checksums are checked
+// only when asked for: gofakes3 sends the whole object's CRC with a ranged
+// read, which the SDK would otherwise compare with the range (real S3
+// sends none for a range).
 func (f *FakeS3) URL(prefix string) string {
-	return "s3://" + f.Bucket + "/" + strings.TrimPrefix(prefix, "/") + "?endpoint=" + f.Endpoint + "&use_path_style=true&region=us-east-1&disable_https=true"
+	return "s3://" + f.Bucket + "/" + strings.TrimPrefix(prefix, "/") + "?endpoint=" + f.Endpoint +
+		"&use_path_style=true&region=us-east-1&disable_https=true&response_checksum_validation=when_required"
 }
 
 // SetFault installs fn, asked for every request: a non-zero status fails
@@ -93,6 +105,38 @@ func (f *FakeS3) SetFault(fn func(r *http.Request) int) {
 	f.mu.Lock()
 	f.fault = fn
 	f.mu.Unlock()
+}
+
+// SetDelay installs fn, asked for every request: the server waits that
+// long before answering (a slow store, so that tests can act mid-run).
+func (f *FakeS3) SetDelay(fn func(r *http.Request) time.Duration) {
+	f.mu.Lock()
+	f.delay = fn
+	f.mu.Unlock()
+}
+
+// Keys lists the keys under prefix, straight from the backend.
+func (f *FakeS3) Keys(prefix string) ([]string, error) {
+	p := gofakes3.NewPrefix(&prefix, nil)
+	res, err := f.backend.ListBucket(f.Bucket, &p, gofakes3.ListBucketPage{})
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, o := range res.Contents {
+		out = append(out, o.Key)
+	}
+	return out, nil
+}
+
+// Get returns an object's bytes straight from the backend.
+func (f *FakeS3) Get(key string) ([]byte, error) {
+	o, err := f.backend.GetObject(f.Bucket, key, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer o.Contents.Close()
+	return io.ReadAll(o.Contents)
 }
 
 // FailFirst makes the first n requests for each object key whose path
