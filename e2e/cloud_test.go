@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headtune/headtune/featcache/segment"
 	"github.com/headtune/headtune/objstore/objstoretest"
 )
 
@@ -274,4 +275,130 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// TestShardHostile: objects deleted or rewritten between plan and
+// extract are skipped, named and counted; throttling and server errors
+// are retried; a truncated chunk upload is detected and replaced by the
+// next attempt, and refused by merge; segments of another backbone are
+// refused by merge.
+func TestShardHostile(t *testing.T) {
+	c := newCLI(t)
+	fake := objstoretest.Start(t, "bucket")
+	c.env = append(c.env, objstoretest.Env()...)
+	local := filepath.Join(c.dir, "ds")
+	paths := writeDataset(t, local, DatasetOptions{Classes: 2, PerClass: 8, Seed: 61})
+	total := uploadDataset(t, fake, local, "ds/")
+	model := writeModel(t, c.dir, "resnet", 32)
+	os.MkdirAll(filepath.Join(c.dir, "other"), 0o755)
+	other := writeModel(t, filepath.Join(c.dir, "other"), "resnet", 40)
+	dsURL, planURL := fake.URL("ds"), fake.URL("plan")
+	c.ok("plan", "--shards", "1", "--out", planURL, dsURL)
+
+	rel := func(p string) string { r, _ := filepath.Rel(local, p); return filepath.ToSlash(r) }
+	deleted, changed := rel(paths[1]), rel(paths[9])
+	if err := fake.Delete("ds/" + deleted); err != nil {
+		t.Fatal(err)
+	}
+	orig, _ := os.ReadFile(paths[9])
+	if err := fake.Put("ds/"+changed, append(orig[:len(orig):len(orig)], 0)); err != nil {
+		t.Fatal(err)
+	}
+	// Every image read fails once with 503 SlowDown before it is served;
+	// the first three fail three times more (more than the SDK's own
+	// retries) with 503 and 500.
+	var mu sync.Mutex
+	fails := map[string]int{}
+	fake.SetFault(func(r *http.Request) int {
+		if r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/ds/") {
+			return 0
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		fails[r.URL.Path]++
+		n, limit := fails[r.URL.Path], 1
+		if len(fails) <= 3 {
+			limit = 4
+		}
+		switch {
+		case n > limit:
+			return 0
+		case n == 4:
+			return http.StatusInternalServerError
+		}
+		return http.StatusServiceUnavailable
+	})
+	// A truncated upload of chunk 1 left by an earlier attempt.
+	segs := "plan/segments/"
+	args := []string{"extract", "--json", "--model", model, "--plan", planURL, "--chunk-rows", "4", "--shard", "0/1"}
+	first := parseShard(t, c.worker("w1").ok(args...))
+	fake.SetFault(nil)
+	if first.Skipped != 2 || first.Computed != total-2 {
+		t.Errorf("extract: %d skipped, %d computed; want the deleted and the changed image skipped and %d computed", first.Skipped, first.Computed, total-2)
+	}
+	reasons := map[string]string{}
+	for _, s := range first.Skips {
+		reasons[s.Path] = s.Reason
+	}
+	if !strings.Contains(reasons[deleted], "deleted since the plan") || !strings.Contains(reasons[changed], "changed since the plan") {
+		t.Errorf("skip reasons %v: want %s deleted and %s changed since the plan", reasons, deleted, changed)
+	}
+	mu.Lock()
+	retried := len(fails)
+	mu.Unlock()
+	if retried < total-1 {
+		t.Errorf("only %d images saw injected failures, want all %d", retried, total-1)
+	}
+
+	// Truncate chunk 1 as a broken upload would, drop the completion
+	// marker, and run again: the chunk is found broken and sealed anew.
+	var chunk1, done string
+	keys, _ := fake.Keys(segs)
+	for _, k := range keys {
+		switch {
+		case strings.HasSuffix(k, "chunk-000001.seg"):
+			chunk1 = k
+		case strings.HasSuffix(k, "DONE.json"):
+			done = k
+		}
+	}
+	whole, err := fake.Get(chunk1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake.Put(chunk1, whole[:len(whole)/2])
+	fake.Delete(done)
+	// Merge refuses the broken chunk (with the marker back in place).
+	fake.Put(done, []byte(`{"chunks":4}`))
+	r := c.worker("m0").run("cache", "merge", fake.URL(segs))
+	errorLine(t, r, "chunk-000001.seg", "truncated")
+	fake.Delete(done)
+	second := parseShard(t, c.worker("w2").ok(args...))
+	if second.FoundSealed != second.Chunks-1 || second.Sealed != 1 || second.Computed != 4 {
+		t.Errorf("rerun after a truncated chunk: %+v; want the other chunks kept and chunk 1 (4 images) computed and sealed again", second)
+	}
+	got, _ := fake.Get(chunk1)
+	h1, rows1, err1 := segment.Decode(whole, "original")
+	h2, rows2, err2 := segment.Decode(got, "resealed")
+	if err1 != nil || err2 != nil {
+		t.Fatalf("decode chunk 1: %v / %v", err1, err2)
+	}
+	if e1, e2 := fmt.Sprint(h1.Entries), fmt.Sprint(h2.Entries); e1 != e2 || fmt.Sprint(rows1) != fmt.Sprint(rows2) || h2.Attempt == h1.Attempt {
+		t.Errorf("resealed chunk 1 (attempt %s): entries %s\nwant the original's (attempt %s) %s, same rows", h2.Attempt, e2, h1.Attempt, e1)
+	}
+	m := c.worker("m1")
+	r = m.ok("cache", "merge", "--json", fake.URL(segs))
+	var ms struct {
+		Entries int `json:"entries"`
+		Skipped int `json:"skipped"`
+	}
+	json.Unmarshal([]byte(r.stdout), &ms)
+	if ms.Entries != total-2 || ms.Skipped != 2 {
+		t.Errorf("merge: %d entries, %d skipped; want %d and 2", ms.Entries, ms.Skipped, total-2)
+	}
+
+	// Another backbone's segments in the same output: merge refuses the mix.
+	c.worker("w3").ok("extract", "--json", "--model", other, "--plan", planURL, "--chunk-rows", "4", "--shard", "0/1")
+	r = c.worker("m2").run("cache", "merge", fake.URL(segs))
+	errorLine(t, r, "merge one backbone at a time")
 }
