@@ -20,7 +20,13 @@ func ExtractLocation(ctx context.Context, bb *Backbone, url string, opt ExtractO
 		return nil, err
 	}
 	defer ds.Close()
-	im := &imaging.Dataset{Root: url, Classes: ds.Classes, Ignored: ds.Ignored}
+	return ExtractSource(ctx, bb, ds, opt)
+}
+
+// ExtractSource is ExtractLocation for a dataset already listed; the view
+// is named after ds.URL.
+func ExtractSource(ctx context.Context, bb *Backbone, ds *source.Dataset, opt ExtractOptions) (*ExtractSummary, error) {
+	im := &imaging.Dataset{Root: ds.URL, Classes: ds.Classes, Ignored: ds.Ignored}
 	im.Samples = make([]imaging.Sample, len(ds.Samples))
 	for i, s := range ds.Samples {
 		im.Samples[i] = imaging.Sample{Path: s.Key, Label: s.Label, Split: s.Split}

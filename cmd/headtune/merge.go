@@ -7,7 +7,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/headtune/headtune/pipeline"
+	"github.com/headtune/headtune/internal/progress"
+	"github.com/headtune/headtune/job"
 )
 
 func cacheMergeCommand() *cli.Command {
@@ -23,13 +24,9 @@ func cacheMergeCommand() *cli.Command {
 			if c.NArg() == 0 {
 				return fmt.Errorf("cache merge needs at least one segment location")
 			}
-			root, err := cacheRoot(c)
-			if err != nil {
-				return err
-			}
-			prog := newProgress("merge", c.Bool("quiet"))
-			sum, err := pipeline.MergeSegments(c.Context, pipeline.MergeOptions{
-				Inputs: c.Args().Slice(), CacheRoot: root, AllowIncomplete: c.Bool("allow-incomplete"),
+			prog := progress.New("merge", c.Bool("quiet"))
+			sum, err := job.Merge(c.Context, job.MergeOptions{
+				Env: env(c), Inputs: c.Args().Slice(), AllowIncomplete: c.Bool("allow-incomplete"),
 				Downloads: c.Int("downloads"),
 				Progress:  func(done, total int) { prog.Update(done, total, done, " chunks") },
 			})

@@ -6,9 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/headtune/headtune/objstore"
-	"github.com/headtune/headtune/shardplan"
-	"github.com/headtune/headtune/source"
+	"github.com/headtune/headtune/job"
 )
 
 func planCommand() *cli.Command {
@@ -28,17 +26,7 @@ func runPlan(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return fmt.Errorf("plan takes one dataset, got %d arguments", c.NArg())
 	}
-	ds, err := source.Open(c.Context, c.Args().First())
-	if err != nil {
-		return err
-	}
-	defer ds.Close()
-	out, err := objstore.Create(c.Context, c.String("out"))
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	p, err := shardplan.Write(c.Context, ds, out, shardplan.Options{Shards: c.Int("shards")})
+	p, err := job.Plan(c.Context, job.PlanOptions{Dataset: c.Args().First(), Shards: c.Int("shards"), Out: c.String("out")})
 	if err != nil {
 		return err
 	}
@@ -49,10 +37,10 @@ func runPlan(c *cli.Context) error {
 	for _, s := range p.Counts {
 		minN, maxN = min(minN, s.Samples), max(maxN, s.Samples)
 	}
-	if ds.IgnoredCount > 0 {
-		fmt.Fprintf(os.Stderr, "plan: %d objects ignored (not images, or outside class folders; first: %s: %s)\n", ds.IgnoredCount, ds.Ignored[0].Path, ds.Ignored[0].Reason)
+	if p.Ignored > 0 {
+		fmt.Fprintf(os.Stderr, "plan: %d objects ignored (not images, or outside class folders; first: %s)\n", p.Ignored, p.FirstIgnored)
 	}
 	fmt.Fprintf(os.Stderr, "plan: %d images (%.1f MB) in %d classes -> %d shards of %d-%d images, %s\n",
-		p.Samples, float64(p.Bytes)/1e6, len(p.Classes), p.Shards, minN, maxN, out.Describe(shardplan.PlanFile))
+		p.Samples, float64(p.Bytes)/1e6, len(p.Classes), p.Shards, minN, maxN, p.Location)
 	return nil
 }

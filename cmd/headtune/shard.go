@@ -9,6 +9,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/headtune/headtune/internal/progress"
+	"github.com/headtune/headtune/job"
 	"github.com/headtune/headtune/pipeline"
 )
 
@@ -27,24 +29,21 @@ func runShardExtract(c *cli.Context) error {
 	if c.NArg() != 0 {
 		return fmt.Errorf("extract --plan takes no dataset argument (the plan names it), got %d", c.NArg())
 	}
-	root, err := cacheRoot(c)
+	bo, err := backboneOptions(c, c.Int("tune-layers"))
 	if err != nil {
 		return err
 	}
-	bb, err := openBackboneFromFlags(c, c.Int("tune-layers"), false)
-	if err != nil {
-		return err
-	}
-	defer bb.Close()
 	quiet, asJSON := c.Bool("quiet"), c.Bool("json")
-	prog := newProgress("extract", quiet)
-	sum, err := pipeline.ExtractShard(c.Context, bb, pipeline.ShardOptions{
+	prog := progress.New("extract", quiet)
+	sum, err := job.ExtractShard(c.Context, job.ShardOptions{
+		Env: env(c), Backbone: bo,
 		Plan: c.String("plan"), Out: c.String("out"), Shard: c.String("shard"),
 		ChunkRows: c.Int("chunk-rows"), ClaimTTL: c.Duration("claim-ttl"),
-		CacheRoot: root, BatchSize: c.Int("batch"), Workers: c.Int("workers"), Version: version,
+		BatchSize: c.Int("batch"), Workers: c.Int("workers"), Version: version,
 		Progress: func(p pipeline.ShardProgress) {
 			prog.Update(p.Done, p.Total, p.Computed, fmt.Sprintf("  chunk %d/%d", p.Chunk+1, p.Chunks))
 		},
+		// One line per bad image, always: it is data, not progress.
 		OnSkip: func(f pipeline.Failure) { prog.Printf("skipped %s: %v\n", f.Path, f.Err) },
 		Log: func(s string) {
 			if !quiet && !asJSON {
@@ -57,8 +56,8 @@ func runShardExtract(c *cli.Context) error {
 		if asJSON {
 			printJSON(sum)
 		} else if err == nil {
-			fmt.Fprintf(os.Stderr, "extract: shard %d/%d: %d images, %d computed (%.1f img/s), %d reused, %d skipped; chunks: %d sealed now, %d found sealed, %d sealed by another attempt (%s)\n",
-				sum.Shard, sum.Shards, sum.Images, sum.Computed, sum.ImagesPerS, sum.Reused, sum.Skipped, sum.Sealed, sum.FoundSealed, sum.SealedByOther, sum.Out)
+			fmt.Fprintf(os.Stderr, "extract: shard %d/%d: %d images, %s, %d reused, %d skipped; chunks: %d sealed now, %d found sealed, %d sealed by another attempt (%s)\n",
+				sum.Shard, sum.Shards, sum.Images, computedText(sum.Computed, sum.ImagesPerS), sum.Reused, sum.Skipped, sum.Sealed, sum.FoundSealed, sum.SealedByOther, sum.Out)
 		}
 	}
 	return err
