@@ -252,6 +252,18 @@ func TestFakeIndexedJob(t *testing.T) {
 		if tr.code != 0 {
 			t.Errorf("train after merge: %v", tr)
 		}
+		// Predict reads images from the bucket and writes its rows there.
+		if len(inputs) == 1 {
+			m.ok("predict", "--out", fake.URL("out/pred.csv"), fake.URL("ds/red"), fake.URL("ds/blue/img_0001.png"))
+			got, err := fake.Get("out/pred.csv")
+			if err != nil {
+				t.Fatalf("predict --out s3://...: %v", err)
+			}
+			rows := strings.Split(strings.TrimSpace(string(got)), "\n")
+			if len(rows) != 22+1+1 || !strings.Contains(string(got), "s3://bucket/ds/blue/img_0001.png") {
+				t.Errorf("predictions object has %d lines, want a header and 23 rows naming s3:// keys:\n%s", len(rows), got)
+			}
+		}
 	}
 }
 

@@ -23,7 +23,7 @@ func predictCommand() *cli.Command {
 			&cli.StringFlag{Name: "export", Aliases: []string{"model"}, Usage: "an ONNX `FILE` made by headtune export, run instead of a head"},
 			&cli.IntFlag{Name: "top", Aliases: []string{"k"}, Value: 3, Usage: "how many classes to report per image"},
 			&cli.Float64Flag{Name: "threshold", Usage: "report the class as \"unknown\" when the top probability is below this `P` (0: never)"},
-			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "write one row per image to `FILE` as it goes; the format follows the extension (.csv, .jsonl, .txt) or --format"},
+			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "write one row per image to `FILE` as it goes (or to an object storage URL, uploaded when the run ends); the format follows the extension (.csv, .jsonl, .txt) or --format"},
 			&cli.StringFlag{Name: "format", Usage: "output format: csv, jsonl or text (default: from --out's extension; text on a terminal, jsonl with --json)"},
 			&cli.BoolFlag{Name: "resume", Usage: "with --out: skip images already in the output file"},
 			&cli.BoolFlag{Name: "embeddings", Usage: "also write each image's feature vector"},
