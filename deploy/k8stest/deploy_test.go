@@ -6,6 +6,9 @@
 package k8stest
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,13 +26,12 @@ func TestIndexedJobManifest(t *testing.T) {
 		t.Fatal(err)
 	}
 	var job batchv1.Job
-	// Strict: an unknown or misspelt field, or a repeated key, fails.
-	if err := yaml.UnmarshalStrict(data, &job); err != nil {
+	if err := decodeStrict(data, &job); err != nil {
 		t.Fatalf("decode into batch/v1 Job: %v", err)
 	}
 	// The strict decode is what catches typos: a misspelt field must fail.
 	var typo batchv1.Job
-	if err := yaml.UnmarshalStrict([]byte(strings.Replace(string(data), "backoffLimitPerIndex", "backoffLimitPerIndx", 1)), &typo); err == nil {
+	if err := decodeStrict([]byte(strings.Replace(string(data), "backoffLimitPerIndex", "backoffLimitPerIndx", 1)), &typo); err == nil {
 		t.Error("a misspelt field decoded without error: the check is not strict")
 	}
 	if job.APIVersion != "batch/v1" || job.Kind != "Job" {
@@ -85,6 +87,24 @@ func TestIndexedJobManifest(t *testing.T) {
 	if !onScratch {
 		t.Errorf("HEADTUNE_CACHE=%q is not on an emptyDir volume: the cache and its lock belong on local disk", cache)
 	}
+}
+
+// decodeStrict decodes YAML into v refusing repeated keys, unknown fields
+// and trailing documents.
+func decodeStrict(data []byte, v any) error {
+	j, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after the first document")
+	}
+	return nil
 }
 
 // TestSlurmScript runs the array script with a stand-in headtune and the
