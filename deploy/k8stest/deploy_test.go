@@ -31,7 +31,7 @@ func TestIndexedJobManifest(t *testing.T) {
 	}
 	// The strict decode is what catches typos: a misspelt field must fail.
 	var typo batchv1.Job
-	if err := decodeStrict([]byte(strings.Replace(string(data), "backoffLimitPerIndex", "backoffLimitPerIndx", 1)), &typo); err == nil {
+	if err := decodeStrict([]byte(strings.Replace(string(data), "  backoffLimitPerIndex:", "  backoffLimitPerIndx:", 1)), &typo); err == nil {
 		t.Error("a misspelt field decoded without error: the check is not strict")
 	}
 	if job.APIVersion != "batch/v1" || job.Kind != "Job" {
