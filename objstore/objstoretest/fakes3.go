@@ -54,14 +54,29 @@ func Start(t testing.TB, bucket string) *FakeS3 {
 		k, v, _ := strings.Cut(kv, "=")
 		t.Setenv(k, v)
 	}
+	f, err := StartServer(bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f
+}
+
+// Close stops the server.
+func (f *FakeS3) Close() { f.srv.Close() }
+
+// StartServer starts a fake S3 with one empty bucket on 127.0.0.1 without
+// touching the environment (benchmarks set Env themselves); Close stops
+// it.
+func StartServer(bucket string) (*FakeS3, error) {
 	f := &FakeS3{Bucket: bucket, backend: s3mem.New()}
 	if err := f.backend.CreateBucket(bucket); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	handler := gofakes3.New(f.backend).Server()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	f.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := f.Requests.LoadOrStore(r.Method, new(atomic.Int64))
@@ -83,9 +98,8 @@ func Start(t testing.TB, bucket string) *FakeS3 {
 		handler.ServeHTTP(w, r)
 	})}}
 	f.srv.Start()
-	t.Cleanup(f.srv.Close)
 	f.Endpoint = f.srv.URL
-	return f
+	return f, nil
 }
 
 // URL returns the s3:// URL of prefix in the fake bucket, with the
