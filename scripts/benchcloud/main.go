@@ -31,6 +31,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/headtune/headtune/backbone/ort"
@@ -101,21 +102,24 @@ func main() {
 	_, err = pipeline.ExtractLocation(ctx, bb, fake.URL("ds"), pipeline.ExtractOptions{CacheRoot: filepath.Join(tmp, "c-warm"), KeepLastRun: true})
 	check(err)
 	var tLocal, tS3, tShard, tMerge, mergeRate []float64
+	var cLocal, cS3, cShard []float64 // process CPU seconds per image
 	for r := 0; r < *repeats; r++ {
 		opt := pipeline.ExtractOptions{CacheRoot: filepath.Join(tmp, fmt.Sprintf("c-local-%d", r)), KeepLastRun: true}
-		start := time.Now()
+		start, cpu0 := time.Now(), cpuSeconds()
 		sum, err := pipeline.Extract(ctx, bb, im, opt)
 		check(err)
 		tLocal = append(tLocal, time.Since(start).Seconds()/float64(sum.Computed))
+		cLocal = append(cLocal, (cpuSeconds()-cpu0)/float64(sum.Computed))
 
 		opt.CacheRoot = filepath.Join(tmp, fmt.Sprintf("c-s3-%d", r))
-		start = time.Now()
+		start, cpu0 = time.Now(), cpuSeconds()
 		sum, err = pipeline.ExtractLocation(ctx, bb, fake.URL("ds"), opt)
 		check(err)
 		tS3 = append(tS3, time.Since(start).Seconds()/float64(sum.Computed))
+		cS3 = append(cS3, (cpuSeconds()-cpu0)/float64(sum.Computed))
 
 		planURL := fake.URL(fmt.Sprintf("plan-%d", r))
-		start = time.Now()
+		start, cpu0 = time.Now(), cpuSeconds()
 		planDS, err := source.Open(ctx, fake.URL("ds"))
 		check(err)
 		out, err := objstore.Create(ctx, planURL)
@@ -127,6 +131,7 @@ func main() {
 			CacheRoot: filepath.Join(tmp, fmt.Sprintf("c-shard-%d", r))})
 		check(err)
 		tShard = append(tShard, time.Since(start).Seconds()/float64(ssum.Computed))
+		cShard = append(cShard, (cpuSeconds()-cpu0)/float64(ssum.Computed))
 
 		start = time.Now()
 		msum, err := pipeline.MergeSegments(ctx, pipeline.MergeOptions{Inputs: []string{fake.URL(fmt.Sprintf("plan-%d/segments", r))},
@@ -154,6 +159,10 @@ func main() {
 	fmt.Printf("  local extract      %s %s core-ms\n", ms(scale(tLocal)), spread(scale(tLocal)))
 	fmt.Printf("  s3 extract         %s %s core-ms  overhead %+.2f ms (%+.1f%%)\n", ms(scale(tS3)), spread(scale(tS3)), 1000*core*(median(tS3)-median(tLocal)), 100*(median(tS3)/median(tLocal)-1))
 	fmt.Printf("  s3 shard + seal    %s %s core-ms  overhead %+.2f ms (%+.1f%%)\n", ms(scale(tShard)), spread(scale(tShard)), 1000*core*(median(tShard)-median(tLocal)), 100*(median(tShard)/median(tLocal)-1))
+	fmt.Printf("process CPU per image (both sides of the fake S3 included), median (min..max):\n")
+	fmt.Printf("  local extract      %s %s\n", ms(cLocal), spread(cLocal))
+	fmt.Printf("  s3 extract         %s %s  overhead %+.2f ms\n", ms(cS3), spread(cS3), 1000*(median(cS3)-median(cLocal)))
+	fmt.Printf("  s3 shard + seal    %s %s  overhead %+.2f ms\n", ms(cShard), spread(cShard), 1000*(median(cShard)-median(cLocal)))
 	fmt.Printf("  merge              %s %s wall-ms  (%.0f rows/s)\n", ms(tMerge), spread(tMerge), median(mergeRate))
 
 	// Synthetic merge at a realistic feature size.
@@ -193,6 +202,13 @@ func main() {
 	sort.Float64s(rates)
 	fmt.Printf("synthetic merge: %d rows x %d floats in %d chunks from the fake S3: %.0f rows/s median of 3 (%.0f..%.0f), %.0f MB/s\n",
 		chunks*per, *dim, chunks, rates[1], rates[0], rates[2], rates[1]*float64(*dim)*4/1e6)
+}
+
+// cpuSeconds is the process's user + system CPU time so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 func median(v []float64) float64 {
