@@ -230,6 +230,8 @@ func TestFakeIndexedJob(t *testing.T) {
 		t.Errorf("rerun of a finished shard: %+v, want already_done and nothing computed", again)
 	}
 
+	trainOnSegments(t, c, fake.URL("plan/segments"))
+
 	// Merge, in two orders, into fresh caches: equal to the baseline.
 	for _, inputs := range [][]string{
 		{fake.URL("plan/segments")},
@@ -265,6 +267,18 @@ func TestFakeIndexedJob(t *testing.T) {
 			}
 		}
 	}
+}
+
+// trainOnSegments: train reads sealed segments directly (no merge), and
+// eval finds them again through the head.
+func trainOnSegments(t *testing.T, c *cli, segs string) {
+	t.Helper()
+	w := c.worker("segments")
+	r := w.ok("train", "--json", "--segments", segs)
+	if !strings.Contains(r.stdout, "{") {
+		t.Errorf("train --segments --json printed no JSON:\n%s", r.stdout)
+	}
+	w.ok("eval", "--json")
 }
 
 // segDir returns the backbone/shard folder of shard i under plan/segments.

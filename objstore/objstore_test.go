@@ -2,6 +2,7 @@ package objstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -76,7 +77,7 @@ func TestReadWriteListDelete(t *testing.T) {
 			if err != nil || string(data) != "three" || info.Size != 5 {
 				t.Errorf("ReadInto = %q, %+v, %v", data, info, err)
 			}
-			if _, _, err := l.ReadInto(ctx, "a/x/3.png", nil, 4); err == nil || !strings.Contains(err.Error(), "limit") {
+			if _, _, err := l.ReadInto(ctx, "a/x/3.png", nil, 4); err == nil || !errors.Is(err, objstore.ErrTooLarge) {
 				t.Errorf("ReadInto over the limit: err = %v, want a size limit error", err)
 			}
 			_, _, err = l.ReadInto(ctx, "nope.jpg", nil, 100)

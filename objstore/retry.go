@@ -41,6 +41,9 @@ type Stats struct {
 // does not exist.
 var ErrNotExist = errors.New("object does not exist")
 
+// ErrTooLarge is matched by ReadInto's error for an object over its limit.
+var ErrTooLarge = errors.New("object is larger than the limit")
+
 // IsNotExist reports whether err says the object is missing.
 func IsNotExist(err error) bool {
 	return errors.Is(err, ErrNotExist) || gcerrors.Code(err) == gcerrors.NotFound
@@ -149,7 +152,7 @@ func (l *Location) ReadInto(ctx context.Context, rel string, buf []byte, max int
 		defer r.Close()
 		info = ObjectInfo{Size: r.Size(), ModTime: r.ModTime()}
 		if info.Size > max {
-			return fmt.Errorf("object of %d bytes is larger than the %d-byte limit", info.Size, max)
+			return fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, info.Size, max)
 		}
 		if int64(cap(buf)) < info.Size+1 {
 			buf = make([]byte, info.Size+1+info.Size/4)

@@ -361,6 +361,7 @@ func sealChunk(ctx context.Context, bb *Backbone, opt ShardOptions, root string,
 	hashes := make([]featcache.Key, len(items))
 	have := make([]bool, len(items))
 	var skips []segment.Skip
+	var readErr error // a read that failed for a reason other than the object itself
 	report := func() {
 		if opt.Progress != nil {
 			prog.Elapsed = time.Since(start)
@@ -370,7 +371,11 @@ func sealChunk(ctx context.Context, bb *Backbone, opt ShardOptions, root string,
 	r := &Runner{
 		Session: bb.Session, Spec: bb.Spec, BatchSize: opt.BatchSize, Workers: opt.Workers, Inferers: bb.Inferers,
 		Read: func(ctx context.Context, i int, buf []byte) ([]byte, error) {
-			return source.Read(ctx, dsLoc, items[i], buf, MaxFileBytes)
+			b, err := source.Read(ctx, dsLoc, items[i], buf, MaxFileBytes)
+			if err != nil && !objstore.IsNotExist(err) && !errors.Is(err, source.ErrChanged) && !errors.Is(err, objstore.ErrTooLarge) && ctx.Err() == nil {
+				err = &storeError{err}
+			}
+			return b, err
 		},
 		Skip: func(h [32]byte) bool { _, ok := known.Lookup(featcache.Key(h)); return ok },
 		OnCached: func(i int, h [32]byte) {
@@ -380,6 +385,15 @@ func sealChunk(ctx context.Context, bb *Backbone, opt ShardOptions, root string,
 			report()
 		},
 		OnFail: func(f Failure) {
+			var se *storeError
+			if errors.As(f.Err, &se) {
+				// The store failed, not the image: sealing a skip would lose
+				// the image for good. Fail the chunk; a rerun resumes here.
+				if readErr == nil {
+					readErr = fmt.Errorf("read %s: %w; the chunk is not sealed, run the task again to resume", dsLoc.Describe(f.Path), se.err)
+				}
+				return
+			}
 			reason := f.Err.Error()
 			switch {
 			case objstore.IsNotExist(f.Err):
@@ -420,6 +434,9 @@ func sealChunk(ctx context.Context, bb *Backbone, opt ShardOptions, root string,
 	})
 	if err := gc.close(); err != nil && runErr == nil {
 		runErr = err
+	}
+	if runErr == nil {
+		runErr = readErr
 	}
 	if runErr != nil {
 		return false, runErr
@@ -463,6 +480,13 @@ func sealChunk(ctx context.Context, bb *Backbone, opt ShardOptions, root string,
 	}
 	return out.CreateIfAbsent(ctx, segment.ChunkName(c), data)
 }
+
+// storeError marks a read that failed in the store (after retries), as
+// opposed to a missing or changed object.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
 
 func providerName(bb *Backbone) string {
 	if d := bb.Options.Session.Device; d != "" {
