@@ -51,8 +51,8 @@ func TestExtractShardClaims(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	claim(0, "elsewhere", time.Hour)                            // stale at once
-	claim(1, "elsewhere", 0)                                    // fresh: waited for, then taken over
+	claim(0, "elsewhere", time.Hour)                           // stale at once
+	claim(1, "elsewhere", 0)                                   // fresh: waited for, then taken over
 	out.WriteAll(ctx, segment.ClaimName(2), []byte("garbage")) // unreadable: taken over
 	var logs []string
 	start := time.Now()
