@@ -21,7 +21,7 @@ func trainCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "classes", Usage: "expected number of classes, checked against the dataset", DefaultText: "any"},
 			&cli.StringFlag{Name: "view", Usage: "dataset view file (a .csv under the cache's views/ folders) to train on (default: the last extract's)"},
-			&cli.StringSliceFlag{Name: "segments", Usage: "train on sealed segments (from `extract --plan`) at these locations directly, without `cache merge`"},
+			&cli.StringSliceFlag{Name: "segments", Usage: "train on sealed segments (from extract --plan) at these `URL`s directly, without cache merge"},
 			&cli.StringFlag{Name: "head", Value: job.DefaultHead, Usage: "where to write the trained head"},
 			&cli.StringFlag{Name: "kind", Value: head.KindLinear, Usage: "linear (softmax regression) or mlp"},
 			&cli.IntSliceFlag{Name: "hidden", Usage: "MLP hidden layer widths", DefaultText: fmt.Sprint(mlp.Hidden[0])},
