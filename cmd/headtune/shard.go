@@ -18,7 +18,7 @@ import (
 func shardFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "plan", Usage: "run one shard of the plan at `URL` (a folder or object storage URL made by headtune plan) instead of a whole dataset"},
-		&cli.StringFlag{Name: "shard", Usage: "with --plan: the shard, `i/N` (default: the scheduler's index: JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID, AWS_BATCH_JOB_ARRAY_INDEX, BATCH_TASK_INDEX, CLOUD_RUN_TASK_INDEX)"},
+		&cli.StringFlag{Name: "shard", Usage: "with --plan: the shard, `I/N` (shard I of N; default: the scheduler's index: JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID, AWS_BATCH_JOB_ARRAY_INDEX, BATCH_TASK_INDEX, CLOUD_RUN_TASK_INDEX)"},
 		&cli.StringFlag{Name: "out", Usage: "with --plan: where sealed segments go, a `URL` or folder (default: the plan's segments/ folder)"},
 		&cli.IntFlag{Name: "chunk-rows", Value: 1024, Usage: "with --plan: seal a chunk every this many images (every attempt at a shard must use the same value)"},
 		&cli.DurationFlag{Name: "claim-ttl", Value: 15 * time.Minute, Usage: "with --plan: how long another attempt's claim on a chunk is honoured"},
