@@ -35,7 +35,7 @@ type opener func(ctx context.Context, u *url.URL, create bool) (*blob.Bucket, er
 
 var (
 	openers  = map[string]opener{}
-	missing  = map[string]string{} // scheme -> build tag that adds it
+	missing  = map[string]string{} // scheme -> how to build it in
 	schemeMu sync.Mutex
 )
 
@@ -48,9 +48,9 @@ func register(scheme string, o opener) {
 }
 
 func init() {
-	missing["s3"] = "!nos3 (it is in the default build)"
-	missing["gs"] = "gcs"
-	missing["azblob"] = "azure"
+	missing["s3"] = "build without -tags nos3"
+	missing["gs"] = "build with -tags gcs"
+	missing["azblob"] = "build with -tags azure"
 }
 
 // Schemes lists the URL schemes this build can open, sorted.
@@ -113,7 +113,7 @@ func open(ctx context.Context, raw string, create bool) (*Location, error) {
 	schemeMu.Unlock()
 	if !ok {
 		if known {
-			return nil, fmt.Errorf("location %s: %s:// support is not in this build of headtune (build with -tags %s)", redact(u), scheme, tag)
+			return nil, fmt.Errorf("location %s: %s:// support is not in this build of headtune (%s)", redact(u), scheme, tag)
 		}
 		return nil, fmt.Errorf("location %s: unknown scheme %q (this build opens %s)", redact(u), scheme, strings.Join(Schemes(), ", "))
 	}
