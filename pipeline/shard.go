@@ -295,6 +295,10 @@ func ExtractShard(ctx context.Context, bb *Backbone, opt ShardOptions) (*ShardSu
 			prog.Chunk = c
 			created, err := sealChunk(ctx, bb, opt, root, dsLoc, out, plan, ix, c, lo, items[lo:hi], me, sum, &prog, start)
 			if err != nil {
+				// Stopped (SIGTERM from the scheduler, a store outage): let
+				// another attempt have the chunk now rather than after the
+				// claim TTL. The rows computed so far stay in the local cache.
+				_ = out.Delete(context.WithoutCancel(ctx), segment.ClaimName(c))
 				finish()
 				return sum, err
 			}
