@@ -129,6 +129,11 @@ func Merge(ctx context.Context, opt MergeOptions) (*segment.MergeSummary, error)
 // extractLocation is Extract for a dataset named by a URL: listed by
 // package source, streamed from the store by the decode workers.
 func extractLocation(ctx context.Context, opt ExtractOptions) (*ExtractResult, error) {
+	if opt.Augment > 0 {
+		// Augmented views are written next to local images; refuse rather
+		// than quietly extract without them.
+		return nil, fmt.Errorf("%s: augmented views (--augment) work on local datasets only, not on object storage URLs yet", opt.Dataset)
+	}
 	ds, err := source.Open(ctx, opt.Dataset)
 	if err != nil {
 		return nil, err

