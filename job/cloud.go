@@ -130,8 +130,8 @@ func Merge(ctx context.Context, opt MergeOptions) (*segment.MergeSummary, error)
 // package source, streamed from the store by the decode workers.
 func extractLocation(ctx context.Context, opt ExtractOptions) (*ExtractResult, error) {
 	if opt.Augment > 0 {
-		// The augmentation path reads local files; refuse rather than
-		// quietly extract without the views.
+		// Augmentation is not wired to object storage reads yet; refuse
+		// rather than quietly extract without the views.
 		return nil, fmt.Errorf("%s: augmented views (--augment) work on local datasets only, not on object storage URLs yet", opt.Dataset)
 	}
 	ds, err := source.Open(ctx, opt.Dataset)
