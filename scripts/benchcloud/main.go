@@ -39,6 +39,7 @@ import (
 	"github.com/headtune/headtune/featcache"
 	"github.com/headtune/headtune/featcache/segment"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/models"
 	"github.com/headtune/headtune/objstore"
 	"github.com/headtune/headtune/objstore/objstoretest"
 	"github.com/headtune/headtune/pipeline"
@@ -47,8 +48,8 @@ import (
 )
 
 func main() {
-	model := flag.String("model", "", ".onnx file (required)")
-	preset := flag.String("preset", "unit", "preprocessing preset of the model")
+	model := flag.String("model", models.DefaultModel, "installed model name or .onnx file")
+	preset := flag.String("preset", "", "preprocessing preset of a plain .onnx file")
 	n := flag.Int("n", 200, "images (640x480 JPEGs, generated)")
 	threads := flag.Int("threads", 1, "cores (concurrent 1-thread inference runs)")
 	repeats := flag.Int("repeats", 5, "rounds (medians reported)")
@@ -56,9 +57,6 @@ func main() {
 	mergeRows := flag.Int("merge-rows", 50000, "rows of the synthetic merge")
 	dim := flag.Int("dim", 1280, "feature size of the synthetic merge")
 	flag.Parse()
-	if *model == "" {
-		check(fmt.Errorf("-model is required"))
-	}
 	for _, kv := range objstoretest.Env() {
 		k, v, _ := strings.Cut(kv, "=")
 		os.Setenv(k, v)
@@ -89,7 +87,11 @@ func main() {
 
 	_, err = ort.Init("")
 	check(err)
-	bb, err := pipeline.OpenBackbone(*model, pipeline.BackboneOptions{Preset: *preset, Session: ort.SessionOptions{Threads: *threads}})
+	dir, err := models.DefaultDir()
+	check(err)
+	store, err := models.OpenStore(dir)
+	check(err)
+	bb, err := pipeline.OpenBackbone(*model, pipeline.BackboneOptions{Store: store, Preset: *preset, Session: ort.SessionOptions{Threads: *threads}})
 	check(err)
 	defer bb.Close()
 	im, err := imaging.OpenDataset(ds)
