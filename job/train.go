@@ -2,6 +2,7 @@ package job
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -20,6 +21,10 @@ type TrainOptions struct {
 	// View is the dataset view file to train on; empty: the cache's latest
 	// extraction.
 	View string
+	// Segments, when set, are sealed segment locations (from sharded
+	// extraction) to train on directly, without merging them into the
+	// cache first (pipeline.LoadSegmentFeatures).
+	Segments []string
 	// Head is where to write the trained head; empty: DefaultHead.
 	Head string
 	// Classes, when > 0, is the number of classes the dataset must have.
@@ -83,7 +88,15 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 			return nil, fmt.Errorf("view %s: %w (views are the .csv files under a cache folder's views/; omit --view to use the last extract's)", opt.View, err)
 		}
 	}
-	f, err := pipeline.LoadFeatures(root, opt.View)
+	var f *pipeline.Features
+	if len(opt.Segments) > 0 {
+		if opt.View != "" {
+			return nil, errors.New("train reads a view or segments, not both")
+		}
+		f, err = pipeline.LoadSegmentFeatures(ctx, opt.Segments)
+	} else {
+		f, err = pipeline.LoadFeatures(root, opt.View)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -15,7 +15,9 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/featcache"
+	"github.com/headtune/headtune/featcache/segment"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/objstore"
 )
 
 // ExtractOptions configures Extract.
@@ -29,6 +31,9 @@ type ExtractOptions struct {
 	Progress func(ExtractProgress)
 	// OnSkip, when set, is called for every file that could not be used.
 	OnSkip func(Failure)
+	// Read, when set, reads sample i of the dataset instead of the local
+	// file Samples[i].Path (object storage datasets; see ExtractLocation).
+	Read func(ctx context.Context, i int, buf []byte) ([]byte, error)
 	// KeepLastRun leaves the cache's record of the latest extraction alone,
 	// so that evaluating a test folder never becomes what `train` reads by
 	// default.
@@ -66,6 +71,8 @@ type ExtractSummary struct {
 	// because no face was found (also counted in Skipped).
 	Faces  int `json:"faces,omitempty"`
 	NoFace int `json:"no_face,omitempty"`
+	// Retries counts object storage reads retried (ExtractLocation).
+	Retries int64 `json:"read_retries,omitempty"`
 }
 
 // SkipRecord is one file left out, with the reason.
@@ -99,6 +106,9 @@ const lastRunFile = "last-extract.json"
 // ViewName is the name under which a dataset's view is stored: the folder's
 // base name and a hash of its absolute path, so two datasets never share one.
 func ViewName(datasetRoot string) string {
+	if objstore.IsURL(datasetRoot) {
+		return segment.ViewName(datasetRoot)
+	}
 	abs, err := filepath.Abs(datasetRoot)
 	if err != nil {
 		abs = datasetRoot
@@ -169,6 +179,7 @@ func Extract(ctx context.Context, bb *Backbone, ds *imaging.Dataset, opt Extract
 		BatchSize: opt.BatchSize,
 		Workers:   opt.Workers,
 		Inferers:  bb.Inferers,
+		Read:      opt.Read,
 		Skip: func(h [32]byte) bool {
 			_, ok := known.Lookup(featcache.Key(h))
 			return ok
