@@ -18,7 +18,7 @@ func TestPooledMap(t *testing.T) {
 	}{
 		{"mobilenet", 3}, // stem conv+bn, depthwise, pointwise+bn, each ReLU6
 		{"features4d", 2},
-		{"resnet", 0}, // the map is a residual Add
+		{"resnet", 0},   // the map is a residual Add
 		{"yolo-cls", 0}, // SiLU is not a supported activation
 		{"vgg", -1},
 		{"features4d-nhwc", -1},
