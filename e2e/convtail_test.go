@@ -84,7 +84,27 @@ func TestConvTailFlow(t *testing.T) {
 		t.Errorf("predict --head features differ from the tuned tail's by %.3g relative", worstF)
 	}
 
-	c.ok("eval", "--head", headFile, "--quiet")
+	// eval on the cached maps (the tail runs in Go) and on the folder
+	// (features through the written-back graph, cached under their own
+	// identity) agree.
+	var ev struct {
+		Eval struct {
+			N        int     `json:"n"`
+			Accuracy float64 `json:"accuracy"`
+		} `json:"eval"`
+	}
+	evAll := func(args ...string) (int, float64) {
+		r := c.ok(append([]string{"eval", "--head", headFile, "--split", "all", "--json", "--quiet"}, args...)...)
+		if err := json.Unmarshal([]byte(r.stdout), &ev); err != nil {
+			t.Fatalf("eval --json: %v\n%s", err, r.stdout)
+		}
+		return ev.Eval.N, ev.Eval.Accuracy
+	}
+	n1, a1 := evAll()
+	n2, a2 := evAll(ds)
+	if n1 != 36 || n2 != 36 || a1 != a2 {
+		t.Errorf("eval on cached maps: %d images, accuracy %.4f; on the folder: %d, %.4f", n1, a1, n2, a2)
+	}
 
 	onnx := filepath.Join(c.dir, "conv.onnx")
 	c.ok("export", "--head", headFile, "-o", onnx)
