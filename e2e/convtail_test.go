@@ -7,8 +7,16 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/headtune/headtune/export"
 	"github.com/headtune/headtune/head"
 )
+
+func convTuned(m *export.Meta) []string {
+	if m == nil {
+		return nil
+	}
+	return m.ConvTuned
+}
 
 // TestConvTailFlow: extract --tune-layers 1 on a backbone whose features
 // are a pooled conv map caches that convolution's input map (a cache
@@ -108,6 +116,10 @@ func TestConvTailFlow(t *testing.T) {
 
 	onnx := filepath.Join(c.dir, "conv.onnx")
 	c.ok("export", "--head", headFile, "-o", onnx)
+	meta, _, err := export.ReadMetadataFile(onnx)
+	if err != nil || len(meta.ConvTuned) != 1 || meta.ConvTuned[0] != m.ConvTail[0].Conv {
+		t.Errorf("export metadata names tuned convolutions %v, want [%s] (%v)", convTuned(meta), m.ConvTail[0].Conv, err)
+	}
 	outE := filepath.Join(c.dir, "export.jsonl")
 	c.ok("predict", "--model", onnx, ds, "--out", outE, "--top", "3", "--quiet")
 	erows := readPredictions(t, outE)
