@@ -276,3 +276,43 @@ func TestStandardisedHead(t *testing.T) {
 		t.Fatalf("%d of %d tail weights took the same first step in both parameterisations", same, len(l.W))
 	}
 }
+
+// TestTrainOnRowSubset: Data.Idx trains on those rows of a larger set
+// exactly as on a copy of them.
+func TestTrainOnRowSubset(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	l := randLayer(rng, 2, 3, 3, 4, 3, 1, 1, 1, ActReLU)
+	n := 20
+	d := Data{X: make([]float32, n*l.InLen()), N: n, Y: make([]int32, n)}
+	for i := range d.X {
+		d.X[i] = float32(rng.NormFloat64())
+	}
+	for i := range d.Y {
+		d.Y[i] = int32(i % 2)
+	}
+	idx := []int{1, 4, 5, 8, 11, 12, 17, 19}
+	sub := Data{N: len(idx)}
+	for _, i := range idx {
+		sub.X = append(sub.X, d.X[i*l.InLen():(i+1)*l.InLen()]...)
+		sub.Y = append(sub.Y, d.Y[i])
+	}
+	cfg := Config{Epochs: 3, BatchSize: 3, LR: 1e-2, TailLRScale: 1, Seed: 2, Threads: 1}
+	d.Idx = idx
+	a, _, err := Train(context.Background(), []Layer{l}, 2, d, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := Train(context.Background(), []Layer{l}, 2, sub, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range a.Tail[0].W {
+		if a.Tail[0].W[i] != b.Tail[0].W[i] {
+			t.Fatalf("weight %d: %g on the rows of Idx, %g on their copy", i, a.Tail[0].W[i], b.Tail[0].W[i])
+		}
+	}
+	d.Idx = []int{0, n}
+	if _, _, err := Train(context.Background(), []Layer{l}, 2, d, cfg); err == nil {
+		t.Fatal("a row index out of range was accepted")
+	}
+}

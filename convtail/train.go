@@ -58,6 +58,10 @@ type Data struct {
 	X []float32
 	N int
 	Y []int32
+	// Idx, when not nil, makes Train use only these rows (a training
+	// split of a larger cache, without copying its maps). Features and
+	// Predict ignore it.
+	Idx []int
 }
 
 // Features runs the tail on every map and returns the pooled features
@@ -204,6 +208,11 @@ func Train(ctx context.Context, tail []Layer, k int, d Data, cfg Config) (*Model
 	if len(d.X) != d.N*tail[0].InLen() || len(d.Y) != d.N {
 		return nil, nil, fmt.Errorf("convtail: %d values and %d labels for %d maps of %d", len(d.X), len(d.Y), d.N, tail[0].InLen())
 	}
+	for _, i := range d.Idx {
+		if i < 0 || i >= d.N {
+			return nil, nil, fmt.Errorf("convtail: row %d of %d", i, d.N)
+		}
+	}
 	m := &Model{K: k}
 	for _, l := range tail {
 		m.Tail = append(m.Tail, l.Clone())
@@ -235,9 +244,15 @@ func Train(ctx context.Context, tail []Layer, k int, d Data, cfg Config) (*Model
 	}
 	bs := max(cfg.BatchSize, 1)
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0xc0de))
-	order := make([]int, d.N)
-	for i := range order {
-		order[i] = i
+	order := append([]int(nil), d.Idx...)
+	if d.Idx == nil {
+		order = make([]int, d.N)
+		for i := range order {
+			order[i] = i
+		}
+	}
+	if len(order) == 0 {
+		return nil, nil, fmt.Errorf("convtail: no training rows")
 	}
 	tune := cfg.TailLRScale > 0
 	var frozen []float32
@@ -268,11 +283,11 @@ func Train(ctx context.Context, tail []Layer, k int, d Data, cfg Config) (*Model
 	for epoch := 0; epoch < cfg.Epochs; epoch++ {
 		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 		var epochLoss float64
-		for b0 := 0; b0 < d.N; b0 += bs {
+		for b0 := 0; b0 < len(order); b0 += bs {
 			if err := ctx.Err(); err != nil {
 				return nil, nil, err
 			}
-			batch := order[b0:min(b0+bs, d.N)]
+			batch := order[b0:min(b0+bs, len(order))]
 			var wg sync.WaitGroup
 			for t, g := range gs {
 				lo, hi := len(batch)*t/threads, len(batch)*(t+1)/threads
@@ -373,7 +388,7 @@ func Train(ctx context.Context, tail []Layer, k int, d Data, cfg Config) (*Model
 			}
 		}
 		rep.Epochs = epoch + 1
-		rep.TrainLoss = epochLoss / float64(d.N)
+		rep.TrainLoss = epochLoss / float64(len(order))
 	}
 	for _, l := range m.Tail {
 		if !finite(l.W) || !finite(l.B) {

@@ -59,6 +59,9 @@ func trainConvTail(ctx context.Context, opt TrainOptions, cfg head.Config, f *pi
 		tail = append(tail, c.Layer)
 		convs = append(convs, head.ConvLayer{Conv: c.Conv, BatchNorm: c.BatchNorm})
 	}
+	if len(trainRows) == 0 {
+		return nil, fmt.Errorf("train: no training rows")
+	}
 	k := len(f.Classes)
 	frozen := &convtail.Model{Tail: tail}
 	pooled := frozen.Features(convtail.Data{X: f.X, N: f.N}, cfg.Threads)
@@ -71,13 +74,7 @@ func trainConvTail(ctx context.Context, opt TrainOptions, cfg head.Config, f *pi
 		return nil, fmt.Errorf("train: linear probe on the frozen conv tail: %w", err)
 	}
 	lin := probe.Layers[0]
-	maps := make([]float32, 0, len(trainRows)*f.D)
-	ys := make([]int32, 0, len(trainRows))
-	for _, r := range trainRows {
-		maps = append(maps, f.X[r*f.D:(r+1)*f.D]...)
-		ys = append(ys, f.Labels[r])
-	}
-	tuned, rep, err := convtail.Train(ctx, tail, k, convtail.Data{X: maps, N: len(trainRows), Y: ys}, convtail.Config{
+	tuned, rep, err := convtail.Train(ctx, tail, k, convtail.Data{X: f.X, N: f.N, Y: f.Labels, Idx: trainRows}, convtail.Config{
 		Epochs: to.Epochs, BatchSize: to.BatchSize, LR: to.LR, TailLRScale: 1, WeightDecay: cfg.WeightDecay,
 		Seed: uint64(cfg.Seed), Threads: cfg.Threads, InitW: lin.W, InitB: lin.B, Mean: probe.Mean, Std: probe.Std,
 	})
