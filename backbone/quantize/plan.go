@@ -78,9 +78,9 @@ type Plan struct {
 
 	model     *onnxpb.ModelProto // prepared float model (owned)
 	opset     int64
-	quantized map[int]bool   // node index -> quantized
+	quantized map[int]bool      // node index -> quantized
 	sameScale map[string]string // output tensor -> input tensor whose scale it reuses (MaxPool, Transpose, ...)
-	fuse      map[int]int    // activation node index -> producer index
+	fuse      map[int]int       // activation node index -> producer index
 }
 
 // Model returns the prepared float32 model the plan applies to (the input
