@@ -602,7 +602,7 @@ func (ix *graphIndex) inferNode(n *onnxpb.NodeProto) []int64 {
 	case "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Elu", "Selu", "HardSigmoid", "HardSwish",
 		"Softmax", "LogSoftmax", "Identity", "Dropout", "BatchNormalization", "InstanceNormalization",
 		"LRN", "Neg", "Abs", "Exp", "Log", "Sqrt", "Erf", "Gelu", "Cast", "PRelu", "Softplus", "Mish",
-		"LayerNormalization":
+		"LayerNormalization", "QuantizeLinear", "DequantizeLinear":
 		return cloneDims(x)
 	case "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum":
 		var out []int64

@@ -42,6 +42,9 @@ const (
 	// SourceFile marks models a user registered from a local file (Store.Add);
 	// catalog entries never use it.
 	SourceFile Source = "file"
+	// SourceDerived marks models made from another installed model
+	// (`models quantize`); Meta.Derived says from which and how.
+	SourceDerived Source = "derived"
 )
 
 // PresetNames lists the preprocessing preset names (imaging.Preset accepts

@@ -13,8 +13,9 @@ import (
 func modelsCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "models",
-		Usage: "list, obtain, add, verify and remove backbones",
+		Usage: "list, obtain, add, quantize, verify and remove backbones",
 		Subcommands: []*cli.Command{
+			modelsQuantizeCommand(),
 			{
 				Name:  "list",
 				Usage: "the catalog and the installed models",
@@ -151,6 +152,9 @@ func listingRow(l models.Listing) string {
 			feat = fmt.Sprint(m.FeatureDim)
 		}
 		size = models.HumanSize(m.Size)
+		if m.Derived != nil {
+			src = m.Derived.Kind + " of " + m.Derived.From
+		}
 	}
 	for _, p := range []*string{&task, &input, &feat, &size, &lic, &src} {
 		if *p == "" {
