@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/headtune/headtune/backbone/onnxpb"
+	"github.com/headtune/headtune/dense"
 )
 
 // Pooling that CutAtFeature appends after the feature tensor.
@@ -465,9 +466,10 @@ func FeatureCandidates(m *onnxpb.ModelProto) []Candidate {
 	return newGraphIndex(m).candidates()
 }
 
-// DenseLayer is one fully connected layer of a pretrained model, decoded so
-// that training can start from its weights (--tune-layers).
-type DenseLayer struct {
+// DenseNode is a fully connected layer of a pretrained model: where it sits
+// in the graph, and its weights decoded so that training can start from them
+// (--tune-layers).
+type DenseNode struct {
 	// Name is the Gemm/MatMul node's name (its output when unnamed).
 	Name string `json:"name"`
 	// Input is the tensor the layer reads, [N, In]; cutting the backbone
@@ -475,16 +477,11 @@ type DenseLayer struct {
 	Input string `json:"input"`
 	// Output is the tensor after the layer's bias and activation, [N, Out].
 	Output string `json:"output"`
-	// In and Out are the layer's widths.
-	In  int `json:"in"`
-	Out int `json:"out"`
-	// Weight is [Out, In] row-major (Gemm alpha folded in); Bias is [Out]
-	// (Gemm beta folded in, zeros when the layer has no bias). Both are
-	// fresh slices owned by the caller.
-	Weight []float32 `json:"-"`
-	Bias   []float32 `json:"-"`
-	// Activation after the layer: "relu" or "" (none).
-	Activation string `json:"activation"`
+	// Layer holds the widths, the activation after the layer (dense.ActReLU
+	// or dense.ActNone), the weight [Out, In] row-major with Gemm's alpha
+	// folded in, and the bias [Out] with Gemm's beta folded in (zeros when
+	// the node has no bias). The slices are fresh, owned by the caller.
+	dense.Layer
 }
 
 // DenseChain returns, first to last, the run of dense layers that ends at
@@ -497,13 +494,13 @@ type DenseLayer struct {
 // fc6 (25088->4096 relu) and fc7 (4096->4096 relu). An empty result is not
 // an error. All weights are decoded; use DenseChainN to decode only the
 // last few.
-func DenseChain(m *onnxpb.ModelProto, featureTensor string) ([]DenseLayer, error) {
+func DenseChain(m *onnxpb.ModelProto, featureTensor string) ([]DenseNode, error) {
 	return DenseChainN(m, featureTensor, 0)
 }
 
 // DenseChainN is DenseChain limited to the last k layers (all when k <= 0);
 // only their weights are decoded, which matters for VGG's 400 MB fc6.
-func DenseChainN(m *onnxpb.ModelProto, featureTensor string, k int) ([]DenseLayer, error) {
+func DenseChainN(m *onnxpb.ModelProto, featureTensor string, k int) ([]DenseNode, error) {
 	if m.GetGraph() == nil {
 		return nil, fmt.Errorf("model has no graph")
 	}
@@ -512,7 +509,7 @@ func DenseChainN(m *onnxpb.ModelProto, featureTensor string, k int) ([]DenseLaye
 		return nil, fmt.Errorf("tensor %q is not in the model", featureTensor)
 	}
 	type found struct {
-		l          DenseLayer
+		l          DenseNode
 		w, b       *onnxpb.TensorProto
 		transpose  bool
 		alpha, bet float32
@@ -538,9 +535,9 @@ func DenseChainN(m *onnxpb.ModelProto, featureTensor string, k int) ([]DenseLaye
 	}
 	for steps := 0; steps < len(ix.g.Node) && (k <= 0 || len(rev) < k); steps++ {
 		t = skip(t, "Identity", "Dropout")
-		out, act := t, ""
+		out, act := t, dense.ActNone
 		if n := ix.node(t); n != nil && n.GetOpType() == "Relu" && standardDomain(n) && len(n.Input) == 1 {
-			act = "relu"
+			act = dense.ActReLU
 			t = skip(n.Input[0], "Identity", "Dropout")
 		}
 		n := ix.node(t)
@@ -604,11 +601,11 @@ func DenseChainN(m *onnxpb.ModelProto, featureTensor string, k int) ([]DenseLaye
 		if lin.GetName() == "" && len(lin.Output) > 0 {
 			f.l.Name = lin.Output[0]
 		}
-		f.l.Input, f.l.Output, f.l.Activation = lin.Input[0], out, act
+		f.l.Input, f.l.Output, f.l.Act = lin.Input[0], out, act
 		rev = append(rev, f)
 		t = skip(lin.Input[0], "Flatten", "Reshape", "Identity", "Dropout")
 	}
-	layers := make([]DenseLayer, len(rev))
+	layers := make([]DenseNode, len(rev))
 	for i, f := range rev {
 		l := f.l
 		w, err := InitializerFloats(f.w)
@@ -630,15 +627,15 @@ func DenseChainN(m *onnxpb.ModelProto, featureTensor string, k int) ([]DenseLaye
 				w[j] *= f.alpha
 			}
 		}
-		l.Weight = w
-		l.Bias = make([]float32, l.Out)
+		l.W = w
+		l.B = make([]float32, l.Out)
 		if f.b != nil {
 			b, err := InitializerFloats(f.b)
 			if err != nil {
 				return nil, fmt.Errorf("dense layer %s: bias: %w", l.Name, err)
 			}
-			for j := range l.Bias {
-				l.Bias[j] = b[j%len(b)] * f.bet
+			for j := range l.B {
+				l.B[j] = b[j%len(b)] * f.bet
 			}
 		}
 		layers[len(rev)-1-i] = l

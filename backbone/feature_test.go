@@ -1,7 +1,9 @@
-package backbone
+package backbone_test
 
 import (
 	"fmt"
+	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/internal/testmodels"
 	"math"
 	"os"
 	"path/filepath"
@@ -16,12 +18,12 @@ import (
 )
 
 func TestFindFeatureTensorKinds(t *testing.T) {
-	for _, kind := range TestModelKinds {
+	for _, kind := range testmodels.Kinds {
 		for _, size := range []int{16, 32} {
 			t.Run(fmt.Sprintf("%s/%d", kind, size), func(t *testing.T) {
-				m := TestModel(kind, size)
-				want := ExpectTestModel(kind, size)
-				c, err := FindFeatureTensor(m, "")
+				m := testmodels.Model(kind, size)
+				want := testmodels.ExpectFor(kind, size)
+				c, err := backbone.FindFeatureTensor(m, "")
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -29,7 +31,7 @@ func TestFindFeatureTensorKinds(t *testing.T) {
 					t.Fatalf("got tensor %q dim %d pool %q, want %q %d %q", c.Tensor, c.Dim, c.Pool, want.FeatureTensor, want.FeatureDim, want.Pool)
 				}
 				if want.Classes > 0 {
-					if c.Rule != RuleClassifier && c.Rule != RuleConvHead {
+					if c.Rule != backbone.RuleClassifier && c.Rule != backbone.RuleConvHead {
 						t.Errorf("rule %q, want a classifier rule", c.Rule)
 					}
 					if c.Classes != int64(want.Classes) {
@@ -38,12 +40,12 @@ func TestFindFeatureTensorKinds(t *testing.T) {
 					if len(c.Removed) == 0 {
 						t.Errorf("no classifier nodes listed as removed")
 					}
-				} else if c.Rule != RuleOutput || len(c.Removed) != 0 {
+				} else if c.Rule != backbone.RuleOutput || len(c.Removed) != 0 {
 					t.Errorf("feature extractor: rule %q removed %v", c.Rule, c.Removed)
 				}
 				// Every removed node must be one the feature tensor does not need.
-				ix := newGraphIndex(m)
-				live := ix.liveNodes([]string{c.Tensor})
+				ix := backbone.NewIndexForTest(m)
+				live := ix.LiveNodes([]string{c.Tensor})
 				nLive := 0
 				for _, l := range live {
 					if l {
@@ -54,15 +56,15 @@ func TestFindFeatureTensorKinds(t *testing.T) {
 					t.Errorf("%d live + %d removed != %d nodes", nLive, len(c.Removed), len(m.Graph.Node))
 				}
 
-				layers, err := DenseChain(m, c.Tensor)
+				layers, err := backbone.DenseChain(m, c.Tensor)
 				if err != nil {
 					t.Fatal(err)
 				}
 				var got []string
 				for _, l := range layers {
-					got = append(got, fmt.Sprintf("%s %d->%d %s", l.Name, l.In, l.Out, l.Activation))
-					if len(l.Weight) != l.In*l.Out || len(l.Bias) != l.Out {
-						t.Errorf("layer %s: %d weights %d biases for %dx%d", l.Name, len(l.Weight), len(l.Bias), l.Out, l.In)
+					got = append(got, fmt.Sprintf("%s %d->%d %s", l.Name, l.In, l.Out, l.Act))
+					if len(l.W) != l.In*l.Out || len(l.B) != l.Out {
+						t.Errorf("layer %s: %d weights %d biases for %dx%d", l.Name, len(l.W), len(l.B), l.Out, l.In)
 					}
 				}
 				if !reflect.DeepEqual(got, want.Dense) {
@@ -74,22 +76,22 @@ func TestFindFeatureTensorKinds(t *testing.T) {
 }
 
 func TestFindFeatureTensorOverride(t *testing.T) {
-	m := TestModel("vgg", 32)
+	m := testmodels.Model("vgg", 32)
 	tests := []struct {
 		name, tensor string
 		wantDim      int64
 		wantPool     string
 		wantErr      string
 	}{
-		{"pooled conv map", "relu2", 8, PoolGlobalAvgNCHW, ""},
-		{"flatten", "flatten", 512, PoolNone, ""},
-		{"fc6 relu", "relu6", 32, PoolNone, ""},
-		{"graph output", "probs", 10, PoolNone, ""},
+		{"pooled conv map", "relu2", 8, backbone.PoolGlobalAvgNCHW, ""},
+		{"flatten", "flatten", 512, backbone.PoolNone, ""},
+		{"fc6 relu", "relu6", 32, backbone.PoolNone, ""},
+		{"graph output", "probs", 10, backbone.PoolNone, ""},
 		{"absent", "nope", 0, "", `feature tensor "nope" is not in the model; candidates: pool2 [?,8,8,8] (feature map before Flatten, pooled), flatten [?,512] (Flatten output), drop6 [?,32] (input of Gemm fc7)`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := FindFeatureTensor(m, tc.tensor)
+			c, err := backbone.FindFeatureTensor(m, tc.tensor)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error %v, want %q", err, tc.wantErr)
@@ -99,7 +101,7 @@ func TestFindFeatureTensorOverride(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.Tensor != tc.tensor || c.Dim != tc.wantDim || c.Pool != tc.wantPool || c.Rule != RuleOverride {
+			if c.Tensor != tc.tensor || c.Dim != tc.wantDim || c.Pool != tc.wantPool || c.Rule != backbone.RuleOverride {
 				t.Fatalf("got %+v", c)
 			}
 		})
@@ -109,7 +111,7 @@ func TestFindFeatureTensorOverride(t *testing.T) {
 // graphSqueezeTail builds conv features and a SqueezeNet classifier tail
 // without Softmax: Conv 1x1 -> Relu -> GlobalAveragePool -> Flatten.
 func graphSqueezeTail(classes int64) *onnxpb.ModelProto {
-	b := NewBuilder("sq")
+	b := backbone.NewBuilder("sq")
 	x := b.Input("input", -1, 3, 8, 8)
 	f := b.Op("Relu", "feat", []string{b.Op("Conv", "c1", []string{x, b.Initializer("w1", []int64{4, 3, 1, 1}, make([]float32, 12))})})
 	y := b.Op("Conv", "cls", []string{f, b.Initializer("w2", []int64{classes, 4, 1, 1}, make([]float32, 4*classes))})
@@ -126,13 +128,13 @@ func TestFindFeatureTensorSqueezeNetLogits(t *testing.T) {
 		wantRule   string
 		wantDim    int64
 	}{
-		{1000, "feat", RuleConvHead, 4},
-		{1001, "feat", RuleConvHead, 4},
-		{10, "logits", RuleOutput, 10}, // no evidence of class scores: a feature extractor
+		{1000, "feat", backbone.RuleConvHead, 4},
+		{1001, "feat", backbone.RuleConvHead, 4},
+		{10, "logits", backbone.RuleOutput, 10}, // no evidence of class scores: a feature extractor
 	}
 	for _, tc := range tests {
 		t.Run(fmt.Sprint(tc.classes), func(t *testing.T) {
-			c, err := FindFeatureTensor(graphSqueezeTail(tc.classes), "")
+			c, err := backbone.FindFeatureTensor(graphSqueezeTail(tc.classes), "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -144,8 +146,8 @@ func TestFindFeatureTensorSqueezeNetLogits(t *testing.T) {
 }
 
 func graphRank1Model() *onnxpb.ModelProto {
-	b := NewBuilder("r1")
-	b.Graph.Input = append(b.Graph.Input, ValueInfo("x", onnxpb.TensorProto_FLOAT, []int64{-1}))
+	b := backbone.NewBuilder("r1")
+	b.Graph.Input = append(b.Graph.Input, backbone.ValueInfo("x", onnxpb.TensorProto_FLOAT, []int64{-1}))
 	b.Node("Relu", []string{"x"}, []string{"v"})
 	b.Output("v", -1)
 	return b.Model(0)
@@ -153,7 +155,7 @@ func graphRank1Model() *onnxpb.ModelProto {
 
 func TestFindFeatureTensorErrors(t *testing.T) {
 	// A softmax over something that is no recognisable classifier.
-	b := NewBuilder("odd")
+	b := backbone.NewBuilder("odd")
 	x := b.Input("input", -1, 3, 8, 8)
 	y := b.Op("Relu", "r", []string{x})
 	y = b.Op("Flatten", "f", []string{y})
@@ -161,7 +163,7 @@ func TestFindFeatureTensorErrors(t *testing.T) {
 	b.Output("probs", -1, 192)
 	odd := b.Model(0)
 
-	half := TestModel("resnet", 16)
+	half := testmodels.Model("resnet", 16)
 	for _, v := range half.Graph.Input {
 		v.Type.GetTensorType().ElemType = ptr(int32(onnxpb.TensorProto_FLOAT16))
 	}
@@ -176,12 +178,12 @@ func TestFindFeatureTensorErrors(t *testing.T) {
 		{"no outputs", &onnxpb.ModelProto{Graph: &onnxpb.GraphProto{}}, "", "model has no outputs"},
 		{"softmax without classifier", odd, "", `model output "probs" looks like class scores`},
 		{"float16 tensor", half, "input", `feature tensor "input" is float16`},
-		{"constant", TestModel("vgg", 16), "fc6.bias", `feature tensor "fc6.bias" is a constant`},
+		{"constant", testmodels.Model("vgg", 16), "fc6.bias", `feature tensor "fc6.bias" is a constant`},
 		{"rank 1", graphRank1Model(), "v", `feature tensor "v" has shape [?]: expected [N,D] or [N,C,H,W]`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := FindFeatureTensor(tc.m, tc.override)
+			_, err := backbone.FindFeatureTensor(tc.m, tc.override)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want %q", err, tc.want)
 			}
@@ -204,7 +206,7 @@ func TestDenseChainWeights(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(fmt.Sprintf("%s/%g/%g", tc.kind, tc.alpha, tc.beta), func(t *testing.T) {
-			m := TestModel(tc.kind, 16)
+			m := testmodels.Model(tc.kind, 16)
 			for _, n := range m.Graph.Node {
 				if n.GetOpType() == "Gemm" {
 					for _, a := range n.Attribute {
@@ -218,12 +220,12 @@ func TestDenseChainWeights(t *testing.T) {
 				}
 			}
 			// Look through the softmax: start from the tensor it reads.
-			ix := newGraphIndex(m)
+			ix := backbone.NewIndexForTest(m)
 			start := tc.feature
-			if n := ix.node(start); n != nil && n.GetOpType() == "Softmax" {
+			if n := ix.Node(start); n != nil && n.GetOpType() == "Softmax" {
 				start = n.Input[0]
 			}
-			layers, err := DenseChainN(m, start, 1)
+			layers, err := backbone.DenseChainN(m, start, 1)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -233,14 +235,14 @@ func TestDenseChainWeights(t *testing.T) {
 			l := layers[0]
 			var lin *onnxpb.NodeProto
 			for _, n := range m.Graph.Node {
-				if nodeLabel(n) == l.Name {
+				if backbone.NodeLabel(n) == l.Name {
 					lin = n
 				}
 			}
 			if lin == nil {
 				t.Fatalf("node %s not found", l.Name)
 			}
-			w, err := InitializerFloats(ix.consts[lin.Input[1]])
+			w, err := backbone.InitializerFloats(ix.Const(lin.Input[1]))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -256,7 +258,7 @@ func TestDenseChainWeights(t *testing.T) {
 					} else {
 						stored = w[o*l.In+i]
 					}
-					if got := l.Weight[o*l.In+i]; got != stored*alpha {
+					if got := l.W[o*l.In+i]; got != stored*alpha {
 						t.Fatalf("W[%d,%d] = %g, want %g", o, i, got, stored*alpha)
 					}
 				}
@@ -271,7 +273,7 @@ func TestDenseChainWeights(t *testing.T) {
 					}
 				}
 			}
-			bias, err := InitializerFloats(ix.consts[biasName])
+			bias, err := backbone.InitializerFloats(ix.Const(biasName))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -279,9 +281,9 @@ func TestDenseChainWeights(t *testing.T) {
 			if lin.GetOpType() == "Gemm" {
 				beta = tc.beta
 			}
-			for o := range l.Bias {
-				if math.Abs(float64(l.Bias[o]-bias[o]*beta)) > 0 {
-					t.Fatalf("bias[%d] = %g, want %g", o, l.Bias[o], bias[o]*beta)
+			for o := range l.B {
+				if math.Abs(float64(l.B[o]-bias[o]*beta)) > 0 {
+					t.Fatalf("bias[%d] = %g, want %g", o, l.B[o], bias[o]*beta)
 				}
 			}
 		})
@@ -291,18 +293,18 @@ func TestDenseChainWeights(t *testing.T) {
 // TestDenseChainAliasedBias: PyTorch's exporter deduplicates equal
 // initializers (VGG's zero biases) through Identity nodes.
 func TestDenseChainAliasedBias(t *testing.T) {
-	m := TestModel("vgg", 16)
+	m := testmodels.Model("vgg", 16)
 	var fc7 *onnxpb.NodeProto
 	for _, n := range m.Graph.Node {
 		if n.GetName() == "fc7" {
 			fc7 = n
 		}
 	}
-	b := EditGraph(m.Graph)
+	b := backbone.EditGraph(m.Graph)
 	alias := b.Unique("fc7.bias.alias")
 	m.Graph.Node = append([]*onnxpb.NodeProto{{OpType: ptr("Identity"), Input: []string{"fc7.bias"}, Output: []string{alias}}}, m.Graph.Node...)
 	fc7.Input[2] = alias
-	layers, err := DenseChain(m, "relu7")
+	layers, err := backbone.DenseChain(m, "relu7")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,22 +314,22 @@ func TestDenseChainAliasedBias(t *testing.T) {
 	var want []float32
 	for _, init := range m.Graph.Initializer {
 		if init.GetName() == "fc7.bias" {
-			want, _ = InitializerFloats(init)
+			want, _ = backbone.InitializerFloats(init)
 		}
 	}
-	if len(want) != 24 || !reflect.DeepEqual(layers[1].Bias, want) {
-		t.Errorf("fc7 bias %v, want the aliased %v", layers[1].Bias, want)
+	if len(want) != 24 || !reflect.DeepEqual(layers[1].B, want) {
+		t.Errorf("fc7 bias %v, want the aliased %v", layers[1].B, want)
 	}
 }
 
 func TestDenseChainN(t *testing.T) {
-	m := TestModel("vgg", 32)
-	all, err := DenseChain(m, "relu7")
+	m := testmodels.Model("vgg", 32)
+	all, err := backbone.DenseChain(m, "relu7")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for k := 0; k <= 3; k++ {
-		got, err := DenseChainN(m, "relu7", k)
+		got, err := backbone.DenseChainN(m, "relu7", k)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -339,7 +341,7 @@ func TestDenseChainN(t *testing.T) {
 			t.Errorf("k=%d: got %d layers, want the last %d of DenseChain", k, len(got), len(want))
 		}
 	}
-	if _, err := DenseChain(m, "missing"); err == nil {
+	if _, err := backbone.DenseChain(m, "missing"); err == nil {
 		t.Error("no error for a missing tensor")
 	}
 }
@@ -362,35 +364,36 @@ func TestExternalModels(t *testing.T) {
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			start := time.Now()
-			m, err := ReadModelFile(f)
+			m, err := backbone.ReadModelFile(f)
 			if err != nil {
 				t.Fatal(err)
 			}
 			read := time.Since(start)
 			start = time.Now()
-			c, err := FindFeatureTensor(m, "")
+			c, err := backbone.FindFeatureTensor(m, "")
 			if err != nil {
 				t.Fatal(err)
 			}
-			cut, err := CutAtFeature(m, c)
+			cut, err := backbone.CutAtFeature(m, c)
 			if err != nil {
 				t.Fatal(err)
 			}
-			layers, err := DenseChainN(m, c.Tensor, 2)
+			layers, err := backbone.DenseChainN(m, c.Tensor, 2)
 			if err != nil {
 				t.Fatal(err)
 			}
 			detect := time.Since(start)
 			var dense []string
 			for _, l := range layers {
-				dense = append(dense, fmt.Sprintf("%s %d->%d %s", l.Name, l.In, l.Out, l.Activation))
+				dense = append(dense, fmt.Sprintf("%s %d->%d %s", l.Name, l.In, l.Out, l.Act))
 			}
 			t.Logf("feature %s %s dim %d pool %q rule %s classifier %s (%d classes); removed %d nodes; dense chain %v; read %v, detect+cut+dense %v",
-				c.Tensor, formatDims(c.Shape), c.Dim, c.Pool, c.Rule, c.Classifier, c.Classes, len(c.Removed), dense, read.Round(time.Millisecond), detect.Round(time.Millisecond))
-			name, layout, ch, h, w, err := ImageInput(m)
+				c.Tensor, backbone.FormatDims(c.Shape), c.Dim, c.Pool, c.Rule, c.Classifier, c.Classes, len(c.Removed), dense, read.Round(time.Millisecond), detect.Round(time.Millisecond))
+			img, err := backbone.ImageInput(m)
 			if err != nil {
 				t.Fatal(err)
 			}
+			name, layout, ch, h, w := img.Name, img.Layout, img.Channels, img.Height, img.Width
 			if h == 0 {
 				h, w = 224, 224
 			}
@@ -399,16 +402,16 @@ func TestExternalModels(t *testing.T) {
 				shape = []int64{2, int64(h), int64(w), int64(ch)}
 			}
 			x := make([]float32, 2*ch*h*w)
-			tb := &testBuilder{seed: 3}
+			tb := testmodels.NewRand(3)
 			for i := range x {
-				x[i] = tb.rand()
+				x[i] = tb.Float32()
 			}
-			cutData, _ := MarshalModel(cut)
-			got, _ := graphRunORT(t, cutData, name, shape, x, FeatureOutput)
+			cutData, _ := backbone.MarshalModel(cut)
+			got, _ := graphRunORT(t, cutData, name, shape, x, backbone.FeatureOutput)
 			full := proto.Clone(m).(*onnxpb.ModelProto)
 			full.Graph.Output = append(full.Graph.Output, &onnxpb.ValueInfoProto{Name: ptr(c.Tensor),
 				Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{ElemType: ptr(int32(onnxpb.TensorProto_FLOAT))}}}})
-			fullData, _ := MarshalModel(full)
+			fullData, _ := backbone.MarshalModel(full)
 			ref, refShape := graphRunORT(t, fullData, name, shape, x, c.Tensor)
 			want, err := graphPoolReference(ref[0], refShape[0], c.Pool)
 			if err != nil {
@@ -431,22 +434,22 @@ func TestExternalModels(t *testing.T) {
 // Find the feature tensor of a classifier, cut the classifier off and read
 // the pretrained dense layers before the cut.
 func ExampleFindFeatureTensor() {
-	m := TestModel("vgg", 32) // in real use: ReadModelFile("vgg16.onnx")
-	choice, err := FindFeatureTensor(m, "")
+	m := testmodels.Model("vgg", 32) // in real use: ReadModelFile("vgg16.onnx")
+	choice, err := backbone.FindFeatureTensor(m, "")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	fmt.Printf("%s: %s, D=%d, removes %v\n", choice.Rule, choice.Tensor, choice.Dim, choice.Removed)
-	cut, err := CutAtFeature(m, choice)
+	cut, err := backbone.CutAtFeature(m, choice)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	fmt.Println("output:", cut.Graph.Output[0].GetName())
-	layers, _ := DenseChain(m, choice.Tensor)
+	layers, _ := backbone.DenseChain(m, choice.Tensor)
 	for _, l := range layers {
-		fmt.Printf("dense %s %d->%d %s, cut at %s to tune it\n", l.Name, l.In, l.Out, l.Activation, l.Input)
+		fmt.Printf("dense %s %d->%d %s, cut at %s to tune it\n", l.Name, l.In, l.Out, l.Act, l.Input)
 	}
 	// Output:
 	// classifier: relu7, D=24, removes [Gemm fc8 Softmax Softmax]

@@ -1,6 +1,8 @@
-package backbone
+package backbone_test
 
 import (
+	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/internal/testmodels"
 	"testing"
 )
 
@@ -11,14 +13,14 @@ import (
 // Seeds: the built test models (also committed in testdata/fuzz) and
 // truncations of one.
 func FuzzParseModel(f *testing.F) {
-	for _, kind := range TestModelKinds {
-		data, err := MarshalModel(TestModel(kind, 8))
+	for _, kind := range testmodels.Kinds {
+		data, err := backbone.MarshalModel(testmodels.Model(kind, 8))
 		if err != nil {
 			f.Fatal(err)
 		}
 		f.Add(data)
 	}
-	vgg, _ := MarshalModel(TestModel("vgg", 8))
+	vgg, _ := backbone.MarshalModel(testmodels.Model("vgg", 8))
 	f.Add(vgg[:len(vgg)/2])
 	f.Add([]byte{})
 	f.Fuzz(fuzzBody)
@@ -26,30 +28,30 @@ func FuzzParseModel(f *testing.F) {
 
 func fuzzBody(t *testing.T, data []byte) {
 	{
-		m, err := ParseModel(data)
+		m, err := backbone.ParseModel(data)
 		if err != nil {
 			return
 		}
-		info, err := Inspect(m)
+		info, err := backbone.Inspect(m)
 		if err != nil {
 			return
 		}
 		for _, c := range info.Candidates {
-			if _, err := FindFeatureTensor(m, c.Tensor); err != nil {
+			if _, err := backbone.FindFeatureTensor(m, c.Tensor); err != nil {
 				continue
 			}
 		}
-		if c, err := FindFeatureTensor(m, ""); err == nil {
-			if cut, err := CutAtFeature(m, c); err == nil {
-				if _, err := MarshalModel(cut); err != nil {
+		if c, err := backbone.FindFeatureTensor(m, ""); err == nil {
+			if cut, err := backbone.CutAtFeature(m, c); err == nil {
+				if _, err := backbone.MarshalModel(cut); err != nil {
 					t.Fatalf("cut model does not encode: %v", err)
 				}
 			}
-			DenseChainN(m, c.Tensor, 2)
+			backbone.DenseChainN(m, c.Tensor, 2)
 		}
 		for _, init := range m.Graph.Initializer {
-			if n, err := TensorElements(init.Dims); err == nil && n < 1<<20 {
-				InitializerFloats(init)
+			if n, err := backbone.TensorElements(init.Dims); err == nil && n < 1<<20 {
+				backbone.InitializerFloats(init)
 			}
 		}
 	}

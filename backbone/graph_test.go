@@ -1,8 +1,10 @@
-package backbone
+package backbone_test
 
 import (
 	"bytes"
 	"encoding/binary"
+	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/internal/testmodels"
 	"math"
 	"os"
 	"path/filepath"
@@ -28,12 +30,12 @@ func graphWithUnknown(msg proto.Message, num protowire.Number, payload string) {
 // drop: unknown fields at model, graph, node and tensor level, several
 // opsets, doc strings, metadata, value_info, a function and training info.
 func graphRichModel() *onnxpb.ModelProto {
-	m := TestModel("resnet", 16)
+	m := testmodels.Model("resnet", 16)
 	m.OpsetImport = append(m.OpsetImport, &onnxpb.OperatorSetIdProto{Domain: ptr("com.microsoft"), Version: ptr(int64(1))})
 	m.Domain = ptr("org.example")
 	m.ModelVersion = ptr(int64(7))
 	m.Graph.Node[0].DocString = ptr("first conv")
-	m.Graph.ValueInfo = append(m.Graph.ValueInfo, ValueInfo("stem", onnxpb.TensorProto_FLOAT, []int64{-1, 8, 8, 8}))
+	m.Graph.ValueInfo = append(m.Graph.ValueInfo, backbone.ValueInfo("stem", onnxpb.TensorProto_FLOAT, []int64{-1, 8, 8, 8}))
 	m.Functions = append(m.Functions, &onnxpb.FunctionProto{Name: ptr("f"), Domain: ptr("org.example"), Input: []string{"a"}, Output: []string{"b"},
 		Node: []*onnxpb.NodeProto{{OpType: ptr("Identity"), Input: []string{"a"}, Output: []string{"b"}}}})
 	m.TrainingInfo = append(m.TrainingInfo, &onnxpb.TrainingInfoProto{Algorithm: &onnxpb.GraphProto{Name: ptr("step")}})
@@ -50,9 +52,9 @@ func TestRoundTrip(t *testing.T) {
 		data func(t *testing.T) []byte
 	}
 	var tests []tc
-	for _, kind := range TestModelKinds {
+	for _, kind := range testmodels.Kinds {
 		tests = append(tests, tc{"built " + kind, func(t *testing.T) []byte {
-			b, err := MarshalModel(TestModel(kind, 16))
+			b, err := backbone.MarshalModel(testmodels.Model(kind, 16))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -60,7 +62,7 @@ func TestRoundTrip(t *testing.T) {
 		}})
 	}
 	tests = append(tests, tc{"unknown fields and extras", func(t *testing.T) []byte {
-		b, err := MarshalModel(graphRichModel())
+		b, err := backbone.MarshalModel(graphRichModel())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -78,22 +80,22 @@ func TestRoundTrip(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			orig := tc.data(t)
-			m, err := ParseModel(orig)
+			m, err := backbone.ParseModel(orig)
 			if err != nil {
 				t.Fatal(err)
 			}
-			enc, err := MarshalModel(m)
+			enc, err := backbone.MarshalModel(m)
 			if err != nil {
 				t.Fatal(err)
 			}
-			m2, err := ParseModel(enc)
+			m2, err := backbone.ParseModel(enc)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !proto.Equal(m, m2) {
 				t.Fatal("model changed through write and re-read")
 			}
-			enc2, err := MarshalModel(m2)
+			enc2, err := backbone.MarshalModel(m2)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -107,8 +109,8 @@ func TestRoundTrip(t *testing.T) {
 		})
 	}
 	t.Run("extras survive", func(t *testing.T) {
-		enc, _ := MarshalModel(graphRichModel())
-		m, err := ParseModel(enc)
+		enc, _ := backbone.MarshalModel(graphRichModel())
+		m, err := backbone.ParseModel(enc)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,16 +138,16 @@ func TestRoundTrip(t *testing.T) {
 // unknown fields of the model and graph, and drops only training_info.
 func TestCutKeepsModelExtras(t *testing.T) {
 	m := graphRichModel()
-	c, err := FindFeatureTensor(m, "")
+	c, err := backbone.FindFeatureTensor(m, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cut, err := CutAtFeature(m, c)
+	cut, err := backbone.CutAtFeature(m, c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc, _ := MarshalModel(cut)
-	back, err := ParseModel(enc)
+	enc, _ := backbone.MarshalModel(cut)
+	back, err := backbone.ParseModel(enc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +226,7 @@ func TestInitializerFloats(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := InitializerFloats(tc.t)
+			got, err := backbone.InitializerFloats(tc.t)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("error %v, want %q", err, tc.err)
@@ -248,22 +250,22 @@ func TestInitializerFloats(t *testing.T) {
 }
 
 func TestAppendInitializerFloats(t *testing.T) {
-	a := Float32Tensor("a", []int64{2}, []float32{1, 2})
+	a := backbone.Float32Tensor("a", []int64{2}, []float32{1, 2})
 	half := &onnxpb.TensorProto{Dims: []int64{3}, DataType: ptr(int32(onnxpb.TensorProto_FLOAT16)), Int32Data: []int32{0x3c00, 0x4000, 0xbc00}}
 	bad := &onnxpb.TensorProto{Name: ptr("bad"), Dims: []int64{3}, DataType: ptr(int32(onnxpb.TensorProto_FLOAT)), FloatData: []float32{1}}
 	buf := make([]float32, 0, 8)
-	buf, err := AppendInitializerFloats(buf, a)
+	buf, err := backbone.AppendInitializerFloats(buf, a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	buf, err = AppendInitializerFloats(buf, half)
+	buf, err = backbone.AppendInitializerFloats(buf, half)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(buf, []float32{1, 2, 1, 2, -1}) || cap(buf) != 8 {
 		t.Fatalf("got %v (cap %d)", buf, cap(buf))
 	}
-	got, err := AppendInitializerFloats(buf, bad)
+	got, err := backbone.AppendInitializerFloats(buf, bad)
 	if err == nil || !slices.Equal(got, buf) {
 		t.Fatalf("on error: %v, %v", got, err)
 	}
@@ -286,7 +288,7 @@ func TestFloat16ToFloat32(t *testing.T) {
 			want = sign * math.Ldexp(mant, -24)
 		case 0x1f:
 			if mant != 0 {
-				if got := Float16ToFloat32(h); !math.IsNaN(float64(got)) {
+				if got := backbone.Float16ToFloat32(h); !math.IsNaN(float64(got)) {
 					t.Fatalf("%#04x: got %g, want NaN", h, got)
 				}
 				continue
@@ -295,7 +297,7 @@ func TestFloat16ToFloat32(t *testing.T) {
 		default:
 			want = sign * math.Ldexp(1+mant/1024, exp-15)
 		}
-		got := Float16ToFloat32(h)
+		got := backbone.Float16ToFloat32(h)
 		if float64(got) != want || math.Signbit(float64(got)) != (sign < 0) {
 			t.Fatalf("%#04x: got %g, want %g", h, got, want)
 		}
@@ -308,73 +310,73 @@ func TestShapeInference(t *testing.T) {
 	tests := []struct {
 		name  string
 		in    []int64
-		build func(b *Builder, x string) string
+		build func(b *backbone.Builder, x string) string
 		want  []int64
 	}{
-		{"conv same_upper stride 2", []int64{-1, 3, 15, 15}, func(b *Builder, x string) string {
-			return b.Op("Conv", "y", []string{x, b.Initializer("w", []int64{8, 3, 3, 3}, make([]float32, 216))}, AttrString("auto_pad", "SAME_UPPER"), AttrInts("strides", 2, 2))
+		{"conv same_upper stride 2", []int64{-1, 3, 15, 15}, func(b *backbone.Builder, x string) string {
+			return b.Op("Conv", "y", []string{x, b.Initializer("w", []int64{8, 3, 3, 3}, make([]float32, 216))}, backbone.AttrString("auto_pad", "SAME_UPPER"), backbone.AttrInts("strides", 2, 2))
 		}, []int64{-1, 8, 8, 8}},
-		{"conv dilation valid", []int64{2, 3, 15, 15}, func(b *Builder, x string) string {
-			return b.Op("Conv", "y", []string{x, b.Initializer("w", []int64{4, 3, 3, 3}, make([]float32, 108))}, AttrInts("dilations", 2, 2))
+		{"conv dilation valid", []int64{2, 3, 15, 15}, func(b *backbone.Builder, x string) string {
+			return b.Op("Conv", "y", []string{x, b.Initializer("w", []int64{4, 3, 3, 3}, make([]float32, 108))}, backbone.AttrInts("dilations", 2, 2))
 		}, []int64{2, 4, 11, 11}},
-		{"maxpool ceil", []int64{-1, 4, 13, 13}, func(b *Builder, x string) string {
-			return b.Op("MaxPool", "y", []string{x}, AttrInts("kernel_shape", 3, 3), AttrInts("strides", 2, 2), AttrInt("ceil_mode", 1))
+		{"maxpool ceil", []int64{-1, 4, 13, 13}, func(b *backbone.Builder, x string) string {
+			return b.Op("MaxPool", "y", []string{x}, backbone.AttrInts("kernel_shape", 3, 3), backbone.AttrInts("strides", 2, 2), backbone.AttrInt("ceil_mode", 1))
 		}, []int64{-1, 4, 6, 6}},
-		{"flatten axis 2", []int64{2, 3, 4, 5}, func(b *Builder, x string) string {
-			return b.Op("Flatten", "y", []string{x}, AttrInt("axis", 2))
+		{"flatten axis 2", []int64{2, 3, 4, 5}, func(b *backbone.Builder, x string) string {
+			return b.Op("Flatten", "y", []string{x}, backbone.AttrInt("axis", 2))
 		}, []int64{6, 20}},
-		{"flatten axis -1", []int64{2, 3, 4, 5}, func(b *Builder, x string) string {
-			return b.Op("Flatten", "y", []string{x}, AttrInt("axis", -1))
+		{"flatten axis -1", []int64{2, 3, 4, 5}, func(b *backbone.Builder, x string) string {
+			return b.Op("Flatten", "y", []string{x}, backbone.AttrInt("axis", -1))
 		}, []int64{24, 5}},
-		{"squeeze axes input", []int64{-1, 16, 1, 1}, func(b *Builder, x string) string {
+		{"squeeze axes input", []int64{-1, 16, 1, 1}, func(b *backbone.Builder, x string) string {
 			return b.Op("Squeeze", "y", []string{x, b.Int64Initializer("axes", []int64{2}, []int64{2, 3})})
 		}, []int64{-1, 16}},
-		{"squeeze no axes", []int64{2, 16, 1, 1}, func(b *Builder, x string) string {
+		{"squeeze no axes", []int64{2, 16, 1, 1}, func(b *backbone.Builder, x string) string {
 			return b.Op("Squeeze", "y", []string{x})
 		}, []int64{2, 16}},
-		{"unsqueeze attr", []int64{-1, 16}, func(b *Builder, x string) string {
-			return b.Op("Unsqueeze", "y", []string{x}, AttrInts("axes", 2, 3))
+		{"unsqueeze attr", []int64{-1, 16}, func(b *backbone.Builder, x string) string {
+			return b.Op("Unsqueeze", "y", []string{x}, backbone.AttrInts("axes", 2, 3))
 		}, []int64{-1, 16, 1, 1}},
-		{"reducemean keepdims", []int64{-1, 7, 7, 32}, func(b *Builder, x string) string {
-			return b.Op("ReduceMean", "y", []string{x}, AttrInts("axes", 1, 2))
+		{"reducemean keepdims", []int64{-1, 7, 7, 32}, func(b *backbone.Builder, x string) string {
+			return b.Op("ReduceMean", "y", []string{x}, backbone.AttrInts("axes", 1, 2))
 		}, []int64{-1, 1, 1, 32}},
-		{"reducemean axes input opset 18", []int64{-1, 32, 7, 7}, func(b *Builder, x string) string {
-			return b.Op("ReduceMean", "y", []string{x, b.Int64Initializer("axes", []int64{2}, []int64{-2, -1})}, AttrInt("keepdims", 0))
+		{"reducemean axes input opset 18", []int64{-1, 32, 7, 7}, func(b *backbone.Builder, x string) string {
+			return b.Op("ReduceMean", "y", []string{x, b.Int64Initializer("axes", []int64{2}, []int64{-2, -1})}, backbone.AttrInt("keepdims", 0))
 		}, []int64{-1, 32}},
-		{"reshape -1 with unknown batch", []int64{-1, 512, 7, 7}, func(b *Builder, x string) string {
+		{"reshape -1 with unknown batch", []int64{-1, 512, 7, 7}, func(b *backbone.Builder, x string) string {
 			return b.Op("Reshape", "y", []string{x, b.Int64Initializer("s", []int64{2}, []int64{0, -1})})
 		}, []int64{-1, 25088}},
-		{"reshape explicit", []int64{4, 6}, func(b *Builder, x string) string {
+		{"reshape explicit", []int64{4, 6}, func(b *backbone.Builder, x string) string {
 			return b.Op("Reshape", "y", []string{x, b.Int64Initializer("s", []int64{3}, []int64{2, -1, 3})})
 		}, []int64{2, 4, 3}},
-		{"matmul", []int64{-1, 10, 16}, func(b *Builder, x string) string {
+		{"matmul", []int64{-1, 10, 16}, func(b *backbone.Builder, x string) string {
 			return b.Op("MatMul", "y", []string{x, b.Initializer("w", []int64{16, 4}, make([]float32, 64))})
 		}, []int64{-1, 10, 4}},
-		{"gemm transA", []int64{16, 5}, func(b *Builder, x string) string {
-			return b.Op("Gemm", "y", []string{x, b.Initializer("w", []int64{16, 4}, make([]float32, 64))}, AttrInt("transA", 1))
+		{"gemm transA", []int64{16, 5}, func(b *backbone.Builder, x string) string {
+			return b.Op("Gemm", "y", []string{x, b.Initializer("w", []int64{16, 4}, make([]float32, 64))}, backbone.AttrInt("transA", 1))
 		}, []int64{5, 4}},
-		{"broadcast add", []int64{-1, 8, 1, 1}, func(b *Builder, x string) string {
+		{"broadcast add", []int64{-1, 8, 1, 1}, func(b *backbone.Builder, x string) string {
 			return b.Op("Add", "y", []string{x, b.Initializer("c", []int64{1, 1, 4, 4}, make([]float32, 16))})
 		}, []int64{-1, 8, 4, 4}},
-		{"concat axis -1 unknown part", []int64{-1, 8}, func(b *Builder, x string) string {
+		{"concat axis -1 unknown part", []int64{-1, 8}, func(b *backbone.Builder, x string) string {
 			y := b.Op("Relu", "r", []string{x})
 			z := b.Op("Unknownop", "u", []string{x})
-			return b.Op("Concat", "y", []string{y, z}, AttrInt("axis", -1))
+			return b.Op("Concat", "y", []string{y, z}, backbone.AttrInt("axis", -1))
 		}, []int64{-1, -1}},
-		{"pad input", []int64{-1, 3, 8, 8}, func(b *Builder, x string) string {
+		{"pad input", []int64{-1, 3, 8, 8}, func(b *backbone.Builder, x string) string {
 			return b.Op("Pad", "y", []string{x, b.Int64Initializer("p", []int64{8}, []int64{0, 0, 1, 2, 0, 0, 1, 0})})
 		}, []int64{-1, 3, 10, 10}},
-		{"unknown op", []int64{-1, 8}, func(b *Builder, x string) string {
+		{"unknown op", []int64{-1, 8}, func(b *backbone.Builder, x string) string {
 			return b.Op("Unknownop", "y", []string{x})
 		}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			b := NewBuilder("s")
+			b := backbone.NewBuilder("s")
 			x := b.Input("x", tc.in...)
 			y := tc.build(b, x)
-			ix := newGraphIndex(b.Model(18))
-			if got := ix.shape(y); !slices.Equal(got, tc.want) || (got == nil) != (tc.want == nil) {
+			ix := backbone.NewIndexForTest(b.Model(18))
+			if got := ix.Shape(y); !slices.Equal(got, tc.want) || (got == nil) != (tc.want == nil) {
 				t.Fatalf("shape %v, want %v", got, tc.want)
 			}
 		})
@@ -387,11 +389,11 @@ func TestShapeInference(t *testing.T) {
 func TestShapeInferenceMatchesORT(t *testing.T) {
 	ortReadyForGraphTests(t)
 	const size, batch = 32, 2
-	for _, kind := range TestModelKinds {
+	for _, kind := range testmodels.Kinds {
 		t.Run(kind, func(t *testing.T) {
-			m := TestModel(kind, size)
-			e := ExpectTestModel(kind, size)
-			ix := newGraphIndex(m)
+			m := testmodels.Model(kind, size)
+			e := testmodels.ExpectFor(kind, size)
+			ix := backbone.NewIndexForTest(m)
 			full := proto.Clone(m).(*onnxpb.ModelProto)
 			var names []string
 			for _, n := range m.Graph.Node {
@@ -404,7 +406,7 @@ func TestShapeInferenceMatchesORT(t *testing.T) {
 						Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{ElemType: ptr(int32(onnxpb.TensorProto_FLOAT))}}}})
 				}
 			}
-			data, err := MarshalModel(full)
+			data, err := backbone.MarshalModel(full)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -415,7 +417,7 @@ func TestShapeInferenceMatchesORT(t *testing.T) {
 			_, shapes := graphRunORT(t, data, e.Input, shape, make([]float32, batch*3*size*size), names...)
 			checked := 0
 			for i, name := range names {
-				inf := ix.shape(name)
+				inf := ix.Shape(name)
 				if inf == nil {
 					continue
 				}
@@ -449,7 +451,7 @@ func BenchmarkInitializerFloats(b *testing.B) {
 	for i := range vals {
 		vals[i] = float32(i)
 	}
-	tensor := Float32Tensor("w", []int64{int64(len(vals))}, vals)
+	tensor := backbone.Float32Tensor("w", []int64{int64(len(vals))}, vals)
 	size := int64(len(tensor.RawData))
 	b.Run("baseline=copy", func(b *testing.B) {
 		b.SetBytes(size)
@@ -463,7 +465,7 @@ func BenchmarkInitializerFloats(b *testing.B) {
 		dst := make([]float32, 0, len(vals))
 		for b.Loop() {
 			var err error
-			if dst, err = AppendInitializerFloats(dst[:0], tensor); err != nil {
+			if dst, err = backbone.AppendInitializerFloats(dst[:0], tensor); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -471,7 +473,7 @@ func BenchmarkInitializerFloats(b *testing.B) {
 	b.Run("InitializerFloats/fresh", func(b *testing.B) {
 		b.SetBytes(size)
 		for b.Loop() {
-			if _, err := InitializerFloats(tensor); err != nil {
+			if _, err := backbone.InitializerFloats(tensor); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/headtune/headtune/backbone/onnxpb"
+	"github.com/headtune/headtune/internal/bytesize"
 )
 
 // TensorInfo describes a graph input or output.
@@ -29,14 +30,17 @@ type OpsetInfo struct {
 	Version int64  `json:"version"`
 }
 
-// ImageInfo describes the image input found by ImageInput. Height and Width
-// are 0 when dynamic.
+// ImageInfo describes the image input found by ImageInput. Layout is
+// "NCHW" or "NHWC" and Channels 1 or 3. Height, Width and Batch are the
+// declared sizes, 0 when dynamic (Batch 1 means the graph takes one image
+// per run).
 type ImageInfo struct {
 	Name     string `json:"name"`
 	Layout   string `json:"layout"`
 	Channels int    `json:"channels"`
 	Height   int    `json:"height"`
 	Width    int    `json:"width"`
+	Batch    int    `json:"batch,omitempty"`
 }
 
 // ModelInfo is what `headtune inspect` reports about a model. JSON tags
@@ -136,10 +140,10 @@ func Inspect(m *onnxpb.ModelProto) (*ModelInfo, error) {
 		info.Parameters += n
 		info.ParameterBytes += size
 	}
-	if name, layout, c, h, w, err := ImageInput(m); err != nil {
+	if in, err := ImageInput(m); err != nil {
 		info.ImageError = err.Error()
 	} else {
-		info.Image = &ImageInfo{Name: name, Layout: layout, Channels: c, Height: h, Width: w}
+		info.Image = &in
 	}
 	if fc, err := FindFeatureTensor(m, ""); err != nil {
 		info.FeatureError = err.Error()
@@ -208,50 +212,50 @@ func shapeString(names []string) string {
 // The layout is "NCHW" when dim 1 is 1 or 3, "NHWC" when the last dim is 1
 // or 3 and dim 1 is not; when both are dynamic the first node reading the
 // input decides (a Conv means NCHW with the weight's channel count, a
-// Transpose with perm [0,3,1,2] means NHWC). channels is 1 or 3; height and
-// width are 0 when dynamic.
+// Transpose with perm [0,3,1,2] means NHWC). On error the result holds the
+// input's name when there is a single input.
 //
 // Errors say what is wrong in one line: no or several inputs, a non-tensor
 // or non-float32 input (float16 and uint8 inputs are named as such), or a
 // shape that is not an image tensor.
-func ImageInput(m *onnxpb.ModelProto) (name, layout string, channels, height, width int, err error) {
+func ImageInput(m *onnxpb.ModelProto) (ImageInfo, error) {
 	if m.GetGraph() == nil {
-		return "", "", 0, 0, 0, fmt.Errorf("model has no graph")
+		return ImageInfo{}, fmt.Errorf("model has no graph")
 	}
 	ix := newGraphIndex(m)
 	switch len(ix.realIn) {
 	case 0:
-		return "", "", 0, 0, 0, fmt.Errorf("model has no inputs: expected one image input")
+		return ImageInfo{}, fmt.Errorf("model has no inputs: expected one image input")
 	case 1:
 	default:
 		names := make([]string, len(ix.realIn))
 		for i, v := range ix.realIn {
 			names[i] = v.GetName()
 		}
-		return "", "", 0, 0, 0, fmt.Errorf("model has %d inputs (%s): expected a single image input", len(names), strings.Join(names, ", "))
+		return ImageInfo{}, fmt.Errorf("model has %d inputs (%s): expected a single image input", len(names), strings.Join(names, ", "))
 	}
 	v := ix.realIn[0]
-	name = v.GetName()
+	name := v.GetName()
 	tt := v.GetType().GetTensorType()
 	if tt == nil {
-		return name, "", 0, 0, 0, fmt.Errorf("model input %s is not a tensor: expected an image tensor [N,3,H,W] or [N,H,W,3]", name)
+		return ImageInfo{Name: name}, fmt.Errorf("model input %s is not a tensor: expected an image tensor [N,3,H,W] or [N,H,W,3]", name)
 	}
 	switch et := onnxpb.TensorProto_DataType(tt.GetElemType()); et {
 	case onnxpb.TensorProto_FLOAT:
 	case onnxpb.TensorProto_FLOAT16:
-		return name, "", 0, 0, 0, fmt.Errorf("model input %s is float16: only float32 image inputs are supported (convert the model to float32)", name)
+		return ImageInfo{Name: name}, fmt.Errorf("model input %s is float16: only float32 image inputs are supported (convert the model to float32)", name)
 	case onnxpb.TensorProto_UINT8:
-		return name, "", 0, 0, 0, fmt.Errorf("model input %s is uint8: only float32 image inputs are supported (this model expects raw pixels and preprocesses them itself)", name)
+		return ImageInfo{Name: name}, fmt.Errorf("model input %s is uint8: only float32 image inputs are supported (this model expects raw pixels and preprocesses them itself)", name)
 	default:
-		return name, "", 0, 0, 0, fmt.Errorf("model input %s is %s: only float32 image inputs are supported", name, ElemTypeName(int32(et)))
+		return ImageInfo{Name: name}, fmt.Errorf("model input %s is %s: only float32 image inputs are supported", name, ElemTypeName(int32(et)))
 	}
 	dims, names, ok := declaredShape(v)
 	if !ok {
-		return name, "", 0, 0, 0, fmt.Errorf("model input %s has no declared shape: expected an image tensor [N,3,H,W] or [N,H,W,3]", name)
+		return ImageInfo{Name: name}, fmt.Errorf("model input %s has no declared shape: expected an image tensor [N,3,H,W] or [N,H,W,3]", name)
 	}
 	bad := fmt.Errorf("model input %s has shape %s: expected an image tensor [N,3,H,W] or [N,H,W,3]", name, shapeString(names))
 	if len(dims) != 4 {
-		return name, "", 0, 0, 0, bad
+		return ImageInfo{Name: name}, bad
 	}
 	isCh := func(d int64) bool { return d == 1 || d == 3 }
 	hw := func(d int64) int {
@@ -260,13 +264,16 @@ func ImageInput(m *onnxpb.ModelProto) (name, layout string, channels, height, wi
 		}
 		return int(d)
 	}
+	found := func(layout string, channels, height, width int) ImageInfo {
+		return ImageInfo{Name: name, Layout: layout, Channels: channels, Height: height, Width: width, Batch: hw(dims[0])}
+	}
 	switch {
 	case isCh(dims[1]):
-		return name, "NCHW", int(dims[1]), hw(dims[2]), hw(dims[3]), nil
+		return found("NCHW", int(dims[1]), hw(dims[2]), hw(dims[3])), nil
 	case isCh(dims[3]):
-		return name, "NHWC", int(dims[3]), hw(dims[1]), hw(dims[2]), nil
+		return found("NHWC", int(dims[3]), hw(dims[1]), hw(dims[2])), nil
 	case dims[1] >= 0 && dims[3] >= 0:
-		return name, "", 0, 0, 0, bad
+		return ImageInfo{Name: name}, bad
 	}
 	// Dynamic channel axis: look at what reads the input.
 	for _, i := range ix.consumers[name] {
@@ -279,7 +286,7 @@ func ImageInput(m *onnxpb.ModelProto) (name, layout string, channels, height, wi
 			if w := ix.consts[input(n, 1)]; w != nil && len(w.Dims) == 4 && dims[1] < 0 {
 				c := w.Dims[1] * attrI(n, "group", 1)
 				if isCh(c) {
-					return name, "NCHW", int(c), hw(dims[2]), hw(dims[3]), nil
+					return found("NCHW", int(c), hw(dims[2]), hw(dims[3])), nil
 				}
 			}
 		case "Transpose":
@@ -290,7 +297,7 @@ func ImageInput(m *onnxpb.ModelProto) (name, layout string, channels, height, wi
 						if c.GetOpType() == "Conv" && input(c, 0) == n.Output[0] {
 							if w := ix.consts[input(c, 1)]; w != nil && len(w.Dims) == 4 {
 								if ch := w.Dims[1] * attrI(c, "group", 1); isCh(ch) {
-									return name, "NHWC", int(ch), hw(dims[1]), hw(dims[2]), nil
+									return found("NHWC", int(ch), hw(dims[1]), hw(dims[2])), nil
 								}
 							}
 						}
@@ -299,7 +306,7 @@ func ImageInput(m *onnxpb.ModelProto) (name, layout string, channels, height, wi
 			}
 		}
 	}
-	return name, "", 0, 0, 0, bad
+	return ImageInfo{Name: name}, bad
 }
 
 // WriteText writes the human-readable report of `headtune inspect`.
@@ -324,7 +331,7 @@ func (info *ModelInfo) WriteText(w io.Writer) error {
 	if info.DocString != "" {
 		p("doc:\t%s", firstLine(info.DocString, 100))
 	}
-	p("size:\t%d nodes, %d initializers, %s parameters (%s)", info.Nodes, info.Initializers, humanCount(info.Parameters), humanBytes(info.ParameterBytes))
+	p("size:\t%d nodes, %d initializers, %s parameters (%s)", info.Nodes, info.Initializers, humanCount(info.Parameters), bytesize.Format(info.ParameterBytes))
 	p("ops:\t%s", opSummary(info.Ops))
 	for i, t := range info.Inputs {
 		label := ""
@@ -463,16 +470,4 @@ func humanCount(n int64) string {
 		return fmt.Sprintf("%.1fk", float64(n)/1e3)
 	}
 	return fmt.Sprint(n)
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

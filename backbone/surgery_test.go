@@ -1,10 +1,12 @@
-package backbone
+package backbone_test
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/headtune/headtune/backbone"
 	backboneort "github.com/headtune/headtune/backbone/ort"
+	"github.com/headtune/headtune/internal/testmodels"
 	"math"
 	"os/exec"
 	"path/filepath"
@@ -19,42 +21,42 @@ import (
 )
 
 func TestCutAtFeatureStructure(t *testing.T) {
-	for _, kind := range TestModelKinds {
+	for _, kind := range testmodels.Kinds {
 		t.Run(kind, func(t *testing.T) {
-			m := TestModel(kind, 32)
-			before, err := MarshalModel(m)
+			m := testmodels.Model(kind, 32)
+			before, err := backbone.MarshalModel(m)
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, err := FindFeatureTensor(m, "")
+			c, err := backbone.FindFeatureTensor(m, "")
 			if err != nil {
 				t.Fatal(err)
 			}
-			cut, err := CutAtFeature(m, c)
+			cut, err := backbone.CutAtFeature(m, c)
 			if err != nil {
 				t.Fatal(err)
 			}
-			after, _ := MarshalModel(m)
+			after, _ := backbone.MarshalModel(m)
 			if !bytes.Equal(before, after) {
 				t.Fatal("CutAtFeature modified its input model")
 			}
 			g := cut.Graph
-			if len(g.Output) != 1 || g.Output[0].GetName() != FeatureOutput {
-				t.Fatalf("outputs %v, want only %q", g.Output, FeatureOutput)
+			if len(g.Output) != 1 || g.Output[0].GetName() != backbone.FeatureOutput {
+				t.Fatalf("outputs %v, want only %q", g.Output, backbone.FeatureOutput)
 			}
-			dims, names, _ := declaredShape(g.Output[0])
+			dims, names, _ := backbone.DeclaredShape(g.Output[0])
 			if len(dims) != 2 || dims[1] != c.Dim || names[0] != "N" {
 				t.Errorf("output shape %v, want [N %d]", names, c.Dim)
 			}
 			if et := g.Output[0].Type.GetTensorType().GetElemType(); et != int32(onnxpb.TensorProto_FLOAT) {
-				t.Errorf("output element type %s", ElemTypeName(et))
+				t.Errorf("output element type %s", backbone.ElemTypeName(et))
 			}
 			// The cut model's own detection sees a feature extractor of the same width.
-			c2, err := FindFeatureTensor(cut, "")
+			c2, err := backbone.FindFeatureTensor(cut, "")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c2.Rule != RuleOutput || c2.Dim != c.Dim || c2.Pool != PoolNone || len(c2.Removed) != 0 {
+			if c2.Rule != backbone.RuleOutput || c2.Dim != c.Dim || c2.Pool != backbone.PoolNone || len(c2.Removed) != 0 {
 				t.Errorf("re-detection on the cut model: %+v", c2)
 			}
 			// No removed node survives; every initializer is read.
@@ -64,10 +66,10 @@ func TestCutAtFeatureStructure(t *testing.T) {
 			}
 			reads := map[string]bool{}
 			for _, n := range g.Node {
-				if label := n.GetOpType() + " " + nodeLabel(n); removed[label] && slices.Contains(m.Graph.Node, n) {
+				if label := n.GetOpType() + " " + backbone.NodeLabel(n); removed[label] && slices.Contains(m.Graph.Node, n) {
 					t.Errorf("removed node %s is still in the cut model", label)
 				}
-				for _, r := range nodeReads(n) {
+				for _, r := range backbone.NodeReads(n) {
 					reads[r] = true
 				}
 			}
@@ -85,11 +87,11 @@ func TestCutAtFeatureStructure(t *testing.T) {
 					t.Errorf("initializer %s was copied", init.GetName())
 				}
 			}
-			data, err := MarshalModel(cut)
+			data, err := backbone.MarshalModel(cut)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := ParseModel(data); err != nil {
+			if _, err := backbone.ParseModel(data); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -99,23 +101,23 @@ func TestCutAtFeatureStructure(t *testing.T) {
 // TestCutAtFeatureRename: a kept tensor already called "features" is
 // renamed, and a model whose output is "features" keeps it as is.
 func TestCutAtFeatureRename(t *testing.T) {
-	b := NewBuilder("clash")
+	b := backbone.NewBuilder("clash")
 	x := b.Input("input", -1, 3, 8, 8)
-	b.Node("Relu", []string{x}, []string{FeatureOutput})
-	y := b.Op("GlobalAveragePool", "gap", []string{FeatureOutput})
+	b.Node("Relu", []string{x}, []string{backbone.FeatureOutput})
+	y := b.Op("GlobalAveragePool", "gap", []string{backbone.FeatureOutput})
 	y = b.Op("Flatten", "flat", []string{y})
 	b.Node("Gemm", []string{y, b.Initializer("w", []int64{3, 4}, make([]float32, 12))}, []string{"logits"})
 	b.Output("logits", -1, 4)
 	m := b.Model(0)
-	c, err := FindFeatureTensor(m, FeatureOutput)
+	c, err := backbone.FindFeatureTensor(m, backbone.FeatureOutput)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cut, err := CutAtFeature(m, c)
+	cut, err := backbone.CutAtFeature(m, c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Graph.Node[0].Output[0] != FeatureOutput {
+	if m.Graph.Node[0].Output[0] != backbone.FeatureOutput {
 		t.Fatal("input model's node was renamed in place")
 	}
 	producers := map[string]int{}
@@ -124,21 +126,21 @@ func TestCutAtFeatureRename(t *testing.T) {
 			producers[o]++
 		}
 	}
-	if producers[FeatureOutput] != 1 || cut.Graph.Node[0].Output[0] == FeatureOutput {
+	if producers[backbone.FeatureOutput] != 1 || cut.Graph.Node[0].Output[0] == backbone.FeatureOutput {
 		t.Fatalf("nodes after rename: %v", cut.Graph.Node)
 	}
 
-	c, err = FindFeatureTensor(m, "flat")
+	c, err = backbone.FindFeatureTensor(m, "flat")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := CutAtFeature(m, c); err != nil {
+	if _, err := backbone.CutAtFeature(m, c); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := CutAtFeature(m, &FeatureChoice{Tensor: "nope"}); err == nil || !strings.Contains(err.Error(), `"nope"`) {
+	if _, err := backbone.CutAtFeature(m, &backbone.FeatureChoice{Tensor: "nope"}); err == nil || !strings.Contains(err.Error(), `"nope"`) {
 		t.Errorf("error %v for an absent tensor", err)
 	}
-	if _, err := CutAtFeature(m, nil); err == nil {
+	if _, err := backbone.CutAtFeature(m, nil); err == nil {
 		t.Error("no error for a nil choice")
 	}
 }
@@ -191,13 +193,13 @@ func graphRunORT(t testing.TB, data []byte, input string, shape []int64, x []flo
 func graphPoolReference(x []float32, shape []int64, pool string) ([]float64, error) {
 	n := int(shape[0])
 	switch pool {
-	case PoolNone, PoolFlatten:
+	case backbone.PoolNone, backbone.PoolFlatten:
 		out := make([]float64, len(x))
 		for i, v := range x {
 			out[i] = float64(v)
 		}
 		return out, nil
-	case PoolGlobalAvgNCHW:
+	case backbone.PoolGlobalAvgNCHW:
 		c := int(shape[1])
 		hw := len(x) / (n * c)
 		out := make([]float64, n*c)
@@ -209,7 +211,7 @@ func graphPoolReference(x []float32, shape []int64, pool string) ([]float64, err
 			out[i] = s / float64(hw)
 		}
 		return out, nil
-	case PoolGlobalAvgNHWC:
+	case backbone.PoolGlobalAvgNHWC:
 		c := int(shape[3])
 		hw := len(x) / (n * c)
 		out := make([]float64, n*c)
@@ -231,19 +233,19 @@ func graphPoolReference(x []float32, shape []int64, pool string) ([]float64, err
 func TestCutAtFeatureRunsInORT(t *testing.T) {
 	ortReadyForGraphTests(t)
 	const size, batch = 32, 3
-	for _, kind := range TestModelKinds {
+	for _, kind := range testmodels.Kinds {
 		t.Run(kind, func(t *testing.T) {
-			m := TestModel(kind, size)
-			exp := ExpectTestModel(kind, size)
-			c, err := FindFeatureTensor(m, "")
+			m := testmodels.Model(kind, size)
+			exp := testmodels.ExpectFor(kind, size)
+			c, err := backbone.FindFeatureTensor(m, "")
 			if err != nil {
 				t.Fatal(err)
 			}
-			cut, err := CutAtFeature(m, c)
+			cut, err := backbone.CutAtFeature(m, c)
 			if err != nil {
 				t.Fatal(err)
 			}
-			cutData, err := MarshalModel(cut)
+			cutData, err := backbone.MarshalModel(cut)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -252,7 +254,7 @@ func TestCutAtFeatureRunsInORT(t *testing.T) {
 				full.Graph.Output = append(full.Graph.Output, &onnxpb.ValueInfoProto{Name: ptr(c.Tensor),
 					Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{ElemType: ptr(int32(onnxpb.TensorProto_FLOAT))}}}})
 			}
-			fullData, err := MarshalModel(full)
+			fullData, err := backbone.MarshalModel(full)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -261,11 +263,11 @@ func TestCutAtFeatureRunsInORT(t *testing.T) {
 				shape = []int64{batch, size, size, 3}
 			}
 			x := make([]float32, batch*3*size*size)
-			tb := &testBuilder{seed: 42}
+			tb := testmodels.NewRand(42)
 			for i := range x {
-				x[i] = tb.rand()
+				x[i] = tb.Float32()
 			}
-			got, gotShape := graphRunORT(t, cutData, exp.Input, shape, x, FeatureOutput)
+			got, gotShape := graphRunORT(t, cutData, exp.Input, shape, x, backbone.FeatureOutput)
 			ref, refShape := graphRunORT(t, fullData, exp.Input, shape, x, c.Tensor)
 			if !slices.Equal(gotShape[0], []int64{batch, c.Dim}) {
 				t.Fatalf("cut output shape %v, want [%d %d]", gotShape[0], batch, c.Dim)
@@ -293,8 +295,8 @@ func TestCutAtFeatureRunsInORT(t *testing.T) {
 // copy of the model (proto.Clone). The model is the "vgg" test model at
 // 256x256 (fc6 holds 1M float32, 4 MiB).
 func BenchmarkCutAtFeature(b *testing.B) {
-	m := TestModel("vgg", 256)
-	c, err := FindFeatureTensor(m, "")
+	m := testmodels.Model("vgg", 256)
+	c, err := backbone.FindFeatureTensor(m, "")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -307,7 +309,7 @@ func BenchmarkCutAtFeature(b *testing.B) {
 	b.Run("CutAtFeature", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := CutAtFeature(m, c); err != nil {
+			if _, err := backbone.CutAtFeature(m, c); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -315,7 +317,7 @@ func BenchmarkCutAtFeature(b *testing.B) {
 	b.Run("FindFeatureTensor", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := FindFeatureTensor(m, ""); err != nil {
+			if _, err := backbone.FindFeatureTensor(m, ""); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -327,13 +329,13 @@ func BenchmarkCutAtFeature(b *testing.B) {
 func TestCutNHWCOpset18(t *testing.T) {
 	for _, opset := range []int64{13, 18} {
 		t.Run(fmt.Sprint(opset), func(t *testing.T) {
-			m := TestModel("features4d-nhwc", 16)
+			m := testmodels.Model("features4d-nhwc", 16)
 			m.OpsetImport[0].Version = ptr(opset)
-			c, err := FindFeatureTensor(m, "")
+			c, err := backbone.FindFeatureTensor(m, "")
 			if err != nil {
 				t.Fatal(err)
 			}
-			cut, err := CutAtFeature(m, c)
+			cut, err := backbone.CutAtFeature(m, c)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -342,12 +344,12 @@ func TestCutNHWCOpset18(t *testing.T) {
 				t.Fatalf("opset %d: pooling node %v", opset, last)
 			}
 			ortReadyForGraphTests(t)
-			data, _ := MarshalModel(cut)
+			data, _ := backbone.MarshalModel(cut)
 			x := make([]float32, 2*16*16*3)
 			for i := range x {
 				x[i] = float32(i%7) - 3
 			}
-			out, shapes := graphRunORT(t, data, "input_1", []int64{2, 16, 16, 3}, x, FeatureOutput)
+			out, shapes := graphRunORT(t, data, "input_1", []int64{2, 16, 16, 3}, x, backbone.FeatureOutput)
 			if !slices.Equal(shapes[0], []int64{2, 12}) || len(out[0]) != 24 {
 				t.Fatalf("output shape %v", shapes[0])
 			}
@@ -359,15 +361,15 @@ func TestCutNHWCOpset18(t *testing.T) {
 // list every weight as a graph input too; the cut keeps only the inputs it
 // still reads and still runs.
 func TestCutInitializersAsInputs(t *testing.T) {
-	m := TestModel("vgg", 16)
+	m := testmodels.Model("vgg", 16)
 	for _, init := range m.Graph.Initializer {
-		m.Graph.Input = append(m.Graph.Input, ValueInfo(init.GetName(), onnxpb.TensorProto_FLOAT, init.Dims))
+		m.Graph.Input = append(m.Graph.Input, backbone.ValueInfo(init.GetName(), onnxpb.TensorProto_FLOAT, init.Dims))
 	}
-	c, err := FindFeatureTensor(m, "")
+	c, err := backbone.FindFeatureTensor(m, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cut, err := CutAtFeature(m, c)
+	cut, err := backbone.CutAtFeature(m, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,8 +386,8 @@ func TestCutInitializersAsInputs(t *testing.T) {
 		t.Errorf("%d inputs for %d initializers; fc8 kept: %v", len(cut.Graph.Input), len(cut.Graph.Initializer), inits["fc8.weight"])
 	}
 	ortReadyForGraphTests(t)
-	data, _ := MarshalModel(cut)
-	_, shapes := graphRunORT(t, data, "input", []int64{1, 3, 16, 16}, make([]float32, 3*16*16), FeatureOutput)
+	data, _ := backbone.MarshalModel(cut)
+	_, shapes := graphRunORT(t, data, "input", []int64{1, 3, 16, 16}, make([]float32, 3*16*16), backbone.FeatureOutput)
 	if !slices.Equal(shapes[0], []int64{1, c.Dim}) {
 		t.Errorf("output shape %v", shapes[0])
 	}
@@ -401,17 +403,17 @@ func TestCutModelsPassONNXChecker(t *testing.T) {
 		t.Skipf("SKIP: %s with the onnx package is not available (%v); cut models not checked by onnx.checker", py, err)
 	}
 	dir := t.TempDir()
-	for _, kind := range TestModelKinds {
-		m := TestModel(kind, 16)
-		c, err := FindFeatureTensor(m, "")
+	for _, kind := range testmodels.Kinds {
+		m := testmodels.Model(kind, 16)
+		c, err := backbone.FindFeatureTensor(m, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		cut, err := CutAtFeature(m, c)
+		cut, err := backbone.CutAtFeature(m, c)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := WriteModelFile(filepath.Join(dir, kind+".onnx"), cut); err != nil {
+		if err := backbone.WriteModelFile(filepath.Join(dir, kind+".onnx"), cut); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -35,10 +35,11 @@ func directFeatures(t *testing.T, modelPath string, spec imaging.Spec, paths []s
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, _, _, _, _, err := backbone.ImageInput(m)
+	img, err := backbone.ImageInput(m)
 	if err != nil {
 		t.Fatal(err)
 	}
+	in := img.Name
 	choice, err := backbone.FindFeatureTensor(m, "")
 	if err != nil {
 		t.Fatal(err)

@@ -43,6 +43,7 @@ import (
 	"path/filepath"
 
 	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/internal/testmodels"
 )
 
 // DatasetOptions describes a generated labelled image dataset.
@@ -179,11 +180,11 @@ func clamp8(v int) uint8 {
 	return uint8(v)
 }
 
-// WriteBackbone writes backbone.TestModel(kind, size) to path (atomically):
+// WriteBackbone writes testmodels.Model(kind, size) to path (atomically):
 // a small generated CNN taking size x size RGB images, fast enough that the
 // tests are bound by process start-up and decoding, not inference.
 func WriteBackbone(path, kind string, size int) error {
-	if err := backbone.WriteModelFile(path, backbone.TestModel(kind, size)); err != nil {
+	if err := backbone.WriteModelFile(path, testmodels.Model(kind, size)); err != nil {
 		return fmt.Errorf("write test backbone %s: %w", path, err)
 	}
 	return nil

@@ -8,13 +8,14 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
+	"github.com/headtune/headtune/internal/testmodels"
 	"google.golang.org/protobuf/proto"
 )
 
-// modelVariant writes TestModel("resnet", 32) to dir/name after edit.
+// modelVariant writes testmodels.Model("resnet", 32) to dir/name after edit.
 func modelVariant(t *testing.T, dir, name string, edit func(m *onnxpb.ModelProto)) string {
 	t.Helper()
-	m := backbone.TestModel("resnet", 32)
+	m := testmodels.Model("resnet", 32)
 	edit(m)
 	p := filepath.Join(dir, name)
 	if err := backbone.WriteModelFile(p, m); err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
+	"github.com/headtune/headtune/dense"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/imaging"
 )
@@ -135,15 +136,15 @@ func Build(cut *onnxpb.ModelProto, spec imaging.Spec, h *head.Model, opt Options
 	}
 	out := backbone.ShallowCopy(cut)
 	out.Graph = g
-	inName, layout, channels, height, width, err := backbone.ImageInput(out)
+	in, err := backbone.ImageInput(out)
 	if err != nil {
 		return nil, fmt.Errorf("export: backbone: %w", err)
 	}
-	if layout != spec.Layout || channels != spec.Channels {
-		return nil, fmt.Errorf("export: backbone input %s is %s with %d channels, the preprocessing spec says %s with %d", inName, layout, channels, spec.Layout, spec.Channels)
+	if in.Layout != spec.Layout || in.Channels != spec.Channels {
+		return nil, fmt.Errorf("export: backbone input %s is %s with %d channels, the preprocessing spec says %s with %d", in.Name, in.Layout, in.Channels, spec.Layout, spec.Channels)
 	}
-	if (height != 0 && height != spec.Height) || (width != 0 && width != spec.Width) {
-		return nil, fmt.Errorf("export: backbone input %s is %dx%d, the preprocessing spec says %dx%d", inName, width, height, spec.Width, spec.Height)
+	if (in.Height != 0 && in.Height != spec.Height) || (in.Width != 0 && in.Width != spec.Width) {
+		return nil, fmt.Errorf("export: backbone input %s is %dx%d, the preprocessing spec says %dx%d", in.Name, in.Width, in.Height, spec.Width, spec.Height)
 	}
 
 	if out.GetIrVersion() < 4 {
@@ -154,9 +155,9 @@ func Build(cut *onnxpb.ModelProto, spec imaging.Spec, h *head.Model, opt Options
 		return nil, fmt.Errorf("export: the backbone already has a tensor named %q, the name of the exported output", OutputProbabilities)
 	}
 
-	feedName := inName
+	feedName := in.Name
 	if opt.WithPreprocessing {
-		feedName = addPreprocessing(b, g, inName, spec)
+		feedName = addPreprocessing(b, g, in.Name, spec)
 	}
 	k := len(h.Classes)
 	addHead(b, h)
@@ -347,7 +348,7 @@ func addHead(b *backbone.Builder, h *head.Model) {
 		}
 		name(b.Node("Gemm", []string{x, w, bias}, []string{y}, backbone.AttrInt("transB", 1)), fmt.Sprintf("%s%d_gemm", role, i))
 		x = y
-		if l.Act == head.ActReLU {
+		if l.Act == dense.ActReLU {
 			r := b.Unique(p + "/relu")
 			name(b.Node("Relu", []string{x}, []string{r}), fmt.Sprintf("%s%d_relu", role, i))
 			x = r

@@ -12,8 +12,10 @@ import (
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
 	"github.com/headtune/headtune/backbone/ort"
+	"github.com/headtune/headtune/dense"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testmodels"
 )
 
 // parityTol is the largest absolute probability difference allowed between
@@ -40,7 +42,7 @@ type fixture struct {
 	full   *onnxpb.ModelProto
 	cut    *onnxpb.ModelProto
 	choice *backbone.FeatureChoice
-	tuned  []head.Dense // pretrained dense layers for --tune-layers fixtures
+	tuned  []dense.Layer // pretrained dense layers for --tune-layers fixtures
 	spec   imaging.Spec
 	input  string
 	n, d   int
@@ -59,7 +61,7 @@ var (
 	fixtures = map[string]*fixture{}
 )
 
-// getFixture builds (once per test binary) the fixture for a TestModel kind
+// getFixture builds (once per test binary) the fixture for a testmodels.Model kind
 // at size x size with n images and k classes, cut before the last tune
 // dense layers when tune > 0. The features come from ONNX Runtime; where it
 // is absent they are pseudo-random stand-ins (fixture.synthetic), good for
@@ -72,7 +74,7 @@ func getFixture(t testing.TB, kind string, size, tune, n, k int) *fixture {
 	if f := fixtures[key]; f != nil {
 		return f
 	}
-	full := backbone.TestModel(kind, size)
+	full := testmodels.Model(kind, size)
 	f, err := newFixture(full, kind, "imagenet", tune, n, k)
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +100,7 @@ func newFixture(full *onnxpb.ModelProto, kind, preset string, tune, n, k int) (*
 			return nil, fmt.Errorf("%s: %d dense layers, want %d", kind, len(layers), tune)
 		}
 		for _, l := range layers {
-			f.tuned = append(f.tuned, head.Dense{In: l.In, Out: l.Out, W: l.Weight, B: l.Bias, Act: l.Activation})
+			f.tuned = append(f.tuned, l.Layer)
 		}
 		if choice, err = backbone.FindFeatureTensor(full, layers[0].Input); err != nil {
 			return nil, err
@@ -108,10 +110,11 @@ func newFixture(full *onnxpb.ModelProto, kind, preset string, tune, n, k int) (*
 	if f.cut, err = backbone.CutAtFeature(full, choice); err != nil {
 		return nil, err
 	}
-	name, layout, ch, hgt, wid, err := backbone.ImageInput(f.cut)
+	inp, err := backbone.ImageInput(f.cut)
 	if err != nil {
 		return nil, err
 	}
+	name, layout, ch, hgt, wid := inp.Name, inp.Layout, inp.Channels, inp.Height, inp.Width
 	f.input = name
 	spec, err := imaging.Preset(preset)
 	if err != nil {
@@ -294,9 +297,9 @@ func handHead(f *fixture, hidden []int, temperature float64) *head.Model {
 	in := f.d
 	widths := append(append([]int(nil), hidden...), f.k)
 	for i, out := range widths {
-		l := head.Dense{In: in, Out: out, W: make([]float32, in*out), B: make([]float32, out)}
+		l := dense.Layer{In: in, Out: out, W: make([]float32, in*out), B: make([]float32, out)}
 		if i < len(widths)-1 {
-			l.Act = head.ActReLU
+			l.Act = dense.ActReLU
 		}
 		for j := range l.W {
 			l.W[j] = float32(rng.NormFloat64() / math.Sqrt(float64(in)))

@@ -9,13 +9,14 @@ import (
 	"github.com/headtune/headtune/backbone/quantize"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testmodels"
 )
 
 // int8Model quantizes TestModel(kind) with ranges calibrated on the float
 // fixture's images (ONNX Runtime runs the calibration model).
 func int8Model(t *testing.T, kind string) *onnxpb.ModelProto {
 	t.Helper()
-	m := backbone.TestModel(kind, testSize)
+	m := testmodels.Model(kind, testSize)
 	choice, err := backbone.FindFeatureTensor(m, "")
 	if err != nil {
 		t.Fatal(err)
@@ -24,10 +25,11 @@ func int8Model(t *testing.T, kind string) *onnxpb.ModelProto {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, layout, c, h, w, err := backbone.ImageInput(m)
+	info, err := backbone.ImageInput(m)
 	if err != nil {
 		t.Fatal(err)
 	}
+	layout, c, h, w := info.Layout, info.Channels, info.Height, info.Width
 	shape := []int64{int64(c), int64(h), int64(w)}
 	if layout == imaging.LayoutNHWC {
 		shape = []int64{int64(h), int64(w), int64(c)}

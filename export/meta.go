@@ -11,6 +11,7 @@ import (
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
 	"github.com/headtune/headtune/backbone/ort"
+	"github.com/headtune/headtune/dense"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/imaging"
 )
@@ -103,7 +104,7 @@ type Meta struct {
 	Metrics map[string]float64
 	// HeadKind is "linear" or "mlp"; Layers the dense layers' shapes.
 	HeadKind string
-	Layers   []head.Dense // In, Out, Act only: no weights
+	Layers   []dense.Layer // In, Out, Act only: no weights
 	// Tuned is the number of fine-tuned backbone layers in Layers.
 	Tuned int
 	// Temperature is the calibration temperature built into the graph.
@@ -249,7 +250,7 @@ func ReadMetadata(m *onnxpb.ModelProto) (*Meta, error) {
 		}
 		meta.HeadKind, meta.Tuned, meta.Temperature = hi.Kind, hi.Tuned, hi.Temperature
 		for _, l := range hi.Layers {
-			meta.Layers = append(meta.Layers, head.Dense{In: l.In, Out: l.Out, Act: l.Act})
+			meta.Layers = append(meta.Layers, dense.Layer{In: l.In, Out: l.Out, Act: l.Act})
 		}
 	}
 	meta.Outputs = strings.Split(kv[KeyOutputs], ",")

@@ -12,6 +12,7 @@ import (
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testmodels"
 )
 
 func getExampleSpec() imaging.Spec {
@@ -98,7 +99,7 @@ func TestReadMetadataErrors(t *testing.T) {
 		})
 	}
 	t.Run("plain backbone", func(t *testing.T) {
-		_, err := ReadMetadata(backbone.TestModel("resnet", 16))
+		_, err := ReadMetadata(testmodels.Model("resnet", 16))
 		if !errors.Is(err, ErrNotExport) {
 			t.Fatalf("error %v, want ErrNotExport", err)
 		}
@@ -127,7 +128,7 @@ func TestReadMetadataFileAndWrite(t *testing.T) {
 
 	// A plain backbone: the error names the file and says what to do.
 	bpath := filepath.Join(dir, "backbone.onnx")
-	if err := backbone.WriteModelFile(bpath, backbone.TestModel("vgg", 16)); err != nil {
+	if err := backbone.WriteModelFile(bpath, testmodels.Model("vgg", 16)); err != nil {
 		t.Fatal(err)
 	}
 	_, _, err = ReadMetadataFile(bpath)

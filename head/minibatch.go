@@ -4,6 +4,8 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+
+	"github.com/headtune/headtune/dense"
 )
 
 // mbRows is the number of batch rows one phase-1 part handles.
@@ -107,7 +109,7 @@ func (t *trainer) minibatch(ctx context.Context, rng *rand.Rand) (*Report, error
 	rep := &Report{}
 	valLogits := make([]float32, t.val.Rows()*k)
 	bestLoss := math.Inf(1)
-	var best []Dense
+	var best []dense.Layer
 	bad := 0
 	step := 0
 	for epoch := 1; epoch <= cfg.Epochs; epoch++ {
@@ -164,7 +166,7 @@ func (t *trainer) minibatch(ctx context.Context, rng *rand.Rand) (*Report, error
 						}
 						next := A[l+1][r*ly.Out : (r+1)*ly.Out]
 						for o, v := range z {
-							if ly.Act == ActReLU && v < 0 {
+							if ly.Act == dense.ActReLU && v < 0 {
 								v = 0
 							}
 							if M[l] != nil {
@@ -189,7 +191,7 @@ func (t *trainer) minibatch(ctx context.Context, rng *rand.Rand) (*Report, error
 						}
 						zp := Z[l-1][r*prev.Out : (r+1)*prev.Out]
 						for i := range dp {
-							if prev.Act == ActReLU && zp[i] <= 0 {
+							if prev.Act == dense.ActReLU && zp[i] <= 0 {
 								dp[i] = 0
 							} else if M[l-1] != nil {
 								dp[i] *= M[l-1][r*prev.Out+i]
@@ -289,9 +291,9 @@ func (t *trainer) minibatch(ctx context.Context, rng *rand.Rand) (*Report, error
 
 // cloneLayers copies src into dst, reusing dst's memory when it has the
 // right shape.
-func cloneLayers(dst, src []Dense) []Dense {
+func cloneLayers(dst, src []dense.Layer) []dense.Layer {
 	if len(dst) != len(src) {
-		dst = make([]Dense, len(src))
+		dst = make([]dense.Layer, len(src))
 		for i, l := range src {
 			dst[i] = l.Clone()
 		}

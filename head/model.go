@@ -8,52 +8,17 @@ import (
 	"math"
 	"runtime"
 	"sync"
+
+	"github.com/headtune/headtune/dense"
 )
 
 // FormatVersion is the version of the head file format written by Save.
 const FormatVersion = 1
 
-// Activation names accepted in Dense.Act.
-const (
-	ActNone = ""     // identity
-	ActReLU = "relu" // max(0, x)
-)
-
-// Dense is one fully connected layer: y = act(W·x + B).
-//
-// W holds Out rows of In weights each, row-major (W[o*In+i]), the layout of
-// an ONNX Gemm with transB=1. B holds Out biases. The slices belong to the
-// layer; Model methods never retain caller memory.
-type Dense struct {
-	In  int       `json:"in"`
-	Out int       `json:"out"`
-	W   []float32 `json:"-"`             // [Out*In] row-major
-	B   []float32 `json:"-"`             // [Out]
-	Act string    `json:"act,omitempty"` // ActNone or ActReLU
-}
-
-// Clone returns a deep copy of the layer.
-func (l Dense) Clone() Dense {
-	l.W = append([]float32(nil), l.W...)
-	l.B = append([]float32(nil), l.B...)
-	return l
-}
-
-func (l Dense) validate(i int) error {
-	if l.In <= 0 || l.Out <= 0 {
-		return fmt.Errorf("layer %d: invalid shape %dx%d", i, l.Out, l.In)
-	}
-	if l.In > 1<<24 || l.Out > 1<<24 || int64(l.In)*int64(l.Out) > 1<<31 {
-		return fmt.Errorf("layer %d: shape %dx%d too large", i, l.Out, l.In)
-	}
-	if len(l.W) != l.In*l.Out {
-		return fmt.Errorf("layer %d: %d weights for shape %dx%d", i, len(l.W), l.Out, l.In)
-	}
-	if len(l.B) != l.Out {
-		return fmt.Errorf("layer %d: %d biases for %d outputs", i, len(l.B), l.Out)
-	}
-	if l.Act != ActNone && l.Act != ActReLU {
-		return fmt.Errorf("layer %d: unknown activation %q", i, l.Act)
+// validateLayer checks layer i of a model or of a training configuration.
+func validateLayer(l dense.Layer, i int) error {
+	if err := l.Validate(); err != nil {
+		return fmt.Errorf("layer %d: %w", i, err)
 	}
 	return nil
 }
@@ -102,7 +67,7 @@ type Model struct {
 	Classes     []string           `json:"classes"`
 	Mean        []float32          `json:"-"` // [Dim()], nil when standardisation is off
 	Std         []float32          `json:"-"` // [Dim()], strictly positive
-	Layers      []Dense            `json:"layers"`
+	Layers      []dense.Layer      `json:"layers"`
 	Tuned       int                `json:"tuned"`
 	Temperature float64            `json:"temperature"`
 	Backbone    BackboneRef        `json:"backbone"`
@@ -140,7 +105,7 @@ func (m *Model) Validate() error {
 		return fmt.Errorf("tuned layer count %d out of range for %d layers", m.Tuned, len(m.Layers))
 	}
 	for i, l := range m.Layers {
-		if err := l.validate(i); err != nil {
+		if err := validateLayer(l, i); err != nil {
 			return err
 		}
 		if i > 0 && l.In != m.Layers[i-1].Out {
@@ -154,7 +119,7 @@ func (m *Model) Validate() error {
 	if last.Out != len(m.Classes) {
 		return fmt.Errorf("last layer gives %d outputs for %d classes", last.Out, len(m.Classes))
 	}
-	if last.Act != ActNone {
+	if last.Act != dense.ActNone {
 		return fmt.Errorf("last layer has activation %q, want none (logits)", last.Act)
 	}
 	if (m.Mean == nil) != (m.Std == nil) {
@@ -257,10 +222,10 @@ func (m *Model) logitsRow(x, logits []float32, s *Scratch) {
 }
 
 // denseRow computes out = act(W·in + B) for one row.
-func denseRow(l *Dense, in, out []float32) {
+func denseRow(l *dense.Layer, in, out []float32) {
 	for o := 0; o < l.Out; o++ {
 		v := dot(in, l.W[o*l.In:(o+1)*l.In]) + l.B[o]
-		if l.Act == ActReLU && v < 0 {
+		if l.Act == dense.ActReLU && v < 0 {
 			v = 0
 		}
 		out[o] = v

@@ -164,8 +164,8 @@ func Unmarshal(b []byte) (*Model, error) {
 	var err error
 	for i := range m.Layers {
 		l := &m.Layers[i]
-		if err := l.validateShape(i); err != nil {
-			return nil, fmt.Errorf("damaged head file: %w", err)
+		if err := l.ValidateShape(); err != nil { // before get allocates
+			return nil, fmt.Errorf("damaged head file: layer %d: %w", i, err)
 		}
 		if l.W, err = get(fmt.Sprintf("layers.%d.weight", i), l.Out, l.In); err != nil {
 			return nil, fmt.Errorf("damaged head file: %w", err)
@@ -188,15 +188,6 @@ func Unmarshal(b []byte) (*Model, error) {
 		return nil, fmt.Errorf("invalid head file: %w", err)
 	}
 	return m, nil
-}
-
-// validateShape checks the shape of a layer read from a header before its
-// tensors are.
-func (l Dense) validateShape(i int) error {
-	if l.In <= 0 || l.Out <= 0 || l.In > 1<<24 || l.Out > 1<<24 || int64(l.In)*int64(l.Out) > 1<<31 {
-		return fmt.Errorf("layer %d: invalid shape %dx%d", i, l.Out, l.In)
-	}
-	return nil
 }
 
 // Save writes the model to path atomically: a temporary file in the same

@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"time"
+
+	"github.com/headtune/headtune/dense"
 )
 
 // Head kinds.
@@ -70,7 +72,7 @@ type Config struct {
 	// InitLayers are pretrained dense layers (e.g. a backbone's fc6, fc7)
 	// fine-tuned in front of the new head; they take the raw features.
 	// They are cloned, never modified.
-	InitLayers []Dense `json:"-"`
+	InitLayers []dense.Layer `json:"-"`
 }
 
 // DefaultConfig returns the recommended settings for a head kind:
@@ -252,7 +254,7 @@ func Train(ctx context.Context, train, val Data, cfg Config, log io.Writer) (*Mo
 	}
 	in := train.D
 	for i, l := range cfg.InitLayers {
-		if err := l.validate(i); err != nil {
+		if err := validateLayer(l, i); err != nil {
 			return nil, nil, fmt.Errorf("train: pretrained %w", err)
 		}
 		if l.In != in {
@@ -275,10 +277,10 @@ func Train(ctx context.Context, train, val Data, cfg Config, log io.Writer) (*Mo
 	}
 	m.Tuned = len(cfg.InitLayers)
 	for _, h := range cfg.Hidden {
-		m.Layers = append(m.Layers, newDense(in, h, ActReLU, rng))
+		m.Layers = append(m.Layers, newDense(in, h, dense.ActReLU, rng))
 		in = h
 	}
-	last := newDense(in, k, ActNone, rng)
+	last := newDense(in, k, dense.ActNone, rng)
 	if cfg.Optimizer == OptLBFGS {
 		clear(last.W) // scikit-learn starts from zero
 	}
@@ -334,8 +336,8 @@ func Train(ctx context.Context, train, val Data, cfg Config, log io.Writer) (*Mo
 
 // newDense initialises a layer as PyTorch's nn.Linear does: weights and
 // biases uniform in ±1/sqrt(in).
-func newDense(in, out int, act string, rng *rand.Rand) Dense {
-	l := Dense{In: in, Out: out, W: make([]float32, in*out), B: make([]float32, out), Act: act}
+func newDense(in, out int, act string, rng *rand.Rand) dense.Layer {
+	l := dense.Layer{In: in, Out: out, W: make([]float32, in*out), B: make([]float32, out), Act: act}
 	b := 1 / math.Sqrt(float64(in))
 	for i := range l.W {
 		l.W[i] = float32((2*rng.Float64() - 1) * b)

@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/headtune/headtune/dense"
 )
 
 // objective is the full-batch training objective of m on d as Train defines
@@ -88,11 +90,11 @@ var hStep = 1e-3 // finite-difference step: larger steps cross ReLU kinks
 
 func TestBackpropMatchesFiniteDifferences(t *testing.T) {
 	d := mixture(64, 6, 3, 1, 5)
-	teacher := []Dense{newDense(6, 5, ActReLU, rand.New(rand.NewPCG(3, 3)))}
+	teacher := []dense.Layer{newDense(6, 5, dense.ActReLU, rand.New(rand.NewPCG(3, 3)))}
 	for _, tc := range []struct {
 		name   string
 		hidden []int
-		init   []Dense
+		init   []dense.Layer
 		eps    float64
 		wd     float64
 	}{
@@ -383,7 +385,7 @@ func TestTrainRejectsBadInput(t *testing.T) {
 		{"init-width", d, Data{}, func() Config {
 			c := DefaultConfig(KindLinear)
 			c.Optimizer = OptAdam
-			c.InitLayers = []Dense{{In: 5, Out: 2, W: make([]float32, 10), B: make([]float32, 2)}}
+			c.InitLayers = []dense.Layer{{In: 5, Out: 2, W: make([]float32, 10), B: make([]float32, 2)}}
 			return c
 		}(), "takes 5 inputs"},
 	} {
@@ -401,11 +403,11 @@ func TestTuneLayersFineTunesPretrained(t *testing.T) {
 	// the raw input, so the pretrained layer must change to help.
 	all := standardized(mixture(2000, 12, 4, 0.6, 12))
 	tr, va, te, _ := StratifiedSplit(all.Y, 0.15, 0.15, 1)
-	pre := newDense(12, 6, ActReLU, rand.New(rand.NewPCG(4, 4)))
+	pre := newDense(12, 6, dense.ActReLU, rand.New(rand.NewPCG(4, 4)))
 	orig := pre.Clone()
 	cfg := DefaultConfig(KindLinear)
 	cfg.Optimizer, cfg.Epochs, cfg.LR, cfg.TunedLRScale = OptAdam, 30, 1e-2, 1
-	cfg.InitLayers = []Dense{pre}
+	cfg.InitLayers = []dense.Layer{pre}
 	m, _, err := Train(context.Background(), all.Subset(tr), all.Subset(va), cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -426,7 +428,7 @@ func TestTuneLayersFineTunesPretrained(t *testing.T) {
 	}
 	frozen := DefaultConfig(KindLinear)
 	frozen.Optimizer, frozen.Epochs, frozen.LR, frozen.TunedLRScale = OptAdam, 30, 1e-2, 0
-	frozen.InitLayers = []Dense{pre}
+	frozen.InitLayers = []dense.Layer{pre}
 	mf, _, err := Train(context.Background(), all.Subset(tr), all.Subset(va), frozen, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -56,7 +56,7 @@ func (s *Store) Add(ctx context.Context, name, onnxPath string, opts AddOptions)
 	if err != nil {
 		return Installed{}, fmt.Errorf("add %s: %w", onnxPath, err)
 	}
-	in, err := imageInput(m)
+	in, err := backbone.ImageInput(m)
 	if err != nil {
 		return Installed{}, fmt.Errorf("add %s: %w", onnxPath, err)
 	}
@@ -87,42 +87,14 @@ func (s *Store) Add(ctx context.Context, name, onnxPath string, opts AddOptions)
 		Name: name, Task: task, Source: SourceFile, Provenance: abs,
 		License: opts.License, Description: opts.Description,
 		Preset: preset, Preprocess: raw,
-		InputName: in.name, FeatureTensor: opts.FeatureTensor,
-		StaticBatch: in.batch == 1,
+		InputName: in.Name, FeatureTensor: opts.FeatureTensor,
+		StaticBatch: in.Batch == 1,
 		Classes:     append([]string(nil), opts.Classes...),
 	}
 	if fc.Dim > 0 {
 		meta.FeatureDim = int(fc.Dim)
 	}
 	return s.installFile(ctx, onnxPath, false, "", meta)
-}
-
-// inputInfo is the image input as backbone.ImageInput reports it, plus the
-// declared batch dimension (1 when the graph fixes it to one image, -1
-// otherwise).
-type inputInfo struct {
-	name, layout            string
-	channels, height, width int
-	batch                   int64
-}
-
-func imageInput(m *onnxpb.ModelProto) (inputInfo, error) {
-	var in inputInfo
-	var err error
-	in.name, in.layout, in.channels, in.height, in.width, err = backbone.ImageInput(m)
-	if err != nil {
-		return in, err
-	}
-	in.batch = -1
-	for _, v := range m.GetGraph().GetInput() {
-		if v.GetName() != in.name {
-			continue
-		}
-		if d := v.GetType().GetTensorType().GetShape().GetDim(); len(d) > 0 && d[0].GetDimValue() > 0 {
-			in.batch = d[0].GetDimValue()
-		}
-	}
-	return in, nil
 }
 
 // guessTask says whether a model is a classifier: the backbone recognised
@@ -148,7 +120,7 @@ func guessTask(m *onnxpb.ModelProto, fc *backbone.FeatureChoice) Task {
 
 // addSpec resolves the preprocessing recipe of a user's model, checks it
 // against the model's image input and returns it as canonical JSON.
-func addSpec(in inputInfo, opts AddOptions) (json.RawMessage, error) {
+func addSpec(in backbone.ImageInfo, opts AddOptions) (json.RawMessage, error) {
 	var spec imaging.Spec
 	switch {
 	case len(opts.Preprocess) > 0:
@@ -161,25 +133,25 @@ func addSpec(in inputInfo, opts AddOptions) (json.RawMessage, error) {
 		if err != nil {
 			return nil, err
 		}
-		w, h := in.width, in.height
+		w, h := in.Width, in.Height
 		if w == 0 || h == 0 {
 			w, h = p.Width, p.Height // dynamic size: the preset's own (224x224)
 		}
-		spec = p.WithInput(w, h, in.channels, in.layout)
+		spec = p.WithInput(w, h, in.Channels, in.Layout)
 		if err := spec.Validate(); err != nil {
-			return nil, fmt.Errorf("preset %s for input %s: %w", opts.Preset, in.name, err)
+			return nil, fmt.Errorf("preset %s for input %s: %w", opts.Preset, in.Name, err)
 		}
 	default:
 		return nil, fmt.Errorf("no preprocessing: give a preset (%s) or a recipe", strings.Join(PresetNames(), ", "))
 	}
-	if spec.Layout != in.layout {
-		return nil, fmt.Errorf("preprocessing recipe says layout %s but input %s is %s", spec.Layout, in.name, in.layout)
+	if spec.Layout != in.Layout {
+		return nil, fmt.Errorf("preprocessing recipe says layout %s but input %s is %s", spec.Layout, in.Name, in.Layout)
 	}
-	if spec.Channels != in.channels {
-		return nil, fmt.Errorf("preprocessing recipe makes %d-channel images but input %s takes %d", spec.Channels, in.name, in.channels)
+	if spec.Channels != in.Channels {
+		return nil, fmt.Errorf("preprocessing recipe makes %d-channel images but input %s takes %d", spec.Channels, in.Name, in.Channels)
 	}
-	if (in.width != 0 && spec.Width != in.width) || (in.height != 0 && spec.Height != in.height) {
-		return nil, fmt.Errorf("preprocessing recipe makes %dx%d images but input %s takes %dx%d", spec.Width, spec.Height, in.name, in.width, in.height)
+	if (in.Width != 0 && spec.Width != in.Width) || (in.Height != 0 && spec.Height != in.Height) {
+		return nil, fmt.Errorf("preprocessing recipe makes %dx%d images but input %s takes %dx%d", spec.Width, spec.Height, in.Name, in.Width, in.Height)
 	}
 	return json.RawMessage(spec.Canonical()), nil
 }

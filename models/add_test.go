@@ -318,7 +318,7 @@ func FuzzAddPreprocess(f *testing.F) {
 	f.Add([]byte(`{"width":24,"height":20}`), "raw")
 	f.Add([]byte(`null`), "symmetric")
 	f.Add([]byte{}, "bogus")
-	in := inputInfo{name: "image", layout: "NHWC", channels: 1, height: 20, width: 24, batch: -1}
+	in := backbone.ImageInfo{Name: "image", Layout: "NHWC", Channels: 1, Height: 20, Width: 24}
 	f.Fuzz(func(t *testing.T, recipe []byte, preset string) {
 		raw, err := addSpec(in, AddOptions{Preprocess: recipe, Preset: preset})
 		if err != nil {

@@ -386,19 +386,3 @@ func (s *Store) Listing() ([]Listing, error) {
 func sortListing(l []Listing) {
 	sort.Slice(l, func(i, j int) bool { return l[i].Name < l[j].Name })
 }
-
-// HumanSize formats a byte count for listings: "528 MB", "4.7 MB", "912 KB".
-func HumanSize(n int64) string {
-	switch {
-	case n <= 0:
-		return "?"
-	case n >= 100e6:
-		return fmt.Sprintf("%.0f MB", float64(n)/1e6)
-	case n >= 1e6:
-		return fmt.Sprintf("%.1f MB", float64(n)/1e6)
-	case n >= 1e3:
-		return fmt.Sprintf("%.0f KB", float64(n)/1e3)
-	default:
-		return fmt.Sprintf("%d B", n)
-	}
-}

@@ -373,14 +373,6 @@ func TestListingMergesCatalogAndUserModels(t *testing.T) {
 	}
 }
 
-func TestHumanSize(t *testing.T) {
-	for n, want := range map[int64]string{0: "?", 999: "999 B", 4956208: "5.0 MB", 553437328: "553 MB", 12345: "12 KB"} {
-		if got := HumanSize(n); got != want {
-			t.Errorf("HumanSize(%d) = %q, want %q", n, got, want)
-		}
-	}
-}
-
 func itoa64(n int64) string { return strconv.FormatInt(n, 10) }
 
 func TestConcurrentPullOfSameModelFailsFast(t *testing.T) {

@@ -58,7 +58,7 @@ type Backbone struct {
 
 	// Tuned holds the dense layers cut off for --tune-layers, first to
 	// last, with their pretrained weights.
-	Tuned []backbone.DenseLayer
+	Tuned []backbone.DenseNode
 
 	Full     *onnxpb.ModelProto // the model as read
 	Cut      *onnxpb.ModelProto // cut at the feature tensor, output "features"
@@ -212,12 +212,11 @@ func OpenBackbone(ref string, opt BackboneOptions) (*Backbone, error) {
 	return b, nil
 }
 
-// imageInputInfo describes a model's image input.
+// imageInputInfo describes a model's image input, with its declared shape
+// for messages.
 type imageInputInfo struct {
-	Name                           string
-	Layout                         string
-	Channels, Height, Width, Batch int // 0 when dynamic
-	Shape                          string
+	backbone.ImageInfo
+	Shape string
 }
 
 func (i imageInputInfo) ShapeString() string { return i.Shape }
@@ -225,7 +224,7 @@ func (i imageInputInfo) ShapeString() string { return i.Shape }
 func imageInput(m *onnxpb.ModelProto) (imageInputInfo, error) {
 	var in imageInputInfo
 	var err error
-	in.Name, in.Layout, in.Channels, in.Height, in.Width, err = backbone.ImageInput(m)
+	in.ImageInfo, err = backbone.ImageInput(m)
 	if err != nil {
 		return in, err
 	}
@@ -243,9 +242,6 @@ func imageInput(m *onnxpb.ModelProto) (imageInputInfo, error) {
 			}
 		}
 		in.Shape = "[" + strings.Join(parts, ",") + "]"
-		if len(dims) > 0 {
-			in.Batch = int(dims[0].GetDimValue())
-		}
 	}
 	return in, nil
 }

@@ -11,31 +11,44 @@ import (
 	"github.com/headtune/headtune/models"
 )
 
+// OriginalResult is the output of an installed model's own classifier over
+// a labelled dataset (see OriginalScores).
+type OriginalResult struct {
+	// Probs holds, for each image that decoded, len(Classes) probabilities
+	// in the model's class order: [len(Labels)*len(Classes)], row-major.
+	Probs []float32
+	// Labels are those images' labels, as indices into Classes.
+	Labels []int32
+	// Classes are the model's class names, in its output order.
+	Classes []string
+	// LeftOut lists the dataset's classes the model does not know; their
+	// images were not scored.
+	LeftOut []string
+}
+
 // OriginalScores runs an installed model's own classifier (for example
 // face-expression's 7-expression head) over a labelled dataset, so a new
 // head can be compared with it on the same images. Dataset classes are
 // matched to the model's class names case-insensitively; images of classes
-// the model does not know are left out (their classes are returned in
-// unknown), and a dataset sharing no class with the model is an error naming
-// both lists. It returns the
-// probabilities [N*len(classes)] of the images that decoded, their labels in
-// the model's class order, and the model's class names.
-func OriginalScores(ctx context.Context, store *models.Store, ref string, ds *imaging.Dataset, opt BackboneOptions, onFail func(Failure)) (probs []float32, labels []int32, classes, unknown []string, err error) {
+// the model does not know are left out (listed in LeftOut), and a dataset
+// sharing no class with the model is an error naming both lists.
+func OriginalScores(ctx context.Context, store *models.Store, ref string, ds *imaging.Dataset, opt BackboneOptions, onFail func(Failure)) (OriginalResult, error) {
+	var res OriginalResult
 	inst, err := store.Get(ref)
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return res, err
 	}
-	classes = inst.Meta.Classes
+	classes := inst.Meta.Classes
 	if len(classes) == 0 {
-		return nil, nil, nil, nil, fmt.Errorf("model %s records no class names for its own classifier (meta.json has no classes)", ref)
+		return res, fmt.Errorf("model %s records no class names for its own classifier (meta.json has no classes)", ref)
 	}
 	spec, err := inst.Meta.Spec()
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return res, err
 	}
 	m, err := backbone.ReadModelFile(inst.ModelPath())
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return res, err
 	}
 	// The classifier output is the graph output with one value per class.
 	output := ""
@@ -46,7 +59,7 @@ func OriginalScores(ctx context.Context, store *models.Store, ref string, ds *im
 		}
 	}
 	if output == "" {
-		return nil, nil, nil, nil, fmt.Errorf("model %s has no output of %d class scores", ref, len(classes))
+		return res, fmt.Errorf("model %s has no output of %d class scores", ref, len(classes))
 	}
 	byName := map[string]int32{}
 	for i, c := range classes {
@@ -57,27 +70,27 @@ func OriginalScores(ctx context.Context, store *models.Store, ref string, ds *im
 		if _, ok := byName[strings.ToLower(c)]; ok {
 			known[c] = true
 		} else {
-			unknown = append(unknown, c)
+			res.LeftOut = append(res.LeftOut, c)
 		}
 	}
 	if len(known) == 0 {
-		return nil, nil, nil, nil, fmt.Errorf("the dataset's classes %v share none with %s's own classes %v", ds.Classes, ref, classes)
+		return res, fmt.Errorf("the dataset's classes %v share none with %s's own classes %v", ds.Classes, ref, classes)
 	}
 	in, err := imageInput(m)
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return res, err
 	}
 	if _, err := ort.Init(""); err != nil {
-		return nil, nil, nil, nil, err
+		return res, err
 	}
 	data, err := backbone.MarshalModel(m)
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return res, err
 	}
 	inferers, sessOpt := PipelineThreads(opt.Session)
 	sess, err := ort.NewSession(data, ort.SessionSpec{Input: in.Name, InputShape: inputShape(spec), Outputs: []string{output}, OutputSizes: []int{len(classes)}, FixedBatch: in.Batch}, sessOpt)
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return res, err
 	}
 	defer sess.Close()
 	var paths, labelOf []string
@@ -90,11 +103,12 @@ func OriginalScores(ctx context.Context, store *models.Store, ref string, ds *im
 	k := len(classes)
 	r := &Runner{Session: sess, Spec: spec, Inferers: inferers, OnFail: onFail}
 	err = r.Run(ctx, paths, func(b *Batch) error {
-		probs = append(probs, b.Outputs[0][:b.N*k]...)
+		res.Probs = append(res.Probs, b.Outputs[0][:b.N*k]...)
 		for _, idx := range b.Index {
-			labels = append(labels, byName[strings.ToLower(labelOf[idx])])
+			res.Labels = append(res.Labels, byName[strings.ToLower(labelOf[idx])])
 		}
 		return nil
 	})
-	return probs, labels, classes, unknown, err
+	res.Classes = classes
+	return res, err
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/featcache"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testmodels"
 )
 
 // testBackbone writes a small ResNet-shaped model and opens it.
@@ -25,7 +26,7 @@ func testBackbone(t *testing.T, batch int) *Backbone {
 		t.Skipf("ONNX Runtime not available (%v): run `make setup`", err)
 	}
 	path := filepath.Join(t.TempDir(), "resnet.onnx")
-	if err := backbone.WriteModelFile(path, backbone.TestModel("resnet", 32)); err != nil {
+	if err := backbone.WriteModelFile(path, testmodels.Model("resnet", 32)); err != nil {
 		t.Fatal(err)
 	}
 	bb, err := OpenBackbone(path, BackboneOptions{Preset: "imagenet", Session: ort.SessionOptions{Threads: 1}})
@@ -289,7 +290,7 @@ func TestOpenBackboneErrors(t *testing.T) {
 		t.Fatal("unknown name accepted without a store")
 	}
 	path := filepath.Join(dir, "r.onnx")
-	backbone.WriteModelFile(path, backbone.TestModel("resnet", 32))
+	backbone.WriteModelFile(path, testmodels.Model("resnet", 32))
 	if _, err := OpenBackbone(path, BackboneOptions{NoSession: true, Width: 64, Height: 64}); err == nil {
 		t.Fatal("a size that contradicts the model was accepted")
 	}
@@ -301,7 +302,7 @@ func TestOpenBackboneErrors(t *testing.T) {
 
 func TestOpenBackboneTuneLayers(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "vgg.onnx")
-	if err := backbone.WriteModelFile(path, backbone.TestModel("vgg", 32)); err != nil {
+	if err := backbone.WriteModelFile(path, testmodels.Model("vgg", 32)); err != nil {
 		t.Fatal(err)
 	}
 	plain, err := OpenBackbone(path, BackboneOptions{NoSession: true})

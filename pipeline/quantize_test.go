@@ -10,6 +10,7 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/ort"
+	"github.com/headtune/headtune/internal/testmodels"
 	"github.com/headtune/headtune/models"
 )
 
@@ -29,7 +30,7 @@ func quantizeFixture(t *testing.T, kind string, n int) (*models.Store, string) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, kind+".onnx")
-	if err := backbone.WriteModelFile(path, backbone.TestModel(kind, 32)); err != nil {
+	if err := backbone.WriteModelFile(path, testmodels.Model(kind, 32)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := store.Add(context.Background(), "base", path, models.AddOptions{Preset: "imagenet"}); err != nil {
@@ -171,12 +172,12 @@ func TestQuantizeThenTuneLayers(t *testing.T) {
 	}
 	for i := range fl.Tuned {
 		a, b := fl.Tuned[i], q.Tuned[i]
-		if len(a.Weight) != len(b.Weight) {
-			t.Fatalf("layer %d: %d vs %d weights", i, len(a.Weight), len(b.Weight))
+		if len(a.W) != len(b.W) {
+			t.Fatalf("layer %d: %d vs %d weights", i, len(a.W), len(b.W))
 		}
-		for k := range a.Weight {
-			if a.Weight[k] != b.Weight[k] {
-				t.Fatalf("layer %s weight %d differs: %g vs %g", a.Name, k, a.Weight[k], b.Weight[k])
+		for k := range a.W {
+			if a.W[k] != b.W[k] {
+				t.Fatalf("layer %s weight %d differs: %g vs %g", a.Name, k, a.W[k], b.W[k])
 			}
 		}
 	}

@@ -3,13 +3,15 @@ package ort_test
 import (
 	"context"
 	"errors"
-	"github.com/headtune/headtune/backbone"
-	"github.com/headtune/headtune/backbone/ort"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/backbone/ort"
+	"github.com/headtune/headtune/internal/testmodels"
 )
 
 // cutTestModel returns a small ResNet-shaped model cut at its features,
@@ -19,7 +21,7 @@ func cutTestModel(t *testing.T) ([]byte, string, []int64, int) {
 	if _, err := ort.Init(""); err != nil {
 		t.Skipf("ONNX Runtime not available (%v): run `make setup`", err)
 	}
-	m := backbone.TestModel("resnet", 32)
+	m := testmodels.Model("resnet", 32)
 	choice, err := backbone.FindFeatureTensor(m, "")
 	if err != nil {
 		t.Fatal(err)
@@ -32,10 +34,11 @@ func cutTestModel(t *testing.T) ([]byte, string, []int64, int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	name, _, c, h, w, err := backbone.ImageInput(cut)
+	img, err := backbone.ImageInput(cut)
 	if err != nil {
 		t.Fatal(err)
 	}
+	name, c, h, w := img.Name, img.Channels, img.Height, img.Width
 	return data, name, []int64{int64(c), int64(h), int64(w)}, int(choice.Dim)
 }
 

@@ -224,10 +224,11 @@ func Prepare(m *onnxpb.ModelProto, feature string, opt Options) (*Plan, error) {
 	if _, ok := ix.producer[feature]; !ok {
 		return nil, fmt.Errorf("feature tensor %q is not produced by any node", feature)
 	}
-	in, _, _, _, _, err := backbone.ImageInput(p.model)
+	info, err := backbone.ImageInput(p.model)
 	if err != nil {
 		return nil, err
 	}
+	in := info.Name
 	p.Input = in
 	if !opt.QuantizeDense {
 		chain, err := backbone.DenseChain(p.model, feature)

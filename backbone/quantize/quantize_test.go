@@ -14,6 +14,7 @@ import (
 	"github.com/headtune/headtune/backbone/onnxpb"
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/backbone/quantize"
+	"github.com/headtune/headtune/internal/testmodels"
 )
 
 // needORT loads ONNX Runtime, or skips saying why (fails under CI=true,
@@ -92,18 +93,19 @@ func features(t testing.TB, m *onnxpb.ModelProto, choice *backbone.FeatureChoice
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, _, _, _, _, err := backbone.ImageInput(cut)
+	info, err := backbone.ImageInput(cut)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return runModel(t, cut, in, shape, []string{backbone.FeatureOutput}, []int{int(choice.Dim)}, x, n)[0]
+	return runModel(t, cut, info.Name, shape, []string{backbone.FeatureOutput}, []int{int(choice.Dim)}, x, n)[0]
 }
 
 func inputShape(t testing.TB, m *onnxpb.ModelProto) []int64 {
-	_, layout, c, h, w, err := backbone.ImageInput(m)
+	info, err := backbone.ImageInput(m)
 	if err != nil {
 		t.Fatal(err)
 	}
+	layout, c, h, w := info.Layout, info.Channels, info.Height, info.Width
 	if layout == "NHWC" {
 		return []int64{int64(h), int64(w), int64(c)}
 	}
@@ -136,9 +138,9 @@ func cosine(a, b []float32, n int) float64 {
 // with the float model's on images it was not calibrated on.
 func TestQuantizeTestModels(t *testing.T) {
 	needORT(t)
-	for _, kind := range backbone.TestModelKinds {
+	for _, kind := range testmodels.Kinds {
 		t.Run(kind, func(t *testing.T) {
-			m := backbone.TestModel(kind, 32)
+			m := testmodels.Model(kind, 32)
 			choice, err := backbone.FindFeatureTensor(m, "")
 			if err != nil {
 				t.Fatal(err)
@@ -293,7 +295,7 @@ func f32bytes(v []float32) []byte {
 // ranges and the same model bytes, for both methods.
 func TestCalibrationDeterministic(t *testing.T) {
 	needORT(t)
-	m := backbone.TestModel("resnet", 32)
+	m := testmodels.Model("resnet", 32)
 	choice, err := backbone.FindFeatureTensor(m, "")
 	if err != nil {
 		t.Fatal(err)
@@ -364,7 +366,7 @@ func TestPercentileClipsOutliers(t *testing.T) {
 // TestUnsupportedOps: ops without int8 kernels stay float and are named;
 // a model with nothing quantizable is refused in one line naming its ops.
 func TestUnsupportedOps(t *testing.T) {
-	m := backbone.TestModel("yolo-cls", 32)
+	m := testmodels.Model("yolo-cls", 32)
 	choice, err := backbone.FindFeatureTensor(m, "")
 	if err != nil {
 		t.Fatal(err)
@@ -404,7 +406,7 @@ func TestUnsupportedOps(t *testing.T) {
 // TestKeepFloat: a node named in Options.Float keeps its float weights, and
 // an unknown name is refused.
 func TestKeepFloat(t *testing.T) {
-	m := backbone.TestModel("resnet", 32)
+	m := testmodels.Model("resnet", 32)
 	choice, err := backbone.FindFeatureTensor(m, "")
 	if err != nil {
 		t.Fatal(err)
@@ -441,7 +443,7 @@ func TestKeepFloat(t *testing.T) {
 // int8 model; with QuantizeDense they are quantized too (Gemm path).
 func TestDenseLayersStayFloat(t *testing.T) {
 	needORT(t)
-	m := backbone.TestModel("vgg", 32)
+	m := testmodels.Model("vgg", 32)
 	choice, err := backbone.FindFeatureTensor(m, "")
 	if err != nil {
 		t.Fatal(err)
@@ -464,7 +466,7 @@ func TestDenseLayersStayFloat(t *testing.T) {
 		t.Fatalf("dense chain of the int8 model: %d layers, want 2", len(got))
 	}
 	for i := range want {
-		if !equalF32(want[i].Weight, got[i].Weight) || !equalF32(want[i].Bias, got[i].Bias) {
+		if !equalF32(want[i].W, got[i].W) || !equalF32(want[i].B, got[i].B) {
 			t.Errorf("dense layer %s changed", want[i].Name)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/headtune/headtune/featcache"
+	"github.com/headtune/headtune/internal/bytesize"
 	"github.com/headtune/headtune/pipeline"
 )
 
@@ -72,17 +73,7 @@ func formatInfo(in featcache.Info) string {
 		return fmt.Sprintf("%s  unreadable: %v", in.Dir, in.Err)
 	}
 	return fmt.Sprintf("%s  %d rows x %d (%s of float32)  tensor %s  model %.12s  views %s",
-		in.Dir, in.Rows, in.Identity.Dim, humanBytes(in.DataBytes), in.Identity.FeatureTensor, in.Identity.ModelHash, strings.Join(in.Views, ", "))
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%d KiB", n>>10)
+		in.Dir, in.Rows, in.Identity.Dim, bytesize.Format(in.DataBytes), in.Identity.FeatureTensor, in.Identity.ModelHash, strings.Join(in.Views, ", "))
 }
 
 func cacheDirs(c *cli.Context) ([]string, error) {

@@ -219,22 +219,22 @@ func runEvalOriginal(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	probs, labels, classes, unknown, err := pipeline.OriginalScores(c.Context, store, c.String("model"), ds,
+	orig, err := pipeline.OriginalScores(c.Context, store, c.String("model"), ds,
 		pipeline.BackboneOptions{Session: sessionOptions(c)},
 		func(f pipeline.Failure) { fmt.Fprintf(os.Stderr, "skipped %s: %v\n", f.Path, f.Err) })
 	if err != nil {
 		return err
 	}
-	ev, err := head.EvaluateProbs(probs, labels, classes)
+	ev, err := head.EvaluateProbs(orig.Probs, orig.Labels, orig.Classes)
 	if err != nil {
 		return err
 	}
 	if c.Bool("json") {
 		ev.Errors = nil
-		return printJSON(map[string]any{"model": c.String("model"), "original": true, "eval": ev, "classes_left_out": unknown})
+		return printJSON(map[string]any{"model": c.String("model"), "original": true, "eval": ev, "classes_left_out": orig.LeftOut})
 	}
-	if len(unknown) > 0 {
-		fmt.Fprintf(os.Stdout, "eval: left out the images of %v: %s has no such classes\n", unknown, c.String("model"))
+	if len(orig.LeftOut) > 0 {
+		fmt.Fprintf(os.Stdout, "eval: left out the images of %v: %s has no such classes\n", orig.LeftOut, c.String("model"))
 	}
 	fmt.Fprintf(os.Stdout, "eval: %s's own classifier on %d images of %s\n", c.String("model"), ev.N, ds.Root)
 	return ev.WriteText(os.Stdout)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/headtune/headtune/export"
 	"github.com/headtune/headtune/head"
+	"github.com/headtune/headtune/internal/bytesize"
 )
 
 func exportCommand() *cli.Command {
@@ -56,7 +57,7 @@ func runExport(c *cli.Context) error {
 	if c.Bool("with-preprocessing") {
 		in = "raw 0..255"
 	}
-	fmt.Fprintf(os.Stderr, "export: %s (%.1f MB): %s %dx%d %s input -> probabilities [N,%d]\n",
-		path, float64(st.Size())/1e6, bb.Spec.Layout, bb.Spec.Width, bb.Spec.Height, in, len(m.Classes))
+	fmt.Fprintf(os.Stderr, "export: %s (%s): %s %dx%d %s input -> probabilities [N,%d]\n",
+		path, bytesize.Format(st.Size()), bb.Spec.Layout, bb.Spec.Width, bb.Spec.Height, in, len(m.Classes))
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/headtune/headtune/internal/bytesize"
 	"github.com/headtune/headtune/models"
 )
 
@@ -132,7 +133,7 @@ func listingRow(l models.Listing) string {
 			feat = fmt.Sprint(e.FeatureDim)
 		}
 		if e.Size > 0 {
-			size = models.HumanSize(e.Size)
+			size = bytesize.Format(e.Size)
 		}
 	}
 	inst = "no"
@@ -151,7 +152,9 @@ func listingRow(l models.Listing) string {
 		if m.FeatureDim > 0 {
 			feat = fmt.Sprint(m.FeatureDim)
 		}
-		size = models.HumanSize(m.Size)
+		if m.Size > 0 {
+			size = bytesize.Format(m.Size)
+		}
 		if m.Derived != nil {
 			src = m.Derived.Kind + " of " + m.Derived.From
 		}
@@ -196,7 +199,7 @@ func runModelsPull(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(inst)
 	}
-	fmt.Fprintf(os.Stderr, "models: %s installed at %s (%s, %s)\n", name, inst.ModelPath(), models.HumanSize(inst.Meta.Size), inst.Meta.Provenance)
+	fmt.Fprintf(os.Stderr, "models: %s installed at %s (%s, %s)\n", name, inst.ModelPath(), bytesize.Format(inst.Meta.Size), inst.Meta.Provenance)
 	return nil
 }
 

@@ -112,7 +112,7 @@ func runTrain(c *cli.Context) error {
 			return err
 		}
 		for _, l := range bb.Tuned {
-			cfg.InitLayers = append(cfg.InitLayers, head.Dense{In: l.In, Out: l.Out, W: l.Weight, B: l.Bias, Act: l.Activation})
+			cfg.InitLayers = append(cfg.InitLayers, l.Layer)
 		}
 		ref.TuneCut = bb.Choice.Tensor
 	}

@@ -507,17 +507,17 @@ func (c *converter) layer(l *KerasLayer, out *Converted) error {
 		if !bnAxisOK(cfg["axis"], in.flat) {
 			return fmt.Errorf("axis %v is not supported (want the channel axis, -1)", cfg["axis"])
 		}
-		gamma, beta, mean, variance, eps, err := c.bnParams(l, in.c)
+		bn, err := c.bnParams(l, in.c)
 		if err != nil {
 			return err
 		}
 		ins := []string{in.name,
-			c.b.Initializer(l.Name+"/gamma", []int64{int64(in.c)}, gamma),
-			c.b.Initializer(l.Name+"/beta", []int64{int64(in.c)}, beta),
-			c.b.Initializer(l.Name+"/moving_mean", []int64{int64(in.c)}, mean),
-			c.b.Initializer(l.Name+"/moving_variance", []int64{int64(in.c)}, variance)}
+			c.b.Initializer(l.Name+"/gamma", []int64{int64(in.c)}, bn.gamma),
+			c.b.Initializer(l.Name+"/beta", []int64{int64(in.c)}, bn.beta),
+			c.b.Initializer(l.Name+"/moving_mean", []int64{int64(in.c)}, bn.mean),
+			c.b.Initializer(l.Name+"/moving_variance", []int64{int64(in.c)}, bn.variance)}
 		v := in
-		v.name = c.b.Op("BatchNormalization", l.Name, ins, backbone.AttrFloat("epsilon", float32(eps)))
+		v.name = c.b.Op("BatchNormalization", l.Name, ins, backbone.AttrFloat("epsilon", float32(bn.eps)))
 		c.vals[l.Name] = v
 		return nil
 
@@ -788,56 +788,60 @@ func (c *converter) activation(name, act string, in val) (val, error) {
 	return v, nil
 }
 
-// bnParams returns a BatchNormalization layer's per-channel gamma, beta,
-// moving mean and variance (gamma ones without scale, beta zeros without
-// center) and epsilon.
-func (c *converter) bnParams(l *KerasLayer, ch int) (gamma, beta, mean, variance []float32, eps float64, err error) {
-	eps = numOr(l.Config, "epsilon", 1e-3)
-	gamma = make([]float32, ch)
-	beta = make([]float32, ch)
-	for i := range gamma {
-		gamma[i] = 1
+// batchNorm holds a BatchNormalization layer's per-channel parameters.
+type batchNorm struct {
+	gamma, beta, mean, variance []float32
+	eps                         float64
+}
+
+// bnParams returns a BatchNormalization layer's parameters: gamma ones
+// without scale, beta zeros without center.
+func (c *converter) bnParams(l *KerasLayer, ch int) (batchNorm, error) {
+	bn := batchNorm{eps: numOr(l.Config, "epsilon", 1e-3), gamma: make([]float32, ch), beta: make([]float32, ch)}
+	for i := range bn.gamma {
+		bn.gamma[i] = 1
 	}
 	if boolOr(l.Config, "scale", true) {
 		t, err := c.weight(l.Name, "gamma", ch)
 		if err != nil {
-			return nil, nil, nil, nil, 0, err
+			return batchNorm{}, err
 		}
-		copy(gamma, t.Data)
+		copy(bn.gamma, t.Data)
 	}
 	if boolOr(l.Config, "center", true) {
 		t, err := c.weight(l.Name, "beta", ch)
 		if err != nil {
-			return nil, nil, nil, nil, 0, err
+			return batchNorm{}, err
 		}
-		copy(beta, t.Data)
+		copy(bn.beta, t.Data)
 	}
 	m, err := c.weight(l.Name, "moving_mean", ch)
 	if err != nil {
-		return nil, nil, nil, nil, 0, err
+		return batchNorm{}, err
 	}
 	v, err := c.weight(l.Name, "moving_variance", ch)
 	if err != nil {
-		return nil, nil, nil, nil, 0, err
+		return batchNorm{}, err
 	}
-	return gamma, beta, m.Data, v.Data, eps, nil
+	bn.mean, bn.variance = m.Data, v.Data
+	return bn, nil
 }
 
 // bnAffine returns the per-channel scale and shift (float64) that a
 // BatchNormalization layer applies: y = x*scale + shift.
 func (c *converter) bnAffine(l *KerasLayer, ch int) (scale, shift []float64, err error) {
-	gamma, beta, mean, variance, eps, err := c.bnParams(l, ch)
+	bn, err := c.bnParams(l, ch)
 	if err != nil {
 		return nil, nil, err
 	}
 	scale = make([]float64, ch)
 	shift = make([]float64, ch)
 	for i := range ch {
-		if variance[i] < 0 {
-			return nil, nil, fmt.Errorf("moving_variance[%d] = %v is negative", i, variance[i])
+		if bn.variance[i] < 0 {
+			return nil, nil, fmt.Errorf("moving_variance[%d] = %v is negative", i, bn.variance[i])
 		}
-		scale[i] = float64(gamma[i]) / math.Sqrt(float64(variance[i])+eps)
-		shift[i] = float64(beta[i]) - float64(mean[i])*scale[i]
+		scale[i] = float64(bn.gamma[i]) / math.Sqrt(float64(bn.variance[i])+bn.eps)
+		shift[i] = float64(bn.beta[i]) - float64(bn.mean[i])*scale[i]
 	}
 	return scale, shift, nil
 }

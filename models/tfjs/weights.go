@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+
+	"github.com/headtune/headtune/backbone"
 )
 
 // Tensor is a dense float32 array in row-major order. TF.js weights keep
@@ -223,7 +225,7 @@ func decodeWeight(w WeightEntry, b []byte) (*Tensor, error) {
 			}
 		case "float16":
 			for i := range n {
-				t.Data[i] = HalfToFloat32(binary.LittleEndian.Uint16(b[2*i:]))
+				t.Data[i] = backbone.Float16ToFloat32(binary.LittleEndian.Uint16(b[2*i:]))
 			}
 		}
 		return t, nil
@@ -238,29 +240,6 @@ func decodeWeight(w WeightEntry, b []byte) (*Tensor, error) {
 		t.Data[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 	}
 	return t, nil
-}
-
-// HalfToFloat32 converts an IEEE 754 binary16 value to float32 exactly,
-// including subnormals, infinities and NaN.
-func HalfToFloat32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	frac := uint32(h) & 0x3ff
-	switch {
-	case exp == 0x1f: // Inf or NaN
-		return math.Float32frombits(sign | 0xff<<23 | frac<<13)
-	case exp == 0 && frac == 0:
-		return math.Float32frombits(sign)
-	case exp == 0: // subnormal: normalise
-		e := uint32(127 - 15 + 1)
-		for frac&0x400 == 0 {
-			frac <<= 1
-			e--
-		}
-		frac &= 0x3ff
-		return math.Float32frombits(sign | e<<23 | frac<<13)
-	}
-	return math.Float32frombits(sign | (exp+127-15)<<23 | frac<<13)
 }
 
 // modelJSON is the part of a TF.js model.json that headtune reads.

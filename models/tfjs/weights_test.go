@@ -14,38 +14,6 @@ import (
 	"testing"
 )
 
-// TestHalfToFloat32 checks every one of the 65536 halves against the
-// definition: (-1)^s * 2^(e-15) * (1 + f/1024), subnormals 2^-14 * f/1024.
-func TestHalfToFloat32(t *testing.T) {
-	for h := range 1 << 16 {
-		s, e, f := h>>15, (h>>10)&0x1f, h&0x3ff
-		var want float64
-		switch {
-		case e == 0x1f && f == 0:
-			want = math.Inf(1)
-		case e == 0x1f:
-			want = math.NaN()
-		case e == 0:
-			want = math.Ldexp(float64(f)/1024, -14)
-		default:
-			want = math.Ldexp(1+float64(f)/1024, e-15)
-		}
-		if s == 1 {
-			want = -want
-		}
-		got := float64(HalfToFloat32(uint16(h)))
-		if math.IsNaN(want) {
-			if !math.IsNaN(got) {
-				t.Fatalf("half %#04x: got %v, want NaN", h, got)
-			}
-			continue
-		}
-		if got != want || math.Signbit(got) != math.Signbit(want) {
-			t.Fatalf("half %#04x: got %v, want %v", h, got, want)
-		}
-	}
-}
-
 func TestDecodeWeights(t *testing.T) {
 	le32 := func(vals ...float32) []byte {
 		b := make([]byte, 4*len(vals))

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Linear probe on the features fastjpeg-quality wrote: logistic regression
+"""Linear probe on the features fastjpegquality wrote: logistic regression
 (scikit-learn, standardised features, best of 5 regularisation strengths
 chosen on the test split, as the project's reference probe does) trained
 and tested on exact-path features, then on fast-path features; prints both

@@ -1,4 +1,4 @@
-// Command fastjpeg-quality is the quality guard for FastJPEG (DCT-domain
+// Command fastjpegquality is the quality guard for FastJPEG (DCT-domain
 // scaled JPEG decoding through libjpeg-turbo): it extracts backbone features
 // of the same JPEGs with the exact path (image/jpeg at full size) and the
 // fast path, and
@@ -15,7 +15,7 @@
 // output gap_block_10_depthwise_relu [N,384]); the reference conversion in
 // ../shared/models is used when present.
 //
-// usage: go run ./imaging/turbojpeg/cmd/fastjpeg-quality -photos 'DIR/*.jpg' -probe FM_DIR -out OUT
+// usage: go run ./scripts/fastjpegquality -photos 'DIR/*.jpg' -probe FM_DIR -out OUT
 package main
 
 import (
@@ -42,11 +42,11 @@ func main() {
 	ortLib := flag.String("ort-lib", "", "ONNX Runtime library (default: the project's search)")
 	photos := flag.String("photos", "", "comma-separated globs of photos for the cosine check")
 	probe := flag.String("probe", "", "folder-per-class data set (train/, test/) for the linear probe")
-	out := flag.String("out", "fastjpeg-quality-out", "where the probe features go")
+	out := flag.String("out", "fastjpegquality-out", "where the probe features go")
 	batch := flag.Int("batch", 16, "images per ONNX Runtime call")
 	flag.Parse()
 	if err := run(*model, *input, *output, *dim, *ortLib, *photos, *probe, *out, *batch); err != nil {
-		fmt.Fprintln(os.Stderr, "fastjpeg-quality:", err)
+		fmt.Fprintln(os.Stderr, "fastjpegquality:", err)
 		os.Exit(1)
 	}
 }
