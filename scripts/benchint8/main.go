@@ -6,10 +6,11 @@
 //	e2e       `headtune extract` end to end into a fresh cache
 //	cosine    cosine similarity of the two models' features per image
 //
-// Rounds alternate float and int8 so that load drift on a shared machine
-// hits both alike; speeds are medians over -repeats rounds, and the
-// speed-ups are medians of the per-round ratios. It prints one JSON object
-// on stdout.
+// Inference runs each image through both models back to back, timing each
+// call, so that load coming and going on a shared machine falls on both
+// alike; the extractions alternate (first model changing every round).
+// Speeds are medians over -repeats rounds, the speed-ups medians of the
+// per-round ratios (with their range). It prints one JSON object on stdout.
 package main
 
 import (
@@ -108,15 +109,28 @@ func main() {
 		defer single[k].Close()
 	}
 	feats := [2][]float32{make([]float32, n*dim), make([]float32, n*dim)}
-	infer1 := func(k int) float64 {
-		t := time.Now()
+	// infer1 runs every image through both models, one after the other
+	// (the order alternating), and times each run: load that comes and
+	// goes on a shared machine falls on both models alike.
+	infer1 := func() (fl, q float64) {
+		var spent [2]time.Duration
 		for i := 0; i < n; i++ {
-			check(single[k].Run(context.Background(), tensors[i*inLen:(i+1)*inLen], 1, feats[k][i*dim:(i+1)*dim]))
+			for j := 0; j < 2; j++ {
+				k := (i + j) % 2
+				t := time.Now()
+				check(single[k].Run(context.Background(), tensors[i*inLen:(i+1)*inLen], 1, feats[k][i*dim:(i+1)*dim]))
+				spent[k] += time.Since(t)
+			}
 		}
-		return float64(n) / time.Since(t).Seconds()
+		return float64(n) / spent[0].Seconds(), float64(n) / spent[1].Seconds()
 	}
-	inferPar := func(k int) float64 {
-		t := time.Now()
+	// inferPar: -threads goroutines, each taking images from one queue and
+	// running each through both models (alternating order) on the
+	// pipeline's sessions; rates are images per second of each model's
+	// share of the wall time.
+	inferPar := func() (fl, q float64) {
+		var mu sync.Mutex
+		var spent [2]time.Duration
 		var wg sync.WaitGroup
 		next := make(chan int, n)
 		for i := 0; i < n; i++ {
@@ -128,13 +142,26 @@ func main() {
 			go func() {
 				defer wg.Done()
 				o := make([]float32, dim)
+				var mine [2]time.Duration
 				for i := range next {
-					check(bbs[k].Session.Run(context.Background(), tensors[i*inLen:(i+1)*inLen], 1, o))
+					for j := 0; j < 2; j++ {
+						k := (i + j) % 2
+						t := time.Now()
+						check(bbs[k].Session.Run(context.Background(), tensors[i*inLen:(i+1)*inLen], 1, o))
+						mine[k] += time.Since(t)
+					}
 				}
+				mu.Lock()
+				spent[0] += mine[0]
+				spent[1] += mine[1]
+				mu.Unlock()
 			}()
 		}
 		wg.Wait()
-		return float64(n) / time.Since(t).Seconds()
+		// Each goroutine's time is one core's; the models' rates on all
+		// cores are threads times the per-core rate.
+		c := float64(*threads)
+		return c * float64(n) / spent[0].Seconds(), c * float64(n) / spent[1].Seconds()
 	}
 	ds := &imaging.Dataset{Root: *images, Classes: []string{"x"}}
 	for _, p := range paths {
@@ -151,16 +178,20 @@ func main() {
 		}
 		return float64(n) / s.Seconds
 	}
-	infer1(0) // warm-up
-	infer1(1)
+	infer1() // warm-up
 	var i1 [2][]float64
 	var ip [2][]float64
 	var ee [2][]float64
 	var r1, rp, re []float64
 	for r := 0; r < *repeats; r++ {
-		for k := 0; k < 2; k++ {
-			i1[k] = append(i1[k], infer1(k))
-			ip[k] = append(ip[k], inferPar(k))
+		f, q := infer1()
+		i1[0], i1[1] = append(i1[0], f), append(i1[1], q)
+		f, q = inferPar()
+		ip[0], ip[1] = append(ip[0], f), append(ip[1], q)
+		// End to end cannot interleave images: the two extractions
+		// alternate, the first one changing every round.
+		for j := 0; j < 2; j++ {
+			k := (r + j) % 2
 			ee[k] = append(ee[k], e2e(k))
 		}
 		r1 = append(r1, i1[1][r]/i1[0][r])
