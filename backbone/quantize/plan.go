@@ -91,8 +91,12 @@ func (p *Plan) Model() *onnxpb.ModelProto { return p.model }
 var computeOps = map[string]bool{"Conv": true, "Gemm": true, "MatMul": true}
 
 // activationOps have int8 kernels in ONNX Runtime with their own output
-// scale.
-var activationOps = map[string]bool{"Add": true, "Concat": true, "AveragePool": true, "GlobalAveragePool": true}
+// scale (QLinearAdd, QLinearMul, QLinearConcat, QLinearAveragePool,
+// QLinearGlobalAveragePool, QLinearSigmoid, QLinearLeakyRelu); Add and Mul
+// only when both inputs are activations, so SiLU (x * sigmoid(x)) runs in
+// int8 too.
+var activationOps = map[string]bool{"Add": true, "Mul": true, "Concat": true, "AveragePool": true, "GlobalAveragePool": true,
+	"Sigmoid": true, "LeakyRelu": true}
 
 // sameScaleOps move or select values: ONNX Runtime drops their QDQ pairs
 // when input and output share one scale, so they run on uint8 directly.

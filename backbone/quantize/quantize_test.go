@@ -363,9 +363,12 @@ func TestPercentileClipsOutliers(t *testing.T) {
 	}
 }
 
-// TestUnsupportedOps: ops without int8 kernels stay float and are named;
-// a model with nothing quantizable is refused in one line naming its ops.
+// TestUnsupportedOps: ops without int8 kernels stay float and are named
+// (the model still runs and stays close); SiLU's Sigmoid and Mul are
+// quantized; a model with nothing quantizable is refused in one line naming
+// its ops.
 func TestUnsupportedOps(t *testing.T) {
+	needORT(t)
 	m := testmodels.Model("yolo-cls", 32)
 	choice, err := backbone.FindFeatureTensor(m, "")
 	if err != nil {
@@ -375,20 +378,48 @@ func TestUnsupportedOps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ops := map[string]bool{}
 	for _, l := range p.Left {
-		ops[l.Op] = true
-		if l.Reason == "" {
-			t.Errorf("%s left float without a reason", l.Node)
+		if l.Op == "Sigmoid" || l.Op == "Mul" {
+			t.Errorf("SiLU part left float: %+v", l)
 		}
 	}
-	if !ops["Sigmoid"] || !ops["Mul"] {
-		t.Errorf("SiLU parts not reported as left float: %+v", p.Left)
+
+	b := backbone.NewBuilder("tanh")
+	x := b.Input("x", -1, 3, 8, 8)
+	r := rand.New(rand.NewPCG(4, 4))
+	w := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(r.NormFloat64() * 0.3)
+		}
+		return v
+	}
+	y := b.Op("Conv", "c1", []string{x, b.Initializer("w1", []int64{4, 3, 3, 3}, w(108))}, backbone.AttrInts("pads", 1, 1, 1, 1))
+	y = b.Op("Tanh", "tanh", []string{y})
+	y = b.Op("Conv", "c2", []string{y, b.Initializer("w2", []int64{4, 4, 1, 1}, w(16))})
+	y = b.Op("GlobalAveragePool", "gap", []string{y})
+	b.Node("Flatten", []string{y}, []string{"feat"}, backbone.AttrInt("axis", 1))
+	b.Output("feat", -1, 4)
+	sm := b.Model(0)
+	shape := []int64{3, 8, 8}
+	p, rg := calibrated(t, sm, "feat", shape, quantize.Options{}, quantize.MinMax, 1, images(1, 8, shape), 8)
+	if len(p.Left) != 1 || p.Left[0].Op != "Tanh" || !strings.Contains(p.Left[0].Reason, "Tanh") {
+		t.Errorf("Tanh not reported as left float: %+v", p.Left)
+	}
+	q, _, err := p.Quantize(rg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	xs := images(2, 4, shape)
+	want := runModel(t, sm, "x", shape, []string{"feat"}, []int{4}, xs, 4)[0]
+	got := runModel(t, q, "x", shape, []string{"feat"}, []int{4}, xs, 4)[0]
+	if c := cosine(want, got, 4); c < 0.99 {
+		t.Errorf("with Tanh left float: cosine %.4f", c)
 	}
 
-	b := backbone.NewBuilder("nothing")
-	x := b.Input("x", -1, 3, 8, 8)
-	y := b.Op("Sigmoid", "sig", []string{x})
+	b = backbone.NewBuilder("nothing")
+	x = b.Input("x", -1, 3, 8, 8)
+	y = b.Op("Tanh", "tanh", []string{x})
 	y = b.Op("Softsign", "soft", []string{y})
 	y = b.Op("GlobalAveragePool", "gap", []string{y})
 	b.Node("Flatten", []string{y}, []string{"feat"}, backbone.AttrInt("axis", 1))
@@ -398,8 +429,8 @@ func TestUnsupportedOps(t *testing.T) {
 		t.Fatal("a model without Conv/Gemm/MatMul was accepted")
 	}
 	msg := err.Error()
-	if strings.Contains(msg, "\n") || !strings.Contains(msg, "Sigmoid") || !strings.Contains(msg, "Softsign") {
-		t.Errorf("refusal should be one line naming Sigmoid and Softsign: %q", msg)
+	if strings.Contains(msg, "\n") || !strings.Contains(msg, "Tanh") || !strings.Contains(msg, "Softsign") {
+		t.Errorf("refusal should be one line naming Tanh and Softsign: %q", msg)
 	}
 }
 
