@@ -470,10 +470,7 @@ func Prepare(m *onnxpb.ModelProto, feature string, opt Options) (*Plan, error) {
 	for _, t := range order {
 		p.Sizes = append(p.Sizes, perSample(t))
 	}
-	for a := range p.fuse {
-		_ = a
-		p.Fused++
-	}
+	p.Fused = len(p.fuse)
 	// A same-scale op whose input got no pair of its own calibrates its
 	// output separately.
 	for out, x := range p.sameScale {
