@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/internal/testasset"
 	"github.com/headtune/headtune/internal/testmodels"
 	"os"
 	"path/filepath"
@@ -21,7 +22,7 @@ func graphSharedModelsDir(t testing.TB) string {
 	t.Helper()
 	dir := filepath.Join("..", "..", "shared", "models")
 	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("SKIP: reference models not found at %s (only present on the development machine): %v", dir, err)
+		testasset.Skip(t, "reference models not found at %s (only present on the development machine): %v", dir, err)
 	}
 	return dir
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/headtune/headtune/backbone"
 	backboneort "github.com/headtune/headtune/backbone/ort"
+	"github.com/headtune/headtune/internal/testasset"
 	"github.com/headtune/headtune/internal/testmodels"
 	"math"
 	"os/exec"
@@ -150,7 +151,7 @@ func ortReadyForGraphTests(t testing.TB) {
 	t.Helper()
 	if _, err := backboneort.Init(""); err != nil {
 		if errors.Is(err, backboneort.ErrLibraryMissing) {
-			t.Skipf("SKIP: ONNX Runtime is not available (%v); the cut models were not run", err)
+			testasset.Skip(t, "ONNX Runtime is not available (%v); the cut models were not run", err)
 		}
 		t.Fatal(err)
 	}
@@ -400,7 +401,7 @@ func TestCutInitializersAsInputs(t *testing.T) {
 func TestCutModelsPassONNXChecker(t *testing.T) {
 	py := "/usr/bin/python3"
 	if err := exec.Command(py, "-c", "import onnx").Run(); err != nil {
-		t.Skipf("SKIP: %s with the onnx package is not available (%v); cut models not checked by onnx.checker", py, err)
+		testasset.Skip(t, "%s with the onnx package is not available (%v); cut models not checked by onnx.checker", py, err)
 	}
 	dir := t.TempDir()
 	for _, kind := range testmodels.Kinds {

@@ -16,6 +16,7 @@ import (
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/featcache"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testasset"
 )
 
 var initORT sync.Once
@@ -122,7 +123,7 @@ func TestExtractMatchesSession(t *testing.T) {
 			} else if abs, err := filepath.Abs(model); err != nil {
 				t.Fatal(err)
 			} else if _, err := os.Stat(abs); err != nil {
-				t.Skipf("reference model not available: %v", err)
+				testasset.Skip(t, "reference model not available: %v", err)
 			} else {
 				model = abs
 			}

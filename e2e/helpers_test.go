@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/headtune/headtune/featcache"
+	"github.com/headtune/headtune/internal/testasset"
 )
 
 // headtuneBin is the binary TestMain builds; ortLib the ONNX Runtime library
@@ -66,7 +67,7 @@ func needBinary(t testing.TB) {
 		t.Fatal(buildErr)
 	}
 	if ortLib == "" {
-		t.Skip("ONNX Runtime library not found (run `make setup` or set HEADTUNE_ORT_LIB)")
+		testasset.Skip(t, "ONNX Runtime library not found (run `make setup` or set HEADTUNE_ORT_LIB)")
 	}
 }
 

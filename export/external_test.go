@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/headtune/headtune/head"
+	"github.com/headtune/headtune/internal/testasset"
 )
 
 // TestONNXChecker runs onnx.checker.check_model (full check, with shape
@@ -19,10 +20,10 @@ import (
 func TestONNXChecker(t *testing.T) {
 	py := "/usr/bin/python3"
 	if _, err := os.Stat(py); err != nil {
-		t.Skipf("SKIP: %s is absent; onnx.checker was not run", py)
+		testasset.Skip(t, "%s is absent; onnx.checker was not run", py)
 	}
 	if out, err := exec.Command(py, "-c", "import onnx").CombinedOutput(); err != nil {
-		t.Skipf("SKIP: python3-onnx is not installed (apt-get install python3-onnx): %s", strings.TrimSpace(string(out)))
+		testasset.Skip(t, "python3-onnx is not installed (apt-get install python3-onnx): %s", strings.TrimSpace(string(out)))
 	}
 	dir := t.TempDir()
 	var paths []string
@@ -57,9 +58,15 @@ func nodeWithORT(t *testing.T) (node, nodePath string) {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("SKIP: node is not installed; the Node snippet was not run")
+		testasset.Skip(t, "node is not installed; the Node snippet was not run")
 	}
-	for _, p := range []string{os.Getenv("HEADTUNE_NODE_PATH"), os.Getenv("NODE_PATH")} {
+	// .deps/node/node_modules is where .ci/run unpacks onnxruntime-node
+	// (scripts/lib.sh npm_unpack).
+	local := ""
+	if root, err := testasset.RepoRoot(); err == nil {
+		local = filepath.Join(root, ".deps", "node", "node_modules")
+	}
+	for _, p := range []string{os.Getenv("HEADTUNE_NODE_PATH"), os.Getenv("NODE_PATH"), local} {
 		if p == "" {
 			continue
 		}
@@ -69,9 +76,9 @@ func nodeWithORT(t *testing.T) (node, nodePath string) {
 			return node, p
 		}
 	}
-	t.Skip("SKIP: onnxruntime-node is not available; the Node snippet was not run. Prepare it once with " +
-		"`mkdir -p /tmp/ortnode && cd /tmp/ortnode && npm install --ignore-scripts onnxruntime-node@1.24.1` " +
-		"and set HEADTUNE_NODE_PATH=/tmp/ortnode/node_modules")
+	testasset.Skip(t, "onnxruntime-node is not available; the Node snippet was not run. Prepare it once with "+
+		"`bash -c '. scripts/lib.sh; npm_unpack .deps/node onnxruntime-common@1.24.1 onnxruntime-node@1.24.1'` "+
+		"(as .ci/run does), or set HEADTUNE_NODE_PATH to a node_modules folder that has it")
 	return "", ""
 }
 

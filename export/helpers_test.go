@@ -15,6 +15,7 @@ import (
 	"github.com/headtune/headtune/dense"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testasset"
 	"github.com/headtune/headtune/internal/testmodels"
 )
 
@@ -28,7 +29,7 @@ func ortReady(t testing.TB) {
 	t.Helper()
 	if _, err := ort.Init(""); err != nil {
 		if errors.Is(err, ort.ErrLibraryMissing) {
-			t.Skipf("SKIP: ONNX Runtime is not available (%v); exported models were not run (set %s)", err, ort.LibraryEnv)
+			testasset.Skip(t, "ONNX Runtime is not available (%v); exported models were not run (set %s)", err, ort.LibraryEnv)
 		}
 		t.Fatal(err)
 	}

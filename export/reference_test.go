@@ -12,6 +12,7 @@ import (
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testasset"
 )
 
 // referenceModel is the shared MobileNetV2 (ImageNet blocks 0-10, 384
@@ -31,7 +32,7 @@ func referenceFixture(t testing.TB) *fixture {
 	ortReady(t)
 	path := filepath.Join("..", "..", "shared", "models", referenceModel)
 	if _, err := os.Stat(path); err != nil {
-		t.Skipf("SKIP: reference model %s not found (only present on the development machine): %v", path, err)
+		testasset.Skip(t, "reference model %s not found (only present on the development machine): %v", path, err)
 	}
 	refOnce.Do(func() {
 		m, err := backbone.ReadModelFile(path)

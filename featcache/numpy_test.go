@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/headtune/headtune/internal/testasset"
 )
 
 // numpySnippet is the reading recipe from the package documentation, plus
@@ -35,7 +37,7 @@ print(hashlib.sha256(Xtrain.astype("<f4").tobytes()).hexdigest(), ",".join(ytrai
 func TestNumpyReadable(t *testing.T) {
 	py := "/usr/bin/python3"
 	if err := exec.Command(py, "-c", "import numpy").Run(); err != nil {
-		t.Skipf("needs %s with numpy: %v", py, err)
+		testasset.Skip(t, "needs %s with numpy: %v", py, err)
 	}
 	const dim = 12
 	root, dir := newCache(t, dim, 9)

@@ -46,6 +46,31 @@ type TrainInfo struct {
 	BestEpoch  int     `json:"best_epoch"` // epoch whose weights were kept (early stopping), 0 when not applicable
 	Stopped    string  `json:"stopped"`    // why training ended
 	Seconds    float64 `json:"seconds"`    // wall time of Train
+	// Split records how the data was divided, so that evaluation finds the
+	// same test rows without being told the fractions again; nil in heads
+	// trained before it was recorded, or by a caller that did not set it.
+	Split *SplitInfo `json:"split,omitempty"`
+}
+
+// SplitInfo records a train/validation/test division of a dataset view.
+type SplitInfo struct {
+	// Source says where the division came from: "folders" (the dataset's
+	// own train/val/test folders, with validation rows drawn from train when
+	// it had no val folder) or "stratified" (drawn per class with Seed).
+	Source string  `json:"source"`
+	Seed   int64   `json:"seed"`
+	Val    float64 `json:"val_fraction"`  // fraction asked for when drawn
+	Test   float64 `json:"test_fraction"` // fraction asked for when drawn
+	// View is the dataset view file the rows index, and Fingerprint the
+	// hex SHA-256 of its entries (path, label, split, image hash, in order):
+	// a view that changed since training no longer matches the rows.
+	View        string `json:"view"`
+	Fingerprint string `json:"fingerprint"`
+	Rows        int    `json:"rows"` // rows of the view
+	// ValIndex and TestIndex are the view rows (0-based, ascending) of the
+	// validation and test sets; every other row was training data.
+	ValIndex  []int `json:"val_index"`
+	TestIndex []int `json:"test_index"`
 }
 
 // Model is a trained head.

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/headtune/headtune/internal/testasset"
 )
 
 const sklearnScript = `
@@ -30,7 +32,7 @@ print(" ".join(str(int(v)) for v in clf.predict(sc.transform(X[n:]))))
 func TestAgreesWithScikitLearn(t *testing.T) {
 	py := "/usr/bin/python3"
 	if err := exec.Command(py, "-c", "import sklearn, numpy").Run(); err != nil {
-		t.Skipf("SKIPPED: scikit-learn reference unavailable (%s -c 'import sklearn, numpy': %v)", py, err)
+		testasset.Skip(t, "scikit-learn reference unavailable (%s -c 'import sklearn, numpy': %v)", py, err)
 	}
 	for _, tc := range []struct {
 		name         string

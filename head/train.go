@@ -201,6 +201,29 @@ type Report struct {
 	Seconds   float64      `json:"seconds"`
 }
 
+// StopText turns a Report's Stopped reason into words.
+func StopText(stopped string) string {
+	switch stopped {
+	case "epochs":
+		return "ran all epochs"
+	case "early-stop":
+		return "stopped early: the validation loss stopped improving"
+	case "diverged":
+		return "stopped: the loss diverged"
+	case "max-iter":
+		return "reached the iteration limit"
+	}
+	return stopped
+}
+
+// progressText counts the work done in the optimiser's own unit.
+func (r *Report) progressText() string {
+	if r.Epochs > 0 {
+		return fmt.Sprintf("%d epochs, %d steps", r.Epochs, r.Iters)
+	}
+	return fmt.Sprintf("%d iterations", r.Iters)
+}
+
 // Train fits a head on train and returns it with a report. val (which may
 // have zero rows) drives early stopping and the temperature fit; it must
 // have the same width. Progress lines go to log (nil: quiet). ctx cancels
@@ -328,8 +351,8 @@ func Train(ctx context.Context, train, val Data, cfg Config, log io.Writer) (*Mo
 		Epochs: rep.Epochs, Iterations: rep.Iters, BestEpoch: rep.BestEpoch, Stopped: rep.Stopped, Seconds: rep.Seconds}
 	m.Train.Config.Threads = cfg.Threads
 	if log != nil {
-		fmt.Fprintf(log, "done: %s after %d iterations in %.2fs; val acc %.4f, val nll %.4f, temperature %.3f\n",
-			rep.Stopped, rep.Iters, rep.Seconds, rep.ValAcc, rep.ValLoss, m.Temperature)
+		fmt.Fprintf(log, "done: %s (%s) in %.2fs; val acc %.4f, val nll %.4f, temperature %.3f\n",
+			StopText(rep.Stopped), rep.progressText(), rep.Seconds, rep.ValAcc, rep.ValLoss, m.Temperature)
 	}
 	return m, rep, nil
 }

@@ -89,9 +89,10 @@ var FastJPEGDecoder func(data []byte, minW, minH int) (img *RGB, ok bool, err er
 
 // FastJPEGDecodeInto is FastJPEGDecoder with buffer reuse: it decodes into
 // dst[:3*w*h] when cap(dst) is large enough (allocating otherwise) and
-// returns the pixels it wrote. When both hooks are set, this one is used;
-// it spares an allocation and a copy per image.
-var FastJPEGDecodeInto func(data []byte, minW, minH int, dst []uint8) (w, h int, pix []uint8, ok bool, err error)
+// returns the image it wrote, whose Pix is then dst's memory. When both
+// hooks are set, this one is used; it spares an allocation and a copy per
+// image.
+var FastJPEGDecodeInto func(data []byte, minW, minH int, dst []uint8) (img RGB, ok bool, err error)
 
 // Format names returned by Sniff.
 const (
@@ -272,9 +273,9 @@ func decodeWith(data []byte, opt DecodeOptions, spare *RGB, region func(w, h int
 			minW, minH = minH, minW
 		}
 		if FastJPEGDecodeInto != nil {
-			fw, fh, pix, ok, ferr := FastJPEGDecodeInto(data, minW, minH, out.Pix[:0])
-			if ferr == nil && ok && fw > 0 && fh > 0 && int64(fw)*int64(fh) <= limit && len(pix) >= fw*fh*3 {
-				out.W, out.H, out.Pix = fw, fh, pix
+			f, ok, ferr := FastJPEGDecodeInto(data, minW, minH, out.Pix[:0])
+			if ferr == nil && ok && f.W > 0 && f.H > 0 && int64(f.W)*int64(f.H) <= limit && len(f.Pix) >= f.W*f.H*3 {
+				*out = f
 				decoded = true
 			}
 		} else {

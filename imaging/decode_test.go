@@ -368,17 +368,17 @@ func TestFastJPEGHook(t *testing.T) {
 
 func TestFastJPEGDecodeInto(t *testing.T) {
 	jpg := encodeJPEG(t, quadrants(64, 32), 90)
-	defer func(f func([]byte, int, int, []uint8) (int, int, []uint8, bool, error)) { FastJPEGDecodeInto = f }(FastJPEGDecodeInto)
+	defer func(f func([]byte, int, int, []uint8) (RGB, bool, error)) { FastJPEGDecodeInto = f }(FastJPEGDecodeInto)
 	var gotCap int
-	FastJPEGDecodeInto = func(data []byte, minW, minH int, dst []uint8) (int, int, []uint8, bool, error) {
+	FastJPEGDecodeInto = func(data []byte, minW, minH int, dst []uint8) (RGB, bool, error) {
 		gotCap = cap(dst)
 		q := quadrantsRGB(32, 16)
 		if cap(dst) >= len(q.Pix) {
 			dst = dst[:len(q.Pix)]
 			copy(dst, q.Pix)
-			return 32, 16, dst, true, nil
+			return RGB{W: 32, H: 16, Pix: dst}, true, nil
 		}
-		return 32, 16, q.Pix, true, nil
+		return *q, true, nil
 	}
 	buf := &RGB{Pix: make([]uint8, 0, 5000)}
 	img, err := Decode(jpg, DecodeOptions{FastJPEG: true, Dst: buf})

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/headtune/headtune/internal/testasset"
 )
 
 // The goldens in testdata were produced by testdata/gen.py with PIL 9.4,
@@ -33,7 +35,7 @@ func loadGolden(t testing.TB) goldenFile {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", "golden.json"))
 	if err != nil {
-		t.Skipf("goldens absent (regenerate with /usr/bin/python3 imaging/testdata/gen.py): %v", err)
+		testasset.Skip(t, "goldens absent (regenerate with /usr/bin/python3 imaging/testdata/gen.py): %v", err)
 	}
 	var g goldenFile
 	if err := json.Unmarshal(b, &g); err != nil {

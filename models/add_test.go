@@ -11,6 +11,7 @@ import (
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testasset"
 )
 
 // addModel builds small ONNX graphs of the shapes Add must tell apart.
@@ -238,7 +239,7 @@ func sharedModels(t *testing.T) string {
 	}
 	wd, err := os.Getwd()
 	if err != nil {
-		t.Skipf("no working directory: %v", err)
+		testasset.Skip(t, "no working directory: %v", err)
 	}
 	for d := wd; ; d = filepath.Dir(d) {
 		if st, err := os.Stat(filepath.Join(d, "shared", "models")); err == nil && st.IsDir() {
@@ -248,7 +249,7 @@ func sharedModels(t *testing.T) string {
 			break
 		}
 	}
-	t.Skip("reference models not found: set HEADTUNE_SHARED or provide ../shared/models")
+	testasset.Skip(t, "reference models not found: set HEADTUNE_SHARED or provide ../shared/models")
 	return ""
 }
 
@@ -277,7 +278,7 @@ func TestAddReferenceModels(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			src := filepath.Join(dir, tc.file)
 			if _, err := os.Stat(src); err != nil {
-				t.Skipf("reference model absent: %v", err)
+				testasset.Skip(t, "reference model absent: %v", err)
 			}
 			s := newStore(t)
 			in, err := s.Add(context.Background(), "ref", src, tc.opts)

@@ -274,5 +274,8 @@ func Lookup(name string) (Entry, error) {
 		names = append(names, e.Name)
 	}
 	sort.Strings(names)
+	if near := Suggest(name); len(near) > 0 {
+		return Entry{}, fmt.Errorf("no model named %q in the catalog; did you mean %s? (known: %s)", name, strings.Join(near, " or "), strings.Join(names, ", "))
+	}
 	return Entry{}, fmt.Errorf("no model named %q in the catalog (known: %s)", name, strings.Join(names, ", "))
 }

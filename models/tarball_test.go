@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/headtune/headtune/internal/testasset"
 )
 
 func TestTarballIntegrity(t *testing.T) {
@@ -184,16 +186,12 @@ func TestPullRefusesTarballForURLEntries(t *testing.T) {
 
 // TestRealNPMTarballs checks the catalog's integrity strings against real
 // registry tarballs when a cache of them exists ($HEADTUNE_NPM_CACHE or
-// the user cache dir's headtune/npm, where the models/tfjs tests put
-// them), so `--tarball` accepts what `npm pack` produces.
+// the repository's .deps/npm, where the models/tfjs tests put them), so
+// `--tarball` accepts what `npm pack` produces.
 func TestRealNPMTarballs(t *testing.T) {
 	dir := os.Getenv("HEADTUNE_NPM_CACHE")
 	if dir == "" {
-		c, err := os.UserCacheDir()
-		if err != nil {
-			t.Skipf("no user cache dir: %v", err)
-		}
-		dir = filepath.Join(c, "headtune", "npm")
+		dir = testasset.Deps(t, "npm")
 	}
 	checked := map[string]bool{}
 	for _, e := range Catalog() {

@@ -16,6 +16,7 @@ import (
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/featcache"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testasset"
 	"github.com/headtune/headtune/internal/testmodels"
 )
 
@@ -23,7 +24,7 @@ import (
 func testBackbone(t *testing.T, batch int) *Backbone {
 	t.Helper()
 	if _, err := ort.Init(""); err != nil {
-		t.Skipf("ONNX Runtime not available (%v): run `make setup`", err)
+		testasset.Skip(t, "ONNX Runtime not available (%v): run `make setup`", err)
 	}
 	path := filepath.Join(t.TempDir(), "resnet.onnx")
 	if err := backbone.WriteModelFile(path, testmodels.Model("resnet", 32)); err != nil {

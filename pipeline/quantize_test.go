@@ -10,6 +10,7 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/ort"
+	"github.com/headtune/headtune/internal/testasset"
 	"github.com/headtune/headtune/internal/testmodels"
 	"github.com/headtune/headtune/models"
 )
@@ -19,10 +20,10 @@ import (
 func quantizeFixture(t *testing.T, kind string, n int) (*models.Store, string) {
 	t.Helper()
 	if _, err := ort.Init(""); err != nil {
-		if os.Getenv("CI") == "true" || !errors.Is(err, ort.ErrLibraryMissing) {
+		if !errors.Is(err, ort.ErrLibraryMissing) {
 			t.Fatalf("ONNX Runtime: %v", err)
 		}
-		t.Skipf("SKIP: ONNX Runtime not available (%v): run `make setup`", err)
+		testasset.Skip(t, "ONNX Runtime is not available (%v): run `make setup`", err)
 	}
 	dir := t.TempDir()
 	store, err := models.OpenStore(filepath.Join(dir, "models"))

@@ -15,12 +15,13 @@ TEST="${DEMO_TEST:-1000}"
 export HEADTUNE_HOME="${HEADTUNE_HOME:-$PWD/$OUT/home}"
 mkdir -p "$OUT"
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+. scripts/lib.sh
+demo_log() { printf 'demo: %s\n' "$*" >&2; }
 
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     step "installing dataset-fashion-mnist (Debian)"
-    apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
+    apt_install demo_log dataset-fashion-mnist || exit 1
   else
     echo "demo: needs the Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist)" >&2; exit 1
   fi
@@ -57,6 +58,6 @@ step "export: one ONNX file, backbone + head"
 "$HT" export --head "$OUT/fashion.head" -o "$OUT/fashion.onnx"
 
 step "predict with the exported model"
-"$HT" predict --model "$OUT/fashion.onnx" --top 1 "${examples[@]}"
+"$HT" predict --export "$OUT/fashion.onnx" --top 1 "${examples[@]}"
 
 printf '\nexported model: %s\nconfusion matrix: %s\n' "$OUT/fashion.onnx" "$OUT/confusion.png"

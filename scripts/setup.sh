@@ -15,6 +15,7 @@ ORT_DIR="$DEPS_DIR/onnxruntime-$ORT_VERSION"
 ORT_LIB="$ORT_DIR/libonnxruntime.so.1"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
+. scripts/lib.sh
 
 if ! command -v go >/dev/null 2>&1; then
   log "go not found on PATH (need Go 1.26 or newer)"; exit 1
@@ -42,14 +43,27 @@ if [ ! -s "$ORT_LIB" ]; then
 fi
 ln -sfn "onnxruntime-$ORT_VERSION" "$DEPS_DIR/onnxruntime"
 log "ONNX Runtime $ORT_VERSION: $ORT_LIB"
+# Record where the library is, so that bin/headtune copied elsewhere (for
+# example to ~/bin) still finds it. HEADTUNE_NO_RECORD=1 skips this.
+if [ -z "${HEADTUNE_NO_RECORD:-}" ]; then
+  rec=$(ort_record_file)
+  if mkdir -p "$(dirname "$rec")" 2>/dev/null && printf '%s\n' "$(cd "$ORT_DIR" && pwd)/libonnxruntime.so.1" >"$rec.tmp" 2>/dev/null && mv "$rec.tmp" "$rec"; then
+    log "recorded the library's location in $rec"
+  else
+    log "could not record the library's location in $rec; a headtune binary outside this repository needs --ort-lib or HEADTUNE_ORT_LIB"
+  fi
+fi
 
 # libturbojpeg is optional: headtune loads it at run time when present and
 # falls back to its pure-Go decoder otherwise.
 if ! ldconfig -p 2>/dev/null | grep -q 'libturbojpeg.so.0'; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing libturbojpeg0 (optional fast JPEG path)"
-    (apt-get install -y -qq libturbojpeg0 >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq libturbojpeg0 >/dev/null 2>&1; }) \
-      || log "could not install libturbojpeg0; the pure-Go JPEG decoder will be used"
+    if apt_install log libturbojpeg0; then
+      log "libturbojpeg0 installed"
+    else
+      log "the pure-Go JPEG decoder will be used"
+    fi
   else
     log "libturbojpeg0 not found; the pure-Go JPEG decoder will be used"
   fi

@@ -26,8 +26,8 @@ const runtimeHint = "run `make setup` (fetches onnxruntime-node's libonnxruntime
 // LibraryCandidates lists, in search order, the places FindLibrary
 // looks: the explicit path, HEADTUNE_ORT_LIB, ONNXRUNTIME_SHARED_LIBRARY_PATH,
 // the repo-local setup folder (.deps/onnxruntime beside the executable, its
-// parent folders, and the working directory's), then the system loader's
-// names.
+// parent folders, and the working directory's), the library `make setup`
+// recorded (RecordedLibrary), then the system loader's names.
 func LibraryCandidates(explicit string) []string {
 	var c []string
 	add := func(p string) {
@@ -66,10 +66,40 @@ func LibraryCandidates(explicit string) []string {
 			r = parent
 		}
 	}
+	add(RecordedLibrary())
 	for _, d := range []string{"/usr/local/lib", "/usr/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu"} {
 		add(filepath.Join(d, lib))
 	}
 	return c
+}
+
+// RecordFile is where `make setup` records the absolute path of the library
+// it fetched: $HEADTUNE_HOME/onnxruntime-library, else
+// onnxruntime-library in the user's configuration folder's headtune/
+// ($XDG_CONFIG_HOME or ~/.config). A headtune binary copied out of the
+// repository finds the library through it. "" when there is no such folder.
+func RecordFile() string {
+	if h := os.Getenv("HEADTUNE_HOME"); h != "" {
+		return filepath.Join(h, "onnxruntime-library")
+	}
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "headtune", "onnxruntime-library")
+}
+
+// RecordedLibrary returns the path RecordFile holds ("" when there is none).
+func RecordedLibrary() string {
+	f := RecordFile()
+	if f == "" {
+		return ""
+	}
+	b, err := os.ReadFile(f)
+	if err != nil || len(b) > 4096 {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // FindLibrary returns the first existing candidate of

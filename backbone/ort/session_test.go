@@ -11,6 +11,7 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/ort"
+	"github.com/headtune/headtune/internal/testasset"
 	"github.com/headtune/headtune/internal/testmodels"
 )
 
@@ -19,7 +20,7 @@ import (
 func cutTestModel(t *testing.T) ([]byte, string, []int64, int) {
 	t.Helper()
 	if _, err := ort.Init(""); err != nil {
-		t.Skipf("ONNX Runtime not available (%v): run `make setup`", err)
+		testasset.Skip(t, "ONNX Runtime not available (%v): run `make setup`", err)
 	}
 	m := testmodels.Model("resnet", 32)
 	choice, err := backbone.FindFeatureTensor(m, "")

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"testing"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/headtune/headtune/backbone/onnxpb"
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/backbone/quantize"
+	"github.com/headtune/headtune/internal/testasset"
 	"github.com/headtune/headtune/internal/testmodels"
 )
 
@@ -22,10 +22,10 @@ import (
 func needORT(t testing.TB) {
 	t.Helper()
 	if _, err := ort.Init(""); err != nil {
-		if os.Getenv("CI") == "true" || !errors.Is(err, ort.ErrLibraryMissing) {
+		if !errors.Is(err, ort.ErrLibraryMissing) {
 			t.Fatalf("ONNX Runtime: %v", err)
 		}
-		t.Skipf("SKIP: ONNX Runtime is not available (%v): run `make setup`", err)
+		testasset.Skip(t, "ONNX Runtime is not available (%v): run `make setup`", err)
 	}
 }
 

@@ -9,7 +9,10 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/headtune/headtune/internal/progress"
+
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/job"
 	"github.com/headtune/headtune/pipeline"
 )
 
@@ -30,58 +33,52 @@ func runExtract(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return fmt.Errorf("extract takes one dataset folder or CSV manifest, got %d arguments", c.NArg())
 	}
-	ds, err := imaging.OpenDataset(c.Args().First())
+	bo, err := backboneOptions(c, c.Int("tune-layers"))
 	if err != nil {
 		return err
 	}
-	root, err := cacheRoot(c)
-	if err != nil {
-		return err
-	}
-	bb, err := openBackboneFromFlags(c, c.Int("tune-layers"), false)
-	if err != nil {
-		return err
-	}
-	defer bb.Close()
-
-	quiet := c.Bool("quiet")
-	prog := newProgress("extract", quiet)
-	for _, ig := range ds.Ignored {
-		if !quiet && !c.Bool("json") {
-			prog.Printf("ignored %s: %s\n", ig.Path, ig.Reason)
-		}
-	}
-	sum, err := pipeline.Extract(c.Context, bb, ds, pipeline.ExtractOptions{
-		CacheRoot: root,
+	quiet, asJSON := c.Bool("quiet"), c.Bool("json")
+	prog := progress.New("extract", quiet)
+	res, err := job.Extract(c.Context, job.ExtractOptions{
+		Env:       env(c),
+		Backbone:  bo,
+		Dataset:   c.Args().First(),
 		BatchSize: c.Int("batch"),
 		Workers:   c.Int("workers"),
 		WaitLock:  c.Bool("wait-lock"),
+		OnIgnored: func(ig imaging.Skipped) {
+			if !quiet && !asJSON {
+				prog.Printf("ignored %s: %s\n", ig.Path, ig.Reason)
+			}
+		},
 		Progress: func(p pipeline.ExtractProgress) {
 			prog.Update(p.Done, p.Total, p.Computed+p.Skipped, fmt.Sprintf("  reused %d  skipped %d", p.Reused, p.Skipped))
 		},
-		OnSkip: func(f pipeline.Failure) {
-			// One line per bad file, always (also when quiet): it is data
-			// the user must know about, not progress.
-			prog.Printf("skipped %s: %v\n", f.Path, f.Err)
-		},
+		// One line per bad file, always (also when quiet): it is data the
+		// user must know about, not progress.
+		OnSkip: func(f pipeline.Failure) { prog.Printf("skipped %s: %v\n", f.Path, f.Err) },
 	})
 	prog.Done()
-	if sum != nil && (err == nil || errors.Is(err, context.Canceled)) {
-		if c.Bool("json") {
-			printJSON(sum)
-		} else {
-			fmt.Fprintf(os.Stderr, "extract: %d images: %d computed (%.1f img/s), %d reused from cache, %d skipped in %s\n",
-				sum.Images, sum.Computed, sum.ImagesPerS, sum.Reused, sum.Skipped, time.Duration(sum.Seconds*float64(time.Second)).Round(time.Millisecond))
-			if err == nil {
-				fmt.Fprintf(os.Stderr, "extract: %d classes, %d-d features from %s (%s), cache %s\n", len(sum.Classes), sum.Dim, bb.Name, bb.Choice.Tensor, sum.CacheDir)
-			}
-		}
-	}
-	if err != nil {
+	if res == nil || (err != nil && !errors.Is(err, context.Canceled)) {
 		return err
 	}
-	if sum.Computed+sum.Reused == 0 {
-		return fmt.Errorf("%s: none of the %d images could be used (see the skipped lines above)", ds.Root, sum.Images)
+	if asJSON {
+		printJSON(res)
+		return err
 	}
-	return nil
+	fmt.Fprintf(os.Stderr, "extract: %d images: %s, %d reused from cache, %d skipped in %s\n",
+		res.Images, computedText(res.Computed, res.ImagesPerS), res.Reused, res.Skipped, time.Duration(res.Seconds*float64(time.Second)).Round(time.Millisecond))
+	if err == nil {
+		fmt.Fprintf(os.Stderr, "extract: %d classes, %d-d features from %s (%s), cache %s\n", len(res.Classes), res.Dim, res.Backbone, res.FeatureTensor, res.CacheDir)
+	}
+	return err
+}
+
+// computedText says how many images were computed, with the rate only when
+// there was work to time.
+func computedText(n int, rate float64) string {
+	if n == 0 {
+		return "none computed"
+	}
+	return fmt.Sprintf("%d computed (%.1f img/s)", n, rate)
 }

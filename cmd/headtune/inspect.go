@@ -6,8 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/headtune/headtune/backbone"
-	"github.com/headtune/headtune/pipeline"
+	"github.com/headtune/headtune/job"
 )
 
 func inspectCommand() *cli.Command {
@@ -19,31 +18,18 @@ func inspectCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return fmt.Errorf("inspect takes one model, got %d arguments", c.NArg())
 			}
-			path := c.Args().First()
-			if !pipeline.IsModelFile(path) {
-				store, err := openStore(c)
-				if err != nil {
-					return err
-				}
-				inst, err := store.Get(path)
-				if err != nil {
-					return err
-				}
-				path = inst.ModelPath()
-			}
-			m, err := backbone.ReadModelFile(path)
+			res, err := job.Inspect(c.Context, job.InspectOptions{Env: env(c), Model: c.Args().First()})
 			if err != nil {
 				return err
 			}
-			info, err := backbone.Inspect(m)
-			if err != nil {
-				return fmt.Errorf("%s: %w", path, err)
-			}
 			if c.Bool("json") {
-				return printJSON(info)
+				return printJSON(res.Info)
 			}
-			fmt.Fprintf(os.Stdout, "%s\n", path)
-			return info.WriteText(os.Stdout)
+			fmt.Fprintf(os.Stdout, "%s\n", res.Path)
+			if e := res.Export; e != nil {
+				fmt.Fprintf(os.Stdout, "headtune export: %s head (%d classes) on %s, feature vector %q (%d-d)\n", e.HeadKind, len(e.Classes), e.Backbone.ID, "features", e.FeatureDim)
+			}
+			return res.Info.WriteText(os.Stdout)
 		},
 	}
 }

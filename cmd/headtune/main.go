@@ -1,6 +1,9 @@
 // Command headtune trains new image classifiers on top of frozen ONNX
 // backbones: extract features once, train a pure-Go head in seconds, predict,
 // and export one combined ONNX model. See README.md.
+//
+// The work is done by package job; this command declares flags, builds the
+// job's options, calls it and prints the result.
 package main
 
 import (
@@ -10,18 +13,18 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"runtime"
+	"sort"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/headtune/headtune/internal/cliargs"
+
 	"github.com/headtune/headtune/backbone/ort"
-	"github.com/headtune/headtune/featcache"
-	"github.com/headtune/headtune/imaging/turbojpeg"
+	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/job"
 	"github.com/headtune/headtune/models"
-	_ "github.com/headtune/headtune/models/tfjs" // builds the registry-shipped backbones
-	"github.com/headtune/headtune/pipeline"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -40,7 +43,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app := newApp()
-	err := app.RunContext(ctx, interspersed(app, os.Args))
+	err := app.RunContext(ctx, cliargs.Interspersed(app, os.Args))
 	ort.Shutdown()
 	if err == nil {
 		return
@@ -62,24 +65,18 @@ func main() {
 }
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:    "headtune",
 		Usage:   "transfer learning on images: frozen ONNX backbone + pure-Go head",
 		Version: version,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "ort-lib", Usage: "ONNX Runtime shared library (default: $HEADTUNE_ORT_LIB, $ONNXRUNTIME_SHARED_LIBRARY_PATH, ./.deps, system)", EnvVars: []string{ort.LibraryEnv}},
+			&cli.StringFlag{Name: "ort-lib", Usage: "ONNX Runtime shared library (default: $" + ort.LibraryEnv + ", $ONNXRUNTIME_SHARED_LIBRARY_PATH, the library `make setup` recorded, ./.deps, system)"},
 			&cli.IntFlag{Name: "threads", Usage: "cores to use: concurrent single-threaded inference calls, and training workers (0: one per core)"},
 			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu or cuda"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress display"},
 			&cli.BoolFlag{Name: "json", Usage: "print a machine-readable JSON summary on stdout"},
 			&cli.StringFlag{Name: "cache", Usage: "feature cache folder (default $HEADTUNE_CACHE, $HEADTUNE_CACHE_DIR or ~/.cache/headtune/features)", EnvVars: []string{"HEADTUNE_CACHE", "HEADTUNE_CACHE_DIR"}},
 			&cli.StringFlag{Name: "models-dir", Usage: "installed models folder (default $HEADTUNE_HOME/models or ~/.local/share/headtune/models)"},
-		},
-		Before: func(c *cli.Context) error {
-			if lib := c.String("ort-lib"); lib != "" {
-				os.Setenv(ort.LibraryEnv, lib)
-			}
-			return nil
 		},
 		Commands: []*cli.Command{
 			extractCommand(),
@@ -90,40 +87,72 @@ func newApp() *cli.App {
 			inspectCommand(),
 			modelsCommand(),
 			cacheCommand(),
+			{
+				Name:  "version",
+				Usage: "print headtune's version",
+				Action: func(c *cli.Context) error {
+					fmt.Fprintf(os.Stdout, "headtune %s\n", version)
+					return nil
+				},
+			},
+		},
+		// Without a command: help; with an unknown one, say so (urfave's
+		// default, "No help topic", names no command).
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return unknownCommand(c.Args().First(), c.App.Commands)
+			}
+			return cli.ShowAppHelp(c)
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // errors are printed once, in main
 	}
+	setNotFound(app.Commands)
+	return app
 }
 
-// cacheRoot is --cache or the default feature cache folder.
-func cacheRoot(c *cli.Context) (string, error) {
-	if d := c.String("cache"); d != "" {
-		return d, nil
+// setNotFound makes every command with subcommands refuse an unknown one
+// by name.
+func setNotFound(cmds []*cli.Command) {
+	for _, c := range cmds {
+		if len(c.Subcommands) == 0 {
+			continue
+		}
+		sub := c.Subcommands
+		name := c.Name
+		c.Action = func(ctx *cli.Context) error {
+			if ctx.NArg() > 0 {
+				return unknownCommand(name+" "+ctx.Args().First(), sub)
+			}
+			return cli.ShowSubcommandHelp(ctx)
+		}
+		setNotFound(sub)
 	}
-	return featcache.DefaultDir()
 }
 
-// openStore opens --models-dir or the default models folder.
-func openStore(c *cli.Context) (*models.Store, error) {
-	dir := c.String("models-dir")
-	if dir == "" {
-		var err error
-		if dir, err = models.DefaultDir(); err != nil {
-			return nil, err
+func unknownCommand(name string, cmds []*cli.Command) error {
+	var names []string
+	for _, c := range cmds {
+		if !c.Hidden {
+			names = append(names, c.Name)
 		}
 	}
-	return models.OpenStore(dir)
+	sort.Strings(names)
+	return &exitError{code: 2, err: fmt.Errorf("unknown command %q; commands: %s (headtune --help explains them)", name, strings.Join(names, ", "))}
 }
 
-func sessionOptions(c *cli.Context) ort.SessionOptions {
-	return ort.SessionOptions{Threads: threads(c), Device: c.String("device"), Spinning: c.Bool("spin")}
-}
-
-func threads(c *cli.Context) int {
-	if t := c.Int("threads"); t > 0 {
-		return t
+// env builds the jobs' shared settings from the global flags.
+func env(c *cli.Context) job.Env {
+	return job.Env{
+		CacheDir:         c.String("cache"),
+		ModelsDir:        c.String("models-dir"),
+		ORTLibrary:       c.String("ort-lib"),
+		ORTLibrarySource: "--ort-lib",
+		Session:          ortOptions(c),
 	}
-	return runtime.NumCPU()
+}
+
+func ortOptions(c *cli.Context) ort.SessionOptions {
+	return ort.SessionOptions{Threads: c.Int("threads"), Device: c.String("device"), Spinning: c.Bool("spin")}
 }
 
 // printJSON writes v as indented JSON on stdout.
@@ -133,12 +162,15 @@ func printJSON(v any) error {
 	return enc.Encode(v)
 }
 
+// presetList is the preset names for help texts, from imaging's list.
+func presetList() string { return strings.Join(imaging.PresetNames, ", ") }
+
 // backboneFlags are shared by the commands that open a backbone.
 func backboneFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "backbone: an installed model name or an .onnx file (default: " + models.DefaultModel + ")"},
 		&cli.StringFlag{Name: "feature-tensor", Usage: "read features from this tensor instead of the detected one"},
-		&cli.StringFlag{Name: "preset", Usage: "preprocessing preset for a plain .onnx file: imagenet, unit, symmetric, raw, caffe"},
+		&cli.StringFlag{Name: "preset", Usage: "preprocessing preset for a plain .onnx file: " + presetList()},
 		&cli.StringFlag{Name: "input-size", Usage: "WxH for models with a dynamic input size"},
 		&cli.BoolFlag{Name: "fast-jpeg", Usage: "decode JPEGs at a DCT-reduced scale (libjpeg-turbo); recorded in the preprocessing spec"},
 		&cli.BoolFlag{Name: "spin", Usage: "let ONNX Runtime threads spin-wait (faster on an idle machine, slower beside decode workers)"},
@@ -147,37 +179,21 @@ func backboneFlags() []cli.Flag {
 	}
 }
 
-// openBackboneFromFlags opens --model (or the default) for extraction.
-func openBackboneFromFlags(c *cli.Context, tuneLayers int, noSession bool) (*pipeline.Backbone, error) {
-	store, err := openStore(c)
-	if err != nil {
-		return nil, err
-	}
-	ref := c.String("model")
-	if ref == "" {
-		ref = models.DefaultModel
-		if _, err := store.Get(ref); err != nil {
-			return nil, fmt.Errorf("the default backbone %s is not installed: run `headtune models pull %s` (or pass --model FILE.onnx)", ref, ref)
-		}
-	}
-	if err := checkFastJPEG(c.Bool("fast-jpeg"), "extract"); err != nil {
-		return nil, err
-	}
+// backboneOptions reads backboneFlags.
+func backboneOptions(c *cli.Context, tuneLayers int) (job.BackboneOptions, error) {
 	w, h, err := parseSize(c.String("input-size"))
 	if err != nil {
-		return nil, err
+		return job.BackboneOptions{}, err
 	}
-	return pipeline.OpenBackbone(ref, pipeline.BackboneOptions{
-		Store:         store,
+	return job.BackboneOptions{
+		Model:         c.String("model"),
 		FeatureTensor: c.String("feature-tensor"),
 		Preset:        c.String("preset"),
 		Width:         w,
 		Height:        h,
 		FastJPEG:      c.Bool("fast-jpeg"),
 		TuneLayers:    tuneLayers,
-		Session:       sessionOptions(c),
-		NoSession:     noSession,
-	})
+	}, nil
 }
 
 func parseSize(s string) (int, int, error) {
@@ -192,21 +208,4 @@ func parseSize(s string) (int, int, error) {
 		return 0, 0, fmt.Errorf("--input-size %q: expected WxH, e.g. 224x224", s)
 	}
 	return w, h, nil
-}
-
-func absPath(p string) string {
-	if a, err := filepath.Abs(p); err == nil {
-		return a
-	}
-	return p
-}
-
-// checkFastJPEG refuses a FastJPEG recipe on a machine without
-// libjpeg-turbo: the pure-Go fallback decodes at full size, so features
-// would not match the ones the recipe stands for.
-func checkFastJPEG(fast bool, what string) error {
-	if !fast || turbojpeg.Available() {
-		return nil
-	}
-	return fmt.Errorf("%s uses --fast-jpeg (DCT-domain JPEG scaling), which needs libjpeg-turbo: install libturbojpeg0 (`make setup` does) or set %s; without it JPEG pixels would differ from the recorded recipe (%v)", what, turbojpeg.EnvLibrary, turbojpeg.LoadError())
 }

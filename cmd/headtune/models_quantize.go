@@ -8,6 +8,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/headtune/headtune/backbone/quantize"
+	"github.com/headtune/headtune/internal/progress"
+	"github.com/headtune/headtune/job"
 	"github.com/headtune/headtune/pipeline"
 )
 
@@ -38,10 +40,6 @@ func runModelsQuantize(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return fmt.Errorf("models quantize takes one installed model name")
 	}
-	store, err := openStore(c)
-	if err != nil {
-		return err
-	}
 	var float []string
 	for _, f := range c.StringSlice("float") {
 		for _, p := range strings.Split(f, ",") {
@@ -51,14 +49,14 @@ func runModelsQuantize(c *cli.Context) error {
 		}
 	}
 	name := c.Args().First()
-	prog := newProgress("quantize "+name, c.Bool("quiet"))
-	res, err := pipeline.Quantize(c.Context, pipeline.QuantizeOptions{
-		Store: store, Model: name, Name: c.String("name"), Dataset: c.String("calibrate"),
+	prog := progress.New("quantize "+name, c.Bool("quiet"))
+	res, err := job.ModelsQuantize(c.Context, job.QuantizeOptions{Env: env(c), QuantizeOptions: pipeline.QuantizeOptions{
+		Model: name, Name: c.String("name"), Dataset: c.String("calibrate"),
 		Samples: c.Int("samples"), Seed: c.Uint64("seed"), Method: c.String("method"), Percentile: c.Float64("percentile"),
 		MinCosine: c.Float64("min-cosine"), MaxFloat: c.Int("max-float"),
-		Float: float, QuantizeDense: c.Bool("quantize-dense"), Replace: c.Bool("replace"), Threads: threads(c),
+		Float: float, QuantizeDense: c.Bool("quantize-dense"), Replace: c.Bool("replace"),
 		Progress: func(stage string, done, total int) { prog.Update(done, total, done, "  "+stage) },
-	})
+	}})
 	prog.Done()
 	if err != nil {
 		return err

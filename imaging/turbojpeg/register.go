@@ -12,23 +12,23 @@ func init() {
 }
 
 func fastJPEG(data []byte, minW, minH int) (*imaging.RGB, bool, error) {
-	w, h, pix, ok, err := fastJPEGInto(data, minW, minH, nil)
+	img, ok, err := fastJPEGInto(data, minW, minH, nil)
 	if !ok || err != nil {
 		return nil, ok, err
 	}
-	return &imaging.RGB{W: w, H: h, Pix: pix}, true, nil
+	return &img, true, nil
 }
 
 // fastJPEGInto decodes into dst's memory when it is large enough, sparing
 // an allocation (about 230 KB for a 640x480 photo at 1/2) and a copy per
 // image.
-func fastJPEGInto(data []byte, minW, minH int, dst []uint8) (w, h int, pix []uint8, ok bool, err error) {
+func fastJPEGInto(data []byte, minW, minH int, dst []uint8) (imaging.RGB, bool, error) {
 	if !Available() {
-		return 0, 0, nil, false, nil
+		return imaging.RGB{}, false, nil
 	}
-	w, h, pix, err = DecodeScaled(data, minW, minH, dst)
+	w, h, pix, err := DecodeScaled(data, minW, minH, dst)
 	if err != nil {
-		return 0, 0, nil, false, err
+		return imaging.RGB{}, false, err
 	}
-	return w, h, pix, true, nil
+	return imaging.RGB{W: w, H: h, Pix: pix}, true, nil
 }

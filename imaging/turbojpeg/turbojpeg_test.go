@@ -16,13 +16,15 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/headtune/headtune/internal/testasset"
 )
 
 // requireLib skips the test, saying why, when libturbojpeg cannot be loaded.
 func requireLib(tb testing.TB) {
 	tb.Helper()
 	if !Available() {
-		tb.Skipf("SKIP: libturbojpeg not available (%v); install libturbojpeg0 or set %s", LoadError(), EnvLibrary)
+		testasset.Skip(tb, "libturbojpeg not available (%v); install libturbojpeg0 or set %s", LoadError(), EnvLibrary)
 	}
 }
 
@@ -499,7 +501,7 @@ func FuzzDecodeScaled(f *testing.F) {
 	f.Add([]byte{0xFF, 0xD8, 0xFF, 0xD9}, 0, 0)
 	f.Add([]byte{}, 5, 5)
 	if !Available() {
-		f.Skipf("SKIP: libturbojpeg not available (%v)", LoadError())
+		testasset.Skip(f, "libturbojpeg not available (%v)", LoadError())
 	}
 	prev := SetMaxPixels(1 << 20) // keep crafted giant headers cheap
 	f.Cleanup(func() { SetMaxPixels(prev) })

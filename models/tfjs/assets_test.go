@@ -13,22 +13,21 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/ort"
+	"github.com/headtune/headtune/internal/testasset"
 )
 
 // Helpers for tests that need the npm tarballs, the reference models in
 // ../shared and ONNX Runtime. Each skips with the reason when its asset is
 // absent.
 
-// npmCacheDir is where tests keep npm tarballs between runs.
+// npmCacheDir is where tests keep npm tarballs between runs:
+// $HEADTUNE_NPM_CACHE, else the repository's .deps/npm (never the user's
+// home).
 func npmCacheDir(t testing.TB) string {
 	if d := os.Getenv("HEADTUNE_NPM_CACHE"); d != "" {
 		return d
 	}
-	d, err := os.UserCacheDir()
-	if err != nil {
-		t.Skipf("no user cache dir for npm tarballs (set HEADTUNE_NPM_CACHE): %v", err)
-	}
-	return filepath.Join(d, "headtune", "npm")
+	return testasset.Deps(t, "npm")
 }
 
 var (
@@ -53,7 +52,7 @@ func tarballFor(t testing.TB, archName string) string {
 	defer cancel()
 	p, _, err := FetchNPM(ctx, spec, npmCacheDir(t))
 	if err != nil {
-		t.Skipf("SKIP: cannot obtain the npm tarball %s (needs npm and the registry): %v", spec, err)
+		testasset.Skip(t, "cannot obtain the npm tarball %s (needs npm and the registry): %v", spec, err)
 	}
 	fetched[archName] = p
 	return p
@@ -68,7 +67,7 @@ func sharedDir(t testing.TB) string {
 	}
 	wd, err := os.Getwd()
 	if err != nil {
-		t.Skipf("SKIP: no working dir: %v", err)
+		testasset.Skip(t, "no working dir: %v", err)
 	}
 	for d := wd; ; d = filepath.Dir(d) {
 		if st, err := os.Stat(filepath.Join(d, "shared", "models")); err == nil && st.IsDir() {
@@ -78,7 +77,7 @@ func sharedDir(t testing.TB) string {
 			break
 		}
 	}
-	t.Skip("SKIP: reference models not found: set HEADTUNE_SHARED or provide ../shared/models (present in CI)")
+	testasset.Skip(t, "reference models not found: set HEADTUNE_SHARED or provide ../shared/models (present in CI)")
 	return ""
 }
 
@@ -97,7 +96,7 @@ func initORT(t testing.TB) {
 		ortPath, ortErr = ort.Init("")
 	})
 	if ortErr != nil {
-		t.Skipf("SKIP: ONNX Runtime unavailable: %v", ortErr)
+		testasset.Skip(t, "ONNX Runtime unavailable: %v", ortErr)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/internal/testasset"
 )
 
 // refCase ties an architecture to its reference conversion in shared/models.
@@ -44,7 +45,7 @@ func TestBuildMatchesReference(t *testing.T) {
 			data, info := buildCached(t, tc.arch)
 			ref, err := os.ReadFile(filepath.Join(shared, "models", tc.ref))
 			if err != nil {
-				t.Skipf("SKIP: reference model absent: %v", err)
+				testasset.Skip(t, "reference model absent: %v", err)
 			}
 			if info.FeatureTensor != tc.outputs[0] || info.FeatureDim != tc.dims[0] {
 				t.Fatalf("info says features %s[%d], reference has %s[%d]", info.FeatureTensor, info.FeatureDim, tc.outputs[0], tc.dims[0])
@@ -288,7 +289,7 @@ func BenchmarkBackbones(b *testing.B) {
 			data, info := buildCached(b, tc.arch)
 			ref, err := os.ReadFile(filepath.Join(shared, "models", tc.ref))
 			if err != nil {
-				b.Skipf("SKIP: reference model absent: %v", err)
+				testasset.Skip(b, "reference model absent: %v", err)
 			}
 			x := randomInput(7, n*info.Height*info.Width*info.Channels, tc.hi)
 			models := []*ortModel{
@@ -400,7 +401,7 @@ func TestConvertWholeNSFWClassifier(t *testing.T) {
 func TestBuiltModelsPassONNXChecker(t *testing.T) {
 	py := "/usr/bin/python3"
 	if err := exec.Command(py, "-c", "import onnx").Run(); err != nil {
-		t.Skipf("SKIP: %s with the onnx module is not available (apt-get install python3-onnx): %v", py, err)
+		testasset.Skip(t, "%s with the onnx module is not available (apt-get install python3-onnx): %v", py, err)
 	}
 	for _, a := range Archs() {
 		t.Run(a, func(t *testing.T) {

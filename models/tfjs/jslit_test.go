@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/headtune/headtune/internal/testasset"
 )
 
 func TestParseJSLiteral(t *testing.T) {
@@ -157,7 +159,7 @@ func TestUnwrapBase64Module(t *testing.T) {
 func TestUnwrapMatchesNode(t *testing.T) {
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("SKIP: node not on PATH")
+		testasset.Skip(t, "node not on PATH")
 	}
 	tgz := tarballFor(t, ArchMobileNetV2)
 	script := "../../scripts/tfjs_unwrap.js"
@@ -177,7 +179,7 @@ func TestUnwrapMatchesNode(t *testing.T) {
 		cmd.Stdin = strings.NewReader(string(src))
 		out, err := cmd.Output()
 		if err != nil {
-			t.Skipf("SKIP: node %s failed: %v", script, err)
+			testasset.Skip(t, "node %s failed: %v", script, err)
 		}
 		var nodeV any
 		if err := json.Unmarshal(out, &nodeV); err != nil {

@@ -290,7 +290,7 @@ func ConvertKeras(m *KerasModel, weights *Weights, opt ConvertOptions) (*Convert
 	}
 	// Refuse unsupported classes up front, by name, before any work.
 	for _, l := range order {
-		if !supportedLayers[l.ClassName] {
+		if layerConverters[l.ClassName] == nil {
 			return nil, fmt.Errorf("layer %q: Keras layer class %q is not supported (supported: %s)", l.Name, l.ClassName, supportedList())
 		}
 	}
@@ -302,6 +302,7 @@ func ConvertKeras(m *KerasModel, weights *Weights, opt ConvertOptions) (*Convert
 	}
 	c := &converter{m: m, weights: weights, opt: opt, vals: map[string]val{}, consumers: consumers,
 		b: backbone.NewBuilder(opt.GraphName), foldedBN: map[string]*KerasLayer{}, bnDone: map[string]bool{}}
+	c.out = &Converted{Builder: c.b, InputName: opt.InputName}
 	// Decide folds.
 	for _, l := range order {
 		if l == cut {
@@ -320,12 +321,12 @@ func ConvertKeras(m *KerasModel, weights *Weights, opt ConvertOptions) (*Convert
 			c.foldedBN[l.Name] = next
 		}
 	}
-	out := &Converted{Builder: c.b, InputName: opt.InputName}
+	out := c.out
 	for _, l := range order {
 		if c.bnDone[l.Name] {
 			continue
 		}
-		if err := c.layer(l, out); err != nil {
+		if err := c.layer(l); err != nil {
 			return nil, fmt.Errorf("layer %q (%s): %w", l.Name, l.ClassName, err)
 		}
 	}
@@ -364,15 +365,8 @@ func ConvertKeras(m *KerasModel, weights *Weights, opt ConvertOptions) (*Convert
 	return out, nil
 }
 
-var supportedLayers = map[string]bool{
-	"InputLayer": true, "ZeroPadding2D": true, "Conv2D": true, "DepthwiseConv2D": true,
-	"BatchNormalization": true, "ReLU": true, "Activation": true, "Add": true, "Concatenate": true,
-	"MaxPooling2D": true, "AveragePooling2D": true, "GlobalAveragePooling2D": true,
-	"GlobalMaxPooling2D": true, "Flatten": true, "Dense": true, "Dropout": true,
-}
-
 func supportedList() string {
-	return strings.Join(slices.Sorted(maps.Keys(supportedLayers)), ", ")
+	return strings.Join(slices.Sorted(maps.Keys(layerConverters)), ", ")
 }
 
 type converter struct {
@@ -386,6 +380,7 @@ type converter struct {
 	foldedBN  map[string]*KerasLayer // conv layer -> the BN folded into it
 	bnDone    map[string]bool        // BN layers already emitted by their conv
 	haveInput bool
+	out       *Converted // what ConvertKeras returns; the input layer sets its size
 }
 
 func (c *converter) input(l *KerasLayer, i int) (val, error) {
@@ -448,292 +443,349 @@ func (c *converter) weight(layer, suffix string, shape ...int) (*Tensor, error) 
 	return t, nil
 }
 
-func (c *converter) layer(l *KerasLayer, out *Converted) error {
+// layerConverters maps each supported Keras layer class to the method that
+// appends its ONNX nodes and records its output value in c.vals.
+var layerConverters = map[string]func(c *converter, l *KerasLayer) error{
+	"InputLayer":             (*converter).inputLayer,
+	"ZeroPadding2D":          (*converter).zeroPadding2D,
+	"Conv2D":                 (*converter).conv,
+	"DepthwiseConv2D":        (*converter).conv,
+	"BatchNormalization":     (*converter).batchNormalization,
+	"ReLU":                   (*converter).relu,
+	"Activation":             (*converter).activationLayer,
+	"Dropout":                (*converter).dropout,
+	"Add":                    (*converter).add,
+	"Concatenate":            (*converter).concatenate,
+	"MaxPooling2D":           (*converter).pooling2D,
+	"AveragePooling2D":       (*converter).pooling2D,
+	"GlobalAveragePooling2D": (*converter).globalPooling2D,
+	"GlobalMaxPooling2D":     (*converter).globalPooling2D,
+	"Flatten":                (*converter).flatten,
+	"Dense":                  (*converter).dense,
+}
+
+// layer converts one Keras layer.
+func (c *converter) layer(l *KerasLayer) error {
+	conv := layerConverters[l.ClassName]
+	if conv == nil {
+		return fmt.Errorf("Keras layer class %q is not supported", l.ClassName)
+	}
+	return conv(c, l)
+}
+
+// inputLayer declares the graph input (NHWC, as Keras takes it) and
+// transposes it to NCHW for the convolutions.
+func (c *converter) inputLayer(l *KerasLayer) error {
 	cfg := l.Config
-	switch l.ClassName {
-	case "InputLayer":
-		if c.haveInput {
-			return fmt.Errorf("a second input layer (models with several inputs are not supported)")
-		}
-		shape, err := intList(cfg, "batch_input_shape", 4)
-		if err != nil {
-			return fmt.Errorf("input shape: %w (want [null, H, W, C] with fixed H, W, C)", err)
-		}
-		h, w, ch := shape[1], shape[2], shape[3]
-		if h <= 0 || w <= 0 || ch <= 0 {
-			return fmt.Errorf("input shape %v: H, W and C must be fixed", shape)
-		}
-		if dt := strOr(cfg, "dtype", "float32"); dt != "float32" {
-			return fmt.Errorf("input dtype %q is not supported (want float32)", dt)
-		}
-		c.haveInput = true
-		c.b.Input(c.opt.InputName, -1, int64(h), int64(w), int64(ch))
-		t := c.b.Op("Transpose", "to_nchw", []string{c.opt.InputName}, backbone.AttrInts("perm", 0, 3, 1, 2))
-		c.vals[l.Name] = val{name: t, c: ch, h: h, w: w}
-		out.Height, out.Width, out.Channels = h, w, ch
-		return nil
+	if c.haveInput {
+		return fmt.Errorf("a second input layer (models with several inputs are not supported)")
+	}
+	shape, err := intList(cfg, "batch_input_shape", 4)
+	if err != nil {
+		return fmt.Errorf("input shape: %w (want [null, H, W, C] with fixed H, W, C)", err)
+	}
+	h, w, ch := shape[1], shape[2], shape[3]
+	if h <= 0 || w <= 0 || ch <= 0 {
+		return fmt.Errorf("input shape %v: H, W and C must be fixed", shape)
+	}
+	if dt := strOr(cfg, "dtype", "float32"); dt != "float32" {
+		return fmt.Errorf("input dtype %q is not supported (want float32)", dt)
+	}
+	c.haveInput = true
+	c.b.Input(c.opt.InputName, -1, int64(h), int64(w), int64(ch))
+	t := c.b.Op("Transpose", "to_nchw", []string{c.opt.InputName}, backbone.AttrInts("perm", 0, 3, 1, 2))
+	c.vals[l.Name] = val{name: t, c: ch, h: h, w: w}
+	c.out.Height, c.out.Width, c.out.Channels = h, w, ch
+	return nil
+}
 
-	case "ZeroPadding2D":
-		in, err := c.spatial(l)
-		if err != nil {
-			return err
-		}
-		p, err := zeroPadding(cfg["padding"])
-		if err != nil {
-			return err
-		}
-		v := val{name: in.name, c: in.c, h: in.h + p[0] + p[2], w: in.w + p[1] + p[3]}
-		for i := range 4 {
-			v.pad[i] = in.pad[i] + p[i]
-		}
-		if slices.Contains(c.foldPad, l.Name) {
-			c.vals[l.Name] = v
-			return nil
-		}
-		pads := c.b.Int64Initializer(l.Name+"/pads", []int64{8}, []int64{0, 0, int64(v.pad[0]), int64(v.pad[1]), 0, 0, int64(v.pad[2]), int64(v.pad[3])})
-		v.name = c.b.Op("Pad", l.Name, []string{in.name, pads})
-		v.pad = [4]int{}
-		c.vals[l.Name] = v
-		return nil
-
-	case "Conv2D", "DepthwiseConv2D":
-		return c.conv(l)
-
-	case "BatchNormalization":
-		in, err := c.only(l)
-		if err != nil {
-			return err
-		}
-		if !bnAxisOK(cfg["axis"], in.flat) {
-			return fmt.Errorf("axis %v is not supported (want the channel axis, -1)", cfg["axis"])
-		}
-		bn, err := c.bnParams(l, in.c)
-		if err != nil {
-			return err
-		}
-		ins := []string{in.name,
-			c.b.Initializer(l.Name+"/gamma", []int64{int64(in.c)}, bn.gamma),
-			c.b.Initializer(l.Name+"/beta", []int64{int64(in.c)}, bn.beta),
-			c.b.Initializer(l.Name+"/moving_mean", []int64{int64(in.c)}, bn.mean),
-			c.b.Initializer(l.Name+"/moving_variance", []int64{int64(in.c)}, bn.variance)}
-		v := in
-		v.name = c.b.Op("BatchNormalization", l.Name, ins, backbone.AttrFloat("epsilon", float32(bn.eps)))
-		c.vals[l.Name] = v
-		return nil
-
-	case "ReLU":
-		in, err := c.only(l)
-		if err != nil {
-			return err
-		}
-		if s := numOr(cfg, "negative_slope", 0); s != 0 {
-			return fmt.Errorf("negative_slope %v is not supported", s)
-		}
-		if t := numOr(cfg, "threshold", 0); t != 0 {
-			return fmt.Errorf("threshold %v is not supported", t)
-		}
-		v := in
-		if mx, ok := cfg["max_value"].(float64); ok {
-			v.name = c.clip(l.Name, in.name, 0, float32(mx))
-		} else {
-			v.name = c.b.Op("Relu", l.Name, []string{in.name})
-		}
-		c.vals[l.Name] = v
-		return nil
-
-	case "Activation":
-		in, err := c.only(l)
-		if err != nil {
-			return err
-		}
-		v, err := c.activation(l.Name, strOr(cfg, "activation", "linear"), in)
-		if err != nil {
-			return err
-		}
-		c.vals[l.Name] = v
-		return nil
-
-	case "Dropout":
-		in, err := c.only(l)
-		if err != nil {
-			return err
-		}
-		c.vals[l.Name] = in // inference: identity
-		return nil
-
-	case "Add":
-		if len(l.Inputs) < 2 {
-			return fmt.Errorf("needs at least two inputs, has %d", len(l.Inputs))
-		}
-		acc, err := c.input(l, 0)
-		if err != nil {
-			return err
-		}
-		for i := 1; i < len(l.Inputs); i++ {
-			x, err := c.input(l, i)
-			if err != nil {
-				return err
-			}
-			if x.c != acc.c || x.h != acc.h || x.w != acc.w || x.flat != acc.flat {
-				return fmt.Errorf("input %q has shape %v, %q has %v", l.Inputs[i], x.shape(), l.Inputs[0], acc.shape())
-			}
-			name := l.Name
-			if i < len(l.Inputs)-1 {
-				name = l.Name + "_partial"
-			}
-			acc.name = c.b.Op("Add", name, []string{acc.name, x.name})
-		}
-		c.vals[l.Name] = acc
-		return nil
-
-	case "Concatenate":
-		first, err := c.input(l, 0)
-		if err != nil {
-			return err
-		}
-		axis := int(numOr(cfg, "axis", -1))
-		onnxAxis := -1
-		switch {
-		case first.flat && (axis == -1 || axis == 1):
-			onnxAxis = 1
-		case !first.flat && (axis == -1 || axis == 3):
-			onnxAxis = 1
-		case !first.flat && axis == 1:
-			onnxAxis = 2
-		case !first.flat && axis == 2:
-			onnxAxis = 3
-		}
-		if onnxAxis < 0 {
-			return fmt.Errorf("axis %d is not supported", axis)
-		}
-		v := first
-		var names []string
-		for i := range l.Inputs {
-			x, err := c.input(l, i)
-			if err != nil {
-				return err
-			}
-			if x.flat != first.flat {
-				return fmt.Errorf("mixes flat and spatial inputs")
-			}
-			names = append(names, x.name)
-			if i == 0 {
-				continue
-			}
-			same := [3]bool{x.c == first.c, x.h == first.h, x.w == first.w}
-			same[onnxAxis-1] = true
-			if !same[0] || !same[1] || !same[2] {
-				return fmt.Errorf("input %q has shape %v, %q has %v", l.Inputs[i], x.shape(), l.Inputs[0], first.shape())
-			}
-			switch onnxAxis {
-			case 1:
-				v.c += x.c
-			case 2:
-				v.h += x.h
-			case 3:
-				v.w += x.w
-			}
-		}
-		v.name = c.b.Op("Concat", l.Name, names, backbone.AttrInt("axis", int64(onnxAxis)))
-		c.vals[l.Name] = v
-		return nil
-
-	case "MaxPooling2D", "AveragePooling2D":
-		in, err := c.spatial(l)
-		if err != nil {
-			return err
-		}
-		k, err := intList(cfg, "pool_size", 2)
-		if err != nil {
-			return err
-		}
-		s := k
-		if cfg["strides"] != nil {
-			if s, err = intList(cfg, "strides", 2); err != nil {
-				return err
-			}
-		}
-		g, err := window(in, k, s, []int{1, 1}, strOr(cfg, "padding", "valid"))
-		if err != nil {
-			return err
-		}
-		attrs := []*onnxpb.AttributeProto{
-			backbone.AttrInts("kernel_shape", int64(k[0]), int64(k[1])),
-			backbone.AttrInts("strides", int64(s[0]), int64(s[1])),
-			backbone.AttrInts("pads", g.pads[:]...),
-		}
-		op := "MaxPool"
-		if l.ClassName == "AveragePooling2D" {
-			op = "AveragePool"
-			// Keras/TF average pooling with "same" padding divides by the
-			// number of real (unpadded) pixels in each window.
-			attrs = append(attrs, backbone.AttrInt("count_include_pad", 0))
-		}
-		c.vals[l.Name] = val{name: c.b.Op(op, l.Name, []string{in.name}, attrs...), c: in.c, h: g.oh, w: g.ow}
-		return nil
-
-	case "GlobalAveragePooling2D", "GlobalMaxPooling2D":
-		in, err := c.spatial(l)
-		if err != nil {
-			return err
-		}
-		if kd, _ := cfg["keepdims"].(bool); kd {
-			return fmt.Errorf("keepdims=true is not supported")
-		}
-		op := "GlobalAveragePool"
-		if l.ClassName == "GlobalMaxPooling2D" {
-			op = "GlobalMaxPool"
-		}
-		g := c.b.Op(op, l.Name+"_4d", []string{in.name})
-		c.vals[l.Name] = val{name: c.b.Op("Flatten", l.Name, []string{g}, backbone.AttrInt("axis", 1)), c: in.c, flat: true}
-		return nil
-
-	case "Flatten":
-		in, err := c.only(l)
-		if err != nil {
-			return err
-		}
-		if in.flat {
-			c.vals[l.Name] = in
-			return nil
-		}
-		x := in.name
-		if in.h != 1 || in.w != 1 {
-			// Keras flattens in NHWC order.
-			x = c.b.Op("Transpose", l.Name+"_nhwc", []string{x}, backbone.AttrInts("perm", 0, 2, 3, 1))
-		}
-		c.vals[l.Name] = val{name: c.b.Op("Flatten", l.Name, []string{x}, backbone.AttrInt("axis", 1)), c: in.c * in.h * in.w, flat: true}
-		return nil
-
-	case "Dense":
-		in, err := c.only(l)
-		if err != nil {
-			return err
-		}
-		if !in.flat {
-			return fmt.Errorf("needs a flat [N, C] input (add Flatten or global pooling before it)")
-		}
-		units := int(numOr(cfg, "units", 0))
-		k, err := c.weight(l.Name, "kernel", in.c, units)
-		if err != nil {
-			return err
-		}
-		x := c.b.Op("MatMul", l.Name+"_matmul", []string{in.name, c.b.Initializer(l.Name+"/kernel", []int64{int64(in.c), int64(units)}, k.Data)})
-		if boolOr(cfg, "use_bias", true) {
-			bias, err := c.weight(l.Name, "bias", units)
-			if err != nil {
-				return err
-			}
-			x = c.b.Op("Add", l.Name+"_bias", []string{x, c.b.Initializer(l.Name+"/bias", []int64{int64(units)}, bias.Data)})
-		}
-		v, err := c.activation(l.Name, strOr(cfg, "activation", "linear"), val{name: x, c: units, flat: true})
-		if err != nil {
-			return err
-		}
+// zeroPadding2D emits a Pad, or nothing when the convolution after it takes
+// the padding over (foldPad).
+func (c *converter) zeroPadding2D(l *KerasLayer) error {
+	cfg := l.Config
+	in, err := c.spatial(l)
+	if err != nil {
+		return err
+	}
+	p, err := zeroPadding(cfg["padding"])
+	if err != nil {
+		return err
+	}
+	v := val{name: in.name, c: in.c, h: in.h + p[0] + p[2], w: in.w + p[1] + p[3]}
+	for i := range 4 {
+		v.pad[i] = in.pad[i] + p[i]
+	}
+	if slices.Contains(c.foldPad, l.Name) {
 		c.vals[l.Name] = v
 		return nil
 	}
-	return fmt.Errorf("Keras layer class %q is not supported", l.ClassName)
+	pads := c.b.Int64Initializer(l.Name+"/pads", []int64{8}, []int64{0, 0, int64(v.pad[0]), int64(v.pad[1]), 0, 0, int64(v.pad[2]), int64(v.pad[3])})
+	v.name = c.b.Op("Pad", l.Name, []string{in.name, pads})
+	v.pad = [4]int{}
+	c.vals[l.Name] = v
+	return nil
+}
+
+// batchNormalization emits a BatchNormalization that was not folded into
+// the convolution before it.
+func (c *converter) batchNormalization(l *KerasLayer) error {
+	cfg := l.Config
+	in, err := c.only(l)
+	if err != nil {
+		return err
+	}
+	if !bnAxisOK(cfg["axis"], in.flat) {
+		return fmt.Errorf("axis %v is not supported (want the channel axis, -1)", cfg["axis"])
+	}
+	bn, err := c.bnParams(l, in.c)
+	if err != nil {
+		return err
+	}
+	ins := []string{in.name,
+		c.b.Initializer(l.Name+"/gamma", []int64{int64(in.c)}, bn.gamma),
+		c.b.Initializer(l.Name+"/beta", []int64{int64(in.c)}, bn.beta),
+		c.b.Initializer(l.Name+"/moving_mean", []int64{int64(in.c)}, bn.mean),
+		c.b.Initializer(l.Name+"/moving_variance", []int64{int64(in.c)}, bn.variance)}
+	v := in
+	v.name = c.b.Op("BatchNormalization", l.Name, ins, backbone.AttrFloat("epsilon", float32(bn.eps)))
+	c.vals[l.Name] = v
+	return nil
+}
+
+// relu emits Relu, or Clip for a max_value (ReLU6).
+func (c *converter) relu(l *KerasLayer) error {
+	cfg := l.Config
+	in, err := c.only(l)
+	if err != nil {
+		return err
+	}
+	if s := numOr(cfg, "negative_slope", 0); s != 0 {
+		return fmt.Errorf("negative_slope %v is not supported", s)
+	}
+	if t := numOr(cfg, "threshold", 0); t != 0 {
+		return fmt.Errorf("threshold %v is not supported", t)
+	}
+	v := in
+	if mx, ok := cfg["max_value"].(float64); ok {
+		v.name = c.clip(l.Name, in.name, 0, float32(mx))
+	} else {
+		v.name = c.b.Op("Relu", l.Name, []string{in.name})
+	}
+	c.vals[l.Name] = v
+	return nil
+}
+
+// activationLayer emits a standalone Activation layer.
+func (c *converter) activationLayer(l *KerasLayer) error {
+	cfg := l.Config
+	in, err := c.only(l)
+	if err != nil {
+		return err
+	}
+	v, err := c.activation(l.Name, strOr(cfg, "activation", "linear"), in)
+	if err != nil {
+		return err
+	}
+	c.vals[l.Name] = v
+	return nil
+}
+
+// dropout is the identity at inference.
+func (c *converter) dropout(l *KerasLayer) error {
+	in, err := c.only(l)
+	if err != nil {
+		return err
+	}
+	c.vals[l.Name] = in // inference: identity
+	return nil
+}
+
+// add emits a chain of Adds over inputs of one shape.
+func (c *converter) add(l *KerasLayer) error {
+	if len(l.Inputs) < 2 {
+		return fmt.Errorf("needs at least two inputs, has %d", len(l.Inputs))
+	}
+	acc, err := c.input(l, 0)
+	if err != nil {
+		return err
+	}
+	for i := 1; i < len(l.Inputs); i++ {
+		x, err := c.input(l, i)
+		if err != nil {
+			return err
+		}
+		if x.c != acc.c || x.h != acc.h || x.w != acc.w || x.flat != acc.flat {
+			return fmt.Errorf("input %q has shape %v, %q has %v", l.Inputs[i], x.shape(), l.Inputs[0], acc.shape())
+		}
+		name := l.Name
+		if i < len(l.Inputs)-1 {
+			name = l.Name + "_partial"
+		}
+		acc.name = c.b.Op("Add", name, []string{acc.name, x.name})
+	}
+	c.vals[l.Name] = acc
+	return nil
+}
+
+// concatenate emits a Concat, the Keras (NHWC) axis mapped to NCHW.
+func (c *converter) concatenate(l *KerasLayer) error {
+	cfg := l.Config
+	first, err := c.input(l, 0)
+	if err != nil {
+		return err
+	}
+	axis := int(numOr(cfg, "axis", -1))
+	onnxAxis := -1
+	switch {
+	case first.flat && (axis == -1 || axis == 1):
+		onnxAxis = 1
+	case !first.flat && (axis == -1 || axis == 3):
+		onnxAxis = 1
+	case !first.flat && axis == 1:
+		onnxAxis = 2
+	case !first.flat && axis == 2:
+		onnxAxis = 3
+	}
+	if onnxAxis < 0 {
+		return fmt.Errorf("axis %d is not supported", axis)
+	}
+	v := first
+	var names []string
+	for i := range l.Inputs {
+		x, err := c.input(l, i)
+		if err != nil {
+			return err
+		}
+		if x.flat != first.flat {
+			return fmt.Errorf("mixes flat and spatial inputs")
+		}
+		names = append(names, x.name)
+		if i == 0 {
+			continue
+		}
+		same := [3]bool{x.c == first.c, x.h == first.h, x.w == first.w}
+		same[onnxAxis-1] = true
+		if !same[0] || !same[1] || !same[2] {
+			return fmt.Errorf("input %q has shape %v, %q has %v", l.Inputs[i], x.shape(), l.Inputs[0], first.shape())
+		}
+		switch onnxAxis {
+		case 1:
+			v.c += x.c
+		case 2:
+			v.h += x.h
+		case 3:
+			v.w += x.w
+		}
+	}
+	v.name = c.b.Op("Concat", l.Name, names, backbone.AttrInt("axis", int64(onnxAxis)))
+	c.vals[l.Name] = v
+	return nil
+}
+
+// pooling2D emits MaxPool or AveragePool with explicit pads.
+func (c *converter) pooling2D(l *KerasLayer) error {
+	cfg := l.Config
+	in, err := c.spatial(l)
+	if err != nil {
+		return err
+	}
+	k, err := intList(cfg, "pool_size", 2)
+	if err != nil {
+		return err
+	}
+	s := k
+	if cfg["strides"] != nil {
+		if s, err = intList(cfg, "strides", 2); err != nil {
+			return err
+		}
+	}
+	g, err := window(in, k, s, []int{1, 1}, strOr(cfg, "padding", "valid"))
+	if err != nil {
+		return err
+	}
+	attrs := []*onnxpb.AttributeProto{
+		backbone.AttrInts("kernel_shape", int64(k[0]), int64(k[1])),
+		backbone.AttrInts("strides", int64(s[0]), int64(s[1])),
+		backbone.AttrInts("pads", g.pads[:]...),
+	}
+	op := "MaxPool"
+	if l.ClassName == "AveragePooling2D" {
+		op = "AveragePool"
+		// Keras/TF average pooling with "same" padding divides by the
+		// number of real (unpadded) pixels in each window.
+		attrs = append(attrs, backbone.AttrInt("count_include_pad", 0))
+	}
+	c.vals[l.Name] = val{name: c.b.Op(op, l.Name, []string{in.name}, attrs...), c: in.c, h: g.oh, w: g.ow}
+	return nil
+}
+
+// globalPooling2D emits global pooling, then Flatten to [N, C].
+func (c *converter) globalPooling2D(l *KerasLayer) error {
+	cfg := l.Config
+	in, err := c.spatial(l)
+	if err != nil {
+		return err
+	}
+	if kd, _ := cfg["keepdims"].(bool); kd {
+		return fmt.Errorf("keepdims=true is not supported")
+	}
+	op := "GlobalAveragePool"
+	if l.ClassName == "GlobalMaxPooling2D" {
+		op = "GlobalMaxPool"
+	}
+	g := c.b.Op(op, l.Name+"_4d", []string{in.name})
+	c.vals[l.Name] = val{name: c.b.Op("Flatten", l.Name, []string{g}, backbone.AttrInt("axis", 1)), c: in.c, flat: true}
+	return nil
+}
+
+// flatten emits Flatten in Keras's NHWC order.
+func (c *converter) flatten(l *KerasLayer) error {
+	in, err := c.only(l)
+	if err != nil {
+		return err
+	}
+	if in.flat {
+		c.vals[l.Name] = in
+		return nil
+	}
+	x := in.name
+	if in.h != 1 || in.w != 1 {
+		// Keras flattens in NHWC order.
+		x = c.b.Op("Transpose", l.Name+"_nhwc", []string{x}, backbone.AttrInts("perm", 0, 2, 3, 1))
+	}
+	c.vals[l.Name] = val{name: c.b.Op("Flatten", l.Name, []string{x}, backbone.AttrInt("axis", 1)), c: in.c * in.h * in.w, flat: true}
+	return nil
+}
+
+// dense emits MatMul, the bias Add and the activation.
+func (c *converter) dense(l *KerasLayer) error {
+	cfg := l.Config
+	in, err := c.only(l)
+	if err != nil {
+		return err
+	}
+	if !in.flat {
+		return fmt.Errorf("needs a flat [N, C] input (add Flatten or global pooling before it)")
+	}
+	units := int(numOr(cfg, "units", 0))
+	k, err := c.weight(l.Name, "kernel", in.c, units)
+	if err != nil {
+		return err
+	}
+	x := c.b.Op("MatMul", l.Name+"_matmul", []string{in.name, c.b.Initializer(l.Name+"/kernel", []int64{int64(in.c), int64(units)}, k.Data)})
+	if boolOr(cfg, "use_bias", true) {
+		bias, err := c.weight(l.Name, "bias", units)
+		if err != nil {
+			return err
+		}
+		x = c.b.Op("Add", l.Name+"_bias", []string{x, c.b.Initializer(l.Name+"/bias", []int64{int64(units)}, bias.Data)})
+	}
+	v, err := c.activation(l.Name, strOr(cfg, "activation", "linear"), val{name: x, c: units, flat: true})
+	if err != nil {
+		return err
+	}
+	c.vals[l.Name] = v
+	return nil
 }
 
 // bnAxisOK reports whether a BatchNormalization axis (absent, a number or

@@ -1,12 +1,22 @@
-package main
+package cliargs
 
 import (
 	"reflect"
 	"testing"
+
+	"github.com/urfave/cli/v2"
 )
 
 func TestInterspersed(t *testing.T) {
-	app := newApp()
+	app := &cli.App{
+		Flags: []cli.Flag{&cli.StringFlag{Name: "cache"}, &cli.BoolFlag{Name: "quiet"}, &cli.BoolFlag{Name: "json"}},
+		Commands: []*cli.Command{
+			{Name: "extract", Flags: []cli.Flag{&cli.IntFlag{Name: "batch"}}},
+			{Name: "train", Flags: []cli.Flag{&cli.IntFlag{Name: "classes"}}},
+			{Name: "predict", Flags: []cli.Flag{&cli.IntFlag{Name: "top"}}},
+			{Name: "models", Subcommands: []*cli.Command{{Name: "pull", Flags: []cli.Flag{&cli.BoolFlag{Name: "force"}}}}},
+		},
+	}
 	for _, tc := range []struct{ in, want []string }{
 		{[]string{"ht", "extract", "imgs", "--cache", "c", "--batch", "8"}, []string{"ht", "--cache", "c", "extract", "--batch", "8", "--", "imgs"}},
 		{[]string{"ht", "--quiet", "train", "--classes", "7"}, []string{"ht", "--quiet", "train", "--classes", "7"}},
@@ -15,21 +25,8 @@ func TestInterspersed(t *testing.T) {
 		{[]string{"ht", "predict", "--", "-odd.jpg"}, []string{"ht", "predict", "--", "-odd.jpg"}},
 		{[]string{"ht", "extract", "imgs", "--cache=c"}, []string{"ht", "--cache=c", "extract", "--", "imgs"}},
 	} {
-		if got := interspersed(app, tc.in); !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("interspersed(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
-func TestParseSize(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		w, h int
-		ok   bool
-	}{{"", 0, 0, true}, {"224x224", 224, 224, true}, {"320x240", 320, 240, true}, {"299", 299, 299, true}, {"0x5", 0, 0, false}, {"abc", 0, 0, false}} {
-		w, h, err := parseSize(tc.in)
-		if (err == nil) != tc.ok || w != tc.w || h != tc.h {
-			t.Errorf("parseSize(%q) = %d, %d, %v", tc.in, w, h, err)
+		if got := Interspersed(app, tc.in); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("Interspersed(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }

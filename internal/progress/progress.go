@@ -1,4 +1,6 @@
-package main
+// Package progress draws one self-overwriting status line (count, rate,
+// ETA) on a terminal, and nothing anywhere else.
+package progress
 
 import (
 	"fmt"
@@ -10,10 +12,10 @@ import (
 	"golang.org/x/term"
 )
 
-// progressLine draws one self-overwriting status line (count, rate, ETA) on
+// Line draws one self-overwriting status line (count, rate, ETA) on
 // a terminal. On anything that is not a terminal, or with --quiet, it draws
 // nothing: logs and pipes stay clean.
-type progressLine struct {
+type Line struct {
 	mu      sync.Mutex
 	w       io.Writer
 	enabled bool
@@ -23,15 +25,17 @@ type progressLine struct {
 	drawn   bool
 }
 
-func newProgress(label string, quiet bool) *progressLine {
+// New returns a Line labelled label, drawn on stderr when it is a
+// terminal and quiet is false.
+func New(label string, quiet bool) *Line {
 	enabled := !quiet && term.IsTerminal(int(os.Stderr.Fd()))
-	return &progressLine{w: os.Stderr, enabled: enabled, label: label, start: time.Now()}
+	return &Line{w: os.Stderr, enabled: enabled, label: label, start: time.Now()}
 }
 
 // Update redraws at most ten times a second. done counts finished items of
 // total; rateDone is the part of done that cost work (items reused from a
 // cache finish instantly and would inflate the rate and ETA).
-func (p *progressLine) Update(done, total, rateDone int, extra string) {
+func (p *Line) Update(done, total, rateDone int, extra string) {
 	p.draw(float64(done), float64(total), float64(rateDone), func(rate float64, eta string) string {
 		pct := 100.0
 		if total > 0 {
@@ -42,7 +46,7 @@ func (p *progressLine) Update(done, total, rateDone int, extra string) {
 }
 
 // UpdateBytes shows a download's progress in megabytes.
-func (p *progressLine) UpdateBytes(done, total int64) {
+func (p *Line) UpdateBytes(done, total int64) {
 	p.draw(float64(done), float64(total), float64(done), func(rate float64, eta string) string {
 		return fmt.Sprintf("%.1f/%.1f MB  %.1f MB/s  ETA %s", float64(done)/1e6, float64(total)/1e6, rate/1e6, eta)
 	})
@@ -50,7 +54,7 @@ func (p *progressLine) UpdateBytes(done, total int64) {
 
 // draw throttles, computes the rate of rateDone since the start and the ETA
 // of the rest, and writes the line that text formats.
-func (p *progressLine) draw(done, total, rateDone float64, text func(rate float64, eta string) string) {
+func (p *Line) draw(done, total, rateDone float64, text func(rate float64, eta string) string) {
 	if !p.enabled {
 		return
 	}
@@ -72,7 +76,7 @@ func (p *progressLine) draw(done, total, rateDone float64, text func(rate float6
 
 // Printf prints a line above the progress line (warnings about skipped
 // files), keeping the progress line intact.
-func (p *progressLine) Printf(format string, args ...any) {
+func (p *Line) Printf(format string, args ...any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.drawn {
@@ -83,7 +87,7 @@ func (p *progressLine) Printf(format string, args ...any) {
 }
 
 // Done clears the line.
-func (p *progressLine) Done() {
+func (p *Line) Done() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.drawn {

@@ -1,4 +1,7 @@
-package main
+// Package cliargs lets headtune's users put flags after positional
+// arguments, as they type them, although urfave/cli v2 stops reading flags
+// at the first positional argument.
+package cliargs
 
 import (
 	"strings"
@@ -6,11 +9,11 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// interspersed moves flags that follow positional arguments in front of
+// Interspersed moves flags that follow positional arguments in front of
 // them, so that `headtune extract ./images --cache DIR` works as users type
 // it (urfave/cli v2 stops reading flags at the first positional argument).
 // Everything after a literal "--" is left alone.
-func interspersed(app *cli.App, args []string) []string {
+func Interspersed(app *cli.App, args []string) []string {
 	if len(args) < 2 {
 		return args
 	}

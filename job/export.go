@@ -1,0 +1,79 @@
+package job
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/headtune/headtune/export"
+	"github.com/headtune/headtune/imaging"
+)
+
+// ExportOptions configure Export.
+type ExportOptions struct {
+	Env
+	// Head is the trained head; empty: DefaultHead.
+	Head string
+	// Out is the ONNX file to write; empty: "headtune.onnx".
+	Out string
+	// WithPreprocessing bakes the normalisation into the graph: the model
+	// takes raw 0..255 pixels.
+	WithPreprocessing bool
+	// WithFeatures adds the feature vector as a second output
+	// (export.OutputFeatures, [N, D]).
+	WithFeatures bool
+	// Version is recorded as the exporting headtune's version.
+	Version string
+}
+
+// ExportResult reports an export.
+type ExportResult struct {
+	Path              string       `json:"path"` // absolute
+	Bytes             int64        `json:"bytes"`
+	Classes           []string     `json:"classes"`
+	WithPreprocessing bool         `json:"with_preprocessing"`
+	WithFeatures      bool         `json:"with_features"`
+	Spec              imaging.Spec `json:"spec"` // the input the model takes (before WithPreprocessing's normalisation)
+}
+
+// Export writes one ONNX model: the head's backbone cut at its features,
+// then the head and its softmax, with the preprocessing recipe and class
+// names in the metadata. The file is replaced atomically.
+func Export(ctx context.Context, opt ExportOptions) (*ExportResult, error) {
+	headPath := opt.Head
+	if headPath == "" {
+		headPath = DefaultHead
+	}
+	m, err := LoadHead(headPath)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	bb, err := opt.openForHead(m, headPath, true)
+	if err != nil {
+		return nil, err
+	}
+	out, err := export.Build(bb.Cut, bb.Spec, m, export.Options{
+		WithFeatures:      opt.WithFeatures,
+		WithPreprocessing: opt.WithPreprocessing,
+		Version:           opt.Version,
+	})
+	if err != nil {
+		return nil, err
+	}
+	path := opt.Out
+	if path == "" {
+		path = "headtune.onnx"
+	}
+	if err := export.Write(path, out); err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	return &ExportResult{Path: absPath(path), Bytes: st.Size(), Classes: m.Classes, WithPreprocessing: opt.WithPreprocessing,
+		WithFeatures: opt.WithFeatures, Spec: bb.Spec}, nil
+}

@@ -1,0 +1,232 @@
+package job
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+
+	"github.com/headtune/headtune/dense"
+	"github.com/headtune/headtune/head"
+	"github.com/headtune/headtune/pipeline"
+)
+
+// TrainOptions configure Train.
+type TrainOptions struct {
+	Env
+	// View is the dataset view file to train on; empty: the cache's latest
+	// extraction.
+	View string
+	// Head is where to write the trained head; empty: DefaultHead.
+	Head string
+	// Classes, when > 0, is the number of classes the dataset must have.
+	Classes int
+	// Config is the head's configuration. Start from head.DefaultConfig
+	// (a zero Config means head.DefaultConfig(head.KindLinear)). An empty
+	// Optimizer is chosen: L-BFGS for a linear head on plain features,
+	// Adam when there are hidden layers or the extraction cut before dense
+	// layers to fine-tune (--tune-layers), which L-BFGS cannot train.
+	// Classes and InitLayers are filled in by Train.
+	Config head.Config
+	// Split divides data without split folders. The division is recorded
+	// in the head, so Eval finds the same test rows.
+	Split SplitOptions
+	// Log receives the trainer's progress lines (nil: none).
+	Log io.Writer
+}
+
+// TrainResult reports a training run.
+type TrainResult struct {
+	Head   string       // absolute path of the written head
+	Model  *head.Model  // the head as saved, with Train.Split and Metrics
+	Report *head.Report // the optimiser's history and stopping reason
+	// TrainRows, ValRows and TestRows count the rows of each set.
+	TrainRows, ValRows, TestRows int
+	// Val and Test evaluate the head on the validation and test rows (nil
+	// when that set is empty).
+	Val, Test *head.Eval
+}
+
+// Train trains a head on cached features: it loads the view, divides it
+// (Split), fine-tunes the backbone's own dense layers when the extraction
+// cut before them, trains, fits the temperature on the validation rows,
+// evaluates validation and test rows into Model.Metrics, and saves the head
+// atomically (an existing file is replaced only by a complete head).
+func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
+	root, err := opt.CacheRoot()
+	if err != nil {
+		return nil, err
+	}
+	if opt.View != "" {
+		if _, err := os.Stat(opt.View); err != nil {
+			return nil, fmt.Errorf("view %s: %w (views are the .csv files under a cache folder's views/; omit --view to use the last extract's)", opt.View, err)
+		}
+	}
+	f, err := pipeline.LoadFeatures(root, opt.View)
+	if err != nil {
+		return nil, err
+	}
+	if err := head.CheckClasses(opt.Classes, f.Classes); err != nil {
+		return nil, err
+	}
+	split, err := Split(f, opt.Split)
+	if err != nil {
+		return nil, err
+	}
+	trainRows, valRows, testRows := Rows(split)
+
+	cfg := opt.Config
+	if cfg.Kind == "" {
+		cfg = head.DefaultConfig(head.KindLinear)
+		cfg.Optimizer = ""
+	}
+	cfg.Classes = f.Classes
+	ref := head.BackboneRef{
+		ID:            f.Run.Model,
+		ModelHash:     f.Ident.ModelHash,
+		FeatureTensor: f.Ident.FeatureTensor,
+		Preprocess:    f.Ident.Preprocess,
+	}
+	if f.Run.Options.TuneLayers > 0 {
+		// Fine-tune the backbone's own dense layers: read their pretrained
+		// weights from the ONNX initializers.
+		layers, cut, err := opt.tunedLayers(f.Run)
+		if err != nil {
+			return nil, err
+		}
+		cfg.InitLayers = layers
+		ref.TuneCut = cut
+	}
+	if cfg.Optimizer == "" {
+		cfg.Optimizer = head.OptLBFGS
+		if cfg.Kind != head.KindLinear || len(cfg.InitLayers) > 0 {
+			cfg.Optimizer = head.OptAdam
+		}
+	}
+	if cfg.Optimizer != head.OptLBFGS {
+		cfg.C = 0 // C is L-BFGS's regularisation; the others use WeightDecay
+	}
+
+	all := head.Data{X: f.X, N: f.N, D: f.D, Y: f.Labels}
+	trainSet, valSet := all.Subset(trainRows), all.Subset(valRows)
+	m, rep, err := head.Train(ctx, trainSet, valSet, cfg, opt.Log)
+	if err != nil {
+		return nil, err
+	}
+	m.Backbone = ref
+	m.Train.Split = split
+	res := &TrainResult{Model: m, Report: rep, TrainRows: len(trainRows), ValRows: len(valRows), TestRows: len(testRows)}
+	if m.Metrics == nil {
+		m.Metrics = map[string]float64{}
+	}
+	if len(valRows) > 0 {
+		if res.Val, err = head.Evaluate(m, valSet); err != nil {
+			return nil, err
+		}
+		setMetrics(m.Metrics, "val", res.Val)
+	}
+	if len(testRows) > 0 {
+		if res.Test, err = head.Evaluate(m, all.Subset(testRows)); err != nil {
+			return nil, err
+		}
+		setMetrics(m.Metrics, "test", res.Test)
+	}
+	path := opt.Head
+	if path == "" {
+		path = DefaultHead
+	}
+	res.Head = absPath(path)
+	if err := os.MkdirAll(filepath.Dir(res.Head), 0o755); err != nil {
+		return nil, err
+	}
+	if err := head.Save(path, m); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func setMetrics(m map[string]float64, prefix string, ev *head.Eval) {
+	m[prefix+"_accuracy"] = ev.Accuracy
+	m[prefix+"_macro_f1"] = ev.MacroF1
+	m[prefix+"_ece"] = ev.ECE
+}
+
+// tunedLayers reopens the backbone an extraction with TuneLayers used and
+// returns its cut-off dense layers (pretrained weights) and the cut tensor.
+func (e Env) tunedLayers(run *pipeline.LastRun) ([]dense.Layer, string, error) {
+	store, err := e.Store()
+	if err != nil {
+		return nil, "", err
+	}
+	bb, err := pipeline.OpenBackbone(run.Model, pipeline.BackboneOptions{
+		Store: store, FeatureTensor: run.Options.FeatureTensor, TuneLayers: run.Options.TuneLayers, Spec: run.Options.Spec, NoSession: true,
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("reopen backbone %s for its tuned layers: %w", run.Model, err)
+	}
+	var layers []dense.Layer
+	for _, l := range bb.Tuned {
+		layers = append(layers, l.Layer)
+	}
+	return layers, bb.Choice.Tensor, nil
+}
+
+// TrainSummary is a TrainResult as the headtune command prints it with
+// --json. Losses and accuracies without validation data are null.
+type TrainSummary struct {
+	Head      string   `json:"head"`
+	Kind      string   `json:"kind"`
+	Optimizer string   `json:"optimizer"`
+	Classes   []string `json:"classes"`
+	Train     struct {
+		Epochs      int      `json:"epochs"`
+		Iterations  int      `json:"iterations"`
+		BestEpoch   int      `json:"best_epoch"`
+		Stopped     string   `json:"stopped"`
+		TrainLoss   *float64 `json:"train_loss"`
+		ValLoss     *float64 `json:"val_loss"`
+		ValAccuracy *float64 `json:"val_accuracy"`
+		Seconds     float64  `json:"seconds"`
+	} `json:"train"`
+	TrainRows   int                `json:"train_rows"`
+	ValRows     int                `json:"val_rows"`
+	TestRows    int                `json:"test_rows"`
+	Seed        int64              `json:"seed"`
+	Temperature float64            `json:"temperature"`
+	Split       SplitSummary       `json:"split"`
+	Test        map[string]float64 `json:"test,omitempty"` // accuracy, macro_f1, ece
+}
+
+// SplitSummary is how the split was made, without its rows.
+type SplitSummary struct {
+	Source string  `json:"source"`
+	Seed   int64   `json:"seed"`
+	Val    float64 `json:"val_fraction"`
+	Test   float64 `json:"test_fraction"`
+}
+
+// Summary returns the result's JSON summary.
+func (r *TrainResult) Summary() TrainSummary {
+	m, rep := r.Model, r.Report
+	s := TrainSummary{Head: r.Head, Kind: m.Kind, Optimizer: m.Train.Config.Optimizer, Classes: m.Classes,
+		TrainRows: r.TrainRows, ValRows: r.ValRows, TestRows: r.TestRows, Seed: m.Train.Seed, Temperature: m.Temperature}
+	s.Train.Epochs, s.Train.Iterations, s.Train.BestEpoch, s.Train.Stopped = rep.Epochs, rep.Iters, rep.BestEpoch, rep.Stopped
+	s.Train.TrainLoss, s.Train.ValLoss, s.Train.ValAccuracy, s.Train.Seconds = finite(rep.TrainLoss), finite(rep.ValLoss), finite(rep.ValAcc), rep.Seconds
+	if sp := m.Train.Split; sp != nil {
+		s.Split = SplitSummary{Source: sp.Source, Seed: sp.Seed, Val: sp.Val, Test: sp.Test}
+	}
+	if ev := r.Test; ev != nil {
+		s.Test = map[string]float64{"accuracy": ev.Accuracy, "macro_f1": ev.MacroF1, "ece": ev.ECE}
+	}
+	return s
+}
+
+// finite maps NaN and infinities (no validation data) to nil (JSON null).
+func finite(x float64) *float64 {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return nil
+	}
+	return &x
+}
