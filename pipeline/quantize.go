@@ -45,8 +45,9 @@ type QuantizeOptions struct {
 	Float []string
 	// MinCosine, when positive, is the mean feature cosine similarity
 	// (int8 against float32, on the check images) to reach: below it, the
-	// layers whose float32 version raises it most (Sensitivity) are kept
-	// float one at a time, at most MaxFloat (default 8) of them.
+	// layers whose float32 version raises it most (Sensitivity) are tried
+	// float one at a time, best first, at most MaxFloat (default 8) tries;
+	// each stays float only if the similarity rises.
 	MinCosine float64
 	MaxFloat  int
 	// QuantizeDense also quantizes the dense layers before the features
@@ -229,16 +230,22 @@ func Quantize(ctx context.Context, opt QuantizeOptions) (*QuantizeResult, error)
 			return nil, fmt.Errorf("quantize %s: sensitivity: %w", opt.Model, err)
 		}
 		res.Sensitivity = sens
+		// Greedy: a layer stays float only when the model with it float
+		// beats the best so far (gains measured one layer at a time do
+		// not simply add up).
+		tried := 0
 		for _, l := range sens {
-			if mean >= opt.MinCosine || len(qopt.Float) >= len(opt.Float)+opt.MaxFloat {
+			if mean >= opt.MinCosine || tried >= opt.MaxFloat || l.Gain <= 0 {
 				break
 			}
-			if l.Gain <= 0 {
-				break
-			}
-			qopt.Float = append(qopt.Float, l.Node)
-			if q, rep, mean, worst, err = chk.build(ctx, bb.Full, qopt, ranges); err != nil {
+			tried++
+			try := quantize.Options{Float: append(append([]string(nil), qopt.Float...), l.Node), QuantizeDense: qopt.QuantizeDense, InputShape: qopt.InputShape}
+			q2, rep2, mean2, worst2, err := chk.build(ctx, bb.Full, try, ranges)
+			if err != nil {
 				return nil, fmt.Errorf("quantize %s: %w", opt.Model, err)
+			}
+			if mean2 > mean {
+				qopt, q, rep, mean, worst = try, q2, rep2, mean2, worst2
 			}
 		}
 		opt.Float = qopt.Float

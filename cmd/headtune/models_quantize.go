@@ -27,7 +27,7 @@ func modelsQuantizeCommand() *cli.Command {
 			&cli.Float64Flag{Name: "percentile", Value: quantize.DefaultPercentile, Usage: "percentile of each activation's values that sets its range (--method percentile)"},
 			&cli.StringSliceFlag{Name: "float", Usage: "keep these layers float32 (node or output tensor names; repeat or comma-separate)"},
 			&cli.Float64Flag{Name: "min-cosine", Usage: "keep the most sensitive layers float until int8 features reach this mean cosine similarity to float32 ones (e.g. 0.995)"},
-			&cli.IntFlag{Name: "max-float", Value: 8, Usage: "at most this many layers kept float by --min-cosine"},
+			&cli.IntFlag{Name: "max-float", Value: 8, Usage: "--min-cosine tries at most this many layers float (each kept only if it helps)"},
 			&cli.BoolFlag{Name: "quantize-dense", Usage: "also quantize the dense layers before the features (then --tune-layers cannot fine-tune them)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "picks the calibration images"},
 			&cli.BoolFlag{Name: "replace", Usage: "overwrite an installed model of the new name"},
