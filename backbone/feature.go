@@ -55,10 +55,25 @@ type FeatureChoice struct {
 	// unknown, 0 when there is no classifier).
 	Classifier string `json:"classifier,omitempty"`
 	Classes    int64  `json:"classes,omitempty"`
+	// Kernel is the kernel size of a convolutional classifier (RuleConvHead):
+	// 1 for SqueezeNet's 1x1, 3 for a mini-Xception's 3x3; 0 otherwise.
+	Kernel int64 `json:"kernel,omitempty"`
+	// Dequantize is set when Tensor is int8/uint8: the cut appends a
+	// DequantizeLinear with this scale and zero point, so the features are
+	// float32. nil for float tensors.
+	Dequantize *QuantParams `json:"dequantize,omitempty"`
 	// Removed lists the nodes ("OpType name") that the cut drops because
 	// the feature tensor does not depend on them: the classifier, and the
 	// branches behind any other outputs. In graph order.
 	Removed []string `json:"removed,omitempty"`
+}
+
+// QuantParams names the scale and zero-point tensors that dequantize a
+// quantized tensor (DequantizeLinear's second and third inputs; ZeroPoint
+// "" when absent).
+type QuantParams struct {
+	Scale     string `json:"scale"`
+	ZeroPoint string `json:"zero_point,omitempty"`
 }
 
 // Candidate is a tensor that could serve as the feature tensor, listed by
@@ -74,37 +89,53 @@ type Candidate struct {
 // FindFeatureTensor chooses the tensor of m to extract features from.
 //
 // With override != "" that tensor is used; an unknown name is an error that
-// lists the candidates. Otherwise the rules are, starting from the first
-// graph output and walking backwards (each step follows the node's data
-// input):
+// lists the candidates. Naming the tensor detection would choose gives the
+// detected choice (its pooling, dequantization and classifier) with Rule
+// RuleOverride. Otherwise the rules are, for each graph output in turn
+// (the first output whose walk meets a classifier wins), walking backwards
+// from the output (each step follows the node's data input):
 //
-//  1. Softmax, LogSoftmax, Sigmoid (which mark the output as class scores),
-//     Identity, Flatten, Reshape, Squeeze, Dropout, and Add whose other
-//     input is a constant (a bias) are passed through.
-//  2. Gemm (transA=0) or MatMul whose weight is a constant (initializer or
-//     Constant node) is the classifier: its data input is the feature
-//     tensor, and D is the weight's input size (Gemm: dims[1] if transB
-//     else dims[0]; MatMul: dims[0]).
+//  1. Softmax, LogSoftmax, Sigmoid and their QLinear forms (which mark the
+//     output as class scores), Identity, Flatten, Reshape, Squeeze,
+//     Unsqueeze, Transpose, Cast, Dropout, QuantizeLinear,
+//     DequantizeLinear, and Add whose other input is a constant (a bias)
+//     are passed through.
+//  2. Gemm (transA=0) or MatMul whose weight is a constant (initializer,
+//     Constant node, or DequantizeLinear of one) is the classifier: its data
+//     input is the feature tensor, and D is the weight's input size (Gemm:
+//     dims[1] if transB else dims[0]; MatMul: dims[0]). QLinearMatMul and
+//     com.microsoft QGemm with a constant weight are classifiers too: their
+//     quantized input, dequantized with the node's own input scale and zero
+//     point, is the feature tensor (FeatureChoice.Dequantize).
 //  3. After a Softmax/LogSoftmax/Sigmoid only, Relu, Clip and global
-//     pooling (GlobalAveragePool, GlobalMaxPool, ReduceMean, AveragePool)
-//     are also passed through, and a 1x1 Conv with constant weights and
-//     group=1 reached through a pooling is a SqueezeNet-style classifier:
-//     its input, globally average pooled, is the feature tensor.
-//     A rank-2 first output of width 1000 or 1001 (ImageNet-1k logits,
-//     with TensorFlow's background class) counts as class scores too, so
-//     torchvision's SqueezeNet (no Softmax) is recognised.
-//  4. Any other node ends the walk. If no classifier was found the model is
-//     taken as a feature extractor and its first output is the feature
-//     tensor; but an output that went through Softmax/Sigmoid without a
-//     recognisable classifier is an error (pass an override).
+//     pooling (GlobalAveragePool, GlobalMaxPool, ReduceMean, AveragePool,
+//     QLinearGlobalAveragePool, QLinearAveragePool) are also passed
+//     through, and a Conv (or QLinearConv) with constant weights and
+//     group=1 is a convolutional classifier when it is 1x1 and reached
+//     through a pooling (SqueezeNet) or reads a 1x1 map (Keras MobileNet's
+//     Reshape-Conv-Reshape tail), or is kxk and reached through a global
+//     pooling (mini-Xception): its input, globally average pooled, is the
+//     feature tensor. A rank-2 first output of width 1000 or 1001
+//     (ImageNet-1k logits, with TensorFlow's background class) counts as
+//     class scores too, so torchvision's SqueezeNet (no Softmax) is
+//     recognised.
+//  4. Any other node ends the walk. If no output leads to a classifier the
+//     model is taken as a feature extractor and its first output is the
+//     feature tensor; but a first output that went through Softmax/Sigmoid
+//     without a recognisable classifier is an error (pass an override).
 //
 // A chosen tensor of rank 4 is globally average pooled to [N, C]: NHWC when
 // it comes (through element-wise ops) from a Transpose with perm
 // [0,2,3,1] or an NHWC image input, NCHW when it comes from Conv, pooling,
 // normalisation or a Transpose with perm [0,3,1,2], and otherwise from its
 // shape ([N,a,a,c] with c != a is NHWC). Ranks 3 and 5 are pooled as
-// channels-first. A tensor of unknown rank is flattened. Tensors of rank 1
-// and non-float32 tensors are refused.
+// channels-first. Float16 tensors are accepted (CutAtFeature widens the
+// model to float32); an int8/uint8 tensor is dequantized with the scale and
+// zero point its producer or consumers use, and refused when there are
+// none. Tensors of rank 1 or unknown rank, tensors whose width cannot be
+// inferred, and other element types are refused: inspect, models add and
+// extract all use this function, so they accept and refuse the same
+// tensors.
 //
 // m is not modified.
 func FindFeatureTensor(m *onnxpb.ModelProto, override string) (*FeatureChoice, error) {
@@ -119,33 +150,84 @@ func FindFeatureTensor(m *onnxpb.ModelProto, override string) (*FeatureChoice, e
 		if _, c := ix.consts[override]; c {
 			return nil, fmt.Errorf("feature tensor %q is a constant (a weight), not an activation; candidates: %s", override, candidateList(ix.candidates()))
 		}
-		return ix.choose(override, RuleOverride, nil, -1)
+		if auto, err := ix.detect(); err == nil && auto.Tensor == override {
+			auto.Rule = RuleOverride
+			return auto, nil
+		}
+		return ix.choose(override, RuleOverride, nil, -1, -1, nil)
 	}
-	outs := m.Graph.GetOutput()
+	return ix.detect()
+}
+
+// detect applies FindFeatureTensor's rules to every output in turn.
+func (ix *graphIndex) detect() (*FeatureChoice, error) {
+	outs := ix.g.GetOutput()
 	if len(outs) == 0 {
 		return nil, fmt.Errorf("model has no outputs")
 	}
-	out := outs[0].GetName()
-	if !ix.exists(out) {
-		return nil, fmt.Errorf("graph output %q is produced by no node", out)
+	var firstErr error
+	firstProb := false
+	for i, o := range outs {
+		name := o.GetName()
+		if !ix.exists(name) {
+			if i == 0 {
+				return nil, fmt.Errorf("graph output %q is produced by no node", name)
+			}
+			continue
+		}
+		c, sawProb, err := ix.walk(name, i == 0)
+		switch {
+		case c != nil && i > 0 && ix.alias(outs[0].GetName()) == ix.alias(c.Tensor):
+			// The first output is the classifier's input already (a feature
+			// extractor that also outputs its own classifier's scores):
+			// keep the features under the name the model gives them.
+			f, err := ix.choose(outs[0].GetName(), RuleOutput, nil, -1, -1, nil)
+			if err != nil {
+				return nil, err
+			}
+			f.Classifier, f.Classes = c.Classifier, c.Classes
+			return f, nil
+		case c != nil:
+			return c, nil
+		case err != nil && firstErr == nil:
+			firstErr = err
+		}
+		if i == 0 {
+			firstProb = sawProb
+		}
 	}
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	out := outs[0].GetName()
+	if firstProb {
+		return nil, fmt.Errorf("model output %q looks like class scores (Softmax/Sigmoid or 1000 wide) but no Gemm/MatMul/Conv classifier with constant weights precedes it; choose the feature tensor with --feature-tensor, candidates: %s", out, candidateList(ix.candidates()))
+	}
+	return ix.choose(out, RuleOutput, nil, -1, -1, nil)
+}
+
+// walk follows output out backwards to a classifier (rules 1-3). It
+// returns the choice when it found one, and whether the output looked like
+// class scores. first says out is the first graph output (where a width of
+// 1000 marks ImageNet logits).
+func (ix *graphIndex) walk(out string, first bool) (*FeatureChoice, bool, error) {
 	t := out
 	sawProb, sawPool := false, false
-	if s := ix.shape(out); len(s) == 2 && (s[1] == 1000 || s[1] == 1001) {
+	if s := ix.shape(out); first && len(s) == 2 && (s[1] == 1000 || s[1] == 1001) {
 		sawProb = true // ImageNet-1k class scores (1001: TF's background class)
 	}
-	for steps := 0; steps <= len(m.Graph.Node); steps++ {
+	for steps := 0; steps <= len(ix.g.Node); steps++ {
 		n := ix.node(t)
-		if n == nil || !standardDomain(n) || len(n.Input) == 0 {
+		if n == nil || !(standardDomain(n) || n.GetDomain() == msDomain) || len(n.Input) == 0 {
 			break
 		}
 		in0 := n.Input[0]
 		switch n.GetOpType() {
-		case "Softmax", "LogSoftmax", "Sigmoid":
+		case "Softmax", "LogSoftmax", "Sigmoid", "QLinearSoftmax", "QLinearSigmoid":
 			sawProb = true
 			t = in0
 			continue
-		case "Identity", "Flatten", "Reshape", "Squeeze", "Dropout":
+		case "Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Dropout", "Transpose", "Cast", "QuantizeLinear", "DequantizeLinear":
 			t = in0
 			continue
 		case "Add":
@@ -158,28 +240,118 @@ func FindFeatureTensor(m *onnxpb.ModelProto, override string) (*FeatureChoice, e
 				t = in0
 				continue
 			}
-		case "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "AveragePool":
+		case "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "AveragePool", "QLinearGlobalAveragePool", "QLinearAveragePool":
 			if sawProb {
 				sawPool = true
 				t = in0
 				continue
 			}
-		case "Gemm", "MatMul":
+		case "Gemm", "MatMul", "QLinearMatMul", "QGemm":
 			if k, classes, ok := ix.denseWeightDims(n); ok {
-				return ix.choose(in0, RuleClassifier, n, k, classes)
+				c, err := ix.choose(in0, RuleClassifier, n, k, classes, quantInput(n))
+				return c, sawProb, err
 			}
-		case "Conv":
-			w := ix.consts[input(n, 1)]
-			if sawProb && sawPool && w != nil && len(w.Dims) == 4 && w.Dims[2] == 1 && w.Dims[3] == 1 && attrI(n, "group", 1) == 1 {
-				return ix.choose(in0, RuleConvHead, n, w.Dims[1], w.Dims[0])
+		case "Conv", "QLinearConv":
+			w := ix.constDims(input(n, weightInput(n)))
+			if !sawProb || len(w) != 4 || attrI(n, "group", 1) != 1 || w[2] != w[3] {
+				break
+			}
+			s := ix.shape(in0)
+			onePixel := len(s) == 4 && s[2] == 1 && s[3] == 1
+			if (w[2] == 1 && (sawPool || onePixel)) || (w[2] > 1 && sawPool) {
+				c, err := ix.choose(in0, RuleConvHead, n, w[1], w[0], quantInput(n))
+				if c != nil {
+					c.Kernel = w[2]
+				}
+				return c, sawProb, err
 			}
 		}
 		break
 	}
-	if sawProb {
-		return nil, fmt.Errorf("model output %q looks like class scores (Softmax/Sigmoid or 1000 wide) but no Gemm/MatMul/1x1-Conv classifier with constant weights precedes it; choose the feature tensor with --feature-tensor, candidates: %s", out, candidateList(ix.candidates()))
+	return nil, sawProb, nil
+}
+
+// alias follows Identity nodes back to the tensor t copies.
+func (ix *graphIndex) alias(t string) string {
+	for steps := 0; steps < 64; steps++ {
+		n := ix.node(t)
+		if n == nil || n.GetOpType() != "Identity" || !standardDomain(n) || len(n.Input) == 0 {
+			break
+		}
+		t = n.Input[0]
 	}
-	return ix.choose(out, RuleOutput, nil, -1)
+	return t
+}
+
+// weightInput is the input index of the weight of a Conv, Gemm or MatMul
+// (1) or of its quantized form (3).
+func weightInput(n *onnxpb.NodeProto) int {
+	switch n.GetOpType() {
+	case "QLinearConv", "QLinearMatMul", "QGemm":
+		return 3
+	}
+	return 1
+}
+
+// quantInput returns the scale and zero point of a quantized operator's
+// first input (nil for float operators).
+func quantInput(n *onnxpb.NodeProto) *QuantParams {
+	if weightInput(n) != 3 {
+		return nil
+	}
+	return &QuantParams{Scale: input(n, 1), ZeroPoint: input(n, 2)}
+}
+
+// constDims returns the dims of a constant, or of a constant that a
+// DequantizeLinear turns into float (QDQ weights); nil otherwise.
+func (ix *graphIndex) constDims(t string) []int64 {
+	if c, ok := ix.consts[t]; ok {
+		return c.Dims
+	}
+	if n := ix.node(t); n != nil && n.GetOpType() == "DequantizeLinear" && standardDomain(n) {
+		if c, ok := ix.consts[input(n, 0)]; ok {
+			return c.Dims
+		}
+	}
+	return nil
+}
+
+func (ix *graphIndex) isConstLike(t string) bool {
+	if _, ok := ix.consts[t]; ok {
+		return true
+	}
+	return ix.constDims(t) != nil
+}
+
+// quantParams finds the scale and zero point of quantized tensor t: those
+// of the operator that produced it (through layout operators, which keep
+// them), else those a DequantizeLinear or QLinear operator reading it uses.
+func (ix *graphIndex) quantParams(t string) *QuantParams {
+	for steps := 0; steps < 64; steps++ {
+		n := ix.node(t)
+		if n == nil {
+			break
+		}
+		if zi, ok := quantOutputZeroPoint(n); ok {
+			return &QuantParams{Scale: input(n, zi-1), ZeroPoint: input(n, zi)}
+		}
+		switch n.GetOpType() {
+		case "MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity":
+			t = input(n, 0)
+			continue
+		}
+		break
+	}
+	for _, i := range ix.consumers[t] {
+		n := ix.g.Node[i]
+		if input(n, 0) != t {
+			continue
+		}
+		if n.GetOpType() == "DequantizeLinear" || quantInput(n) != nil {
+			return &QuantParams{Scale: input(n, 1), ZeroPoint: input(n, 2)}
+		}
+	}
+	return nil
 }
 
 func standardDomain(n *onnxpb.NodeProto) bool {
@@ -196,51 +368,61 @@ func (ix *graphIndex) nonConstOperand(n *onnxpb.NodeProto) (string, bool) {
 	_, c0 := ix.consts[n.Input[0]]
 	_, c1 := ix.consts[n.Input[1]]
 	switch {
-	case c1 && !c0:
+	case c1 && !c0, !c0 && !c1 && ix.isConstLike(n.Input[1]) && !ix.isConstLike(n.Input[0]):
 		return n.Input[0], true
-	case c0 && !c1:
+	case c0 && !c1, !c0 && !c1 && ix.isConstLike(n.Input[0]) && !ix.isConstLike(n.Input[1]):
 		return n.Input[1], true
 	}
 	return "", false
 }
 
 // denseWeightDims recognises a Gemm (transA=0) or MatMul with a constant 2-D
-// weight and returns its input and output widths.
+// weight (or a DequantizeLinear of one), or their quantized forms
+// QLinearMatMul and QGemm, and returns its input and output widths.
 func (ix *graphIndex) denseWeightDims(n *onnxpb.NodeProto) (in, out int64, ok bool) {
-	w := ix.consts[input(n, 1)]
-	if w == nil || len(w.Dims) != 2 || w.Dims[0] <= 0 || w.Dims[1] <= 0 {
+	w := ix.constDims(input(n, weightInput(n)))
+	if len(w) != 2 || w[0] <= 0 || w[1] <= 0 {
 		return 0, 0, false
 	}
-	if _, c := ix.consts[input(n, 0)]; c {
+	if ix.isConstLike(input(n, 0)) {
 		return 0, 0, false
 	}
-	if n.GetOpType() == "Gemm" {
+	if op := n.GetOpType(); op == "Gemm" || op == "QGemm" {
 		if attrI(n, "transA", 0) != 0 {
 			return 0, 0, false
 		}
 		if attrI(n, "transB", 0) != 0 {
-			return w.Dims[1], w.Dims[0], true
+			return w[1], w[0], true
 		}
 	}
-	return w.Dims[0], w.Dims[1], true
+	return w[0], w[1], true
 }
 
 // choose builds the FeatureChoice for tensor t. classifier is the node the
-// rule recognised (nil for none); k its input width when known (-1 else).
-func (ix *graphIndex) choose(t, rule string, classifier *onnxpb.NodeProto, k int64, classes ...int64) (*FeatureChoice, error) {
-	if et := ix.elemType(t); et != 0 && et != int32(onnxpb.TensorProto_FLOAT) {
-		return nil, fmt.Errorf("feature tensor %q is %s: only float32 features are supported", t, ElemTypeName(et))
+// rule recognised (nil for none); k its input width and classes its output
+// width when known (-1 else); q the dequantization of a quantized t when
+// the classifier says it (nil: found from the graph when t is quantized).
+func (ix *graphIndex) choose(t, rule string, classifier *onnxpb.NodeProto, k, classes int64, q *QuantParams) (*FeatureChoice, error) {
+	switch et := ix.elemType(t); onnxpb.TensorProto_DataType(et) {
+	case 0, onnxpb.TensorProto_FLOAT, onnxpb.TensorProto_FLOAT16:
+		q = nil
+	case onnxpb.TensorProto_INT8, onnxpb.TensorProto_UINT8:
+		if q == nil {
+			q = ix.quantParams(t)
+		}
+		if q == nil || q.Scale == "" {
+			return nil, fmt.Errorf("feature tensor %q is %s and no scale dequantizes it: choose a float tensor with --feature-tensor, candidates: %s", t, ElemTypeName(et), candidateList(ix.candidates()))
+		}
+	default:
+		return nil, fmt.Errorf("feature tensor %q is %s: only float features are supported", t, ElemTypeName(et))
 	}
-	c := &FeatureChoice{Tensor: t, Rule: rule, Dim: -1, Shape: cloneDims(ix.shape(t))}
+	c := &FeatureChoice{Tensor: t, Rule: rule, Dim: -1, Shape: cloneDims(ix.shape(t)), Dequantize: q}
 	if classifier != nil {
 		c.Classifier = classifier.GetName()
 		if c.Classifier == "" && len(classifier.Output) > 0 {
 			c.Classifier = classifier.Output[0]
 		}
-		c.Classes = -1
-		if len(classes) > 0 {
-			c.Classes = classes[0]
-		}
+		c.Classes = classes
 	}
 	s := c.Shape
 	switch {
@@ -279,13 +461,29 @@ func (ix *graphIndex) choose(t, rule string, classifier *onnxpb.NodeProto, k int
 			c.Dim = s[3]
 		}
 	}
-	live := ix.liveNodes([]string{t})
+	if c.Dim <= 0 {
+		return nil, fmt.Errorf("cannot tell the size of feature tensor %q (shape %s): the file does not record it and headtune cannot infer it through the operators before it; name another with --feature-tensor, candidates: %s", t, formatDims(s), candidateList(ix.candidates()))
+	}
+	live := ix.liveNodes(c.reads())
 	for i, n := range ix.g.Node {
 		if !live[i] {
 			c.Removed = append(c.Removed, n.GetOpType()+" "+nodeLabel(n))
 		}
 	}
 	return c, nil
+}
+
+// reads lists the tensors the cut needs: the feature tensor and its
+// dequantization's scale and zero point.
+func (c *FeatureChoice) reads() []string {
+	r := []string{c.Tensor}
+	if q := c.Dequantize; q != nil {
+		r = append(r, q.Scale)
+		if q.ZeroPoint != "" {
+			r = append(r, q.ZeroPoint)
+		}
+	}
+	return r
 }
 
 func nodeLabel(n *onnxpb.NodeProto) string {
@@ -338,7 +536,7 @@ func (ix *graphIndex) layoutOf(t string) string {
 			break
 		}
 		switch n.GetOpType() {
-		case "Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool",
+		case "Conv", "QLinearConv", "QLinearAveragePool", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool",
 			"BatchNormalization", "InstanceNormalization", "LRN", "Resize", "Upsample", "SpaceToDepth", "DepthToSpace":
 			return "NCHW"
 		case "Transpose":
@@ -409,11 +607,22 @@ func (ix *graphIndex) candidates() []Candidate {
 		out = append(out, c)
 	}
 	for _, n := range ix.g.GetNode() {
-		if !standardDomain(n) || len(n.Input) == 0 || len(n.Output) == 0 {
+		if !(standardDomain(n) || n.GetDomain() == msDomain) || len(n.Input) == 0 || len(n.Output) == 0 {
+			continue
+		}
+		if n.GetDomain() == msDomain {
+			switch n.GetOpType() {
+			case "QGemm":
+				if _, _, ok := ix.denseWeightDims(n); ok {
+					add(n.Input[0], "input of QGemm "+n.GetName())
+				}
+			case "QLinearGlobalAveragePool":
+				add(n.Output[0], "QLinearGlobalAveragePool output")
+			}
 			continue
 		}
 		switch n.GetOpType() {
-		case "Gemm", "MatMul":
+		case "Gemm", "MatMul", "QLinearMatMul":
 			if _, _, ok := ix.denseWeightDims(n); ok {
 				why := "input of " + n.GetOpType()
 				if n.GetName() != "" {
@@ -549,7 +758,7 @@ func DenseChainN(m *onnxpb.ModelProto, featureTensor string, k int) ([]DenseNode
 		switch n.GetOpType() {
 		case "Gemm":
 			in, o, ok := ix.denseWeightDims(n)
-			if !ok {
+			if !ok || ix.consts[n.Input[1]] == nil { // quantized weights are not tuned
 				break
 			}
 			lin = n
@@ -580,7 +789,7 @@ func DenseChainN(m *onnxpb.ModelProto, featureTensor string, k int) ([]DenseNode
 				}
 			}
 			in, o, ok := ix.denseWeightDims(mm)
-			if !ok {
+			if !ok || ix.consts[mm.Input[1]] == nil {
 				break
 			}
 			lin = mm

@@ -163,9 +163,9 @@ func TestFindFeatureTensorErrors(t *testing.T) {
 	b.Output("probs", -1, 192)
 	odd := b.Model(0)
 
-	half := testmodels.Model("resnet", 16)
-	for _, v := range half.Graph.Input {
-		v.Type.GetTensorType().ElemType = ptr(int32(onnxpb.TensorProto_FLOAT16))
+	double := testmodels.Model("resnet", 16)
+	for _, v := range double.Graph.Input {
+		v.Type.GetTensorType().ElemType = ptr(int32(onnxpb.TensorProto_DOUBLE))
 	}
 
 	tests := []struct {
@@ -177,7 +177,7 @@ func TestFindFeatureTensorErrors(t *testing.T) {
 		{"no graph", &onnxpb.ModelProto{}, "", "model has no graph"},
 		{"no outputs", &onnxpb.ModelProto{Graph: &onnxpb.GraphProto{}}, "", "model has no outputs"},
 		{"softmax without classifier", odd, "", `model output "probs" looks like class scores`},
-		{"float16 tensor", half, "input", `feature tensor "input" is float16`},
+		{"float64 tensor", double, "input", `feature tensor "input" is float64: only float features`},
 		{"constant", testmodels.Model("vgg", 16), "fc6.bias", `feature tensor "fc6.bias" is a constant`},
 		{"rank 1", graphRank1Model(), "v", `feature tensor "v" has shape [?]: expected [N,D] or [N,C,H,W]`},
 	}

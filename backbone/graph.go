@@ -329,6 +329,7 @@ type graphIndex struct {
 	realIn    []*onnxpb.ValueInfoProto       // graph inputs that are not initializers
 	typed     map[string]*onnxpb.ValueInfoProto
 	shapes    map[string][]int64 // statically known shapes; nil slice = rank unknown, -1 = unknown dim
+	types     map[string]int32   // element types inferred where nothing is declared (quantized graphs declare few)
 }
 
 func newGraphIndex(m *onnxpb.ModelProto) *graphIndex {
@@ -341,6 +342,7 @@ func newGraphIndex(m *onnxpb.ModelProto) *graphIndex {
 		inits:     map[string]*onnxpb.TensorProto{},
 		typed:     map[string]*onnxpb.ValueInfoProto{},
 		shapes:    map[string][]int64{},
+		types:     map[string]int32{},
 	}
 	for _, o := range m.GetOpsetImport() {
 		if d := o.GetDomain(); d == "" || d == "ai.onnx" {
@@ -465,17 +467,18 @@ func (ix *graphIndex) exists(t string) bool {
 	return false
 }
 
-// elemType returns the declared element type of t (0 when unknown).
+// elemType returns the element type of t, declared or inferred (0 when
+// unknown).
 func (ix *graphIndex) elemType(t string) int32 {
 	if c, ok := ix.consts[t]; ok {
 		return c.GetDataType()
 	}
 	if v, ok := ix.typed[t]; ok {
-		if tt := v.GetType().GetTensorType(); tt != nil {
+		if tt := v.GetType().GetTensorType(); tt != nil && tt.GetElemType() != 0 {
 			return tt.GetElemType()
 		}
 	}
-	return 0
+	return ix.types[t]
 }
 
 // shape returns the statically known shape of t (nil if the rank is unknown).
@@ -563,10 +566,13 @@ func (ix *graphIndex) inferShapes() {
 		ix.shapes[name] = d
 	}
 	for _, n := range ix.g.GetNode() {
-		if len(n.Output) == 0 || n.GetDomain() != "" && n.GetDomain() != "ai.onnx" {
+		if len(n.Output) == 0 || !standardDomain(n) && n.GetDomain() != msDomain {
 			continue
 		}
 		out := n.Output[0]
+		if et := ix.inferType(n); et != 0 {
+			ix.types[out] = et
+		}
 		if _, declared := ix.shapes[out]; declared {
 			continue
 		}
@@ -574,6 +580,62 @@ func (ix *graphIndex) inferShapes() {
 			ix.shapes[out] = s
 		}
 	}
+}
+
+// msDomain is ONNX Runtime's operator domain, home of the quantized
+// operators (QLinearAdd, QLinearGlobalAveragePool, QGemm, ...) that its
+// quantizer writes.
+const msDomain = "com.microsoft"
+
+// inferType returns the element type of n's first output: what quantizing
+// operators produce (the type of their output zero point), float32 after
+// DequantizeLinear, Cast's target, and otherwise the type of the first
+// input. 0 when unknown.
+func (ix *graphIndex) inferType(n *onnxpb.NodeProto) int32 {
+	zp := func(i int) int32 {
+		if t := ix.elemType(input(n, i)); t != 0 {
+			return t
+		}
+		return int32(onnxpb.TensorProto_UINT8) // the default zero point is uint8
+	}
+	if i, ok := quantOutputZeroPoint(n); ok {
+		return zp(i)
+	}
+	switch n.GetOpType() {
+	case "DequantizeLinear":
+		if t := ix.elemType(input(n, 1)); t != 0 {
+			return t // the scale's type (float32, or float16 from opset 19)
+		}
+		return int32(onnxpb.TensorProto_FLOAT)
+	case "Cast":
+		return int32(attrI(n, "to", 0))
+	case "Shape", "Size", "ArgMax", "ArgMin", "NonZero":
+		return int32(onnxpb.TensorProto_INT64)
+	case "QGemm":
+		return int32(onnxpb.TensorProto_FLOAT) // without y_scale QGemm outputs float32
+	}
+	return ix.elemType(input(n, 0))
+}
+
+// quantOutputZeroPoint returns the input index of the output zero point of
+// a quantizing operator (QuantizeLinear and the QLinear family), whose
+// scale is the input before it.
+func quantOutputZeroPoint(n *onnxpb.NodeProto) (int, bool) {
+	switch n.GetOpType() {
+	case "QuantizeLinear":
+		return 2, true
+	case "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul":
+		return 7, true
+	case "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax":
+		return 4, true
+	case "QLinearConcat":
+		return 1, true
+	case "QGemm":
+		if input(n, 7) != "" {
+			return 8, true
+		}
+	}
+	return 0, false
 }
 
 func dimsKnown(s []int64) bool {

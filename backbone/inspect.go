@@ -41,6 +41,9 @@ type ImageInfo struct {
 	Height   int    `json:"height"`
 	Width    int    `json:"width"`
 	Batch    int    `json:"batch,omitempty"`
+	// Float16 is set when the model computes in half precision: headtune
+	// feeds it float32 and runs it widened (see WidenFloat16).
+	Float16 bool `json:"float16,omitempty"`
 }
 
 // ModelInfo is what `headtune inspect` reports about a model. JSON tags
@@ -215,9 +218,12 @@ func shapeString(names []string) string {
 // Transpose with perm [0,3,1,2] means NHWC). On error the result holds the
 // input's name when there is a single input.
 //
+// A float16 input is accepted (Float16 is set: headtune runs such models
+// widened to float32, see WidenFloat16).
+//
 // Errors say what is wrong in one line: no or several inputs, a non-tensor
-// or non-float32 input (float16 and uint8 inputs are named as such), or a
-// shape that is not an image tensor.
+// or non-float input (uint8 inputs are named as such), or a shape that is
+// not an image tensor.
 func ImageInput(m *onnxpb.ModelProto) (ImageInfo, error) {
 	if m.GetGraph() == nil {
 		return ImageInfo{}, fmt.Errorf("model has no graph")
@@ -240,10 +246,11 @@ func ImageInput(m *onnxpb.ModelProto) (ImageInfo, error) {
 	if tt == nil {
 		return ImageInfo{Name: name}, fmt.Errorf("model input %s is not a tensor: expected an image tensor [N,3,H,W] or [N,H,W,3]", name)
 	}
+	half := false
 	switch et := onnxpb.TensorProto_DataType(tt.GetElemType()); et {
 	case onnxpb.TensorProto_FLOAT:
 	case onnxpb.TensorProto_FLOAT16:
-		return ImageInfo{Name: name}, fmt.Errorf("model input %s is float16: only float32 image inputs are supported (convert the model to float32)", name)
+		half = true // run widened to float32 (WidenFloat16)
 	case onnxpb.TensorProto_UINT8:
 		return ImageInfo{Name: name}, fmt.Errorf("model input %s is uint8: only float32 image inputs are supported (this model expects raw pixels and preprocesses them itself)", name)
 	default:
@@ -265,7 +272,7 @@ func ImageInput(m *onnxpb.ModelProto) (ImageInfo, error) {
 		return int(d)
 	}
 	found := func(layout string, channels, height, width int) ImageInfo {
-		return ImageInfo{Name: name, Layout: layout, Channels: channels, Height: height, Width: width, Batch: hw(dims[0])}
+		return ImageInfo{Name: name, Layout: layout, Channels: channels, Height: height, Width: width, Batch: hw(dims[0]), Float16: half || HasFloat16(m)}
 	}
 	switch {
 	case isCh(dims[1]):
@@ -349,6 +356,9 @@ func (info *ModelInfo) WriteText(w io.Writer) error {
 	}
 	if im := info.Image; im != nil {
 		p("image input:\t%s %s, %d channels, %s x %s", im.Name, im.Layout, im.Channels, dimOrDynamic(im.Height), dimOrDynamic(im.Width))
+		if im.Float16 {
+			p("\tfloat16 model: headtune feeds float32 and runs it with its weights widened to float32")
+		}
 	} else {
 		p("image input:\tnone: %s", info.ImageError)
 	}
@@ -359,10 +369,16 @@ func (info *ModelInfo) WriteText(w io.Writer) error {
 			RuleOutput:     "the model output (already a feature extractor)",
 			RuleOverride:   "chosen by name",
 		}[f.Rule]
+		if f.Rule == RuleConvHead && f.Kernel > 1 {
+			how = fmt.Sprintf("input of the %dx%d Conv classifier %s", f.Kernel, f.Kernel, f.Classifier)
+		}
 		if f.Classes > 0 {
 			how += fmt.Sprintf(", %d classes", f.Classes)
 		}
 		p("feature tensor:\t%s %s -> [N,%s] (%s)", f.Tensor, formatDims(f.Shape), dimText(f.Dim), how)
+		if q := f.Dequantize; q != nil {
+			p("\tquantized: dequantized with scale %s, zero point %s", q.Scale, q.ZeroPoint)
+		}
 		if pool := poolText(f.Pool); pool != "" {
 			p("\t%s", pool)
 		}

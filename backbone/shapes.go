@@ -19,7 +19,7 @@ var shapeRules = func() map[string]shapeRule {
 	add(shapeSame, "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Elu", "Selu", "HardSigmoid", "HardSwish",
 		"Softmax", "LogSoftmax", "Identity", "Dropout", "BatchNormalization", "InstanceNormalization",
 		"LRN", "Neg", "Abs", "Exp", "Log", "Sqrt", "Erf", "Gelu", "Cast", "PRelu", "Softplus", "Mish",
-		"LayerNormalization", "QuantizeLinear", "DequantizeLinear")
+		"LayerNormalization")
 	add((*graphIndex).shapeBroadcast, "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum")
 	add((*graphIndex).shapeConv, "Conv")
 	add((*graphIndex).shapePool, "MaxPool", "AveragePool", "LpPool")
@@ -34,6 +34,22 @@ var shapeRules = func() map[string]shapeRule {
 	add((*graphIndex).shapeSqueeze, "Squeeze")
 	add((*graphIndex).shapeUnsqueeze, "Unsqueeze")
 	add((*graphIndex).shapeReduce, "ReduceMean", "ReduceMax", "ReduceSum")
+	// Quantized operators (ai.onnx and com.microsoft): the float rule with
+	// the weight or second operand at its quantized input position.
+	add(shapeSame, "QuantizeLinear", "DequantizeLinear", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax")
+	add(func(ix *graphIndex, n *onnxpb.NodeProto, x []int64) []int64 {
+		return ix.convShape(n, x, ix.shapes[input(n, 3)])
+	}, "QLinearConv")
+	add(func(ix *graphIndex, n *onnxpb.NodeProto, x []int64) []int64 {
+		return matMulShape(x, ix.shapes[input(n, 3)])
+	}, "QLinearMatMul")
+	add(func(ix *graphIndex, n *onnxpb.NodeProto, x []int64) []int64 {
+		return gemmShape(n, x, ix.shapes[input(n, 3)])
+	}, "QGemm")
+	add((*graphIndex).shapeQLinearBinary, "QLinearAdd", "QLinearMul")
+	add(shapeQLinearGlobalPool, "QLinearGlobalAveragePool")
+	add((*graphIndex).shapePool, "QLinearAveragePool")
+	add((*graphIndex).shapeQLinearConcat, "QLinearConcat")
 	return rules
 }()
 
@@ -76,7 +92,11 @@ func (ix *graphIndex) shapeBroadcast(n *onnxpb.NodeProto, _ []int64) []int64 {
 }
 
 func (ix *graphIndex) shapeConv(n *onnxpb.NodeProto, x []int64) []int64 {
-	w := ix.shapes[input(n, 1)]
+	return ix.convShape(n, x, ix.shapes[input(n, 1)])
+}
+
+// convShape is Conv's output shape for input x and weight w.
+func (ix *graphIndex) convShape(n *onnxpb.NodeProto, x, w []int64) []int64 {
 	if len(x) < 3 || len(w) != len(x) {
 		return nil
 	}
@@ -128,7 +148,10 @@ func shapeFlatten(_ *graphIndex, n *onnxpb.NodeProto, x []int64) []int64 {
 }
 
 func (ix *graphIndex) shapeGemm(n *onnxpb.NodeProto, a []int64) []int64 {
-	b := ix.shapes[input(n, 1)]
+	return gemmShape(n, a, ix.shapes[input(n, 1)])
+}
+
+func gemmShape(n *onnxpb.NodeProto, a, b []int64) []int64 {
 	if len(a) != 2 || len(b) != 2 {
 		return nil
 	}
@@ -146,7 +169,10 @@ func (ix *graphIndex) shapeGemm(n *onnxpb.NodeProto, a []int64) []int64 {
 // shapeMatMul handles the [..., K] x [K, N] case, the only one dense layers
 // use.
 func (ix *graphIndex) shapeMatMul(n *onnxpb.NodeProto, x []int64) []int64 {
-	b := ix.shapes[input(n, 1)]
+	return matMulShape(x, ix.shapes[input(n, 1)])
+}
+
+func matMulShape(x, b []int64) []int64 {
 	if len(x) < 2 || len(b) != 2 {
 		return nil
 	}
@@ -373,6 +399,61 @@ func (ix *graphIndex) shapeReduce(n *onnxpb.NodeProto, x []int64) []int64 {
 		case keep:
 			out = append(out, 1)
 		}
+	}
+	return out
+}
+
+// shapeQLinearBinary: QLinearAdd/QLinearMul (a, a_scale, a_zp, b, ...)
+// broadcast a and b.
+func (ix *graphIndex) shapeQLinearBinary(n *onnxpb.NodeProto, a []int64) []int64 {
+	b, ok := ix.shapes[input(n, 3)]
+	if a == nil || !ok || b == nil {
+		return nil
+	}
+	return broadcast(a, b)
+}
+
+// shapeQLinearGlobalPool: ONNX Runtime's QLinearGlobalAveragePool, which
+// pools [N,C,H,W] to [N,C,1,1], or [N,H,W,C] to [N,1,1,C] with
+// channels_last=1.
+func shapeQLinearGlobalPool(_ *graphIndex, n *onnxpb.NodeProto, x []int64) []int64 {
+	if attrI(n, "channels_last", 0) == 0 {
+		return shapeGlobalPool(nil, n, x)
+	}
+	if len(x) < 3 {
+		return nil
+	}
+	out := make([]int64, len(x))
+	for i := range out {
+		out[i] = 1
+	}
+	out[0], out[len(x)-1] = x[0], x[len(x)-1]
+	return out
+}
+
+// shapeQLinearConcat: inputs are y_scale, y_zero_point, then (x, scale,
+// zero point) per operand.
+func (ix *graphIndex) shapeQLinearConcat(n *onnxpb.NodeProto, _ []int64) []int64 {
+	if len(n.Input) < 5 {
+		return nil
+	}
+	first := ix.shapes[n.Input[2]]
+	if first == nil {
+		return nil
+	}
+	axis, ok := normAxis(attrI(n, "axis", 0), len(first))
+	if !ok {
+		return nil
+	}
+	out := cloneDims(first)
+	out[axis] = 0
+	for i := 2; i < len(n.Input); i += 3 {
+		s := ix.shapes[n.Input[i]]
+		if len(s) != len(first) || s[axis] < 0 || out[axis] < 0 {
+			out[axis] = -1
+			continue
+		}
+		out[axis] += s[axis]
 	}
 	return out
 }

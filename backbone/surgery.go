@@ -20,6 +20,10 @@ const FeatureOutput = "features"
 // axes 1,2 for NHWC, Flatten for unknown ranks, Identity when the tensor is
 // already [N, D] and named otherwise).
 //
+// A float16 model is widened to float32 first (WidenFloat16), and a
+// quantized feature tensor is dequantized (choice.Dequantize), so the
+// features are float32 whatever the model computes in.
+//
 // Only the nodes the feature tensor depends on are kept, in their original
 // order; initializers, value_info entries, quantization annotations and
 // inputs that nothing kept reads are dropped, so the classifier never runs
@@ -38,6 +42,10 @@ func CutAtFeature(m *onnxpb.ModelProto, choice *FeatureChoice) (*onnxpb.ModelPro
 	if choice == nil || choice.Tensor == "" {
 		return nil, fmt.Errorf("no feature tensor chosen")
 	}
+	m, _, err := WidenFloat16(m)
+	if err != nil {
+		return nil, err
+	}
 	ix := newGraphIndex(m)
 	t := choice.Tensor
 	if !ix.exists(t) {
@@ -49,11 +57,14 @@ func CutAtFeature(m *onnxpb.ModelProto, choice *FeatureChoice) (*onnxpb.ModelPro
 		return nil, fmt.Errorf("feature tensor %q: unknown pooling %q", t, choice.Pool)
 	}
 	src := m.Graph
-	live := ix.liveNodes([]string{t})
+	live := ix.liveNodes(choice.reads())
 	g := ShallowCopy(src)
 
 	// Kept nodes and the tensors they touch.
-	used := map[string]bool{t: true}
+	used := map[string]bool{}
+	for _, r := range choice.reads() {
+		used[r] = true
+	}
 	g.Node = make([]*onnxpb.NodeProto, 0, len(src.Node)+2)
 	for i, n := range src.Node {
 		if !live[i] {
@@ -113,6 +124,18 @@ func CutAtFeature(m *onnxpb.ModelProto, choice *FeatureChoice) (*onnxpb.ModelPro
 
 	b := EditGraph(g)
 	b.used[FeatureOutput] = true
+	if q := choice.Dequantize; q != nil {
+		in := []string{t, q.Scale}
+		if q.ZeroPoint != "" {
+			in = append(in, q.ZeroPoint)
+		}
+		if choice.Pool == PoolNone {
+			b.Node("DequantizeLinear", in, []string{FeatureOutput})
+			t = FeatureOutput
+		} else {
+			t = b.Op("DequantizeLinear", FeatureOutput+"_dq", in)
+		}
+	}
 	switch choice.Pool {
 	case PoolNone:
 		if t != FeatureOutput {

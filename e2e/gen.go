@@ -26,9 +26,13 @@
 //     export.
 //   - resource_test.go: peak RSS, open descriptors and threads for 200 vs
 //     2,000 images; 1k/10k/100k with HEADTUNE_LONG=1.
+//   - roughedges_test.go: what a new user tripped over (issue 12): the
+//     --tune-layers path, recorded splits, flag meanings, unknown names,
+//     head and ONNX Runtime errors, inspect on an export, output formats;
+//     scripts/lib.sh.
 //
-// Bugs found in other packages are listed in BUGS.md; a test that asserts
-// the fixed behaviour skips with "BUGS.md #N" until the fix lands.
+// Bugs found in other packages are listed in BUGS.md. A test that meets
+// the bug it tests fails (naming "BUGS.md #N"); it never skips.
 package e2e
 
 import (

@@ -16,6 +16,13 @@
 // graph. Geometry (decoding, resize, crop, letterbox) is never in the
 // graph: the caller resizes to the spec's Width x Height first.
 //
+// Every export goes through one consumer-neutral pass (portable.go): a
+// ReLU6 graph is written at opset 10, where Clip has attribute bounds, and
+// per-channel constants take the shape OpenCV 4.6 reads, with ONNX
+// Runtime's results and kernels unchanged. Limits names the consumers that
+// still cannot run an export (OpenCV and Options.FP16). Options.FP16 turns
+// the graph's float32 tensors into float16 with float32 input and outputs.
+//
 // Everything a consumer needs to reproduce the input exactly is stored in
 // the model's metadata_props under "headtune.*" keys (see the Key*
 // constants), which ReadMetadata parses back.

@@ -87,8 +87,19 @@ func getFixture(t testing.TB, kind string, size, tune, n, k int) *fixture {
 // newFixture builds a fixture for any single-input backbone, with the named
 // imaging preset adapted to its input.
 func newFixture(full *onnxpb.ModelProto, kind, preset string, tune, n, k int) (*fixture, error) {
+	spec, err := imaging.Preset(preset)
+	if err != nil {
+		return nil, err
+	}
+	return newFixtureSpec(full, kind, "", spec, false, tune, n, k)
+}
+
+// newFixtureSpec builds a fixture cut at featureTensor ("" picks it as
+// headtune does) with the given spec, adapted to the model's input unless
+// exact is true.
+func newFixtureSpec(full *onnxpb.ModelProto, kind, featureTensor string, spec imaging.Spec, exact bool, tune, n, k int) (*fixture, error) {
 	f := &fixture{kind: kind, full: full, n: n, k: k}
-	choice, err := backbone.FindFeatureTensor(full, "")
+	choice, err := backbone.FindFeatureTensor(full, featureTensor)
 	if err != nil {
 		return nil, err
 	}
@@ -117,11 +128,10 @@ func newFixture(full *onnxpb.ModelProto, kind, preset string, tune, n, k int) (*
 	}
 	name, layout, ch, hgt, wid := inp.Name, inp.Layout, inp.Channels, inp.Height, inp.Width
 	f.input = name
-	spec, err := imaging.Preset(preset)
-	if err != nil {
-		return nil, err
+	f.spec = spec
+	if !exact {
+		f.spec = spec.WithInput(wid, hgt, ch, layout)
 	}
-	f.spec = spec.WithInput(wid, hgt, ch, layout)
 	if err := f.spec.Validate(); err != nil {
 		return nil, err
 	}

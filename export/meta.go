@@ -59,6 +59,10 @@ const (
 	KeyOutputs = "headtune.outputs"
 	// KeyFeatureDim is D, the width of the features tensor.
 	KeyFeatureDim = "headtune.feature_dim"
+	// KeyPrecision is "float16" when the weights and activations inside
+	// the graph are half precision (export --fp16), "float32" otherwise;
+	// inputs and outputs are float32 either way. Absent means float32.
+	KeyPrecision = "headtune.precision"
 )
 
 // ErrNotExport is wrapped by ReadMetadata's error for an ONNX model that
@@ -95,6 +99,8 @@ type Meta struct {
 	WithPreprocessing bool
 	// FastJPEG repeats Spec.FastJPEG (KeyFastJPEG).
 	FastJPEG bool
+	// FP16 is true when the graph computes in half precision (KeyPrecision).
+	FP16 bool
 	// Backbone identifies the backbone and feature tensor; Preprocess is
 	// set to Spec's canonical JSON, so it compares with head files.
 	Backbone head.BackboneRef
@@ -228,6 +234,13 @@ func ReadMetadata(m *onnxpb.ModelProto) (*Meta, error) {
 		if meta.FastJPEG, err = strconv.ParseBool(v); err != nil || meta.FastJPEG != meta.Spec.FastJPEG {
 			return nil, fmt.Errorf("headtune metadata: %s %q contradicts the preprocessing spec", KeyFastJPEG, v)
 		}
+	}
+	switch v := kv[KeyPrecision]; v {
+	case "", "float32":
+	case "float16":
+		meta.FP16 = true
+	default:
+		return nil, fmt.Errorf("headtune metadata: %s %q is not float32 or float16", KeyPrecision, v)
 	}
 	if v, ok := kv[KeyMetrics]; ok && v != "" {
 		var raw map[string]*float64

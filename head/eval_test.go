@@ -159,9 +159,14 @@ func TestTemperatureScalingLowersNLL(t *testing.T) {
 		for i, v := range logits {
 			z[i] = float32(float64(v) * scale)
 		}
-		T, err := FitTemperature(z, labels, 5)
+		T, err := FitTemperatureNLL(z, labels, 5)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// FitTemperature (confidence matching) must go the same way and
+		// help as much, within a little, on 900 rows
+		if Tm, _ := FitTemperature(z, labels, 5); math.Abs(math.Log(Tm/T)) > 0.15 {
+			t.Errorf("scale %g: temperature %.3f by confidence matching, %.3f by log loss", scale, Tm, T)
 		}
 		n1, _ := nllAcc(z, labels, 5, 1)
 		nT, _ := nllAcc(z, labels, 5, 1/T)

@@ -306,8 +306,8 @@ func (c *lbfgsConverger) Converged(loc *optimize.Location) optimize.Status {
 	}
 	secs := since(t.start)
 	c.rep.History = append(c.rep.History, EpochStats{Epoch: it, TrainLoss: loc.F, ValLoss: vl, ValAcc: va, Seconds: secs})
-	t.logf("lbfgs iter %4d  loss %.6f  |grad|max %.3g  val loss %.4f  val acc %.4f  %.1fs\n",
-		it, loc.F, maxAbs(loc.Gradient), vl, va, secs)
+	t.logf("lbfgs iter %4d  loss %.6f  |grad|max %.3g%s  %.1fs\n",
+		it, loc.F, maxAbs(loc.Gradient), valText(vl, va), secs)
 	if t.cfg.Patience > 0 && !math.IsNaN(vl) {
 		if vl < c.bestLoss {
 			c.bestLoss, c.bad = vl, 0

@@ -75,7 +75,7 @@ func (t *trainer) minibatch(ctx context.Context, rng *rand.Rand) (*Report, error
 		secs := since(t.start)
 		rep.History = append(rep.History, EpochStats{Epoch: epoch, LR: lr, TrainLoss: trainLoss, ValLoss: vl, ValAcc: va, Seconds: secs})
 		rep.TrainLoss = trainLoss
-		t.logf("epoch %3d  lr %.2e  train loss %.4f  val loss %.4f  val acc %.4f  %.1fs\n", epoch, lr, trainLoss, vl, va, secs)
+		t.logf("epoch %3d  lr %.2e  train loss %.4f%s  %.1fs\n", epoch, lr, trainLoss, valText(vl, va), secs)
 		if math.IsNaN(trainLoss) || math.IsInf(trainLoss, 0) {
 			rep.Stopped = "diverged"
 			break

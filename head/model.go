@@ -66,11 +66,15 @@ type SplitInfo struct {
 	// a view that changed since training no longer matches the rows.
 	View        string `json:"view"`
 	Fingerprint string `json:"fingerprint"`
-	Rows        int    `json:"rows"` // rows of the view
+	Dataset     string `json:"dataset,omitempty"` // the dataset's root, for reports
+	Rows        int    `json:"rows"`              // rows of the view
 	// ValIndex and TestIndex are the view rows (0-based, ascending) of the
 	// validation and test sets; every other row was training data.
 	ValIndex  []int `json:"val_index"`
 	TestIndex []int `json:"test_index"`
+	// Skipped says, one sentence each, why a requested validation or test
+	// split was not made (too few images per class); see PlanSplit.
+	Skipped []string `json:"skipped,omitempty"`
 }
 
 // Model is a trained head.
@@ -98,6 +102,15 @@ type Model struct {
 	Backbone    BackboneRef        `json:"backbone"`
 	Train       TrainInfo          `json:"train"`
 	Metrics     map[string]float64 `json:"metrics,omitempty"`
+	// Calibration says what Temperature was fitted on (nil in heads
+	// written before it was recorded).
+	Calibration *Calibration `json:"calibration,omitempty"`
+	// Conformal holds held-out scores for prediction sets with a coverage
+	// guarantee; nil when the head had no held-out predictions.
+	Conformal *Conformal `json:"conformal,omitempty"`
+	// Domain says how far from the training data inputs may lie before
+	// PredictGuarded treats them as outside it; nil without standardisation.
+	Domain *Domain `json:"domain,omitempty"`
 }
 
 // Dim is the length of the feature vectors the model takes.
@@ -165,6 +178,11 @@ func (m *Model) Validate() error {
 	}
 	if !(m.Temperature > 0) || math.IsInf(m.Temperature, 0) {
 		return fmt.Errorf("temperature %g, want > 0", m.Temperature)
+	}
+	if m.Conformal != nil {
+		if err := m.Conformal.Validate(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -41,7 +41,7 @@ func TestAgreesWithScikitLearn(t *testing.T) {
 		minAgreement float64
 	}{
 		{"easy", 1500, 500, 20, 4, 0.6, 0.99},
-		{"hard", 2000, 1000, 50, 6, 0.15, 0.97},
+		{"hard", 2000, 1000, 50, 6, 0.15, 0.99},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			all := mixture(tc.n+tc.m, tc.d, tc.k, tc.sep, 77)
@@ -91,7 +91,12 @@ func TestAgreesWithScikitLearn(t *testing.T) {
 			ag := float64(agree) / float64(tc.m)
 			acc, skAcc := float64(ours)/float64(tc.m), float64(theirs)/float64(tc.m)
 			t.Logf("accuracy %.4f (scikit-learn %.4f), prediction agreement %.4f", acc, skAcc, ag)
-			if ag < tc.minAgreement || math.Abs(acc-skAcc) > 0.005 {
+			// The objective and the gradient stopping rule are
+			// scikit-learn's; the line search is not (gonum's backtracking,
+			// scipy's L-BFGS-B), so weights differ slightly and a prediction
+			// near a boundary may flip. Measured: agreement 1.0 and equal
+			// accuracy in both cases; README states these bounds.
+			if ag < tc.minAgreement || math.Abs(acc-skAcc) > 0.002 {
 				t.Errorf("accuracy %.4f vs scikit-learn %.4f, agreement %.4f (want >= %.2f)", acc, skAcc, ag, tc.minAgreement)
 			}
 		})

@@ -345,14 +345,20 @@ func Train(ctx context.Context, train, val Data, cfg Config, log io.Writer) (*Mo
 		m.Metrics["val_ece"] = eceOf(logits, labels, k, 1)
 		m.Metrics["val_ece_calibrated"] = eceOf(logits, labels, k, 1/m.Temperature)
 		rep.ValLoss, rep.ValAcc = nll1, acc
+	} else {
+		// no validation rows: no figure, not a 0 that reads as a result
+		rep.ValLoss, rep.ValAcc = math.NaN(), math.NaN()
 	}
 	rep.Seconds = time.Since(start).Seconds()
 	m.Train = TrainInfo{Config: cfg, Seed: cfg.Seed, Threads: threads, TrainRows: train.Rows(), ValRows: val.Rows(),
 		Epochs: rep.Epochs, Iterations: rep.Iters, BestEpoch: rep.BestEpoch, Stopped: rep.Stopped, Seconds: rep.Seconds}
 	m.Train.Config.Threads = cfg.Threads
-	if log != nil {
-		fmt.Fprintf(log, "done: %s (%s) in %.2fs; val acc %.4f, val nll %.4f, temperature %.3f\n",
-			StopText(rep.Stopped), rep.progressText(), rep.Seconds, rep.ValAcc, rep.ValLoss, m.Temperature)
+	if log != nil && val.Rows() > 0 {
+		fmt.Fprintf(log, "done: %s (%s) in %.2fs; val acc %.4f, val nll %.4f\n",
+			StopText(rep.Stopped), rep.progressText(), rep.Seconds, rep.ValAcc, rep.ValLoss)
+	} else if log != nil {
+		// no validation rows: no validation figure to print (not NaN, not 0)
+		fmt.Fprintf(log, "done: %s (%s) in %.2fs; no validation split\n", StopText(rep.Stopped), rep.progressText(), rep.Seconds)
 	}
 	return m, rep, nil
 }

@@ -9,6 +9,7 @@
 //	Export   a head -> one combined ONNX model
 //	Inspect  an ONNX model's inputs, outputs and feature tensor
 //	CacheList, CacheCheck, CacheExportNPY  the feature cache
+//	ModelsList, ModelsPull, ModelsAdd, ModelsRemove, ModelsVerify  backbones
 //
 // Every options struct embeds Env (where the cache and the installed
 // models live, how ONNX Runtime runs). Zero values mean the documented

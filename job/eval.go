@@ -40,6 +40,10 @@ type EvalOptions struct {
 	// Original, with Dataset, evaluates this installed model's own
 	// classifier instead of a head (for comparison on the same images).
 	Original string
+	// Coverage lists the coverages at which to measure the head's
+	// prediction sets (empirical coverage, mean set size); nil: 0.9 when
+	// the head has conformal scores.
+	Coverage []float64
 }
 
 // Miss is one misclassified image.
@@ -69,6 +73,11 @@ type EvalResult struct {
 	Original bool   `json:"original,omitempty"`
 	// Note explains a fallback (a head without a recorded split).
 	Note string `json:"note,omitempty"`
+	// Sets measures the head's prediction sets at each requested coverage.
+	Sets []head.SetStats `json:"sets,omitempty"`
+	// SetsNote warns when the evaluated rows are the ones the conformal
+	// scores came from (the coverage is then not a held-out figure).
+	SetsNote string `json:"sets_note,omitempty"`
 }
 
 // Eval evaluates a head on a split of its training data (the rows it
@@ -133,6 +142,9 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	if res.Dataset == "" {
 		res.Dataset = f.Run.Dataset
 	}
+	if res.Dataset == "" && m.Train.Split != nil && m.Train.Split.View == view {
+		res.Dataset = m.Train.Split.Dataset
+	}
 	if err := m.CheckBackbone(head.BackboneRef{ID: f.Run.Model, ModelHash: f.Ident.ModelHash, FeatureTensor: f.Ident.FeatureTensor, Preprocess: f.Ident.Preprocess, TuneCut: m.Backbone.TuneCut}); err != nil {
 		return nil, fmt.Errorf("%s: %w", headPath, err)
 	}
@@ -149,6 +161,9 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 		return nil, err
 	}
 	if res.Eval, err = head.Evaluate(m, head.Data{X: f.X, N: f.N, D: f.D, Y: labels, Idx: rows}); err != nil {
+		return nil, err
+	}
+	if err := evalSets(m, head.Data{X: f.X, N: f.N, D: f.D, Y: labels, Idx: rows}, opt, res); err != nil {
 		return nil, err
 	}
 	for _, e := range res.Eval.Errors {
@@ -250,6 +265,44 @@ func writeConfusion(path string, res *EvalResult) error {
 	return head.ConfusionPNG(path, res.Eval, res.Classes)
 }
 
+// evalSets measures prediction sets on the evaluated rows d.
+func evalSets(m *head.Model, d head.Data, opt EvalOptions, res *EvalResult) error {
+	covs := opt.Coverage
+	if m.Conformal == nil {
+		if len(covs) > 0 {
+			return fmt.Errorf("--coverage: the head has no conformal scores (trained before headtune recorded them, or without held-out images); train it again")
+		}
+		return nil
+	}
+	if covs == nil {
+		covs = []float64{0.9}
+	}
+	k := m.NumClasses()
+	n := d.Rows()
+	probs := make([]float32, n*k)
+	labels := make([]int32, n)
+	var s head.Scratch
+	for i := 0; i < n; i++ {
+		if err := m.Predict(d.Row(i), probs[i*k:(i+1)*k], &s); err != nil {
+			return err
+		}
+		labels[i] = d.Label(i)
+	}
+	for _, c := range covs {
+		st, err := m.Conformal.Evaluate(probs, labels, k, c)
+		if err != nil {
+			return fmt.Errorf("--coverage %g: %w", c, err)
+		}
+		res.Sets = append(res.Sets, st)
+	}
+	switch {
+	case m.Conformal.Source == head.CalibValidation && res.Split == "val",
+		m.Conformal.Source == head.CalibCV && (res.Split == "train" || res.Split == "all"):
+		res.SetsNote = fmt.Sprintf("the prediction sets were calibrated on these %s rows: their coverage here is not a held-out figure", res.Split)
+	}
+	return nil
+}
+
 // WriteText writes the report for people: what was evaluated, the metrics
 // and confusion matrix, and the misclassified images.
 func (r *EvalResult) WriteText(w io.Writer) error {
@@ -263,6 +316,19 @@ func (r *EvalResult) WriteText(w io.Writer) error {
 	}
 	if err := r.Eval.WriteText(w); err != nil {
 		return err
+	}
+	if len(r.Sets) > 0 {
+		fmt.Fprintln(w, "\nprediction sets (predict --coverage):")
+		for _, s := range r.Sets {
+			all := ""
+			if s.AllRows {
+				all = " (too few held-out scores: every class in every set)"
+			}
+			fmt.Fprintf(w, "  coverage %.2f: empirical %.4f, mean set size %.2f, one class %.1f%%, empty %.1f%%%s\n", s.Coverage, s.Empirical, s.MeanSize, 100*s.Singleton, 100*s.Empty, all)
+		}
+		if r.SetsNote != "" {
+			fmt.Fprintf(w, "  note: %s\n", r.SetsNote)
+		}
 	}
 	if len(r.Misses) > 0 {
 		fmt.Fprintln(w, "\nmisclassified (most confident first):")

@@ -12,6 +12,7 @@ import (
 	"github.com/headtune/headtune/e2e"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/job"
+	"github.com/headtune/headtune/models"
 	"github.com/headtune/headtune/predictions"
 )
 
@@ -237,4 +238,37 @@ func ExampleCacheExportNPY() {
 	fmt.Printf("%d/%d/%d rows, %d-d, classes %v\n", res.Train, res.Val, res.Test, res.Dim, res.Classes)
 	// Output:
 	// 24/3/3 rows, 8-d, classes [blue green red]
+}
+
+func ExampleModelsAdd() {
+	w := newWorkspace()
+	defer w.close()
+	ctx := context.Background()
+
+	// Register a local ONNX file under a name; extract can then use it by
+	// name (Backbone.Model: "colours-net").
+	inst, err := job.ModelsAdd(ctx, job.AddOptions{Env: w.env, File: w.backbone, Name: "colours-net", AddOptions: models.AddOptions{Preset: "imagenet"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("added %s: %d-d features\n", inst.Meta.Name, inst.Meta.FeatureDim)
+
+	list, err := job.ModelsList(ctx, job.ModelsListOptions{Env: w.env})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, l := range list.Models {
+		if l.Installed != nil {
+			fmt.Println("installed:", l.Name)
+		}
+	}
+	checks, err := job.ModelsVerify(ctx, job.ModelsVerifyOptions{Env: w.env})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("verified %d\n", len(checks))
+	// Output:
+	// added colours-net: 8-d features
+	// installed: colours-net
+	// verified 1
 }

@@ -22,6 +22,9 @@ type ExportOptions struct {
 	// WithFeatures adds the feature vector as a second output
 	// (export.OutputFeatures, [N, D]).
 	WithFeatures bool
+	// FP16 writes the weights and activations inside the graph in half
+	// precision, input and outputs float32 (export.Options.FP16).
+	FP16 bool
 	// Version is recorded as the exporting headtune's version.
 	Version string
 }
@@ -34,6 +37,10 @@ type ExportResult struct {
 	WithPreprocessing bool         `json:"with_preprocessing"`
 	WithFeatures      bool         `json:"with_features"`
 	Spec              imaging.Spec `json:"spec"` // the input the model takes (before WithPreprocessing's normalisation)
+	FP16              bool         `json:"fp16"`
+	// Limits has one line for each consumer that cannot run the model
+	// (export.Limits), e.g. OpenCV 4.6 and an --fp16 export.
+	Limits []string `json:"limits,omitempty"`
 }
 
 // Export writes one ONNX model: the head's backbone cut at its features,
@@ -58,6 +65,7 @@ func Export(ctx context.Context, opt ExportOptions) (*ExportResult, error) {
 	out, err := export.Build(bb.Cut, bb.Spec, m, export.Options{
 		WithFeatures:      opt.WithFeatures,
 		WithPreprocessing: opt.WithPreprocessing,
+		FP16:              opt.FP16,
 		Version:           opt.Version,
 	})
 	if err != nil {
@@ -75,5 +83,5 @@ func Export(ctx context.Context, opt ExportOptions) (*ExportResult, error) {
 		return nil, fmt.Errorf("export: %w", err)
 	}
 	return &ExportResult{Path: absPath(path), Bytes: st.Size(), Classes: m.Classes, WithPreprocessing: opt.WithPreprocessing,
-		WithFeatures: opt.WithFeatures, Spec: bb.Spec}, nil
+		WithFeatures: opt.WithFeatures, Spec: bb.Spec, FP16: opt.FP16, Limits: export.Limits(out)}, nil
 }

@@ -27,10 +27,12 @@ type InspectResult struct {
 }
 
 // Inspect reads a model and reports its inputs, outputs, opsets, size and
-// the feature tensor headtune would use. For a headtune export the feature
-// tensor is the backbone's feature vector the head reads, not a guess.
+// the feature tensor headtune would use: for an installed model the one it
+// was registered with (what extract uses), for a headtune export the
+// backbone's feature vector the head reads, else the detected one.
 func Inspect(ctx context.Context, opt InspectOptions) (*InspectResult, error) {
 	path := opt.Model
+	registered := ""
 	if !pipeline.IsModelFile(path) {
 		store, err := opt.Store()
 		if err != nil {
@@ -41,6 +43,7 @@ func Inspect(ctx context.Context, opt InspectOptions) (*InspectResult, error) {
 			return nil, unknownModel(path, err)
 		}
 		path = inst.ModelPath()
+		registered = inst.Meta.FeatureTensor
 	}
 	m, err := backbone.ReadModelFile(path)
 	if err != nil {
@@ -49,6 +52,16 @@ func Inspect(ctx context.Context, opt InspectOptions) (*InspectResult, error) {
 	info, err := backbone.Inspect(m)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if registered != "" {
+		// An installed model is cut where it was registered, as extract
+		// cuts it.
+		info.Feature, info.FeatureError = nil, ""
+		if fc, err := backbone.FindFeatureTensor(m, registered); err != nil {
+			info.FeatureError = err.Error()
+		} else {
+			info.Feature = fc
+		}
 	}
 	res := &InspectResult{Path: path, Info: info}
 	if meta, err := export.ReadMetadata(m); err == nil {

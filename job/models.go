@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -80,9 +81,14 @@ func listingRow(l models.Listing) string {
 	return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", l.Name, task, input, feat, size, lic, src, inst)
 }
 
+// ModelsListOptions configure ModelsList.
+type ModelsListOptions struct {
+	Env
+}
+
 // ModelsList lists the catalog and the installed models.
-func ModelsList(ctx context.Context, e Env) (*ModelsListResult, error) {
-	store, err := e.Store()
+func ModelsList(ctx context.Context, opt ModelsListOptions) (*ModelsListResult, error) {
+	store, err := opt.Store()
 	if err != nil {
 		return nil, err
 	}
@@ -129,6 +135,10 @@ type AddOptions struct {
 	// File is the .onnx file to register; Name the name to use it by
 	// (default: the file's base name).
 	File, Name string
+	// ClassesFile names a text file of the model's class names, one a
+	// line in output order (blank lines ignored); it fills
+	// AddOptions.Classes.
+	ClassesFile string
 	models.AddOptions
 }
 
@@ -137,6 +147,13 @@ func ModelsAdd(ctx context.Context, opt AddOptions) (*models.Installed, error) {
 	name := opt.Name
 	if name == "" {
 		name = strings.TrimSuffix(filepath.Base(opt.File), filepath.Ext(opt.File))
+	}
+	if opt.ClassesFile != "" {
+		classes, err := readClassNames(opt.ClassesFile)
+		if err != nil {
+			return nil, err
+		}
+		opt.Classes = classes
 	}
 	store, err := opt.Store()
 	if err != nil {
@@ -149,13 +166,19 @@ func ModelsAdd(ctx context.Context, opt AddOptions) (*models.Installed, error) {
 	return &inst, nil
 }
 
+// ModelsRemoveOptions configure ModelsRemove.
+type ModelsRemoveOptions struct {
+	Env
+	Names []string // installed models to delete
+}
+
 // ModelsRemove deletes installed models.
-func ModelsRemove(ctx context.Context, e Env, names []string) error {
-	store, err := e.Store()
+func ModelsRemove(ctx context.Context, opt ModelsRemoveOptions) error {
+	store, err := opt.Store()
 	if err != nil {
 		return err
 	}
-	for _, n := range names {
+	for _, n := range opt.Names {
 		if err := store.Remove(ctx, n); err != nil {
 			return err
 		}
@@ -174,10 +197,16 @@ type ModelCheck struct {
 // ErrVerifyFailed is wrapped by ModelsVerify's error when a model failed.
 var ErrVerifyFailed = errors.New("model verification failed")
 
-// ModelsVerify re-hashes installed models (all when names is empty)
-// against their recorded SHA-256.
-func ModelsVerify(ctx context.Context, e Env, names []string) ([]ModelCheck, error) {
-	store, err := e.Store()
+// ModelsVerifyOptions configure ModelsVerify.
+type ModelsVerifyOptions struct {
+	Env
+	Names []string // installed models to check; empty: all
+}
+
+// ModelsVerify re-hashes installed models against their recorded SHA-256.
+func ModelsVerify(ctx context.Context, opt ModelsVerifyOptions) ([]ModelCheck, error) {
+	names := opt.Names
+	store, err := opt.Store()
 	if err != nil {
 		return nil, err
 	}
@@ -207,4 +236,30 @@ func ModelsVerify(ctx context.Context, e Env, names []string) ([]ModelCheck, err
 		return out, fmt.Errorf("%d of %d models: %w", bad, len(names), ErrVerifyFailed)
 	}
 	return out, nil
+}
+
+// readClassNames reads one class name a line; surrounding spaces and blank
+// lines are dropped, and a name given twice is refused.
+func readClassNames(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("class names: %w", err)
+	}
+	var names []string
+	seen := map[string]int{}
+	for i, line := range strings.Split(string(data), "\n") {
+		name := strings.TrimSpace(line)
+		if name == "" {
+			continue
+		}
+		if j, dup := seen[name]; dup {
+			return nil, fmt.Errorf("%s:%d: class %q is also on line %d", path, i+1, name, j)
+		}
+		seen[name] = i + 1
+		names = append(names, name)
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("%s: no class names (one a line)", path)
+	}
+	return names, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/export"
+	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/pipeline"
 	"github.com/headtune/headtune/predictions"
 )
@@ -30,6 +31,10 @@ type PredictOptions struct {
 	Threshold float64
 	// Embeddings adds each image's feature vector to its row.
 	Embeddings bool
+	// Coverage, in (0, 1), adds to each row the prediction set that holds
+	// the true class with this probability (split- or cross-conformal, from
+	// the scores the head recorded at training). Heads only.
+	Coverage float64
 	// BatchSize and Workers are as in ExtractOptions.
 	BatchSize, Workers int
 	// Out receives one row per image, in input order, unless OutFile is
@@ -73,6 +78,7 @@ type predictor struct {
 	classes    []string
 	featureOut int
 	close      func()
+	model      *head.Model // set for a head: rows are scored from features with its domain guard
 }
 
 // Predict classifies images with a head (behind the backbone and
@@ -91,14 +97,10 @@ func Predict(ctx context.Context, opt PredictOptions) (*PredictResult, error) {
 	if len(opt.Inputs) == 0 {
 		return nil, errors.New("predict needs at least one image or folder")
 	}
-	paths, err := pipeline.ExpandInputs(opt.Inputs)
-	if err != nil {
-		return nil, err
-	}
-	if len(paths) == 0 {
-		return nil, fmt.Errorf("no images found in %s", strings.Join(opt.Inputs, ", "))
-	}
+	// The model first: a wrong --head or --export is the mistake to
+	// report, whatever the inputs.
 	var p *predictor
+	var err error
 	if opt.Export != "" {
 		p, err = opt.exportedPredictor(opt.Export, opt.Embeddings)
 	} else {
@@ -108,12 +110,27 @@ func Predict(ctx context.Context, opt PredictOptions) (*PredictResult, error) {
 		return nil, err
 	}
 	defer p.close()
+	paths, err := pipeline.ExpandInputs(opt.Inputs)
+	if err != nil {
+		return nil, err
+	}
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("no images found in %s", strings.Join(opt.Inputs, ", "))
+	}
 	p.runner.BatchSize = opt.BatchSize
 	p.runner.Workers = opt.Workers
 
+	var guard *headGuard
+	if p.model != nil {
+		if guard, err = newHeadGuard(p.model, opt); err != nil {
+			return nil, err
+		}
+	} else if opt.Coverage != 0 {
+		return nil, fmt.Errorf("--coverage needs a head (--head): an export does not carry the conformal scores of its head")
+	}
 	if opt.OutFile != "" {
 		f, err := predictions.Create(opt.OutFile, predictions.CreateOptions{
-			Options: predictions.Options{Embeddings: opt.Embeddings}, Format: opt.OutFormat, Resume: opt.Resume,
+			Options: predictions.Options{Embeddings: opt.Embeddings, Sets: guard != nil}, Format: opt.OutFormat, Resume: opt.Resume,
 		})
 		if err != nil {
 			return nil, err
@@ -142,7 +159,8 @@ func Predict(ctx context.Context, opt PredictOptions) (*PredictResult, error) {
 	}
 	threshold := float32(opt.Threshold)
 	err = pipeline.Predict(ctx, p.runner, paths, p.score, pipeline.PredictOptions{
-		Classes: len(p.classes), TopK: opt.TopK, Embeddings: opt.Embeddings, FeatureOut: p.featureOut,
+		// a head's rows are rescored from their features (domain guard, sets)
+		Classes: len(p.classes), TopK: opt.TopK, Embeddings: opt.Embeddings || guard != nil, FeatureOut: p.featureOut,
 	}, func(pr pipeline.Prediction) error {
 		res.Images++
 		if pr.Err != nil {
@@ -151,7 +169,11 @@ func Predict(ctx context.Context, opt PredictOptions) (*PredictResult, error) {
 				opt.OnError(pr.Path, pr.Err)
 			}
 		}
-		if err := opt.Out.Write(RowOf(pr, p.classes, threshold)); err != nil {
+		row := RowOf(pr, p.classes, threshold)
+		if guard != nil && pr.Err == nil {
+			row = guard.row(pr, threshold)
+		}
+		if err := opt.Out.Write(row); err != nil {
 			return err
 		}
 		if opt.Progress != nil {
@@ -213,6 +235,7 @@ func (e Env) headPredictor(path string) (*predictor, error) {
 			return m.PredictBatch(outs[0], n, probs)
 		},
 		close: func() { bb.Close() },
+		model: m,
 	}, nil
 }
 

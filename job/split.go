@@ -28,35 +28,40 @@ var DefaultSplit = SplitOptions{Val: 0.1, Test: 0.1, Seed: 1}
 // Split divides the loaded features into train, validation and test rows:
 // the dataset's own split folders when it has them (validation rows drawn
 // from train, stratified, when there is no val folder), else a stratified
-// draw with the given fractions. The result records how, for the head.
+// draw with the given fractions. A held-out split that would leave a class
+// without a row in it, or with fewer than 2 training rows, is not made;
+// SplitInfo.Skipped says why (head.PlanSplit). The result records how, for
+// the head.
 func Split(f *pipeline.Features, opt SplitOptions) (*head.SplitInfo, error) {
-	info := &head.SplitInfo{Seed: opt.Seed, Val: opt.Val, Test: opt.Test, View: f.Run.View, Fingerprint: Fingerprint(f), Rows: f.N}
+	info := &head.SplitInfo{Seed: opt.Seed, Val: opt.Val, Test: opt.Test, View: f.Run.View, Fingerprint: Fingerprint(f), Rows: f.N, Dataset: f.Run.Dataset}
 	bySplit := f.SplitRows()
 	var val, test []int
 	if len(bySplit["train"]) == 0 && len(bySplit["val"]) == 0 && len(bySplit["test"]) == 0 {
 		info.Source = "stratified"
-		_, va, te, err := head.StratifiedSplit(f.Labels, opt.Val, opt.Test, opt.Seed)
+		plan, err := head.PlanSplit(f.Labels, f.Classes, head.SplitOptions{ValFrac: opt.Val, TestFrac: opt.Test, Seed: opt.Seed})
 		if err != nil {
 			return nil, err
 		}
-		val, test = va, te
+		val, test = plan.Val, plan.Test
+		info.Skipped = skipped(plan)
 	} else {
 		info.Source = "folders"
 		test = bySplit["test"]
 		val = bySplit["val"]
 		pool := append(append([]int(nil), bySplit["train"]...), bySplit[""]...)
-		if len(val) == 0 && opt.Val > 0 {
+		if len(val) == 0 && opt.Val > 0 && len(pool) > 0 {
 			labels := make([]int32, len(pool))
 			for i, r := range pool {
 				labels[i] = f.Labels[r]
 			}
-			_, va, _, err := head.StratifiedSplit(labels, opt.Val, 0, opt.Seed)
+			plan, err := head.PlanSplit(labels, f.Classes, head.SplitOptions{ValFrac: opt.Val, Seed: opt.Seed})
 			if err != nil {
 				return nil, err
 			}
-			for _, i := range va {
+			for _, i := range plan.Val {
 				val = append(val, pool[i])
 			}
+			info.Skipped = skipped(plan)
 		}
 	}
 	info.ValIndex = sortedCopy(val)
@@ -112,4 +117,15 @@ func sortedCopy(v []int) []int {
 	out := append([]int{}, v...)
 	sort.Ints(out)
 	return out
+}
+
+// skipped lists the reasons a split plan gives for the splits it did not make.
+func skipped(p head.SplitPlan) []string {
+	var s []string
+	for _, why := range []string{p.TestSkipped, p.ValSkipped} {
+		if why != "" {
+			s = append(s, why)
+		}
+	}
+	return s
 }

@@ -33,6 +33,14 @@ type TrainOptions struct {
 	// Split divides data without split folders. The division is recorded
 	// in the head, so Eval finds the same test rows.
 	Split SplitOptions
+	// CV > 0 runs stratified CV-fold cross-validation on the training rows
+	// (seeded with Split.Seed), reports it, and calibrates the head and its
+	// prediction sets on the out-of-fold predictions; no validation split is
+	// drawn then (a dataset's own val/ folder still drives early stopping).
+	// 0 cross-validates only when the validation split is too small to
+	// calibrate on (head.DefaultMinCalibRows). The final head is trained
+	// on all training rows either way.
+	CV int
 	// Log receives the trainer's progress lines (nil: none).
 	Log io.Writer
 }
@@ -47,12 +55,19 @@ type TrainResult struct {
 	// Val and Test evaluate the head on the validation and test rows (nil
 	// when that set is empty).
 	Val, Test *head.Eval
+	// CV is the cross-validation run (nil when none ran).
+	CV *head.CVResult
+	// Notes explain, one sentence each, what was done differently from what
+	// was asked and why: splits not made, cross-validation instead of a
+	// validation split, a calibration that could not be fitted.
+	Notes []string
 }
 
 // Train trains a head on cached features: it loads the view, divides it
 // (Split), fine-tunes the backbone's own dense layers when the extraction
-// cut before them, trains, fits the temperature on the validation rows,
-// evaluates validation and test rows into Model.Metrics, and saves the head
+// cut before them, trains, calibrates (head.Fit: on the validation rows, or on out-of-fold
+// predictions when they are too few or CV asks for it), evaluates
+// validation and test rows into Model.Metrics, and saves the head
 // atomically (an existing file is replaced only by a complete head).
 func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 	root, err := opt.CacheRoot()
@@ -70,6 +85,9 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 	}
 	if err := head.CheckClasses(opt.Classes, f.Classes); err != nil {
 		return nil, err
+	}
+	if opt.CV > 0 {
+		opt.Split.Val = 0
 	}
 	split, err := Split(f, opt.Split)
 	if err != nil {
@@ -111,13 +129,18 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 
 	all := head.Data{X: f.X, N: f.N, D: f.D, Y: f.Labels}
 	trainSet, valSet := all.Subset(trainRows), all.Subset(valRows)
-	m, rep, err := head.Train(ctx, trainSet, valSet, cfg, opt.Log)
+	fit, err := head.Fit(ctx, trainSet, valSet, cfg, head.FitOptions{CVFolds: opt.CV, CVSeed: opt.Split.Seed, Log: opt.Log})
 	if err != nil {
 		return nil, err
 	}
+	m, rep := fit.Model, fit.Report
 	m.Backbone = ref
 	m.Train.Split = split
-	res := &TrainResult{Model: m, Report: rep, TrainRows: len(trainRows), ValRows: len(valRows), TestRows: len(testRows)}
+	res := &TrainResult{Model: m, Report: rep, TrainRows: len(trainRows), ValRows: len(valRows), TestRows: len(testRows), CV: fit.CV}
+	res.Notes = append(append(res.Notes, split.Skipped...), fit.Notes...)
+	if len(testRows) == 0 && len(split.Skipped) == 0 && opt.Split.Test == 0 && split.Source == "stratified" {
+		res.Notes = append(res.Notes, "no test split asked for: no test figures")
+	}
 	if m.Metrics == nil {
 		m.Metrics = map[string]float64{}
 	}
@@ -132,6 +155,10 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 			return nil, err
 		}
 		setMetrics(m.Metrics, "test", res.Test)
+	}
+	if cv := fit.CV; cv != nil {
+		m.Metrics["cv_accuracy_mean"], m.Metrics["cv_accuracy_std"] = cv.Accuracy.Mean, cv.Accuracy.Std
+		m.Metrics["cv_macro_f1_mean"], m.Metrics["cv_macro_f1_std"] = cv.MacroF1.Mean, cv.MacroF1.Std
 	}
 	path := opt.Head
 	if path == "" {
@@ -197,6 +224,13 @@ type TrainSummary struct {
 	Temperature float64            `json:"temperature"`
 	Split       SplitSummary       `json:"split"`
 	Test        map[string]float64 `json:"test,omitempty"` // accuracy, macro_f1, ece
+	// Calibration says what the temperature was fitted on.
+	Calibration *head.Calibration `json:"calibration,omitempty"`
+	// ConformalRows is the number of held-out scores behind prediction
+	// sets (0: the head has none).
+	ConformalRows int            `json:"conformal_rows"`
+	CV            *head.CVResult `json:"cross_validation,omitempty"`
+	Notes         []string       `json:"notes,omitempty"`
 }
 
 // SplitSummary is how the split was made, without its rows.
@@ -219,6 +253,10 @@ func (r *TrainResult) Summary() TrainSummary {
 	}
 	if ev := r.Test; ev != nil {
 		s.Test = map[string]float64{"accuracy": ev.Accuracy, "macro_f1": ev.MacroF1, "ece": ev.ECE}
+	}
+	s.Calibration, s.CV, s.Notes = m.Calibration, r.CV, r.Notes
+	if m.Conformal != nil {
+		s.ConformalRows = len(m.Conformal.Scores)
 	}
 	return s
 }

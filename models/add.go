@@ -31,7 +31,11 @@ type AddOptions struct {
 	Task        Task
 	License     string
 	Description string
-	Classes     []string
+	// Classes are the names of the model's own classes, in its output
+	// order (what `eval --original` reports). Empty: read from the model's
+	// metadata_props when it carries them (ClassesFromMetadata). Their
+	// count must match the classifier's width when that is known.
+	Classes []string
 	// Replace allows overwriting an installed model of the same name.
 	Replace bool
 }
@@ -83,18 +87,116 @@ func (s *Store) Add(ctx context.Context, name, onnxPath string, opts AddOptions)
 	if err != nil {
 		abs = onnxPath
 	}
+	classes := append([]string(nil), opts.Classes...)
+	if len(classes) == 0 {
+		classes = ClassesFromMetadata(m)
+	}
+	if want := classifierWidth(m, fc); len(classes) > 0 && want > 0 && int64(len(classes)) != want {
+		return Installed{}, fmt.Errorf("add %s: %d class names given but the model's classifier has %d classes", onnxPath, len(classes), want)
+	}
+	// The tensor is recorded even when detected, so that inspect, extract
+	// and a later headtune (whose detection may improve) cut where this one
+	// did; naming the detected tensor gives the detected cut.
 	meta := Meta{
 		Name: name, Task: task, Source: SourceFile, Provenance: abs,
 		License: opts.License, Description: opts.Description,
 		Preset: preset, Preprocess: raw,
-		InputName: in.Name, FeatureTensor: opts.FeatureTensor,
+		InputName: in.Name, FeatureTensor: fc.Tensor,
 		StaticBatch: in.Batch == 1,
-		Classes:     append([]string(nil), opts.Classes...),
+		Classes:     classes,
 	}
 	if fc.Dim > 0 {
 		meta.FeatureDim = int(fc.Dim)
 	}
 	return s.installFile(ctx, onnxPath, false, "", meta)
+}
+
+// classifierWidth is the number of classes of m's own classifier: the
+// detected classifier's width, else the width of a [N, K>1] output other
+// than the features; 0 when unknown.
+func classifierWidth(m *onnxpb.ModelProto, fc *backbone.FeatureChoice) int64 {
+	if fc.Rule == backbone.RuleOverride {
+		if auto, err := backbone.FindFeatureTensor(m, ""); err == nil {
+			fc = auto
+		}
+	}
+	if fc.Classes > 0 {
+		return fc.Classes
+	}
+	for _, o := range m.GetGraph().GetOutput() {
+		d := o.GetType().GetTensorType().GetShape().GetDim()
+		if o.GetName() != fc.Tensor && len(d) == 2 && d[1].GetDimValue() > 1 {
+			return d[1].GetDimValue()
+		}
+	}
+	return 0
+}
+
+// ClassesFromMetadata reads class names from an ONNX model's
+// metadata_props: headtune.classes, classes, labels or class_names as a
+// JSON list of strings or one name per line (or comma-separated), or
+// Ultralytics' names ({0: 'cat', 1: 'dog'}). nil when none is present or
+// readable.
+func ClassesFromMetadata(m *onnxpb.ModelProto) []string {
+	props := map[string]string{}
+	for _, p := range m.GetMetadataProps() {
+		props[p.GetKey()] = p.GetValue()
+	}
+	for _, key := range []string{"headtune.classes", "classes", "labels", "class_names"} {
+		v := strings.TrimSpace(props[key])
+		if v == "" {
+			continue
+		}
+		var list []string
+		if json.Unmarshal([]byte(v), &list) == nil && len(list) > 0 {
+			return list
+		}
+		sep := "\n"
+		if !strings.Contains(v, sep) {
+			sep = ","
+		}
+		for _, s := range strings.Split(v, sep) {
+			if s = strings.TrimSpace(s); s != "" {
+				list = append(list, s)
+			}
+		}
+		if len(list) > 0 {
+			return list
+		}
+	}
+	return ultralyticsNames(props["names"])
+}
+
+// ultralyticsNames parses {0: 'person', 1: 'bicycle'} (a Python dict
+// literal with int keys in order 0..K-1).
+func ultralyticsNames(v string) []string {
+	v = strings.TrimSpace(v)
+	if !strings.HasPrefix(v, "{") || !strings.HasSuffix(v, "}") {
+		return nil
+	}
+	body := v[1 : len(v)-1]
+	var out []string
+	for len(strings.TrimSpace(body)) > 0 {
+		colon := strings.IndexByte(body, ':')
+		if colon < 0 {
+			return nil
+		}
+		if strings.TrimSpace(body[:colon]) != fmt.Sprint(len(out)) {
+			return nil
+		}
+		rest := strings.TrimSpace(body[colon+1:])
+		if rest == "" || (rest[0] != '\'' && rest[0] != '"') {
+			return nil
+		}
+		end := strings.IndexByte(rest[1:], rest[0])
+		if end < 0 {
+			return nil
+		}
+		out = append(out, rest[1:1+end])
+		body = strings.TrimSpace(rest[2+end:])
+		body = strings.TrimPrefix(body, ",")
+	}
+	return out
 }
 
 // guessTask says whether a model is a classifier: the backbone recognised

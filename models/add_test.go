@@ -108,7 +108,7 @@ func TestAddUserModel(t *testing.T) {
 		layout        string
 		static        bool
 		preset        string
-		featureTensor string
+		featureTensor string // recorded even when detected
 	}
 	tests := []struct {
 		name    string
@@ -120,17 +120,17 @@ func TestAddUserModel(t *testing.T) {
 		{"preset, feature tensor", "extractor+logits", AddOptions{Preset: "imagenet", FeatureTensor: "features"}, nil,
 			want{TaskImageNetClassifier, 300, 16, 16, 3, "NCHW", false, "imagenet", "features"}},
 		{"preset, auto features", "extractor+logits", AddOptions{Preset: "caffe"}, nil,
-			want{TaskImageNetClassifier, 300, 16, 16, 3, "NCHW", false, "caffe", ""}},
+			want{TaskImageNetClassifier, 300, 16, 16, 3, "NCHW", false, "caffe", "features"}},
 		{"classifier detected", "classifier", AddOptions{Preset: "unit"}, nil,
-			want{TaskImageNetClassifier, 40, 16, 16, 3, "NCHW", true, "unit", ""}},
+			want{TaskImageNetClassifier, 40, 16, 16, 3, "NCHW", true, "unit", "pooled"}},
 		{"grey NHWC input", "grey-nhwc", AddOptions{Preset: "raw"}, nil,
-			want{TaskFeatureExtractor, 12, 24, 20, 1, "NHWC", false, "raw", ""}},
+			want{TaskFeatureExtractor, 12, 24, 20, 1, "NHWC", false, "raw", "features"}},
 		{"dynamic size takes the preset's", "dynamic", AddOptions{Preset: "imagenet"}, nil,
-			want{TaskFeatureExtractor, 8, 224, 224, 3, "NCHW", false, "imagenet", ""}},
+			want{TaskFeatureExtractor, 8, 224, 224, 3, "NCHW", false, "imagenet", "features"}},
 		{"exact recipe wins over preset", "dynamic", AddOptions{Preset: "caffe", Preprocess: specJSON(t, "unit", 160, 128, 3, "NCHW")}, nil,
-			want{TaskFeatureExtractor, 8, 160, 128, 3, "NCHW", false, "", ""}},
+			want{TaskFeatureExtractor, 8, 160, 128, 3, "NCHW", false, "", "features"}},
 		{"explicit task", "extractor+logits", AddOptions{Preset: "unit", Task: TaskFaceExpression}, nil,
-			want{TaskFaceExpression, 300, 16, 16, 3, "NCHW", false, "unit", ""}},
+			want{TaskFaceExpression, 300, 16, 16, 3, "NCHW", false, "unit", "features"}},
 
 		{"unknown tensor", "extractor+logits", AddOptions{Preset: "imagenet", FeatureTensor: "nope"}, []string{`"nope"`, "features"}, want{}},
 		{"unknown preset", "extractor+logits", AddOptions{Preset: "bogus"}, []string{`"bogus"`, "imagenet"}, want{}},

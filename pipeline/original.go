@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/backbone/onnxpb"
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/imaging"
 	"github.com/headtune/headtune/models"
@@ -50,17 +51,27 @@ func OriginalScores(ctx context.Context, store *models.Store, ref string, ds *im
 	if err != nil {
 		return res, err
 	}
-	// The classifier output is the graph output with one value per class.
+	// A float16 model runs widened, as its backbone does.
+	if m, _, err = backbone.WidenFloat16(m); err != nil {
+		return res, fmt.Errorf("%s: %w", inst.ModelPath(), err)
+	}
+	// The classifier output is the graph output with one value per class
+	// ([N,K], or [N,K,1,1] after a pooled convolutional classifier).
 	output := ""
 	for _, o := range m.Graph.Output {
 		dims := o.GetType().GetTensorType().GetShape().GetDim()
-		if len(dims) == 2 && dims[1].GetDimValue() == int64(len(classes)) {
+		per := int64(1)
+		for _, d := range dims[min(1, len(dims)):] {
+			per *= d.GetDimValue()
+		}
+		if len(dims) >= 2 && per == int64(len(classes)) && output == "" {
 			output = o.GetName()
 		}
 	}
 	if output == "" {
 		return res, fmt.Errorf("model %s has no output of %d class scores", ref, len(classes))
 	}
+	output = flattenOutput(m, output)
 	byName := map[string]int32{}
 	for i, c := range classes {
 		byName[strings.ToLower(c)] = int32(i)
@@ -111,4 +122,20 @@ func OriginalScores(ctx context.Context, store *models.Store, ref string, ds *im
 	})
 	res.Classes = classes
 	return res, err
+}
+
+// flattenOutput makes output [N, K] for the session, which hands ONNX
+// Runtime [N, K] buffers: an output of another rank ([N,K,1,1] after a
+// convolutional classifier) gets a Flatten, as a new graph output. m is
+// modified.
+func flattenOutput(m *onnxpb.ModelProto, output string) string {
+	for _, o := range m.Graph.Output {
+		if o.GetName() == output && len(o.GetType().GetTensorType().GetShape().GetDim()) == 2 {
+			return output
+		}
+	}
+	b := backbone.EditGraph(m.Graph)
+	flat := b.Op("Flatten", output+"_flat", []string{output}, backbone.AttrInt("axis", 1))
+	m.Graph.Output = append(m.Graph.Output, backbone.ValueInfo(flat, onnxpb.TensorProto_FLOAT, []int64{-1, -1}, "N", "K"))
+	return flat
 }

@@ -13,19 +13,24 @@ func init() {
 }
 
 // CSV columns: path, class, probability, top_k ("class:p;class:p"), error
-// and, with embeddings, embedding (space-separated values).
+// and, with embeddings, embedding (space-separated values); with sets, set
+// ("class;class") and outside (empty within the domain) before embedding.
 type csvWriter struct {
 	w     *bufio.Writer
 	c     *csv.Writer
 	embed bool
+	sets  bool
 }
 
 // NewCSV returns a Writer of CSV rows with a header line when opt.Header.
 func NewCSV(w io.Writer, opt Options) Writer {
 	bw := bufio.NewWriter(w)
-	cw := &csvWriter{w: bw, c: csv.NewWriter(bw), embed: opt.Embeddings}
+	cw := &csvWriter{w: bw, c: csv.NewWriter(bw), embed: opt.Embeddings, sets: opt.Sets}
 	if opt.Header {
 		hdr := []string{"path", "class", "probability", "top_k", "error"}
+		if opt.Sets {
+			hdr = append(hdr, "set", "outside")
+		}
 		if opt.Embeddings {
 			hdr = append(hdr, "embedding")
 		}
@@ -44,6 +49,13 @@ func (cw *csvWriter) Write(r Row) error {
 		prob = formatProb(r.Probability)
 	}
 	rec := []string{r.Path, r.Class, prob, strings.Join(parts, ";"), r.Error}
+	if cw.sets {
+		out := ""
+		if r.Outside > 0 {
+			out = strconv.FormatFloat(r.Outside, 'g', 4, 64)
+		}
+		rec = append(rec, strings.Join(r.Set, ";"), out)
+	}
 	if cw.embed {
 		rec = append(rec, FormatVector(r.Embedding))
 	}

@@ -24,6 +24,14 @@ type Row struct {
 	Class       string   `json:"class,omitempty"`
 	Probability float32  `json:"probability,omitempty"` // of the most probable class
 	TopK        []Scored `json:"top_k,omitempty"`       // most probable first
+	// Set is the prediction set for the requested coverage (most probable
+	// first): the classes that contain the true one with that probability
+	// (conformal; nil when no coverage was asked for).
+	Set []string `json:"set,omitempty"`
+	// Outside, when > 0, is how far the image lies beyond the head's
+	// training data, in multiples of its domain limit (head.Domain): the
+	// row's Class is then Unknown and its probabilities are damped.
+	Outside float64 `json:"outside,omitempty"`
 	// Error says why the file could not be read or decoded ("" when it was).
 	Error string `json:"error,omitempty"`
 	// Embedding is the image's feature vector, when asked for.
@@ -48,6 +56,9 @@ type Options struct {
 	// Embeddings adds each row's feature vector (a CSV column, a JSON
 	// field, ignored by text).
 	Embeddings bool
+	// Sets adds the prediction set and the outside-the-domain ratio (CSV
+	// columns set and outside; the other formats show them when present).
+	Sets bool
 	// Header asks for the format's header (CSV's column names). Create sets
 	// it for a new or empty file.
 	Header bool

@@ -27,7 +27,14 @@ func (tw *textWriter) Write(r Row) error {
 		for j, t := range r.TopK {
 			parts[j] = fmt.Sprintf("%s %.3f", t.Class, t.Probability)
 		}
-		fmt.Fprintf(tw.w, "%s\t%s\t(%s)\n", path, r.Class, strings.Join(parts, ", "))
+		extra := ""
+		if r.Set != nil {
+			extra += "\tset {" + strings.Join(r.Set, ", ") + "}"
+		}
+		if r.Outside > 0 {
+			extra += fmt.Sprintf("\toutside the training data (%.1fx the limit)", r.Outside)
+		}
+		fmt.Fprintf(tw.w, "%s\t%s\t(%s)%s\n", path, r.Class, strings.Join(parts, ", "), extra)
 	}
 	return tw.w.Flush()
 }

@@ -56,7 +56,7 @@ fi
 
 # libturbojpeg is optional: headtune loads it at run time when present and
 # falls back to its pure-Go decoder otherwise.
-if ! ldconfig -p 2>/dev/null | grep -q 'libturbojpeg.so.0'; then
+if ! deb_installed libturbojpeg0 && ! ldconfig -p 2>/dev/null | grep -q 'libturbojpeg.so.0'; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing libturbojpeg0 (optional fast JPEG path)"
     if apt_install log libturbojpeg0; then

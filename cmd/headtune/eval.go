@@ -7,7 +7,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/headtune/headtune/internal/progress"
-
 	"github.com/headtune/headtune/job"
 	"github.com/headtune/headtune/pipeline"
 )
@@ -24,10 +23,11 @@ func evalCommand() *cli.Command {
 			&cli.BoolFlag{Name: "errors", Usage: "list misclassified images (path, true, predicted, confidence)"},
 			&cli.IntFlag{Name: "max-errors", Value: 50, Usage: "how many misclassified images --errors lists"},
 			&cli.StringFlag{Name: "confusion-png", Usage: "write the confusion matrix as a PNG image"},
-			&cli.IntFlag{Name: "batch", Usage: "images per inference batch (with DATASET; 0: automatic, see extract)"},
-			&cli.IntFlag{Name: "workers", Usage: "separate decode workers (with DATASET; 0: each core decodes its own batches)"},
+			&cli.IntFlag{Name: "batch", Usage: "images per inference batch, with DATASET", DefaultText: "as extract"},
+			&cli.IntFlag{Name: "workers", Usage: "separate decode workers, with DATASET", DefaultText: "as extract"},
 			&cli.BoolFlag{Name: "original", Usage: "with DATASET and --model: evaluate the backbone's own classifier (e.g. face-expression's 7 expressions) instead of a head"},
 			&cli.StringFlag{Name: "model", Usage: "with --original: the installed model whose own classifier to evaluate"},
+			&cli.Float64SliceFlag{Name: "coverage", Usage: "measure the head's prediction sets at these coverages `P` (empirical coverage, mean set size)", DefaultText: "0.9 when the head has conformal scores"},
 		},
 		Action: runEval,
 	}
@@ -47,6 +47,7 @@ func runEval(c *cli.Context) error {
 		ConfusionPNG: c.String("confusion-png"),
 		BatchSize:    c.Int("batch"),
 		Workers:      c.Int("workers"),
+		Coverage:     c.Float64Slice("coverage"),
 	}
 	switch {
 	case c.Bool("original"):

@@ -20,6 +20,7 @@ func exportCommand() *cli.Command {
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Value: "headtune.onnx", Usage: "output ONNX file"},
 			&cli.BoolFlag{Name: "with-preprocessing", Usage: "bake the normalisation into the graph: the model takes raw 0..255 pixels"},
 			&cli.BoolFlag{Name: "with-features", Aliases: []string{"features"}, Usage: "also output the feature vector (output \"" + export.OutputFeatures + "\", [N, D])"},
+			&cli.BoolFlag{Name: "fp16", Usage: "half-precision weights and activations inside the graph (half the file size; input and outputs stay float32)"},
 		},
 		Action: runExport,
 	}
@@ -32,13 +33,14 @@ func runExport(c *cli.Context) error {
 		Out:               c.String("out"),
 		WithPreprocessing: c.Bool("with-preprocessing"),
 		WithFeatures:      c.Bool("with-features"),
+		FP16:              c.Bool("fp16"),
 		Version:           version,
 	})
 	if err != nil {
 		return err
 	}
 	if c.Bool("json") {
-		return printJSON(map[string]any{"path": res.Path, "bytes": res.Bytes, "classes": res.Classes, "with_preprocessing": res.WithPreprocessing})
+		return printJSON(map[string]any{"path": res.Path, "bytes": res.Bytes, "classes": res.Classes, "with_preprocessing": res.WithPreprocessing, "fp16": res.FP16, "limits": res.Limits})
 	}
 	in := "normalised"
 	if res.WithPreprocessing {
@@ -46,5 +48,8 @@ func runExport(c *cli.Context) error {
 	}
 	fmt.Fprintf(os.Stderr, "export: %s (%s): %s %dx%d %s input -> probabilities [N,%d]\n",
 		c.String("out"), bytesize.Format(res.Bytes), res.Spec.Layout, res.Spec.Width, res.Spec.Height, in, len(res.Classes))
+	for _, l := range res.Limits {
+		fmt.Fprintf(os.Stderr, "export: note: %s\n", l)
+	}
 	return nil
 }

@@ -9,9 +9,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/headtune/headtune/internal/progress"
-
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/progress"
 	"github.com/headtune/headtune/job"
 	"github.com/headtune/headtune/pipeline"
 )

@@ -13,16 +13,14 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"sort"
 	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/headtune/headtune/internal/cliargs"
-
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/cliargs"
 	"github.com/headtune/headtune/job"
 	"github.com/headtune/headtune/models"
 )
@@ -70,8 +68,8 @@ func newApp() *cli.App {
 		Usage:   "transfer learning on images: frozen ONNX backbone + pure-Go head",
 		Version: version,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "ort-lib", Usage: "ONNX Runtime shared library (default: $" + ort.LibraryEnv + ", $ONNXRUNTIME_SHARED_LIBRARY_PATH, the library `make setup` recorded, ./.deps, system)"},
-			&cli.IntFlag{Name: "threads", Usage: "cores to use: concurrent single-threaded inference calls, and training workers (0: one per core)"},
+			&cli.StringFlag{Name: "ort-lib", Usage: "the ONNX Runtime shared library `FILE` to load", DefaultText: "$" + ort.LibraryEnv + ", $ONNXRUNTIME_SHARED_LIBRARY_PATH, .deps/ of the repository, the library make setup recorded, system folders"},
+			&cli.IntFlag{Name: "threads", Usage: "cores to use: concurrent single-threaded inference calls, and training workers", DefaultText: "one per core"},
 			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu or cuda"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress display"},
 			&cli.BoolFlag{Name: "json", Usage: "print a machine-readable JSON summary on stdout"},
@@ -82,6 +80,7 @@ func newApp() *cli.App {
 			extractCommand(),
 			trainCommand(),
 			evalCommand(),
+			doctorCommand(),
 			predictCommand(),
 			exportCommand(),
 			inspectCommand(),
@@ -96,48 +95,10 @@ func newApp() *cli.App {
 				},
 			},
 		},
-		// Without a command: help; with an unknown one, say so (urfave's
-		// default, "No help topic", names no command).
-		Action: func(c *cli.Context) error {
-			if c.NArg() > 0 {
-				return unknownCommand(c.Args().First(), c.App.Commands)
-			}
-			return cli.ShowAppHelp(c)
-		},
 		ExitErrHandler: func(*cli.Context, error) {}, // errors are printed once, in main
 	}
-	setNotFound(app.Commands)
+	cliargs.RefuseUnknownCommands(app, func(err error) error { return &exitError{code: 2, err: err} })
 	return app
-}
-
-// setNotFound makes every command with subcommands refuse an unknown one
-// by name.
-func setNotFound(cmds []*cli.Command) {
-	for _, c := range cmds {
-		if len(c.Subcommands) == 0 {
-			continue
-		}
-		sub := c.Subcommands
-		name := c.Name
-		c.Action = func(ctx *cli.Context) error {
-			if ctx.NArg() > 0 {
-				return unknownCommand(name+" "+ctx.Args().First(), sub)
-			}
-			return cli.ShowSubcommandHelp(ctx)
-		}
-		setNotFound(sub)
-	}
-}
-
-func unknownCommand(name string, cmds []*cli.Command) error {
-	var names []string
-	for _, c := range cmds {
-		if !c.Hidden {
-			names = append(names, c.Name)
-		}
-	}
-	sort.Strings(names)
-	return &exitError{code: 2, err: fmt.Errorf("unknown command %q; commands: %s (headtune --help explains them)", name, strings.Join(names, ", "))}
 }
 
 // env builds the jobs' shared settings from the global flags.
@@ -174,14 +135,22 @@ func backboneFlags() []cli.Flag {
 		&cli.StringFlag{Name: "input-size", Usage: "WxH for models with a dynamic input size"},
 		&cli.BoolFlag{Name: "fast-jpeg", Usage: "decode JPEGs at a DCT-reduced scale (libjpeg-turbo); recorded in the preprocessing spec"},
 		&cli.BoolFlag{Name: "spin", Usage: "let ONNX Runtime threads spin-wait (faster on an idle machine, slower beside decode workers)"},
-		&cli.IntFlag{Name: "batch", Usage: "images per inference batch (0: 1 when each core decodes its own images, 16 with --workers)"},
-		&cli.IntFlag{Name: "workers", Usage: "decode on this many goroutines of their own, handing batches to inference (0: each core decodes and runs its own batches)"},
+		batchFlag(),
+		workersFlag(),
 	}
+}
+
+func batchFlag() cli.Flag {
+	return &cli.IntFlag{Name: "batch", Usage: "images per inference batch", DefaultText: "1 when each core decodes its own images, 16 with --workers"}
+}
+
+func workersFlag() cli.Flag {
+	return &cli.IntFlag{Name: "workers", Usage: "decode on this many goroutines of their own, handing batches to inference", DefaultText: "none: each core decodes and runs its own batches"}
 }
 
 // backboneOptions reads backboneFlags.
 func backboneOptions(c *cli.Context, tuneLayers int) (job.BackboneOptions, error) {
-	w, h, err := parseSize(c.String("input-size"))
+	w, h, err := cliargs.ParseSize(c.String("input-size"))
 	if err != nil {
 		return job.BackboneOptions{}, err
 	}
@@ -194,18 +163,4 @@ func backboneOptions(c *cli.Context, tuneLayers int) (job.BackboneOptions, error
 		FastJPEG:      c.Bool("fast-jpeg"),
 		TuneLayers:    tuneLayers,
 	}, nil
-}
-
-func parseSize(s string) (int, int, error) {
-	if s == "" {
-		return 0, 0, nil
-	}
-	var w, h int
-	if n, err := fmt.Sscanf(s, "%dx%d", &w, &h); n != 2 || err != nil || w <= 0 || h <= 0 {
-		if n, err := fmt.Sscanf(s, "%d", &w); n == 1 && err == nil && w > 0 {
-			return w, w, nil
-		}
-		return 0, 0, fmt.Errorf("--input-size %q: expected WxH, e.g. 224x224", s)
-	}
-	return w, h, nil
 }

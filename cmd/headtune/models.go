@@ -23,7 +23,7 @@ func modelsCommand() *cli.Command {
 				Name:  "list",
 				Usage: "the catalog and the installed models",
 				Action: func(c *cli.Context) error {
-					res, err := job.ModelsList(c.Context, env(c))
+					res, err := job.ModelsList(c.Context, job.ModelsListOptions{Env: env(c)})
 					if err != nil {
 						return err
 					}
@@ -54,6 +54,7 @@ func modelsCommand() *cli.Command {
 					&cli.StringFlag{Name: "preset", Value: "imagenet", Usage: "preprocessing preset: " + presetList()},
 					&cli.StringFlag{Name: "feature-tensor", Usage: "tensor to read features from (default: detected)"},
 					&cli.StringFlag{Name: "license", Usage: "the model's licence, shown by models list (e.g. MIT, Apache-2.0)"},
+					&cli.StringFlag{Name: "classes", Usage: "file of the model's own class names, one a line in output order (default: from the model's metadata), for eval --original"},
 				},
 				Action: runModelsAdd,
 			},
@@ -62,7 +63,7 @@ func modelsCommand() *cli.Command {
 				Usage:     "delete an installed model",
 				ArgsUsage: "NAME...",
 				Action: func(c *cli.Context) error {
-					if err := job.ModelsRemove(c.Context, env(c), c.Args().Slice()); err != nil {
+					if err := job.ModelsRemove(c.Context, job.ModelsRemoveOptions{Env: env(c), Names: c.Args().Slice()}); err != nil {
 						return err
 					}
 					fmt.Fprintf(os.Stderr, "models: removed %v\n", c.Args().Slice())
@@ -74,7 +75,7 @@ func modelsCommand() *cli.Command {
 				Usage:     "re-hash installed models against their recorded SHA-256 (all when no name is given)",
 				ArgsUsage: "[NAME...]",
 				Action: func(c *cli.Context) error {
-					checks, err := job.ModelsVerify(c.Context, env(c), c.Args().Slice())
+					checks, err := job.ModelsVerify(c.Context, job.ModelsVerifyOptions{Env: env(c), Names: c.Args().Slice()})
 					for _, ch := range checks {
 						if ch.Err != nil {
 							fmt.Fprintf(os.Stdout, "FAIL %s: %v\n", ch.Name, ch.Err)
@@ -119,7 +120,7 @@ func runModelsAdd(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return errors.New("models add takes one .onnx file")
 	}
-	inst, err := job.ModelsAdd(c.Context, job.AddOptions{Env: env(c), File: c.Args().First(), Name: c.String("name"), AddOptions: models.AddOptions{
+	inst, err := job.ModelsAdd(c.Context, job.AddOptions{Env: env(c), File: c.Args().First(), Name: c.String("name"), ClassesFile: c.String("classes"), AddOptions: models.AddOptions{
 		Preset: c.String("preset"), FeatureTensor: c.String("feature-tensor"), License: c.String("license"),
 	}})
 	if err != nil {
@@ -128,6 +129,10 @@ func runModelsAdd(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(inst)
 	}
-	fmt.Fprintf(os.Stderr, "models: added %s (%s, feature tensor %s, %d-d)\n", inst.Meta.Name, inst.ModelPath(), inst.Meta.FeatureTensor, inst.Meta.FeatureDim)
+	classes := ""
+	if n := len(inst.Meta.Classes); n > 0 {
+		classes = fmt.Sprintf(", %d class names", n)
+	}
+	fmt.Fprintf(os.Stderr, "models: added %s (%s, feature tensor %s, %d-d%s)\n", inst.Meta.Name, inst.ModelPath(), inst.Meta.FeatureTensor, inst.Meta.FeatureDim, classes)
 	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/headtune/headtune/internal/progress"
-
 	"github.com/headtune/headtune/job"
 	"github.com/headtune/headtune/predictions"
 )
@@ -22,13 +21,14 @@ func predictCommand() *cli.Command {
 			&cli.StringFlag{Name: "head", Value: job.DefaultHead, Usage: "trained head file (run behind the backbone it records)"},
 			&cli.StringFlag{Name: "export", Aliases: []string{"model"}, Usage: "an ONNX `FILE` made by headtune export, run instead of a head"},
 			&cli.IntFlag{Name: "top", Aliases: []string{"k"}, Value: 3, Usage: "how many classes to report per image"},
-			&cli.Float64Flag{Name: "threshold", Usage: "report the class as \"unknown\" when the top probability is below this `P` (0: never)"},
+			&cli.Float64Flag{Name: "threshold", Usage: "report the class as \"unknown\" when the top probability is below this `P`", DefaultText: "0, never"},
+			&cli.Float64Flag{Name: "coverage", Usage: "with a head: add each image's prediction set, the classes that hold the true one with probability `P` (e.g. 0.9; conformal, from held-out scores recorded at training)"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "write one row per image to `FILE` as it goes; the format follows the extension (.csv, .jsonl, .txt) or --format"},
 			&cli.StringFlag{Name: "format", Usage: "output format: csv, jsonl or text (default: from --out's extension; text on a terminal, jsonl with --json)"},
 			&cli.BoolFlag{Name: "resume", Usage: "with --out: skip images already in the output file"},
 			&cli.BoolFlag{Name: "embeddings", Usage: "also write each image's feature vector"},
-			&cli.IntFlag{Name: "batch", Usage: "images per inference batch (0: 1 when each core decodes its own images, 16 with --workers)"},
-			&cli.IntFlag{Name: "workers", Usage: "decode on this many goroutines of their own, handing batches to inference (0: each core decodes and runs its own batches)"},
+			batchFlag(),
+			workersFlag(),
 			&cli.BoolFlag{Name: "spin", Usage: "let ONNX Runtime threads spin-wait"},
 		},
 		Action: runPredict,
@@ -46,6 +46,7 @@ func runPredict(c *cli.Context) error {
 		Inputs:     c.Args().Slice(),
 		TopK:       c.Int("top"),
 		Threshold:  c.Float64("threshold"),
+		Coverage:   c.Float64("coverage"),
 		Embeddings: c.Bool("embeddings"),
 		BatchSize:  c.Int("batch"),
 		Workers:    c.Int("workers"),
@@ -66,7 +67,7 @@ func runPredict(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		opt.Out = f.New(os.Stdout, predictions.Options{Embeddings: opt.Embeddings, Header: true})
+		opt.Out = f.New(os.Stdout, predictions.Options{Embeddings: opt.Embeddings, Header: true, Sets: opt.Export == ""})
 		defer opt.Out.Close()
 	} else {
 		opt.OutFile, opt.OutFormat, opt.Resume = c.String("out"), c.String("format"), c.Bool("resume")

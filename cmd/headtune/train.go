@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -18,7 +19,7 @@ func trainCommand() *cli.Command {
 		Name:  "train",
 		Usage: "train a new classification head on the cached features of the last extract",
 		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "classes", Usage: "expected number of classes, checked against the dataset (0: any)"},
+			&cli.IntFlag{Name: "classes", Usage: "expected number of classes, checked against the dataset", DefaultText: "any"},
 			&cli.StringFlag{Name: "view", Usage: "dataset view file (a .csv under the cache's views/ folders) to train on (default: the last extract's)"},
 			&cli.StringFlag{Name: "head", Value: job.DefaultHead, Usage: "where to write the trained head"},
 			&cli.StringFlag{Name: "kind", Value: head.KindLinear, Usage: "linear (softmax regression) or mlp"},
@@ -31,12 +32,13 @@ func trainCommand() *cli.Command {
 			&cli.Float64Flag{Name: "label-smoothing", Usage: "move this much of each target's probability evenly onto all classes, [0, 1)"},
 			&cli.IntFlag{Name: "epochs", Usage: "maximum epochs (adam, sgd)", DefaultText: byKind(lin.Epochs, mlp.Epochs)},
 			&cli.IntFlag{Name: "batch-size", Usage: "mini-batch size (adam, sgd)", DefaultText: fmt.Sprint(lin.BatchSize)},
-			&cli.IntFlag{Name: "patience", Usage: "early stopping patience in epochs (0: off)", DefaultText: byKind(lin.Patience, mlp.Patience)},
+			&cli.IntFlag{Name: "patience", Usage: "early stopping patience in epochs (0 turns it off)", DefaultText: byKind(lin.Patience, mlp.Patience)},
 			&cli.StringFlag{Name: "schedule", Usage: "cosine or constant learning rate (after warm-up)", DefaultText: lin.Schedule},
 			&cli.BoolFlag{Name: "balance", Usage: "weight classes inversely to their frequency"},
 			&cli.Float64Flag{Name: "val", Value: job.DefaultSplit.Val, Usage: "validation fraction when the dataset has no val/ folder"},
 			&cli.Float64Flag{Name: "test", Value: job.DefaultSplit.Test, Usage: "test fraction when the dataset has no test/ folder"},
-			&cli.Int64Flag{Name: "seed", Value: job.DefaultSplit.Seed, Usage: "seed for splits, initialisation and shuffling (recorded in the head)"},
+			&cli.Int64Flag{Name: "seed", Value: job.DefaultSplit.Seed, Usage: "seed for splits, folds, initialisation and shuffling (recorded in the head)"},
+			&cli.IntFlag{Name: "cv", Usage: "K: stratified K-fold cross-validation on the training images (per-fold and mean ± std figures), calibration and prediction sets on its out-of-fold predictions, then the final head on all training images; no validation split is drawn", DefaultText: "only when the validation split is too small to calibrate on"},
 		},
 		Action: runTrain,
 	}
@@ -58,6 +60,7 @@ func runTrain(c *cli.Context) error {
 		Classes: c.Int("classes"),
 		Config:  cfg,
 		Split:   job.SplitOptions{Val: c.Float64("val"), Test: c.Float64("test"), Seed: c.Int64("seed")},
+		CV:      c.Int("cv"),
 		Log:     log,
 	})
 	if err != nil {
@@ -66,18 +69,50 @@ func runTrain(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(res.Summary())
 	}
+	printTrain(os.Stderr, res, c.String("head"))
+	return nil
+}
+
+// printTrain writes what train did in words: the sets, why a split or a
+// calibration differs from what was asked, cross-validation, the
+// calibration and what it was fitted on, and figures only for sets that
+// have rows.
+func printTrain(w io.Writer, res *job.TrainResult, headPath string) {
 	m, rep := res.Model, res.Report
-	fmt.Fprintf(os.Stderr, "train: %s head (%s) on %d-d features: %d train, %d val, %d test images, %d classes\n",
+	fmt.Fprintf(w, "train: %s head (%s) on %d-d features: %d train, %d val, %d test images, %d classes\n",
 		m.Kind, m.Train.Config.Optimizer, m.Dim(), res.TrainRows, res.ValRows, res.TestRows, len(m.Classes))
-	fmt.Fprintf(os.Stderr, "train: done in %.2fs (%s); temperature %.3f\n", rep.Seconds, head.StopText(rep.Stopped), m.Temperature)
+	for _, n := range res.Notes {
+		fmt.Fprintf(w, "train: note: %s\n", n)
+	}
+	if res.CV != nil {
+		res.CV.WriteText(w)
+	}
+	fmt.Fprintf(w, "train: done in %.2fs (%s)\n", rep.Seconds, head.StopText(rep.Stopped))
+	if cal := m.Calibration; cal != nil {
+		fmt.Fprintf(w, "train: %s\n", cal.Describe())
+	}
+	if cf := m.Conformal; cf != nil {
+		var ok []string
+		for _, cov := range []float64{0.8, 0.9, 0.95} {
+			if len(cf.Scores) >= head.MinRows(cov) {
+				ok = append(ok, fmt.Sprintf("%g", cov))
+			}
+		}
+		if len(ok) > 0 {
+			fmt.Fprintf(w, "train: prediction sets (predict --coverage) from %d held-out scores: coverage %s available\n", len(cf.Scores), strings.Join(ok, ", "))
+		} else {
+			fmt.Fprintf(w, "train: %d held-out scores are too few for prediction sets below every class (coverage 0.8 needs %d)\n", len(cf.Scores), head.MinRows(0.8))
+		}
+	}
 	if ev := res.Val; ev != nil {
-		fmt.Fprintf(os.Stderr, "train: validation accuracy %.4f\n", ev.Accuracy)
+		fmt.Fprintf(w, "train: validation accuracy %.4f on %d images\n", ev.Accuracy, ev.N)
 	}
 	if ev := res.Test; ev != nil {
-		fmt.Fprintf(os.Stderr, "train: test accuracy %.4f (macro-F1 %.4f)\n", ev.Accuracy, ev.MacroF1)
+		fmt.Fprintf(w, "train: test accuracy %.4f (macro-F1 %.4f) on %d images\n", ev.Accuracy, ev.MacroF1, ev.N)
+	} else if res.CV == nil {
+		fmt.Fprintf(w, "train: no test images, so no test figures\n")
 	}
-	fmt.Fprintf(os.Stderr, "train: head written to %s\n", c.String("head"))
-	return nil
+	fmt.Fprintf(w, "train: head written to %s\n", headPath)
 }
 
 // trainConfig starts from the kind's defaults and applies the flags given.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,6 +23,7 @@ import (
 // once.
 func Write(path string, data []byte) error {
 	dir := filepath.Dir(path)
+	removeStale(dir, filepath.Base(path))
 	if err := writeTmpfile(dir, path, data); err == nil {
 		return nil
 	} else if !errors.Is(err, errNoTmpfile) {
@@ -54,7 +56,7 @@ func writeTmpfile(dir, path string, data []byte) error {
 	// linkat cannot replace an existing name: link under a fresh temporary
 	// name, then rename over path. Only a kill in the microseconds between
 	// the two can leave that (complete) temporary file behind.
-	tmp := filepath.Join(dir, "."+filepath.Base(path)+".tmp-"+strconv.Itoa(os.Getpid())+"-"+strconv.Itoa(fd))
+	tmp := filepath.Join(dir, tmpPrefix(filepath.Base(path))+strconv.Itoa(os.Getpid())+"-"+strconv.Itoa(fd))
 	os.Remove(tmp)
 	if err := unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), unix.AT_FDCWD, tmp, unix.AT_SYMLINK_FOLLOW); err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPERM) {
@@ -71,7 +73,7 @@ func writeTmpfile(dir, path string, data []byte) error {
 }
 
 func writeNamed(dir, path string, data []byte) error {
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	f, err := os.CreateTemp(dir, tmpPrefix(filepath.Base(path))+strconv.Itoa(os.Getpid())+"-*")
 	if err != nil {
 		return err
 	}
@@ -98,6 +100,37 @@ func writeNamed(dir, path string, data []byte) error {
 	ok = true
 	syncDir(dir)
 	return nil
+}
+
+// tmpPrefix starts the temporary names of base's writers: ".BASE.tmp-",
+// then the writer's PID, "-" and a suffix.
+func tmpPrefix(base string) string { return "." + base + ".tmp-" }
+
+// removeStale deletes the temporary files that writers of base killed
+// between linking and renaming (a window of microseconds, but SIGKILL can
+// land in it) left behind: those whose PID is no longer running. A
+// leftover thus lives only until the next write of the same file.
+// Failures are ignored: the files are litter, not data.
+func removeStale(dir, base string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	prefix := tmpPrefix(base)
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		pidText, _, ok := strings.Cut(name[len(prefix):], "-")
+		pid, err := strconv.Atoi(pidText)
+		if !ok || err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+			os.Remove(filepath.Join(dir, name))
+		}
+	}
 }
 
 func syncDir(dir string) {

@@ -3,7 +3,9 @@ package atomicfile
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -46,5 +48,46 @@ func TestWriteErrorNamesPathOnce(t *testing.T) {
 	}
 	if strings.Count(err.Error(), p) != 1 || strings.Contains(err.Error(), ".tmp") {
 		t.Fatalf("error should name %s once and no temporary file: %v", p, err)
+	}
+}
+
+// TestWriteRemovesStaleTemporaries: a writer killed between link and rename
+// leaves .NAME.tmp-PID-N; the next write of NAME removes it when PID is
+// gone, and leaves a running writer's file and other files alone (BUGS.md
+// #6).
+func TestWriteRemovesStaleTemporaries(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "h.head")
+	// A PID that is certainly not running: a child that has exited and
+	// been reaped.
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := cmd.Process.Pid
+	stale := []string{".h.head.tmp-" + strconv.Itoa(dead) + "-5", ".h.head.tmp-" + strconv.Itoa(dead) + "-123456"}
+	kept := []string{
+		".h.head.tmp-" + strconv.Itoa(os.Getppid()) + "-5", // a live writer
+		".other.head.tmp-" + strconv.Itoa(dead) + "-5",     // another file's
+		".h.head.tmp-notapid",
+		"h.head.bak",
+	}
+	for _, n := range append(append([]string{}, stale...), kept...) {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := Write(p, []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range stale {
+		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
+			t.Errorf("stale %s was left", n)
+		}
+	}
+	for _, n := range kept {
+		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+			t.Errorf("%s was removed: %v", n, err)
+		}
 	}
 }

@@ -4,6 +4,8 @@
 package cliargs
 
 import (
+	"fmt"
+	"sort"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -115,4 +117,61 @@ func hasFlag(flags []cli.Flag, a string) bool {
 		}
 	}
 	return false
+}
+
+// RefuseUnknownCommands makes app and every command with subcommands answer
+// an unknown command with `unknown command "NAME"` and the list of
+// commands (urfave/cli's default, "No help topic for 'NAME'", names none),
+// and show help when given no command. wrap may attach an exit status.
+func RefuseUnknownCommands(app *cli.App, wrap func(error) error) {
+	app.Action = func(c *cli.Context) error {
+		if c.NArg() > 0 {
+			return wrap(unknownCommand(c.Args().First(), c.App.Commands))
+		}
+		return cli.ShowAppHelp(c)
+	}
+	var walk func(cmds []*cli.Command)
+	walk = func(cmds []*cli.Command) {
+		for _, c := range cmds {
+			if len(c.Subcommands) == 0 {
+				continue
+			}
+			sub, name := c.Subcommands, c.Name
+			c.Action = func(ctx *cli.Context) error {
+				if ctx.NArg() > 0 {
+					return wrap(unknownCommand(name+" "+ctx.Args().First(), sub))
+				}
+				return cli.ShowSubcommandHelp(ctx)
+			}
+			walk(sub)
+		}
+	}
+	walk(app.Commands)
+}
+
+func unknownCommand(name string, cmds []*cli.Command) error {
+	var names []string
+	for _, c := range cmds {
+		if !c.Hidden {
+			names = append(names, c.Name)
+		}
+	}
+	sort.Strings(names)
+	return fmt.Errorf("unknown command %q; commands: %s (--help explains them)", name, strings.Join(names, ", "))
+}
+
+// ParseSize reads an --input-size value: "WxH", or "N" for NxN; "" is 0, 0
+// (not given).
+func ParseSize(s string) (int, int, error) {
+	if s == "" {
+		return 0, 0, nil
+	}
+	var w, h int
+	if n, err := fmt.Sscanf(s, "%dx%d", &w, &h); n != 2 || err != nil || w <= 0 || h <= 0 {
+		if n, err := fmt.Sscanf(s, "%d", &w); n == 1 && err == nil && w > 0 && fmt.Sprint(w) == s {
+			return w, w, nil
+		}
+		return 0, 0, fmt.Errorf("--input-size %q: expected WxH, e.g. 224x224", s)
+	}
+	return w, h, nil
 }

@@ -1,7 +1,11 @@
 package cliargs
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/urfave/cli/v2"
@@ -27,6 +31,47 @@ func TestInterspersed(t *testing.T) {
 	} {
 		if got := Interspersed(app, tc.in); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("Interspersed(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		w, h int
+		ok   bool
+	}{{"", 0, 0, true}, {"224x224", 224, 224, true}, {"320x240", 320, 240, true}, {"299", 299, 299, true}, {"0x5", 0, 0, false}, {"abc", 0, 0, false}} {
+		w, h, err := ParseSize(tc.in)
+		if (err == nil) != tc.ok || w != tc.w || h != tc.h {
+			t.Errorf("ParseSize(%q) = %d, %d, %v", tc.in, w, h, err)
+		}
+	}
+}
+
+func TestRefuseUnknownCommands(t *testing.T) {
+	app := &cli.App{Name: "ht", Commands: []*cli.Command{
+		{Name: "train", Action: func(*cli.Context) error { return nil }},
+		{Name: "cache", Subcommands: []*cli.Command{{Name: "list", Action: func(*cli.Context) error { return nil }}, {Name: "verify"}}},
+	}}
+	wrapped := errors.New("wrapped")
+	RefuseUnknownCommands(app, func(err error) error { return fmt.Errorf("%w: %w", wrapped, err) })
+	for _, tc := range []struct {
+		args []string
+		want string // "" for success
+	}{
+		{[]string{"ht", "train"}, ""},
+		{[]string{"ht", "cache", "list"}, ""},
+		{[]string{"ht", "foo"}, `unknown command "foo"; commands: cache, help, train`},
+		{[]string{"ht", "cache", "frob"}, `unknown command "cache frob"; commands: list, verify`},
+	} {
+		var buf bytes.Buffer
+		app.Writer = &buf
+		err := app.Run(tc.args)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%v: %v", tc.args, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, wrapped)):
+			t.Errorf("%v: error %v, want %q through wrap", tc.args, err, tc.want)
 		}
 	}
 }

@@ -37,6 +37,15 @@ type Expect struct {
 	// Dense lists, first to last, the dense layers before the feature tensor
 	// that DenseChain must return, as "name in->out activation".
 	Dense []string
+	// The unusual kinds (UnusualKinds) also set: Channels of the image
+	// input (0 means 3), Batch when the input's batch is fixed, Float16 for
+	// half-precision models, Dequantized when the feature tensor is
+	// quantized, Kernel for convolutional classifiers (kxk), and ClassNames
+	// when the model's metadata carries its class names.
+	Channels, Batch      int
+	Float16, Dequantized bool
+	Kernel               int64
+	ClassNames           []string
 }
 
 // Model builds a small model of the given kind (one of Kinds)
@@ -137,6 +146,9 @@ func (b *testBuilder) gemm(name, x string, in, out int, transB bool) string {
 }
 
 func build(kind string, size int) (*onnxpb.ModelProto, Expect) {
+	if buildUnusual[kind] {
+		return buildUnusualKind(kind, size)
+	}
 	if size < 8 || size%4 != 0 {
 		panic(fmt.Sprintf("testmodels.Model: input size %d must be a multiple of 4 and at least 8", size))
 	}

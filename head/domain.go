@@ -1,0 +1,76 @@
+package head
+
+import (
+	"fmt"
+	"math"
+)
+
+// DomainFactor is how many times the largest training distance an input
+// may lie from the training data before it counts as outside the domain.
+// With a head trained on 5400 Fashion-MNIST images, none of 2000 test
+// images lay beyond twice the largest training distance, and the seven
+// photos of Debian's darknet package lay 4.5 to 25 times beyond that limit
+// (README, small datasets).
+const DomainFactor = 2
+
+// Domain describes how far from the training data a head's inputs may
+// lie. Distance is the root mean square of the standardised features,
+// sqrt(Σ_j ((x_j - Mean_j)/Std_j)² / D): about 1 for a typical training
+// row. It needs the model's standardisation (Mean, Std).
+type Domain struct {
+	MaxTrain float64 `json:"max_train"` // largest Distance of a training row
+	Limit    float64 `json:"limit"`     // DomainFactor × MaxTrain: beyond it an input is outside
+}
+
+// Distance is the RMS standardised distance of x [Dim()] from the training
+// mean; NaN when the model has no standardisation.
+func (m *Model) Distance(x []float32) float64 {
+	if m.Mean == nil || len(x) != len(m.Mean) {
+		return math.NaN()
+	}
+	s := 0.0
+	for j, v := range x {
+		z := (float64(v) - float64(m.Mean[j])) / float64(m.Std[j])
+		s += z * z
+	}
+	return math.Sqrt(s / float64(len(x)))
+}
+
+// setDomain records the domain of the training rows d.
+func (m *Model) setDomain(d Data) {
+	if m.Mean == nil || d.Rows() == 0 {
+		m.Domain = nil
+		return
+	}
+	mx := 0.0
+	for i := 0; i < d.Rows(); i++ {
+		mx = math.Max(mx, m.Distance(d.Row(i)))
+	}
+	m.Domain = &Domain{MaxTrain: mx, Limit: DomainFactor * mx}
+}
+
+// PredictGuarded is Predict for inputs that may not look like the training
+// data. It returns ratio = Distance(x)/Domain.Limit (0 when the head has no
+// domain). Within the domain (ratio ≤ 1) probs are Predict's. Beyond it a
+// head extrapolates: a linear head's logits grow in proportion to the
+// distance, and a photo of an unrelated scene 30 times farther out than any
+// training image gets probability 1.000 for some class. There the
+// temperature is multiplied by ratio², which undoes the linear growth once
+// and then lets confidence fall towards uniform the farther the input
+// lies: a heuristic, not a calibrated probability, and the caller should
+// report such rows as outside the training data. Exports do not apply it
+// (they compute softmax(logits/Temperature) in ONNX).
+func (m *Model) PredictGuarded(x, probs []float32, s *Scratch) (ratio float64, err error) {
+	if err := m.Logits(x, probs, s); err != nil {
+		return 0, fmt.Errorf("predict: %w", err)
+	}
+	t := m.Temperature
+	if m.Domain != nil && m.Domain.Limit > 0 {
+		ratio = m.Distance(x) / m.Domain.Limit
+		if ratio > 1 {
+			t *= ratio * ratio
+		}
+	}
+	softmaxInPlace(probs, 1/t)
+	return ratio, nil
+}
