@@ -200,6 +200,11 @@ func (ix *graphIndex) detect() (*FeatureChoice, error) {
 		return nil, firstErr
 	}
 	out := outs[0].GetName()
+	if !firstProb && ix.looksLikeDetector() {
+		if t := ix.detectorFeature(); t != "" {
+			return ix.choose(t, RuleDetector, nil, -1, -1, nil)
+		}
+	}
 	if firstProb {
 		return nil, fmt.Errorf("model output %q looks like class scores (Softmax/Sigmoid or 1000 wide) but no Gemm/MatMul/Conv classifier with constant weights precedes it; choose the feature tensor with --feature-tensor, candidates: %s", out, candidateList(ix.candidates()))
 	}

@@ -367,6 +367,7 @@ func (info *ModelInfo) WriteText(w io.Writer) error {
 			RuleClassifier: "input of the classifier " + f.Classifier,
 			RuleConvHead:   "input of the 1x1 Conv classifier " + f.Classifier,
 			RuleOutput:     "the model output (already a feature extractor)",
+			RuleDetector:   "detector: the deepest backbone map before the detection heads",
 			RuleOverride:   "chosen by name",
 		}[f.Rule]
 		if f.Rule == RuleConvHead && f.Kernel > 1 {

@@ -180,6 +180,11 @@ func (m *Meta) SessionSpec(withFeatures bool) (ort.SessionSpec, error) {
 	return ss, nil
 }
 
+// ErrFaceModel is returned by ReadMetadata for a face model (BuildFaces):
+// it takes a whole letterboxed photo, not preprocessed crops, and its
+// KeyFaces metadata describes it.
+var ErrFaceModel = errors.New("a face model made by `headtune export --faces`: it takes a whole photo letterboxed into a square (input \"photo\", see its headtune.faces metadata) and returns boxes and per-face probabilities; run it with ONNX Runtime directly, or use `headtune predict --head` with the head it was made from")
+
 // ReadMetadata parses the headtune metadata of an exported model and checks
 // it against the graph (input name, output names and widths). A model
 // without headtune metadata gives an error wrapping ErrNotExport; a damaged
@@ -199,6 +204,9 @@ func ReadMetadata(m *onnxpb.ModelProto) (*Meta, error) {
 	}
 	if _, ok := kv[KeyClasses]; !ok {
 		return nil, fmt.Errorf("model has %w", ErrNotExport)
+	}
+	if _, ok := kv[KeyFaces]; ok {
+		return nil, ErrFaceModel
 	}
 	for _, k := range []string{KeyFormat, KeyPreprocess, KeyBackbone, KeyInputName, KeyWithPreprocessing, KeyOutputs, KeyFeatureDim} {
 		if _, ok := kv[k]; !ok {

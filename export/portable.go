@@ -9,7 +9,8 @@ import (
 	"github.com/headtune/headtune/backbone/onnxpb"
 )
 
-// Consumer limits that Build works around or reports. Every export goes
+// Consumer limits that Build works around or reports (an Identity of a
+// weight, see foldConstIdentities, is the third). Every export goes
 // through portable, so the graph that ONNX Runtime runs is the graph the
 // other consumers read.
 //
@@ -42,9 +43,8 @@ import (
 // portable rewrites, in m, the operator forms listed above into forms every
 // consumer reads, and returns the number of nodes rewritten. Forms it
 // cannot rewrite are left as they are (Limits reports them). Nodes and
-// initializers are replaced, never modified: m may share them with the
-// caller's model (Build's shallow copy), and m.OpsetImport must be m's own
-// slice.
+// initializers (and the opset list) are replaced, never modified: m may
+// share them with the caller's model (Build's shallow copy).
 func portable(b *backbone.Builder, m *onnxpb.ModelProto) (rewritten int) {
 	return foldConstIdentities(m.Graph) + squeezeConstOperands(b, m.Graph) + lowerOpset(m)
 }

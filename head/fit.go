@@ -17,12 +17,18 @@ import (
 // the extra trainings are cheap.
 const DefaultMinCalibRows = 200
 
+// MaxAutoCVRows is the largest training set on which Fit cross-validates
+// without being asked (CVFolds 0) when it has validation rows to fall back
+// on.
+const MaxAutoCVRows = 5000
+
 // FitOptions configures Fit.
 type FitOptions struct {
 	// CVFolds > 0 runs stratified k-fold cross-validation on the training
 	// rows, reports it, and calibrates on its out-of-fold predictions
 	// (cross-conformal). 0 runs it only when the validation split has fewer
-	// than MinCalibRows rows, with 5 folds.
+	// than MinCalibRows rows, with 5 folds, and with validation rows to fall
+	// back on only up to MaxAutoCVRows training rows.
 	CVFolds int
 	CVSeed  int64
 	// MinCalibRows: see DefaultMinCalibRows (0 means that).
@@ -97,6 +103,14 @@ func Fit(ctx context.Context, train, val Data, cfg Config, opt FitOptions) (*Fit
 	var labels []int32
 	cal := Calibration{Source: CalibNone}
 	useCV := opt.CVFolds > 0 || val.Rows() < opt.MinCalibRows
+	if opt.CVFolds == 0 && val.Rows() > 0 && train.Rows() > MaxAutoCVRows {
+		// k more trainings on a large set is a cost the user did not ask for
+		useCV = false
+		if val.Rows() < opt.MinCalibRows {
+			res.Notes = append(res.Notes, fmt.Sprintf("no automatic cross-validation on %d training images (more than %d): --cv K calibrates on out-of-fold predictions",
+				train.Rows(), MaxAutoCVRows))
+		}
+	}
 	folds := 0
 	if useCV {
 		var why string

@@ -46,6 +46,8 @@ type TrainInfo struct {
 	BestEpoch  int     `json:"best_epoch"` // epoch whose weights were kept (early stopping), 0 when not applicable
 	Stopped    string  `json:"stopped"`    // why training ended
 	Seconds    float64 `json:"seconds"`    // wall time of Train
+	// Augment describes the augmented views trained on, "" without.
+	Augment string `json:"augment,omitempty"`
 	// Split records how the data was divided, so that evaluation finds the
 	// same test rows without being told the fractions again; nil in heads
 	// trained before it was recorded, or by a caller that did not set it.

@@ -54,6 +54,83 @@ type Spec struct {
 	// 1/8: the largest reduction that stays at or above the size the resize
 	// needs). It changes pixels slightly, so it is part of the recipe.
 	FastJPEG bool `json:"fast_jpeg,omitempty"`
+
+	// Faces, when set, makes every sample a face found in the image rather
+	// than the whole image: a detector finds the faces and each becomes a
+	// Width x Height crop (see FaceSpec), which replaces the Resize step.
+	// The zero value (whole images) is left out of Canonical, so the hash
+	// of every spec without faces is unchanged.
+	Faces FaceSpec `json:"faces,omitzero"`
+}
+
+// FaceSpec is the face stage of a preprocessing recipe: which detector finds
+// the faces, which of its detections count, and how a face becomes a crop.
+// The detector runs elsewhere (package faces, which owns ONNX Runtime);
+// imaging only records the recipe so that it is hashed with the rest.
+type FaceSpec struct {
+	// Detector names the detector and its decoding, e.g. "blazeface/1";
+	// DetectorSHA256 is the SHA-256 (lower-case hex) of its ONNX file, so a
+	// different file gives a different recipe.
+	Detector       string `json:"detector"`
+	DetectorSHA256 string `json:"detector_sha256"`
+	// Threshold is the lowest detection score (0..1) kept.
+	Threshold float32 `json:"threshold"`
+	// MinSize is the smallest face kept: the larger side of its box, in
+	// pixels of the decoded image. Smaller faces carry too little detail
+	// for a crop, and tiny images upscaled for the detector give blobs it
+	// takes for faces.
+	MinSize float32 `json:"min_size"`
+	// Suppression merges overlapping detections: "blend" (MediaPipe's
+	// score-weighted average of every box overlapping the best one) or
+	// "nms" (keep the best one only).
+	Suppression string `json:"suppression"`
+	// Align is "eyes" (rotate so the eyes are level) or "none" (upright
+	// crop).
+	Align string `json:"align"`
+	// Margin widens the square crop: its side is (1 + 2*Margin) times the
+	// larger side of the detected box, centred on the box.
+	Margin float32 `json:"margin"`
+}
+
+// IsZero reports whether f is the zero FaceSpec (whole images, no faces).
+func (f FaceSpec) IsZero() bool { return f == FaceSpec{} }
+
+// Suppression and alignment names accepted in FaceSpec.
+const (
+	SuppressBlend = "blend"
+	SuppressNMS   = "nms"
+	AlignEyes     = "eyes"
+	AlignNone     = "none"
+)
+
+// Validate reports the first thing wrong with f as one line, or nil. The
+// zero FaceSpec is valid (no faces).
+func (f FaceSpec) Validate() error {
+	if f.IsZero() {
+		return nil
+	}
+	if f.Detector == "" {
+		return fmt.Errorf("preprocess spec: faces: no detector named")
+	}
+	if len(f.DetectorSHA256) != 64 || strings.Trim(f.DetectorSHA256, "0123456789abcdef") != "" {
+		return fmt.Errorf("preprocess spec: faces: detector_sha256 %q is not 64 lower-case hex digits", f.DetectorSHA256)
+	}
+	if !finite32(f.Threshold) || f.Threshold <= 0 || f.Threshold >= 1 {
+		return fmt.Errorf("preprocess spec: faces: threshold %v must be between 0 and 1 (exclusive)", f.Threshold)
+	}
+	if !finite32(f.MinSize) || f.MinSize < 0 {
+		return fmt.Errorf("preprocess spec: faces: min_size %v must be 0 or more pixels", f.MinSize)
+	}
+	if f.Suppression != SuppressBlend && f.Suppression != SuppressNMS {
+		return fmt.Errorf("preprocess spec: faces: unknown suppression %q (want blend or nms)", f.Suppression)
+	}
+	if f.Align != AlignEyes && f.Align != AlignNone {
+		return fmt.Errorf("preprocess spec: faces: unknown alignment %q (want eyes or none)", f.Align)
+	}
+	if !finite32(f.Margin) || f.Margin < 0 || f.Margin > 2 {
+		return fmt.Errorf("preprocess spec: faces: margin %v must be 0..2", f.Margin)
+	}
+	return nil
 }
 
 // Interpolation names accepted in Spec.Interpolation.
@@ -120,6 +197,12 @@ func (s Spec) Validate() error {
 	}
 	if !finite32(s.Scale) || s.Scale == 0 {
 		return fmt.Errorf("preprocess spec: scale %v must be finite and non-zero", s.Scale)
+	}
+	if err := s.Faces.Validate(); err != nil {
+		return err
+	}
+	if !s.Faces.IsZero() && s.Width != s.Height {
+		return fmt.Errorf("preprocess spec: face crops are square, the %dx%d input is not", s.Width, s.Height)
 	}
 	for c := 0; c < 3; c++ {
 		if !finite32(s.Mean[c]) {

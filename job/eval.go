@@ -40,6 +40,9 @@ type EvalOptions struct {
 	// Original, with Dataset, evaluates this installed model's own
 	// classifier instead of a head (for comparison on the same images).
 	Original string
+	// AllFaces, with Dataset and a head trained on faces, evaluates every
+	// face of each image (with the image's label) instead of the largest.
+	AllFaces bool
 	// Coverage lists the coverages at which to measure the head's
 	// prediction sets (empirical coverage, mean set size); nil: 0.9 when
 	// the head has conformal scores.
@@ -122,14 +125,21 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 			return nil, err
 		}
 		defer bb.Close()
-		sum, err := pipeline.Extract(ctx, bb, ds, pipeline.ExtractOptions{
-			CacheRoot: root, BatchSize: opt.BatchSize, Workers: opt.Workers, KeepLastRun: true,
-			Progress: opt.Progress, OnSkip: opt.OnSkip,
-		})
-		if err != nil {
-			return nil, err
+		if !bb.Spec.Faces.IsZero() {
+			if view, err = evalExtractFaces(ctx, opt, bb, ds, root); err != nil {
+				return nil, err
+			}
+		} else {
+			sum, err := pipeline.Extract(ctx, bb, ds, pipeline.ExtractOptions{
+				CacheRoot: root, BatchSize: opt.BatchSize, Workers: opt.Workers, KeepLastRun: true,
+				Progress: opt.Progress, OnSkip: opt.OnSkip,
+			})
+			if err != nil {
+				return nil, err
+			}
+			view = sum.View
 		}
-		view, res.Split = sum.View, "all"
+		res.Split = "all"
 		runModel, res.Dataset = bb.Ref, ds.Root
 	}
 	f, err := pipeline.LoadFeatures(root, view)

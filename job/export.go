@@ -2,9 +2,11 @@ package job
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
+	"github.com/headtune/headtune/backbone/onnxpb"
 	"github.com/headtune/headtune/export"
 	"github.com/headtune/headtune/imaging"
 )
@@ -27,6 +29,12 @@ type ExportOptions struct {
 	FP16 bool
 	// Version is recorded as the exporting headtune's version.
 	Version string
+	// Faces, for a head trained on faces, writes the face model instead:
+	// a letterboxed PhotoSize x PhotoSize photo in, boxes, scores,
+	// keypoints and per-face probabilities out (export.BuildFaces;
+	// PhotoSize 0: export.DefaultPhotoSize).
+	Faces     bool
+	PhotoSize int
 }
 
 // ExportResult reports an export.
@@ -41,6 +49,9 @@ type ExportResult struct {
 	// Limits has one line for each consumer that cannot run the model
 	// (export.Limits), e.g. OpenCV 4.6 and an --fp16 export.
 	Limits []string `json:"limits,omitempty"`
+	// Faces is set for a face model, whose input is a PhotoSize square.
+	Faces     bool `json:"faces,omitempty"`
+	PhotoSize int  `json:"photo_size,omitempty"`
 }
 
 // Export writes one ONNX model: the head's backbone cut at its features,
@@ -62,12 +73,23 @@ func Export(ctx context.Context, opt ExportOptions) (*ExportResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := export.Build(bb.Cut, bb.Spec, m, export.Options{
-		WithFeatures:      opt.WithFeatures,
-		WithPreprocessing: opt.WithPreprocessing,
-		FP16:              opt.FP16,
-		Version:           opt.Version,
-	})
+	var out *onnxpb.ModelProto
+	if opt.Faces {
+		if bb.Spec.Faces.IsZero() {
+			return nil, fmt.Errorf("export --faces: the head %s was not trained on faces (extract with --faces)", headPath)
+		}
+		if opt.FP16 {
+			return nil, errors.New("export --faces: --fp16 is not available for face models")
+		}
+		out, err = exportFaces(opt, m, bb)
+	} else {
+		out, err = export.Build(bb.Cut, bb.Spec, m, export.Options{
+			WithFeatures:      opt.WithFeatures,
+			WithPreprocessing: opt.WithPreprocessing,
+			FP16:              opt.FP16,
+			Version:           opt.Version,
+		})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -82,6 +104,15 @@ func Export(ctx context.Context, opt ExportOptions) (*ExportResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
-	return &ExportResult{Path: absPath(path), Bytes: st.Size(), Classes: m.Classes, WithPreprocessing: opt.WithPreprocessing,
-		WithFeatures: opt.WithFeatures, Spec: bb.Spec, FP16: opt.FP16, Limits: export.Limits(out)}, nil
+	res := &ExportResult{Path: absPath(path), Bytes: st.Size(), Classes: m.Classes, WithPreprocessing: opt.WithPreprocessing,
+		WithFeatures: opt.WithFeatures, Spec: bb.Spec, FP16: opt.FP16, Faces: opt.Faces}
+	if opt.Faces {
+		res.PhotoSize = opt.PhotoSize
+		if res.PhotoSize == 0 {
+			res.PhotoSize = export.DefaultPhotoSize
+		}
+	} else {
+		res.Limits = export.Limits(out)
+	}
+	return res, nil
 }

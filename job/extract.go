@@ -2,7 +2,10 @@ package job
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strings"
 
 	"github.com/headtune/headtune/imaging"
@@ -30,6 +33,8 @@ type BackboneOptions struct {
 	// TuneLayers cuts before the backbone's last K dense layers so that
 	// Train fine-tunes them.
 	TuneLayers int
+
+	faces imaging.FaceSpec // set by Extract in face mode
 }
 
 // ExtractOptions configure Extract.
@@ -52,6 +57,18 @@ type ExtractOptions struct {
 	// Progress and OnSkip are pipeline.ExtractOptions' callbacks.
 	Progress func(pipeline.ExtractProgress)
 	OnSkip   func(pipeline.Failure)
+	// Faces, when set, makes every sample a face: each image contributes
+	// its largest face (or every face), cropped as the recipe says; images
+	// without a face are skipped with the reason "no face found" and
+	// counted (ExtractSummary.NoFace).
+	Faces *FaceOptions
+	// Augment > 0 also caches that many augmented views of every training
+	// image (imaging.DefaultAugment, seeded by AugmentSeed; images under
+	// val/ or test/ get none), recorded beside the dataset's view so that
+	// Train adds them to the training rows only. 0 removes the record of
+	// an earlier augmented extract of the same dataset.
+	Augment     int
+	AugmentSeed int64
 }
 
 // ExtractResult reports an extraction.
@@ -61,6 +78,12 @@ type ExtractResult struct {
 	// features come from.
 	Backbone      string `json:"backbone"`
 	FeatureTensor string `json:"feature_tensor"`
+	// Augmented reports the extraction of the augmented views (nil
+	// without Augment).
+	Augmented *pipeline.ExtractSummary `json:"augmented,omitempty"`
+	// AugmentSeconds is the time spent decoding, augmenting and writing the
+	// views (before their extraction, which Augmented times).
+	AugmentSeconds float64 `json:"augment_seconds,omitempty"`
 }
 
 // Extract computes and caches the backbone features of every image of a
@@ -87,6 +110,12 @@ func Extract(ctx context.Context, opt ExtractOptions) (*ExtractResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opt.Faces != nil {
+		if opt.Augment != 0 {
+			return nil, errors.New("--augment is not available with --faces: augmented views are made of whole images, not of face crops")
+		}
+		return extractFaces(ctx, opt, ds, root)
+	}
 	bb, err := opt.openBackbone(opt.Backbone, false)
 	if err != nil {
 		return nil, err
@@ -110,7 +139,18 @@ func Extract(ctx context.Context, opt ExtractOptions) (*ExtractResult, error) {
 	if sum.Computed+sum.Reused == 0 {
 		return res, fmt.Errorf("%s: none of the %d images could be used (see the skipped files)", ds.Root, sum.Images)
 	}
-	return res, nil
+	if opt.Augment < 0 {
+		return res, fmt.Errorf("--augment %d: want a number of views, 0 or more", opt.Augment)
+	}
+	if opt.Augment == 0 {
+		if err := os.Remove(augmentRecordPath(sum.View)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return res, err
+		}
+		return res, nil
+	}
+	asum, made, err := opt.extractAugmented(ctx, bb, ds, root, sum.View)
+	res.Augmented, res.AugmentSeconds = asum, made
+	return res, err
 }
 
 func classCount(classes []string) string {
@@ -134,8 +174,12 @@ func (e Env) openBackbone(b BackboneOptions, noSession bool) (*pipeline.Backbone
 			return nil, fmt.Errorf("the default backbone %s is not installed: run `headtune models pull %s` (or pass --model FILE.onnx)", ref, ref)
 		}
 	} else if !pipeline.IsModelFile(ref) {
-		if _, err := store.Get(ref); err != nil {
+		in, err := store.Get(ref)
+		if err != nil {
 			return nil, unknownModel(ref, err)
+		}
+		if in.Meta.Task == models.TaskFaceDetector {
+			return nil, fmt.Errorf("%s is a face detector, not a backbone: it finds the faces that --faces crops for a backbone (e.g. --faces --model face-expression)", ref)
 		}
 	}
 	if err := CheckFastJPEG(b.FastJPEG, "extract"); err != nil {
@@ -154,6 +198,7 @@ func (e Env) openBackbone(b BackboneOptions, noSession bool) (*pipeline.Backbone
 		Height:        b.Height,
 		FastJPEG:      b.FastJPEG,
 		TuneLayers:    b.TuneLayers,
+		Faces:         b.faces,
 		Session:       e.Session,
 		NoSession:     noSession,
 	})

@@ -55,6 +55,13 @@ type PredictOptions struct {
 	// OnError is called for every file that could not be read or decoded
 	// (its row, with the error, goes to Out as well).
 	OnError func(path string, err error)
+	// With a head trained on faces, each face gets a row (with its box in
+	// Row.Face) and an image without one a row saying "no face found".
+	// LargestFace keeps only each image's largest face; AnnotateDir, when
+	// set, receives a copy of every image with each face's box, class and
+	// probability drawn.
+	LargestFace bool
+	AnnotateDir string
 }
 
 // PredictResult reports a prediction run.
@@ -63,6 +70,9 @@ type PredictResult struct {
 	Failed  int      `json:"failed"`  // of them, files that could not be read or decoded
 	Resumed int      `json:"resumed"` // inputs skipped because Done had them
 	Classes []string `json:"classes"`
+	// Face mode: faces classified, and images in which none was found.
+	Faces  int `json:"faces,omitempty"`
+	NoFace int `json:"no_face,omitempty"`
 }
 
 // ErrSomeFailed is wrapped by Predict's error when some files could not be
@@ -79,6 +89,9 @@ type predictor struct {
 	featureOut int
 	close      func()
 	model      *head.Model // set for a head: rows are scored from features with its domain guard
+	// bb is set for a head trained on faces: Predict then runs
+	// predictFaces with model instead of runner.
+	bb *pipeline.Backbone
 }
 
 // Predict classifies images with a head (behind the backbone and
@@ -130,7 +143,7 @@ func Predict(ctx context.Context, opt PredictOptions) (*PredictResult, error) {
 	}
 	if opt.OutFile != "" {
 		f, err := predictions.Create(opt.OutFile, predictions.CreateOptions{
-			Options: predictions.Options{Embeddings: opt.Embeddings, Sets: guard != nil}, Format: opt.OutFormat, Resume: opt.Resume,
+			Options: predictions.Options{Embeddings: opt.Embeddings, Sets: guard != nil && p.bb == nil, Faces: p.bb != nil}, Format: opt.OutFormat, Resume: opt.Resume,
 		})
 		if err != nil {
 			return nil, err
@@ -156,6 +169,23 @@ func Predict(ctx context.Context, opt PredictOptions) (*PredictResult, error) {
 		}
 		res.Resumed = len(paths) - len(kept)
 		paths = kept
+	}
+	if p.bb != nil {
+		if err := predictFaces(ctx, opt, p.model, p.bb, paths, res); err != nil {
+			return res, err
+		}
+		if f, ok := opt.Out.(*predictions.File); ok {
+			if err := f.Close(); err != nil {
+				return res, err
+			}
+		}
+		if res.Failed > 0 {
+			return res, fmt.Errorf("%d of %d images: %w", res.Failed, res.Images, ErrSomeFailed)
+		}
+		return res, nil
+	}
+	if opt.AnnotateDir != "" || opt.LargestFace {
+		return res, errors.New("annotated copies and the largest face need a head trained on faces (headtune extract --faces, then train)")
 	}
 	threshold := float32(opt.Threshold)
 	err = pipeline.Predict(ctx, p.runner, paths, p.score, pipeline.PredictOptions{
@@ -227,7 +257,7 @@ func (e Env) headPredictor(path string) (*predictor, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &predictor{
+	p := &predictor{
 		runner:     &pipeline.Runner{Session: bb.Session, Spec: bb.Spec, Inferers: bb.Inferers},
 		classes:    m.Classes,
 		featureOut: 0,
@@ -236,7 +266,11 @@ func (e Env) headPredictor(path string) (*predictor, error) {
 		},
 		close: func() { bb.Close() },
 		model: m,
-	}, nil
+	}
+	if !bb.Spec.Faces.IsZero() {
+		p.bb = bb
+	}
+	return p, nil
 }
 
 // exportedPredictor runs a combined model made by Export.

@@ -207,3 +207,64 @@ func TestDoctorFindsCopies(t *testing.T) {
 		t.Errorf("a dataset without cached features: %v", err)
 	}
 }
+
+// TestExtractAugment: views are made for training images only, cached
+// (a second extract computes nothing), trained on for training rows only,
+// and forgotten by an extract without --augment.
+func TestExtractAugment(t *testing.T) {
+	if _, err := ort.Init(""); err != nil {
+		testasset.Skip(t, "ONNX Runtime is not available (%v); run `make setup`", err)
+	}
+	dir := t.TempDir()
+	ds := filepath.Join(dir, "images")
+	if _, err := e2e.WriteDataset(ds, e2e.DatasetOptions{Classes: 3, PerClass: 10, Seed: 7, Splits: true}); err != nil {
+		t.Fatal(err)
+	}
+	bb := filepath.Join(dir, "backbone.onnx")
+	if err := e2e.WriteBackbone(bb, "resnet", 32); err != nil {
+		t.Fatal(err)
+	}
+	env := job.Env{CacheDir: filepath.Join(dir, "cache"), ModelsDir: filepath.Join(dir, "models")}
+	env.Session.Threads = 1
+	ctx := context.Background()
+	ext := func(n int) *job.ExtractResult {
+		t.Helper()
+		res, err := job.Extract(ctx, job.ExtractOptions{Env: env, Dataset: ds, Backbone: job.BackboneOptions{Model: bb, Preset: "imagenet"}, Augment: n, AugmentSeed: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	res := ext(2)
+	trainImages := 0
+	for _, s := range []string{"train"} {
+		matches, _ := filepath.Glob(filepath.Join(ds, s, "*", "*"))
+		trainImages += len(matches)
+	}
+	if res.Augmented == nil || res.Augmented.Images != 2*trainImages || res.Augmented.Computed != 2*trainImages {
+		t.Fatalf("augmented %+v for %d training images", res.Augmented, trainImages)
+	}
+	if again := ext(2); again.Augmented.Computed != 0 || again.Augmented.Reused != 2*trainImages {
+		t.Errorf("second extract: %+v, want every view from the cache", again.Augmented)
+	}
+	tr, err := job.Train(ctx, job.TrainOptions{Env: env, Head: filepath.Join(dir, "h.head"), CV: 3, Split: job.SplitOptions{Seed: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.AugmentedRows != 2*tr.TrainRows || !strings.Contains(tr.Model.Train.Augment, "2 augmented views") {
+		t.Errorf("%d augmented rows for %d training rows; %q", tr.AugmentedRows, tr.TrainRows, tr.Model.Train.Augment)
+	}
+	for _, f := range tr.CV.PerFold {
+		if f.TrainRows != 3*(tr.TrainRows-f.TestRows) {
+			t.Errorf("fold %d trains on %d rows, want %d originals and their views", f.Fold, f.TrainRows, 3*(tr.TrainRows-f.TestRows))
+		}
+	}
+	ext(0)
+	tr2, err := job.Train(ctx, job.TrainOptions{Env: env, Head: filepath.Join(dir, "h2.head"), Split: job.SplitOptions{Seed: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr2.AugmentedRows != 0 || tr2.Model.Train.Augment != "" {
+		t.Errorf("after an extract without --augment: %d augmented rows", tr2.AugmentedRows)
+	}
+}

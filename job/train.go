@@ -57,6 +57,9 @@ type TrainResult struct {
 	Val, Test *head.Eval
 	// CV is the cross-validation run (nil when none ran).
 	CV *head.CVResult
+	// AugmentedRows counts the augmented views trained on (extract
+	// --augment): views of training images only.
+	AugmentedRows int
 	// Notes explain, one sentence each, what was done differently from what
 	// was asked and why: splits not made, cross-validation instead of a
 	// validation split, a calibration that could not be fitted.
@@ -127,9 +130,21 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 		cfg.C = 0 // C is L-BFGS's regularisation; the others use WeightDecay
 	}
 
-	all := head.Data{X: f.X, N: f.N, D: f.D, Y: f.Labels}
+	X, n, views, viewOf, aug, err := AugmentedFeatures(root, f)
+	if err != nil {
+		return nil, err
+	}
+	labels := f.Labels
+	if len(views) > 0 {
+		labels = make([]int32, n)
+		copy(labels, f.Labels)
+		for i, v := range views {
+			labels[v] = f.Labels[viewOf[i]]
+		}
+	}
+	all := head.Data{X: X, N: n, D: f.D, Y: labels}
 	trainSet, valSet := all.Subset(trainRows), all.Subset(valRows)
-	fit, err := head.Fit(ctx, trainSet, valSet, cfg, head.FitOptions{CVFolds: opt.CV, CVSeed: opt.Split.Seed, Log: opt.Log})
+	fit, err := head.Fit(ctx, trainSet, valSet, cfg, head.FitOptions{CVFolds: opt.CV, CVSeed: opt.Split.Seed, Log: opt.Log, Views: views, ViewOf: viewOf})
 	if err != nil {
 		return nil, err
 	}
@@ -137,6 +152,20 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 	m.Backbone = ref
 	m.Train.Split = split
 	res := &TrainResult{Model: m, Report: rep, TrainRows: len(trainRows), ValRows: len(valRows), TestRows: len(testRows), CV: fit.CV}
+	if aug != nil {
+		inTrain := map[int]bool{}
+		for _, r := range trainRows {
+			inTrain[r] = true
+		}
+		for _, src := range viewOf {
+			if inTrain[src] {
+				res.AugmentedRows++
+			}
+		}
+		m.Train.Augment = fmt.Sprintf("%d augmented views per training image (seed %d, flip %.1f, crop %.0f-100%% of the area, rotation ±%.0f°, colour jitter ±%.0f%%): %d views of %d training images",
+			aug.Views, aug.Seed, aug.Spec.FlipProb, 100*aug.Spec.MinScale, aug.Spec.MaxDegrees, 100*aug.Spec.Jitter, res.AugmentedRows, len(trainRows))
+		res.Notes = append(res.Notes, m.Train.Augment)
+	}
 	res.Notes = append(append(res.Notes, split.Skipped...), fit.Notes...)
 	if len(testRows) == 0 && len(split.Skipped) == 0 && opt.Split.Test == 0 && split.Source == "stratified" {
 		res.Notes = append(res.Notes, "no test split asked for: no test figures")

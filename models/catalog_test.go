@@ -39,7 +39,7 @@ func TestCatalogEntries(t *testing.T) {
 			}
 			seen[e.Name] = true
 			switch e.Task {
-			case TaskImageNetClassifier, TaskFeatureExtractor, TaskFaceExpression:
+			case TaskImageNetClassifier, TaskFeatureExtractor, TaskFaceExpression, TaskObjectDetector, TaskFaceDetector:
 			default:
 				t.Errorf("task %q", e.Task)
 			}
@@ -50,7 +50,7 @@ func TestCatalogEntries(t *testing.T) {
 				t.Errorf("preset %q is not one of %v", e.Preset, PresetNames())
 			}
 			p := e.Preprocess
-			if p.Width <= 0 || p.Height <= 0 || (p.Layout != "NCHW" && p.Layout != "NHWC") || p.Channels != 3 ||
+			if p.Width <= 0 || p.Height <= 0 || (p.Layout != "NCHW" && p.Layout != "NHWC") || (p.Channels != 3 && p.Channels != 1) ||
 				p.Scale <= 0 || p.Std[0] <= 0 || p.Std[1] <= 0 || p.Std[2] <= 0 || p.Interpolation == "" || p.Resize == "" {
 				t.Errorf("preprocessing %+v is incomplete", p)
 			}
@@ -89,11 +89,33 @@ func TestCatalogEntries(t *testing.T) {
 		})
 	}
 	// Entries the issue asks for by name.
-	for _, n := range []string{"vgg16", "vgg19", "resnet50", "mobilenetv2", "efficientnet-lite4", "squeezenet1.1", "yolov8n-cls",
+	for _, n := range []string{"vgg16", "vgg19", "resnet50", "mobilenetv2", "efficientnet-lite4", "squeezenet1.1", "yolov3", "yolov4", "tiny-yolov3", "tiny-yolov2",
 		"mobilenetv2-imagenet", "inceptionv3-imagenet", "face-expression"} {
 		if !seen[n] {
 			t.Errorf("catalog lacks %s", n)
 		}
+	}
+}
+
+// TestCatalogYOLOEntriesExist: every YOLO entry is a published file with a
+// checksum (Ultralytics publishes no ONNX files, so yolov8n-cls is gone),
+// and its features are left to detector detection.
+func TestCatalogYOLOEntriesExist(t *testing.T) {
+	n := 0
+	for _, e := range Catalog() {
+		if !strings.Contains(e.Name, "yolo") {
+			continue
+		}
+		n++
+		if e.Unverified || !sha256Hex.MatchString(e.SHA256) || e.Size <= 0 || !strings.HasPrefix(e.URL, onnxZooDetection) {
+			t.Errorf("%s: %s size %d sha256 %q: want a zoo file with its checksum", e.Name, e.URL, e.Size, e.SHA256)
+		}
+		if e.Task != TaskObjectDetector || e.FeatureTensor != "" {
+			t.Errorf("%s: task %s feature tensor %q: want a detector whose features are detected", e.Name, e.Task, e.FeatureTensor)
+		}
+	}
+	if n != 4 {
+		t.Errorf("%d YOLO entries, want the zoo's 4", n)
 	}
 }
 
@@ -246,7 +268,11 @@ func TestPullNPMUsesRegisteredBuilder(t *testing.T) {
 // heads for that model unusable: update these only on purpose.
 func TestCatalogRecipesStable(t *testing.T) {
 	want := map[string]string{
+		"blazeface":            "dbaa501eb0c760cf",
 		"efficientnet-lite4":   "a1ef8c98142fa93d",
+		"emotion":              "2107fbd03435463c",
+		"faceres":              "f3b2d580330a0485",
+		"mobilefacenet":        "cc11a9822cd388d5",
 		"face-expression":      "182d16d8e69d1af5",
 		"inceptionv3-imagenet": "04b0e0d653679174",
 		"mobilenetv2":          "5a66a9ed2d6b2fe0",
@@ -255,7 +281,10 @@ func TestCatalogRecipesStable(t *testing.T) {
 		"squeezenet1.1":        "5a66a9ed2d6b2fe0",
 		"vgg16":                "5a66a9ed2d6b2fe0",
 		"vgg19":                "5a66a9ed2d6b2fe0",
-		"yolov8n-cls":          "17d324362d7a5a43",
+		"yolov3":               "f50c7cb4c707a86d",
+		"yolov4":               "1487cbcab2000a7a",
+		"tiny-yolov3":          "f50c7cb4c707a86d",
+		"tiny-yolov2":          "f61031340c569636",
 	}
 	for _, e := range Catalog() {
 		w, ok := want[e.Name]

@@ -40,6 +40,9 @@ type BackboneOptions struct {
 	// Spec, when set, is the exact preprocessing to use (a head's recorded
 	// recipe), instead of the installed model's or the preset's.
 	Spec *imaging.Spec `json:"spec,omitempty"`
+	// Faces, when set (and Spec is not), makes the recipe crop faces: see
+	// imaging.FaceSpec and ExtractFaces.
+	Faces imaging.FaceSpec `json:"faces,omitzero"`
 }
 
 // Backbone is a frozen feature extractor ready to run: the model cut at its
@@ -307,6 +310,11 @@ func resolveSpec(meta *models.Meta, opt BackboneOptions, in imageInputInfo) (ima
 	}
 	spec = spec.WithInput(w, h, in.Channels, in.Layout)
 	spec.FastJPEG = spec.FastJPEG || opt.FastJPEG
+	if !opt.Faces.IsZero() {
+		// Crops are sampled straight from the decoded photo at the input
+		// size: no resize step, and no reduced JPEG decode.
+		spec.Faces, spec.FastJPEG = opt.Faces, false
+	}
 	if err := spec.Validate(); err != nil {
 		return spec, err
 	}

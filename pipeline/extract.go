@@ -62,6 +62,10 @@ type ExtractSummary struct {
 	ImagesPerS  float64        `json:"computed_images_per_second"`
 	Dim         int            `json:"feature_dim"`
 	Interrupted bool           `json:"interrupted,omitempty"`
+	// Face mode (ExtractFaces): samples made (faces), and images skipped
+	// because no face was found (also counted in Skipped).
+	Faces  int `json:"faces,omitempty"`
+	NoFace int `json:"no_face,omitempty"`
 }
 
 // SkipRecord is one file left out, with the reason.

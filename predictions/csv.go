@@ -19,15 +19,19 @@ type csvWriter struct {
 	w     *bufio.Writer
 	c     *csv.Writer
 	embed bool
+	faces bool
 	sets  bool
 }
 
 // NewCSV returns a Writer of CSV rows with a header line when opt.Header.
 func NewCSV(w io.Writer, opt Options) Writer {
 	bw := bufio.NewWriter(w)
-	cw := &csvWriter{w: bw, c: csv.NewWriter(bw), embed: opt.Embeddings, sets: opt.Sets}
+	cw := &csvWriter{w: bw, c: csv.NewWriter(bw), embed: opt.Embeddings, faces: opt.Faces, sets: opt.Sets}
 	if opt.Header {
 		hdr := []string{"path", "class", "probability", "top_k", "error"}
+		if opt.Faces {
+			hdr = append([]string{"path", "face", "x", "y", "w", "h", "face_score"}, hdr[1:]...)
+		}
 		if opt.Sets {
 			hdr = append(hdr, "set", "outside")
 		}
@@ -55,6 +59,13 @@ func (cw *csvWriter) Write(r Row) error {
 			out = strconv.FormatFloat(r.Outside, 'g', 4, 64)
 		}
 		rec = append(rec, strings.Join(r.Set, ";"), out)
+	}
+	if cw.faces {
+		f := []string{"", "", "", "", "", ""}
+		if r.Face != nil {
+			f = []string{strconv.Itoa(r.Face.Index), formatPx(r.Face.X), formatPx(r.Face.Y), formatPx(r.Face.W), formatPx(r.Face.H), formatProb(r.Face.Score)}
+		}
+		rec = append(append([]string{r.Path}, f...), rec[1:]...)
 	}
 	if cw.embed {
 		rec = append(rec, FormatVector(r.Embedding))
@@ -93,6 +104,8 @@ func CSVDone(r io.Reader) (map[string]bool, error) {
 	}
 	return done, nil
 }
+
+func formatPx(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
 
 func formatProb(p float32) string { return strconv.FormatFloat(float64(p), 'g', 6, 32) }
 

@@ -36,6 +36,21 @@ type Row struct {
 	Error string `json:"error,omitempty"`
 	// Embedding is the image's feature vector, when asked for.
 	Embedding []float32 `json:"embedding,omitempty"`
+	// Face, for predictions on faces, is the face the row is about (an
+	// image gets one row per face); nil for whole images, and for an image
+	// in which no face was found (Error says so).
+	Face *Face `json:"face,omitempty"`
+}
+
+// Face locates a row's face in its image: index (largest first), box in
+// pixels of the image as displayed, and the detector's score.
+type Face struct {
+	Index int     `json:"index"`
+	X     float64 `json:"x"`
+	Y     float64 `json:"y"`
+	W     float64 `json:"w"`
+	H     float64 `json:"h"`
+	Score float32 `json:"score"`
 }
 
 // Unknown is the class a row reports when its top probability is under the
@@ -62,6 +77,9 @@ type Options struct {
 	// Header asks for the format's header (CSV's column names). Create sets
 	// it for a new or empty file.
 	Header bool
+	// Faces adds the face columns (CSV: face, x, y, w, h, face_score after
+	// path) for predictions on faces.
+	Faces bool
 }
 
 // Format is one output format.

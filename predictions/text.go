@@ -27,6 +27,9 @@ func (tw *textWriter) Write(r Row) error {
 		for j, t := range r.TopK {
 			parts[j] = fmt.Sprintf("%s %.3f", t.Class, t.Probability)
 		}
+		if f := r.Face; f != nil {
+			path = fmt.Sprintf("%s\tface %d at %.0f,%.0f %.0fx%.0f", path, f.Index, f.X, f.Y, f.W, f.H)
+		}
 		extra := ""
 		if r.Set != nil {
 			extra += "\tset {" + strings.Join(r.Set, ", ") + "}"

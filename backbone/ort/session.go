@@ -33,7 +33,8 @@ type Session struct {
 	outputNames []string
 	inputShape  []int64 // per sample, batch axis excluded
 	outputSizes []int
-	maxBatch    int // 0: any; 1 for models with a fixed batch of 1
+	outShapes   [][]int64 // per sample; nil: [size]
+	maxBatch    int       // 0: any; 1 for models with a fixed batch of 1
 }
 
 // SessionSpec names what a Session feeds and reads.
@@ -42,6 +43,11 @@ type SessionSpec struct {
 	InputShape  []int64 // per-sample input shape, e.g. [3,224,224] or [224,224,3]
 	Outputs     []string
 	OutputSizes []int // values per sample of each output
+	// OutputShapes, when set, gives each output's per-sample shape (batch
+	// axis excluded; the product must equal its OutputSizes entry), for
+	// models whose outputs are not [N, size], such as a detector's
+	// [N, anchors, 16]. Nil means [N, size] for every output.
+	OutputShapes [][]int64
 	// FixedBatch is the model's fixed batch size (1 for models exported
 	// without a dynamic batch axis), or 0 when the batch axis is dynamic.
 	FixedBatch int
@@ -55,6 +61,20 @@ func NewSession(model []byte, spec SessionSpec, opt SessionOptions) (*Session, e
 	}
 	if len(spec.Outputs) == 0 || len(spec.Outputs) != len(spec.OutputSizes) {
 		return nil, fmt.Errorf("session: %d outputs with %d sizes", len(spec.Outputs), len(spec.OutputSizes))
+	}
+	if spec.OutputShapes != nil {
+		if len(spec.OutputShapes) != len(spec.Outputs) {
+			return nil, fmt.Errorf("session: %d outputs with %d shapes", len(spec.Outputs), len(spec.OutputShapes))
+		}
+		for i, sh := range spec.OutputShapes {
+			n := int64(1)
+			for _, d := range sh {
+				n *= d
+			}
+			if n != int64(spec.OutputSizes[i]) {
+				return nil, fmt.Errorf("session: output %s has shape %v (%d values) but size %d", spec.Outputs[i], sh, n, spec.OutputSizes[i])
+			}
+		}
 	}
 	so, err := onnxruntime.NewSessionOptions()
 	if err != nil {
@@ -95,6 +115,7 @@ func NewSession(model []byte, spec SessionSpec, opt SessionOptions) (*Session, e
 		outputNames: append([]string(nil), spec.Outputs...),
 		inputShape:  append([]int64(nil), spec.InputShape...),
 		outputSizes: append([]int(nil), spec.OutputSizes...),
+		outShapes:   spec.OutputShapes,
 		maxBatch:    spec.FixedBatch,
 	}, nil
 }
@@ -161,7 +182,11 @@ func (s *Session) Run(ctx context.Context, in []float32, n int, outs ...[]float3
 	defer inT.Destroy()
 	values := make([]onnxruntime.Value, len(outs))
 	for i, o := range outs {
-		t, err := onnxruntime.NewTensor(onnxruntime.NewShape(int64(n), int64(s.outputSizes[i])), o[:n*s.outputSizes[i]])
+		shape := onnxruntime.NewShape(int64(n), int64(s.outputSizes[i]))
+		if s.outShapes != nil {
+			shape = append(onnxruntime.NewShape(int64(n)), s.outShapes[i]...)
+		}
+		t, err := onnxruntime.NewTensor(shape, o[:n*s.outputSizes[i]])
 		if err != nil {
 			return fmt.Errorf("output tensor: %w", err)
 		}

@@ -27,6 +27,9 @@ func evalCommand() *cli.Command {
 			&cli.IntFlag{Name: "workers", Usage: "separate decode workers, with DATASET", DefaultText: "as extract"},
 			&cli.BoolFlag{Name: "original", Usage: "with DATASET and --model: evaluate the backbone's own classifier (e.g. face-expression's 7 expressions) instead of a head"},
 			&cli.StringFlag{Name: "model", Usage: "with --original: the installed model whose own classifier to evaluate"},
+			facesSelectFlags("with DATASET and a head trained on faces (face mode is then implied): --faces all evaluates every face, not only the largest")[0],
+			facesSelectFlags("")[1],
+			facesSelectFlags("")[2],
 			&cli.Float64SliceFlag{Name: "coverage", Usage: "measure the head's prediction sets at these coverages `P` (empirical coverage, mean set size)", DefaultText: "0.9 when the head has conformal scores"},
 		},
 		Action: runEval,
@@ -47,6 +50,7 @@ func runEval(c *cli.Context) error {
 		ConfusionPNG: c.String("confusion-png"),
 		BatchSize:    c.Int("batch"),
 		Workers:      c.Int("workers"),
+		AllFaces:     c.Bool("faces-all"),
 		Coverage:     c.Float64Slice("coverage"),
 	}
 	switch {

@@ -20,6 +20,8 @@ func exportCommand() *cli.Command {
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Value: "headtune.onnx", Usage: "output ONNX file"},
 			&cli.BoolFlag{Name: "with-preprocessing", Usage: "bake the normalisation into the graph: the model takes raw 0..255 pixels"},
 			&cli.BoolFlag{Name: "with-features", Aliases: []string{"features"}, Usage: "also output the feature vector (output \"" + export.OutputFeatures + "\", [N, D])"},
+			&cli.BoolFlag{Name: "faces", Usage: "heads trained on faces: one model from a letterboxed photo to boxes, scores, keypoints and per-face probabilities (detector included)"},
+			&cli.IntFlag{Name: "photo-size", Value: export.DefaultPhotoSize, Usage: "with --faces: side of the square photo input, pixels"},
 			&cli.BoolFlag{Name: "fp16", Usage: "half-precision weights and activations inside the graph (half the file size; input and outputs stay float32)"},
 		},
 		Action: runExport,
@@ -35,12 +37,19 @@ func runExport(c *cli.Context) error {
 		WithFeatures:      c.Bool("with-features"),
 		FP16:              c.Bool("fp16"),
 		Version:           version,
+		Faces:             c.Bool("faces"),
+		PhotoSize:         c.Int("photo-size"),
 	})
 	if err != nil {
 		return err
 	}
 	if c.Bool("json") {
 		return printJSON(map[string]any{"path": res.Path, "bytes": res.Bytes, "classes": res.Classes, "with_preprocessing": res.WithPreprocessing, "fp16": res.FP16, "limits": res.Limits})
+	}
+	if res.Faces {
+		fmt.Fprintf(os.Stderr, "export: %s (%s): photo [1,%d,%d,3] RGB 0..255, letterboxed -> boxes [K,4], scores [K], keypoints [K,12], probabilities [K,%d]\n",
+			c.String("out"), bytesize.Format(res.Bytes), res.PhotoSize, res.PhotoSize, len(res.Classes))
+		return nil
 	}
 	in := "normalised"
 	if res.WithPreprocessing {

@@ -20,10 +20,12 @@ func extractCommand() *cli.Command {
 		Name:      "extract",
 		Usage:     "compute and cache backbone features for a labelled image dataset",
 		ArgsUsage: "DATASET (a folder of class folders, train/val/test split folders, or a path,label CSV)",
-		Flags: append(backboneFlags(),
+		Flags: append(append(append(backboneFlags(),
 			&cli.IntFlag{Name: "tune-layers", Usage: "cut before the backbone's last K dense layers so that train fine-tunes them"},
 			&cli.BoolFlag{Name: "wait-lock", Usage: "wait for another extract on the same cache instead of refusing"},
-		),
+			&cli.IntFlag{Name: "augment", Usage: "also cache `N` augmented views (flip, crop, rotation, colour jitter) of every training image; train uses them for training rows only"},
+			&cli.Int64Flag{Name: "augment-seed", Value: 1, Usage: "seed of the augmented views (recorded; the same seed reuses the cached views)"},
+		), facesSelectFlags("face mode: detect faces and use each image's largest face as its sample (--faces all: every face); images without one are skipped and counted")...), faceFlags()...),
 		Action: runExtract,
 	}
 }
@@ -39,12 +41,15 @@ func runExtract(c *cli.Context) error {
 	quiet, asJSON := c.Bool("quiet"), c.Bool("json")
 	prog := progress.New("extract", quiet)
 	res, err := job.Extract(c.Context, job.ExtractOptions{
-		Env:       env(c),
-		Backbone:  bo,
-		Dataset:   c.Args().First(),
-		BatchSize: c.Int("batch"),
-		Workers:   c.Int("workers"),
-		WaitLock:  c.Bool("wait-lock"),
+		Env:         env(c),
+		Backbone:    bo,
+		Dataset:     c.Args().First(),
+		BatchSize:   c.Int("batch"),
+		Workers:     c.Int("workers"),
+		WaitLock:    c.Bool("wait-lock"),
+		Augment:     c.Int("augment"),
+		AugmentSeed: c.Int64("augment-seed"),
+		Faces:       extractFaceOptions(c),
 		OnIgnored: func(ig imaging.Skipped) {
 			if !quiet && !asJSON {
 				prog.Printf("ignored %s: %s\n", ig.Path, ig.Reason)
@@ -67,8 +72,16 @@ func runExtract(c *cli.Context) error {
 	}
 	fmt.Fprintf(os.Stderr, "extract: %d images: %s, %d reused from cache, %d skipped in %s\n",
 		res.Images, computedText(res.Computed, res.ImagesPerS), res.Reused, res.Skipped, time.Duration(res.Seconds*float64(time.Second)).Round(time.Millisecond))
+	if c.Bool("faces") {
+		fmt.Fprintf(os.Stderr, "extract: %d faces; no face found in %d of the images (skipped)\n", res.Faces, res.NoFace)
+	}
 	if err == nil {
 		fmt.Fprintf(os.Stderr, "extract: %d classes, %d-d features from %s (%s), cache %s\n", len(res.Classes), res.Dim, res.Backbone, res.FeatureTensor, res.CacheDir)
+	}
+	if a := res.Augmented; a != nil {
+		fmt.Fprintf(os.Stderr, "extract: %d augmented views of the training images made in %s, extracted: %s, %d reused from cache in %s\n",
+			a.Images, time.Duration(res.AugmentSeconds*float64(time.Second)).Round(time.Millisecond),
+			computedText(a.Computed, a.ImagesPerS), a.Reused, time.Duration(a.Seconds*float64(time.Second)).Round(time.Millisecond))
 	}
 	return err
 }

@@ -41,7 +41,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app := newApp()
-	err := app.RunContext(ctx, cliargs.Interspersed(app, os.Args))
+	err := app.RunContext(ctx, cliargs.Interspersed(app, facesArgs(os.Args)))
 	ort.Shutdown()
 	if err == nil {
 		return
@@ -83,6 +83,7 @@ func newApp() *cli.App {
 			doctorCommand(),
 			predictCommand(),
 			exportCommand(),
+			facesCommand(),
 			inspectCommand(),
 			modelsCommand(),
 			cacheCommand(),

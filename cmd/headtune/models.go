@@ -47,10 +47,13 @@ func modelsCommand() *cli.Command {
 			},
 			{
 				Name:      "add",
-				Usage:     "register your own ONNX classifier or feature extractor under a name",
-				ArgsUsage: "FILE.onnx",
+				Usage:     "register your own ONNX classifier or feature extractor, or import a Darknet network (--darknet NET.cfg NET.weights), under a name",
+				ArgsUsage: "FILE.onnx | --darknet NET.cfg NET.weights",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "name", Usage: "name to use it by (default: the file's base name)"},
+					&cli.BoolFlag{Name: "darknet", Usage: "import a Darknet cfg and weights file (YOLOv2/v3/v4, Darknet-19/53) as an ONNX backbone"},
+					&cli.IntFlag{Name: "width", Usage: "--darknet: input width instead of the cfg's (a multiple of 32 for YOLO)"},
+					&cli.IntFlag{Name: "height", Usage: "--darknet: input height instead of the cfg's"},
 					&cli.StringFlag{Name: "preset", Value: "imagenet", Usage: "preprocessing preset: " + presetList()},
 					&cli.StringFlag{Name: "feature-tensor", Usage: "tensor to read features from (default: detected)"},
 					&cli.StringFlag{Name: "license", Usage: "the model's licence, shown by models list (e.g. MIT, Apache-2.0)"},
@@ -117,6 +120,9 @@ func runModelsPull(c *cli.Context) error {
 }
 
 func runModelsAdd(c *cli.Context) error {
+	if c.Bool("darknet") {
+		return runModelsAddDarknet(c)
+	}
 	if c.NArg() != 1 {
 		return errors.New("models add takes one .onnx file")
 	}
@@ -134,5 +140,21 @@ func runModelsAdd(c *cli.Context) error {
 		classes = fmt.Sprintf(", %d class names", n)
 	}
 	fmt.Fprintf(os.Stderr, "models: added %s (%s, feature tensor %s, %d-d%s)\n", inst.Meta.Name, inst.ModelPath(), inst.Meta.FeatureTensor, inst.Meta.FeatureDim, classes)
+	return nil
+}
+
+func runModelsAddDarknet(c *cli.Context) error {
+	if c.NArg() != 2 {
+		return errors.New("models add --darknet takes a .cfg and a .weights file")
+	}
+	inst, err := job.ModelsAddDarknet(c.Context, job.AddDarknetOptions{Env: env(c), Cfg: c.Args().Get(0), Weights: c.Args().Get(1), Name: c.String("name"),
+		DarknetOptions: models.DarknetOptions{Width: c.Int("width"), Height: c.Int("height"), FeatureTensor: c.String("feature-tensor"), License: c.String("license")}})
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(inst)
+	}
+	fmt.Fprintf(os.Stderr, "models: imported %s (%s, %s, feature tensor %s, %d-d)\n", inst.Meta.Name, inst.ModelPath(), inst.Meta.Task, inst.Meta.FeatureTensor, inst.Meta.FeatureDim)
 	return nil
 }

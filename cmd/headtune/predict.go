@@ -13,7 +13,7 @@ import (
 )
 
 func predictCommand() *cli.Command {
-	return &cli.Command{
+	cmd := &cli.Command{
 		Name:      "predict",
 		Usage:     "classify images (files or folders, recursively) with a trained head or an exported model",
 		ArgsUsage: "IMAGE|FOLDER...",
@@ -30,9 +30,12 @@ func predictCommand() *cli.Command {
 			batchFlag(),
 			workersFlag(),
 			&cli.BoolFlag{Name: "spin", Usage: "let ONNX Runtime threads spin-wait"},
+			&cli.StringFlag{Name: "annotate", Usage: "heads trained on faces: write each image with its faces' boxes, classes and probabilities drawn into this `DIR`"},
 		},
 		Action: runPredict,
 	}
+	cmd.Flags = append(cmd.Flags, facesSelectFlags("heads trained on faces (face mode is then implied): a row per face, every face; --faces largest: only the largest")...)
+	return cmd
 }
 
 func runPredict(c *cli.Context) error {
@@ -40,16 +43,18 @@ func runPredict(c *cli.Context) error {
 		return errors.New("predict needs at least one image or folder")
 	}
 	opt := job.PredictOptions{
-		Env:        env(c),
-		Head:       c.String("head"),
-		Export:     c.String("export"),
-		Inputs:     c.Args().Slice(),
-		TopK:       c.Int("top"),
-		Threshold:  c.Float64("threshold"),
-		Coverage:   c.Float64("coverage"),
-		Embeddings: c.Bool("embeddings"),
-		BatchSize:  c.Int("batch"),
-		Workers:    c.Int("workers"),
+		Env:         env(c),
+		Head:        c.String("head"),
+		Export:      c.String("export"),
+		Inputs:      c.Args().Slice(),
+		TopK:        c.Int("top"),
+		Threshold:   c.Float64("threshold"),
+		Coverage:    c.Float64("coverage"),
+		Embeddings:  c.Bool("embeddings"),
+		BatchSize:   c.Int("batch"),
+		Workers:     c.Int("workers"),
+		LargestFace: c.Bool("faces-largest"),
+		AnnotateDir: c.String("annotate"),
 	}
 	if opt.Export != "" {
 		if c.IsSet("head") {
@@ -67,7 +72,8 @@ func runPredict(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		opt.Out = f.New(os.Stdout, predictions.Options{Embeddings: opt.Embeddings, Header: true, Sets: opt.Export == ""})
+		face := faceHead(opt.Head, opt.Export)
+		opt.Out = f.New(os.Stdout, predictions.Options{Embeddings: opt.Embeddings, Header: true, Sets: opt.Export == "" && !face, Faces: face})
 		defer opt.Out.Close()
 	} else {
 		opt.OutFile, opt.OutFormat, opt.Resume = c.String("out"), c.String("format"), c.Bool("resume")
@@ -87,6 +93,9 @@ func runPredict(c *cli.Context) error {
 	}
 	if res != nil && !toStdout && !quiet && !c.Bool("json") {
 		fmt.Fprintf(os.Stderr, "predict: %d images, %d unreadable, rows in %s\n", res.Images, res.Failed, c.String("out"))
+	}
+	if res != nil && res.Faces+res.NoFace > 0 && !quiet && !c.Bool("json") {
+		fmt.Fprintf(os.Stderr, "predict: %d faces; no face found in %d of the images\n", res.Faces, res.NoFace)
 	}
 	if errors.Is(err, job.ErrSomeFailed) {
 		return &exitError{code: 2, err: err}

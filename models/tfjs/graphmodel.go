@@ -458,6 +458,9 @@ func tfWindow(in, k, s, d int, padding string) (out, before, after int, err erro
 }
 
 func (c *graphConv) spatialAttrs(n *GraphNode, x *gval, kh, kw int) (oh, ow int, attrs []*onnxpb.AttributeProto, err error) {
+	if len(x.shape) != 4 || x.shape[1] <= 0 || x.shape[2] <= 0 {
+		return 0, 0, nil, fmt.Errorf("input shape %v: height and width must be known", x.shape)
+	}
 	strides, err := n.ints("strides")
 	if err != nil {
 		return 0, 0, nil, err
@@ -472,8 +475,9 @@ func (c *graphConv) spatialAttrs(n *GraphNode, x *gval, kh, kw int) (oh, ow int,
 	if len(dil) == 0 {
 		dil = []int{1, 1, 1, 1}
 	}
-	if len(strides) != 4 || len(dil) != 4 || strides[0] != 1 || strides[3] != 1 || dil[0] != 1 || dil[3] != 1 {
-		return 0, 0, nil, fmt.Errorf("strides %v dilations %v", strides, dil)
+	if len(strides) != 4 || len(dil) != 4 || strides[0] != 1 || strides[3] != 1 || dil[0] != 1 || dil[3] != 1 ||
+		strides[1] <= 0 || strides[2] <= 0 || dil[1] <= 0 || dil[2] <= 0 || kh <= 0 || kw <= 0 {
+		return 0, 0, nil, fmt.Errorf("strides %v dilations %v kernel %dx%d", strides, dil, kh, kw)
 	}
 	pad := n.str("padding")
 	var pads [4]int
@@ -485,6 +489,9 @@ func (c *graphConv) spatialAttrs(n *GraphNode, x *gval, kh, kw int) (oh, ow int,
 		pads = [4]int{ep[2], ep[4], ep[3], ep[5]}
 		oh = (x.shape[1]+ep[2]+ep[3]-(kh-1)*dil[1]-1)/strides[1] + 1
 		ow = (x.shape[2]+ep[4]+ep[5]-(kw-1)*dil[2]-1)/strides[2] + 1
+		if oh <= 0 || ow <= 0 || min(ep[2], ep[3], ep[4], ep[5]) < 0 {
+			return 0, 0, nil, fmt.Errorf("explicit_paddings %v leave no output", ep)
+		}
 	} else {
 		var err error
 		if oh, pads[0], pads[2], err = tfWindow(x.shape[1], kh, strides[1], dil[1], pad); err != nil {

@@ -19,6 +19,13 @@ func buildForCatalog(ctx context.Context, e models.Entry, tarball string) ([]byt
 	if err := ctx.Err(); err != nil {
 		return nil, models.Meta{}, err
 	}
+	if IsShipped(e.Arch) {
+		data, license, err := BuildShipped(e.Arch, tarball)
+		if err != nil {
+			return nil, models.Meta{}, err
+		}
+		return data, models.Meta{License: license}, nil
+	}
 	m, info, err := Build(e.Arch, tarball)
 	if err != nil {
 		return nil, models.Meta{}, err

