@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/headtune/headtune/faces"
 	"github.com/headtune/headtune/imaging"
 	"github.com/headtune/headtune/models/tfjs"
+	"github.com/headtune/headtune/predictions"
 )
 
 // portraits writes one upright portrait per face of face-api's sample
@@ -154,6 +156,27 @@ func TestFacesFlow(t *testing.T) {
 			t.Errorf("predict row %v", row)
 		}
 	}
+	// Prediction sets apply to faces as to whole images: every face row
+	// gets a set, and the top class is in it whenever the set is not empty.
+	setsOut := filepath.Join(c.dir, "sets.csv")
+	c.ok("predict", photos, "--head", headPath, "--faces", "--coverage", "0.8", "--out", setsOut, "--quiet")
+	setRows := readCSV(t, setsOut)
+	if len(setRows) != 22 || len(setRows[0]) < 13 || setRows[0][11] != "set" {
+		t.Fatalf("predict --faces --coverage: header %v, %d rows", setRows[0], len(setRows))
+	}
+	nonEmpty := 0
+	for _, row := range setRows[1:] {
+		if row[11] == "" {
+			continue
+		}
+		nonEmpty++
+		if row[7] != predictions.Unknown && !slices.Contains(strings.Split(row[11], ";"), row[7]) {
+			t.Errorf("face row %v: set %q lacks the top class", row[:2], row[11])
+		}
+	}
+	if nonEmpty == 0 {
+		t.Errorf("predict --faces --coverage 0.8: every set empty")
+	}
 	ann, _ := filepath.Glob(filepath.Join(c.dir, "ann", "*.jpg"))
 	if len(ann) != 6 {
 		t.Errorf("predict --annotate wrote %d images, want 6", len(ann))
@@ -220,4 +243,19 @@ func TestFacesCrashResume(t *testing.T) {
 	if c.verifiedRows(t, cache) != len(refFeat) {
 		t.Errorf("cache holds %d rows, want %d", c.verifiedRows(t, cache), len(refFeat))
 	}
+}
+
+// readCSV reads a whole CSV file.
+func readCSV(t *testing.T, path string) [][]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return rows
 }

@@ -3,6 +3,7 @@ package head
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 // DomainFactor is how many times the largest training distance an input
@@ -17,21 +18,35 @@ const DomainFactor = 2
 // lie. Distance is the root mean square of the standardised features,
 // sqrt(Σ_j ((x_j - Mean_j)/Std_j)² / D): about 1 for a typical training
 // row. It needs the model's standardisation (Mean, Std).
+//
+// Few training rows estimate each feature's spread badly: a ReLU feature
+// that fired in one of 21 training faces gets a tiny Std, and every new
+// face in which it fires lands "far away". Distance therefore adds Shrink
+// to every feature's variance, pulling the per-feature scales towards
+// their median by min(1, D/n) (more the fewer rows per dimension, the
+// intuition behind Ledoit-Wolf shrinkage). Heads written before Shrink
+// existed have 0 and keep their distances.
 type Domain struct {
-	MaxTrain float64 `json:"max_train"` // largest Distance of a training row
-	Limit    float64 `json:"limit"`     // DomainFactor × MaxTrain: beyond it an input is outside
+	MaxTrain float64 `json:"max_train"`        // largest Distance of a training row
+	Limit    float64 `json:"limit"`            // DomainFactor × MaxTrain: beyond it an input is outside
+	Shrink   float64 `json:"shrink,omitempty"` // variance added to every feature's Std² in Distance
 }
 
 // Distance is the RMS standardised distance of x [Dim()] from the training
-// mean; NaN when the model has no standardisation.
+// mean, with the domain's Shrink added to each feature's variance; NaN
+// when the model has no standardisation.
 func (m *Model) Distance(x []float32) float64 {
 	if m.Mean == nil || len(x) != len(m.Mean) {
 		return math.NaN()
 	}
+	shrink := 0.0
+	if m.Domain != nil {
+		shrink = m.Domain.Shrink
+	}
 	s := 0.0
 	for j, v := range x {
-		z := (float64(v) - float64(m.Mean[j])) / float64(m.Std[j])
-		s += z * z
+		e, sd := float64(v)-float64(m.Mean[j]), float64(m.Std[j])
+		s += e * e / (sd*sd + shrink)
 	}
 	return math.Sqrt(s / float64(len(x)))
 }
@@ -42,11 +57,18 @@ func (m *Model) setDomain(d Data) {
 		m.Domain = nil
 		return
 	}
+	vars := make([]float64, len(m.Std))
+	for j, sd := range m.Std {
+		vars[j] = float64(sd) * float64(sd)
+	}
+	slices.Sort(vars)
+	median := vars[len(vars)/2]
+	m.Domain = &Domain{Shrink: math.Min(1, float64(len(vars))/float64(d.Rows())) * median}
 	mx := 0.0
 	for i := 0; i < d.Rows(); i++ {
 		mx = math.Max(mx, m.Distance(d.Row(i)))
 	}
-	m.Domain = &Domain{MaxTrain: mx, Limit: DomainFactor * mx}
+	m.Domain.MaxTrain, m.Domain.Limit = mx, DomainFactor*mx
 }
 
 // PredictGuarded is Predict for inputs that may not look like the training

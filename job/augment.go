@@ -143,7 +143,7 @@ func (opt ExtractOptions) extractAugmented(ctx context.Context, bb *pipeline.Bac
 	if err != nil {
 		return sum, made, err
 	}
-	rec := AugmentRecord{Views: opt.Augment, Seed: seed, Spec: imaging.DefaultAugment, View: sum.View, Dir: dir, Sources: sources}
+	rec := AugmentRecord{Views: opt.Augment, Seed: seed, Spec: imaging.DefaultAugment, View: sum.View, Dir: absPath(dir), Sources: sources}
 	b, err := json.MarshalIndent(rec, "", " ")
 	if err != nil {
 		return sum, made, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/imaging"
@@ -142,7 +143,13 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 		res.Split = "all"
 		runModel, res.Dataset = bb.Ref, ds.Root
 	}
-	f, err := pipeline.LoadFeatures(root, view)
+	var f *pipeline.Features
+	if segs, ok := strings.CutPrefix(view, pipeline.SegmentsViewPrefix); ok {
+		// Trained on segments directly (train --segments): read them again.
+		f, err = pipeline.LoadSegmentFeatures(ctx, strings.Split(segs, ","))
+	} else {
+		f, err = pipeline.LoadFeatures(root, view)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -42,7 +42,8 @@ type ExtractOptions struct {
 	Env
 	Backbone BackboneOptions
 	// Dataset is a folder of class folders, a folder of train/val/test
-	// split folders, or a path,label CSV manifest.
+	// split folders, or a path,label CSV manifest; local, or an object
+	// storage URL (s3://bucket/prefix, a manifest object, file:///folder).
 	Dataset string
 	// BatchSize is images per inference call (0: pipeline.DefaultBatch);
 	// Workers is separate decode goroutines (0: each core decodes and runs
@@ -94,6 +95,9 @@ type ExtractResult struct {
 // could be used is an error. On cancellation the result describes the
 // partial run and the error is ctx.Err(); running again resumes.
 func Extract(ctx context.Context, opt ExtractOptions) (*ExtractResult, error) {
+	if pipeline.IsLocation(opt.Dataset) {
+		return extractLocation(ctx, opt)
+	}
 	ds, err := imaging.OpenDataset(opt.Dataset)
 	if err != nil {
 		return nil, err

@@ -173,7 +173,9 @@ func evalExtractFaces(ctx context.Context, opt EvalOptions, bb *pipeline.Backbon
 // face (every face, or the largest with LargestFace), one row saying "no
 // face found" for an image without any, and annotated copies with
 // AnnotateDir.
-func predictFaces(ctx context.Context, opt PredictOptions, m *head.Model, bb *pipeline.Backbone, paths []string, res *PredictResult) error {
+// guard, when not nil, rescores each face from its features as it does
+// whole images (domain check, prediction sets).
+func predictFaces(ctx context.Context, opt PredictOptions, m *head.Model, guard *headGuard, bb *pipeline.Backbone, paths []string, res *PredictResult) error {
 	if opt.Resume || opt.Embeddings {
 		return errors.New("predict on faces: --resume and --embeddings are not available")
 	}
@@ -194,7 +196,7 @@ func predictFaces(ctx context.Context, opt PredictOptions, m *head.Model, bb *pi
 	last := ""
 	err = pipeline.PredictFaces(ctx, fr, paths, func(outs [][]float32, n int, probs []float32) error {
 		return m.PredictBatch(outs[0], n, probs)
-	}, pipeline.PredictOptions{Classes: len(m.Classes), TopK: opt.TopK, FeatureOut: -1}, func(p pipeline.FacePrediction) error {
+	}, pipeline.PredictOptions{Classes: len(m.Classes), TopK: opt.TopK, Embeddings: guard != nil, FeatureOut: 0}, func(p pipeline.FacePrediction) error {
 		if p.Path != last {
 			res.Images++
 			last = p.Path
@@ -208,7 +210,11 @@ func predictFaces(ctx context.Context, opt PredictOptions, m *head.Model, bb *pi
 				opt.Progress(res.Images, len(paths))
 			}
 		}
-		row := RowOf(pipeline.Prediction{Path: p.Path, Classes: p.Classes, Probs: p.Probs, Err: p.Err}, m.Classes, threshold)
+		pr := pipeline.Prediction{Path: p.Path, Classes: p.Classes, Probs: p.Probs, Features: p.Features, Err: p.Err}
+		row := RowOf(pr, m.Classes, threshold)
+		if guard != nil && p.Err == nil {
+			row = guard.row(pr, threshold)
+		}
 		switch {
 		case errors.Is(p.Err, pipeline.ErrNoFace):
 			res.NoFace++

@@ -11,6 +11,7 @@ import (
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/export"
 	"github.com/headtune/headtune/head"
+	"github.com/headtune/headtune/objstore"
 	"github.com/headtune/headtune/pipeline"
 	"github.com/headtune/headtune/predictions"
 )
@@ -123,15 +124,17 @@ func Predict(ctx context.Context, opt PredictOptions) (*PredictResult, error) {
 		return nil, err
 	}
 	defer p.close()
-	paths, err := pipeline.ExpandInputs(opt.Inputs)
+	paths, read, closeInputs, err := predictInputs(ctx, opt.Inputs)
 	if err != nil {
 		return nil, err
 	}
+	defer closeInputs()
 	if len(paths) == 0 {
 		return nil, fmt.Errorf("no images found in %s", strings.Join(opt.Inputs, ", "))
 	}
 	p.runner.BatchSize = opt.BatchSize
 	p.runner.Workers = opt.Workers
+	p.runner.Read = read
 
 	var guard *headGuard
 	if p.model != nil {
@@ -141,9 +144,22 @@ func Predict(ctx context.Context, opt PredictOptions) (*PredictResult, error) {
 	} else if opt.Coverage != 0 {
 		return nil, fmt.Errorf("--coverage needs a head (--head): an export does not carry the conformal scores of its head")
 	}
+	// An output URL is written to a local file and uploaded when the run
+	// ends (also when it is interrupted, so that --resume continues it).
+	var remote *remoteOut
+	if objstore.IsURL(opt.OutFile) {
+		if remote, err = openRemoteOut(ctx, opt.OutFile, opt.Resume); err != nil {
+			return nil, err
+		}
+		defer remote.discard()
+	}
 	if opt.OutFile != "" {
-		f, err := predictions.Create(opt.OutFile, predictions.CreateOptions{
-			Options: predictions.Options{Embeddings: opt.Embeddings, Sets: guard != nil && p.bb == nil, Faces: p.bb != nil}, Format: opt.OutFormat, Resume: opt.Resume,
+		outPath := opt.OutFile
+		if remote != nil {
+			outPath = remote.local
+		}
+		f, err := predictions.Create(outPath, predictions.CreateOptions{
+			Options: predictions.Options{Embeddings: opt.Embeddings, Sets: guard != nil, Faces: p.bb != nil}, Format: opt.OutFormat, Resume: opt.Resume,
 		})
 		if err != nil {
 			return nil, err
@@ -171,7 +187,7 @@ func Predict(ctx context.Context, opt PredictOptions) (*PredictResult, error) {
 		paths = kept
 	}
 	if p.bb != nil {
-		if err := predictFaces(ctx, opt, p.model, p.bb, paths, res); err != nil {
+		if err := predictFaces(ctx, opt, p.model, guard, p.bb, paths, res); err != nil {
 			return res, err
 		}
 		if f, ok := opt.Out.(*predictions.File); ok {
@@ -211,13 +227,20 @@ func Predict(ctx context.Context, opt PredictOptions) (*PredictResult, error) {
 		}
 		return nil
 	})
+	if f, ok := opt.Out.(*predictions.File); ok {
+		if cerr := f.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+		if remote != nil {
+			// Upload what was written, finished or not: the context may be
+			// cancelled already, so the upload gets its own.
+			if uerr := remote.upload(context.WithoutCancel(ctx)); uerr != nil && err == nil {
+				err = uerr
+			}
+		}
+	}
 	if err != nil {
 		return res, err
-	}
-	if f, ok := opt.Out.(*predictions.File); ok {
-		if err := f.Close(); err != nil {
-			return res, err
-		}
 	}
 	if res.Failed > 0 {
 		return res, fmt.Errorf("%d of %d images: %w", res.Failed, res.Images, ErrSomeFailed)

@@ -2,6 +2,7 @@ package job
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/headtune/headtune/dense"
 	"github.com/headtune/headtune/head"
+	"github.com/headtune/headtune/models"
 	"github.com/headtune/headtune/pipeline"
 )
 
@@ -19,6 +21,10 @@ type TrainOptions struct {
 	// View is the dataset view file to train on; empty: the cache's latest
 	// extraction.
 	View string
+	// Segments, when set, are sealed segment locations (from sharded
+	// extraction) to train on directly, without merging them into the
+	// cache first (pipeline.LoadSegmentFeatures).
+	Segments []string
 	// Head is where to write the trained head; empty: DefaultHead.
 	Head string
 	// Classes, when > 0, is the number of classes the dataset must have.
@@ -82,7 +88,15 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 			return nil, fmt.Errorf("view %s: %w (views are the .csv files under a cache folder's views/; omit --view to use the last extract's)", opt.View, err)
 		}
 	}
-	f, err := pipeline.LoadFeatures(root, opt.View)
+	var f *pipeline.Features
+	if len(opt.Segments) > 0 {
+		if opt.View != "" {
+			return nil, errors.New("train reads a view or segments, not both")
+		}
+		f, err = pipeline.LoadSegmentFeatures(ctx, opt.Segments)
+	} else {
+		f, err = pipeline.LoadFeatures(root, opt.View)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -104,6 +118,11 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 		cfg.Optimizer = ""
 	}
 	cfg.Classes = f.Classes
+	if f.Run.Model == "" {
+		if f.Run.Model, err = opt.modelByHash(f.Ident.ModelHash); err != nil {
+			return nil, fmt.Errorf("view %s: %w", f.Run.View, err)
+		}
+	}
 	ref := head.BackboneRef{
 		ID:            f.Run.Model,
 		ModelHash:     f.Ident.ModelHash,
@@ -207,6 +226,28 @@ func setMetrics(m map[string]float64, prefix string, ev *head.Eval) {
 	m[prefix+"_accuracy"] = ev.Accuracy
 	m[prefix+"_macro_f1"] = ev.MacroF1
 	m[prefix+"_ece"] = ev.ECE
+}
+
+// modelByHash names the installed model whose file has the given hash: the
+// backbone of a view whose cache recorded none (caches from before identity
+// folders kept their extraction's record). A head must name its backbone,
+// or predict and export cannot open it.
+func (e Env) modelByHash(hash string) (string, error) {
+	store, err := e.Store()
+	if err == nil {
+		var list []models.Installed
+		if list, err = store.List(); err == nil {
+			for _, in := range list {
+				if in.Meta.SHA256 == hash {
+					return in.Meta.Name, nil
+				}
+			}
+		}
+	}
+	if len(hash) > 12 {
+		hash = hash[:12]
+	}
+	return "", fmt.Errorf("the cache does not record which backbone computed these features (model sha256 %s) and no installed model has that hash: run `headtune extract` on the dataset again to record it", hash)
 }
 
 // tunedLayers reopens the backbone an extraction with TuneLayers used and

@@ -15,7 +15,9 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/featcache"
+	"github.com/headtune/headtune/featcache/segment"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/objstore"
 )
 
 // ExtractOptions configures Extract.
@@ -29,6 +31,9 @@ type ExtractOptions struct {
 	Progress func(ExtractProgress)
 	// OnSkip, when set, is called for every file that could not be used.
 	OnSkip func(Failure)
+	// Read, when set, reads sample i of the dataset instead of the local
+	// file Samples[i].Path (object storage datasets; see ExtractLocation).
+	Read func(ctx context.Context, i int, buf []byte) ([]byte, error)
 	// KeepLastRun leaves the cache's record of the latest extraction alone,
 	// so that evaluating a test folder never becomes what `train` reads by
 	// default.
@@ -66,6 +71,8 @@ type ExtractSummary struct {
 	// because no face was found (also counted in Skipped).
 	Faces  int `json:"faces,omitempty"`
 	NoFace int `json:"no_face,omitempty"`
+	// Retries counts object storage reads retried (ExtractLocation).
+	Retries int64 `json:"read_retries,omitempty"`
 }
 
 // SkipRecord is one file left out, with the reason.
@@ -75,7 +82,11 @@ type SkipRecord struct {
 }
 
 // LastRun is what the latest extract recorded in the cache root, so that
-// `headtune train` needs no arguments.
+// `headtune train` needs no arguments, and in the identity folder it wrote
+// to (<root>/<identity>/last-extract.json), so that a view chosen by file
+// names its backbone. Dataset, CacheDir and View are absolute (records
+// before 2026-12 held them relative to extract's working folder; ReadLastRun
+// finds such a view under the cache root).
 type LastRun struct {
 	Dataset   string          `json:"dataset"`
 	Model     string          `json:"model"`
@@ -95,6 +106,9 @@ const lastRunFile = "last-extract.json"
 // ViewName is the name under which a dataset's view is stored: the folder's
 // base name and a hash of its absolute path, so two datasets never share one.
 func ViewName(datasetRoot string) string {
+	if objstore.IsURL(datasetRoot) {
+		return segment.ViewName(datasetRoot)
+	}
 	abs, err := filepath.Abs(datasetRoot)
 	if err != nil {
 		abs = datasetRoot
@@ -165,6 +179,7 @@ func Extract(ctx context.Context, bb *Backbone, ds *imaging.Dataset, opt Extract
 		BatchSize: opt.BatchSize,
 		Workers:   opt.Workers,
 		Inferers:  bb.Inferers,
+		Read:      opt.Read,
 		Skip: func(h [32]byte) bool {
 			_, ok := known.Lookup(featcache.Key(h))
 			return ok
@@ -236,19 +251,35 @@ func Extract(ctx context.Context, bb *Backbone, ds *imaging.Dataset, opt Extract
 	if err := featcache.WriteView(w.Dir(), name, entries); err != nil {
 		return sum, fmt.Errorf("write dataset view: %w", err)
 	}
-	sum.View = featcache.ViewPath(w.Dir(), name)
+	// Absolute, so that the record, the augment record and the heads that
+	// name this view work from any working folder.
+	sum.View = absPath(featcache.ViewPath(w.Dir(), name))
 	if opt.KeepLastRun {
 		return sum, nil
 	}
 	idJSON, _ := json.Marshal(bb.Identity)
-	last := LastRun{Dataset: ds.Root, Model: bb.Ref, ModelPath: bb.ModelPath, CacheDir: w.Dir(), View: sum.View,
+	last := LastRun{Dataset: absPath(ds.Root), Model: bb.Ref, ModelPath: bb.ModelPath, CacheDir: absPath(w.Dir()), View: sum.View,
 		Identity: idJSON, Options: bb.Options, FeatureTensor: bb.Choice.Tensor}
 	last.Options.Spec = &bb.Spec
 	data, _ := json.MarshalIndent(last, "", "  ")
-	if err := backbone.WriteFileAtomic(filepath.Join(root, lastRunFile), append(data, '\n')); err != nil {
+	data = append(data, '\n')
+	// The identity folder keeps a copy, so that a view chosen by file
+	// (train --view) still names the backbone that computed its features
+	// after other extractions replaced the cache root's record.
+	if err := backbone.WriteFileAtomic(filepath.Join(w.Dir(), lastRunFile), data); err != nil {
+		return sum, fmt.Errorf("record last run: %w", err)
+	}
+	if err := backbone.WriteFileAtomic(filepath.Join(root, lastRunFile), data); err != nil {
 		return sum, fmt.Errorf("record last run: %w", err)
 	}
 	return sum, nil
+}
+
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }
 
 // ReadLastRun returns what the latest extract under root recorded.
@@ -265,7 +296,28 @@ func ReadLastRun(root string) (*LastRun, error) {
 	if err := json.Unmarshal(data, &l); err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
+	// Records written before paths were made absolute hold the view
+	// relative to the folder extract ran in. Every view lies at
+	// <root>/<identity>/views/<name>.csv, so take it from there.
+	if v, ok := viewUnder(root, l.View); ok {
+		l.View, l.CacheDir = v, filepath.Dir(filepath.Dir(v))
+	}
 	return &l, nil
+}
+
+// viewUnder finds a view recorded by a path relative to some other working
+// folder under cache root (every view is <root>/<identity>/views/<name>.csv):
+// the absolute path and true, or false when view is absolute or not there.
+func viewUnder(root, view string) (string, bool) {
+	if filepath.IsAbs(view) {
+		return "", false
+	}
+	id := filepath.Base(filepath.Dir(filepath.Dir(view)))
+	v := filepath.Join(absPath(root), id, filepath.Base(filepath.Dir(view)), filepath.Base(view))
+	if _, err := os.Stat(v); err != nil {
+		return "", false
+	}
+	return v, true
 }
 
 // datasetBase is the folder that view paths are relative to.

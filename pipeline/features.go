@@ -3,6 +3,7 @@ package pipeline
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -35,7 +36,15 @@ func LoadFeatures(cacheRoot, view string) (*Features, error) {
 		}
 		view = run.View
 	} else {
-		run = &LastRun{View: view, CacheDir: filepath.Dir(filepath.Dir(view))}
+		// A relative view that is not there from here was recorded by an
+		// older headtune (augment records) relative to another folder.
+		if _, err := os.Stat(view); err != nil {
+			if v, ok := viewUnder(cacheRoot, view); ok {
+				view = v
+			}
+		}
+		view = absPath(view)
+		run = viewRun(cacheRoot, view)
 	}
 	dir := filepath.Dir(filepath.Dir(view)) // <identity dir>/views/<name>.csv
 	name := strings.TrimSuffix(filepath.Base(view), ".csv")
@@ -80,6 +89,37 @@ func LoadFeatures(cacheRoot, view string) (*Features, error) {
 		f.Paths[i] = e.Path
 	}
 	return f, nil
+}
+
+// viewRun is the record of the extraction that computed the features view
+// (an absolute path) lists: the identity folder's own record, else the
+// cache root's when it was made into the same folder. A record of another
+// dataset into the same identity still names the right backbone (the
+// identity fixes the model file, tensor and preprocessing) but not the
+// dataset, which is then left empty. Model is empty when neither record
+// exists (caches written before identity folders kept one).
+func viewRun(cacheRoot, view string) *LastRun {
+	dir := filepath.Dir(filepath.Dir(view))
+	run := &LastRun{}
+	if l, err := ReadLastRun(dir); err == nil {
+		run = l
+	} else if l, err := ReadLastRun(cacheRoot); err == nil && sameFile(filepath.Dir(filepath.Dir(l.View)), dir) {
+		run = l
+	}
+	if !sameFile(run.View, view) {
+		run.Dataset = ""
+	}
+	run.View, run.CacheDir = view, dir
+	return run
+}
+
+func sameFile(a, b string) bool {
+	sa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	sb, err := os.Stat(b)
+	return err == nil && os.SameFile(sa, sb)
 }
 
 // SplitRows returns the rows of each named split ("train", "val", "test").

@@ -57,6 +57,10 @@ type Runner struct {
 	// OnFail is called, in order from the Run goroutine, for each file that
 	// could not be read or decoded; the run goes on.
 	OnFail func(Failure)
+	// Read, when set, reads input i (of Run's list) into buf, reusing it,
+	// instead of reading the local file paths[i]: object storage readers
+	// plug in here. Called from several goroutines.
+	Read func(ctx context.Context, i int, buf []byte) ([]byte, error)
 }
 
 // DefaultBatch is the batch size a Runner uses when BatchSize is 0: 1
@@ -292,7 +296,11 @@ func (r *Runner) load(ctx context.Context, paths []string, b *Batch, slot, inLen
 		return
 	}
 	var err error
-	ls.buf, err = readFile(paths[b.slotIdx[slot]], ls.buf)
+	if r.Read != nil {
+		ls.buf, err = r.Read(ctx, b.slotIdx[slot], ls.buf)
+	} else {
+		ls.buf, err = readFile(paths[b.slotIdx[slot]], ls.buf)
+	}
 	if err == nil {
 		b.slotHash[slot] = sha256.Sum256(ls.buf)
 		dst := b.Input[slot*inLen : (slot+1)*inLen]

@@ -54,6 +54,7 @@ func cacheCommand() *cli.Command {
 				},
 				Action: runExportNPY,
 			},
+			cacheMergeCommand(),
 		},
 	}
 }

@@ -19,18 +19,26 @@ func extractCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "extract",
 		Usage:     "compute and cache backbone features for a labelled image dataset",
-		ArgsUsage: "DATASET (a folder of class folders, train/val/test split folders, or a path,label CSV)",
-		Flags: append(append(append(backboneFlags(),
+		ArgsUsage: "DATASET (a folder of class folders, train/val/test split folders, or a path,label CSV; local or an object storage URL such as s3://bucket/prefix)",
+		Flags: append(append(append(append(backboneFlags(),
 			&cli.IntFlag{Name: "tune-layers", Usage: "cut before the backbone's last K dense layers so that train fine-tunes them"},
 			&cli.BoolFlag{Name: "wait-lock", Usage: "wait for another extract on the same cache instead of refusing"},
 			&cli.IntFlag{Name: "augment", Usage: "also cache `N` augmented views (flip, crop, rotation, colour jitter) of every training image; train uses them for training rows only"},
 			&cli.Int64Flag{Name: "augment-seed", Value: 1, Usage: "seed of the augmented views (recorded; the same seed reuses the cached views)"},
-		), facesSelectFlags("face mode: detect faces and use each image's largest face as its sample (--faces all: every face); images without one are skipped and counted")...), faceFlags()...),
+		), facesSelectFlags("face mode: detect faces and use each image's largest face as its sample (--faces all: every face); images without one are skipped and counted")...), faceFlags()...), shardFlags()...),
 		Action: runExtract,
 	}
 }
 
 func runExtract(c *cli.Context) error {
+	if c.IsSet("plan") {
+		return runShardExtract(c)
+	}
+	for _, f := range []string{"shard", "out", "chunk-rows", "claim-ttl"} {
+		if c.IsSet(f) {
+			return fmt.Errorf("--%s works with --plan only", f)
+		}
+	}
 	if c.NArg() != 1 {
 		return fmt.Errorf("extract takes one dataset folder or CSV manifest, got %d arguments", c.NArg())
 	}

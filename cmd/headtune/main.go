@@ -78,6 +78,7 @@ func newApp() *cli.App {
 		},
 		Commands: []*cli.Command{
 			extractCommand(),
+			planCommand(),
 			trainCommand(),
 			evalCommand(),
 			doctorCommand(),

@@ -23,7 +23,7 @@ func predictCommand() *cli.Command {
 			&cli.IntFlag{Name: "top", Aliases: []string{"k"}, Value: 3, Usage: "how many classes to report per image"},
 			&cli.Float64Flag{Name: "threshold", Usage: "report the class as \"unknown\" when the top probability is below this `P`", DefaultText: "0, never"},
 			&cli.Float64Flag{Name: "coverage", Usage: "with a head: add each image's prediction set, the classes that hold the true one with probability `P` (e.g. 0.9; conformal, from held-out scores recorded at training)"},
-			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "write one row per image to `FILE` as it goes; the format follows the extension (.csv, .jsonl, .txt) or --format"},
+			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "write one row per image to `FILE` as it goes (or to an object storage URL, uploaded when the run ends); the format follows the extension (.csv, .jsonl, .txt) or --format"},
 			&cli.StringFlag{Name: "format", Usage: "output format: csv, jsonl or text (default: from --out's extension; text on a terminal, jsonl with --json)"},
 			&cli.BoolFlag{Name: "resume", Usage: "with --out: skip images already in the output file"},
 			&cli.BoolFlag{Name: "embeddings", Usage: "also write each image's feature vector"},

@@ -21,6 +21,7 @@ func trainCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "classes", Usage: "expected number of classes, checked against the dataset", DefaultText: "any"},
 			&cli.StringFlag{Name: "view", Usage: "dataset view file (a .csv under the cache's views/ folders) to train on (default: the last extract's)"},
+			&cli.StringSliceFlag{Name: "segments", Usage: "train on sealed segments (from extract --plan) at these `URL`s directly, without cache merge"},
 			&cli.StringFlag{Name: "head", Value: job.DefaultHead, Usage: "where to write the trained head"},
 			&cli.StringFlag{Name: "kind", Value: head.KindLinear, Usage: "linear (softmax regression) or mlp"},
 			&cli.IntSliceFlag{Name: "hidden", Usage: "MLP hidden layer widths", DefaultText: fmt.Sprint(mlp.Hidden[0])},
@@ -54,14 +55,15 @@ func runTrain(c *cli.Context) error {
 		log = nil
 	}
 	res, err := job.Train(c.Context, job.TrainOptions{
-		Env:     env(c),
-		View:    c.String("view"),
-		Head:    c.String("head"),
-		Classes: c.Int("classes"),
-		Config:  cfg,
-		Split:   job.SplitOptions{Val: c.Float64("val"), Test: c.Float64("test"), Seed: c.Int64("seed")},
-		CV:      c.Int("cv"),
-		Log:     log,
+		Env:      env(c),
+		View:     c.String("view"),
+		Segments: c.StringSlice("segments"),
+		Head:     c.String("head"),
+		Classes:  c.Int("classes"),
+		Config:   cfg,
+		Split:    job.SplitOptions{Val: c.Float64("val"), Test: c.Float64("test"), Seed: c.Int64("seed")},
+		CV:       c.Int("cv"),
+		Log:      log,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,124 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/headtune/headtune/featcache"
+	"github.com/headtune/headtune/featcache/segment"
+	"github.com/headtune/headtune/objstore"
+)
+
+// SegmentsViewPrefix starts the View recorded for features loaded from
+// segments: the locations follow, comma-separated.
+const SegmentsViewPrefix = "segments:"
+
+// LoadSegmentFeatures loads the features of sealed segments straight from
+// their locations, without merging them into a cache first (a logical
+// merge): every chunk is fetched and verified, each dataset key is kept
+// once (as Merge keeps it), and the rows are gathered into one matrix in
+// memory, sorted by key. Shards without their completion marker are
+// refused, as are segments of more than one backbone.
+func LoadSegmentFeatures(ctx context.Context, inputs []string) (*Features, error) {
+	var locs []*objstore.Location
+	defer func() {
+		for _, l := range locs {
+			l.Close()
+		}
+	}()
+	for _, in := range inputs {
+		l, err := objstore.Open(ctx, in)
+		if err != nil {
+			return nil, err
+		}
+		locs = append(locs, l)
+	}
+	shards, err := segment.Scan(ctx, locs)
+	if err != nil {
+		return nil, err
+	}
+	type entry struct {
+		segment.Entry
+		chunk int
+	}
+	var entries []entry
+	var rows [][]float32
+	var first *segment.Header
+	dim := 0
+	for _, s := range shards {
+		if len(s.Chunks) == 0 {
+			continue
+		}
+		if s.Done == nil {
+			return nil, fmt.Errorf("segments %s: the shard is not complete; finish it, or merge what is sealed with `cache merge --allow-incomplete`", s.Loc.Describe(s.Dir))
+		}
+		for _, c := range s.Chunks {
+			data, err := c.Loc.ReadAll(ctx, c.Rel, 16<<30)
+			if err != nil {
+				return nil, err
+			}
+			h, r, err := segment.Decode(data, c.Loc.Describe(c.Rel))
+			if err != nil {
+				return nil, err
+			}
+			if first == nil {
+				first, dim = h, h.Identity.Dim
+			} else if h.BackboneID != first.BackboneID {
+				return nil, fmt.Errorf("segments: %s holds features of backbone %s (model %s), others of backbone %s (model %s): use one backbone at a time",
+					c.Loc.Describe(c.Rel), h.BackboneID[:16], h.Model, first.BackboneID[:16], first.Model)
+			}
+			for _, e := range h.Entries {
+				entries = append(entries, entry{e, len(rows)})
+			}
+			rows = append(rows, r)
+		}
+	}
+	if first == nil {
+		return nil, fmt.Errorf("segments: no sealed chunks under %s", strings.Join(inputs, ", "))
+	}
+	sort.Slice(entries, func(a, b int) bool {
+		if entries[a].Key != entries[b].Key {
+			return entries[a].Key < entries[b].Key
+		}
+		return entries[a].Hash.String() < entries[b].Hash.String()
+	})
+	uniq := entries[:0]
+	for i, e := range entries {
+		if i == 0 || e.Key != entries[i-1].Key {
+			uniq = append(uniq, e)
+		}
+	}
+	n := len(uniq)
+	f := &Features{X: make([]float32, n*dim), N: n, D: dim, Labels: make([]int32, n), Splits: make([]string, n), Paths: make([]string, n), Ident: first.Identity}
+	classSet := map[string]bool{}
+	for _, e := range uniq {
+		classSet[e.Label] = true
+	}
+	for c := range classSet {
+		f.Classes = append(f.Classes, c)
+	}
+	sort.Strings(f.Classes)
+	idx := map[string]int32{}
+	for i, c := range f.Classes {
+		idx[c] = int32(i)
+	}
+	f.Entries = make([]featcache.ViewEntry, n)
+	for i, e := range uniq {
+		copy(f.X[i*dim:(i+1)*dim], rows[e.chunk][e.Row*dim:(e.Row+1)*dim])
+		f.Labels[i], f.Splits[i], f.Paths[i] = idx[e.Label], e.Split, e.Key
+		f.Entries[i] = featcache.ViewEntry{Path: e.Key, Label: e.Label, Split: e.Split, Key: e.Hash}
+	}
+	var bopt BackboneOptions
+	if len(first.Options) > 0 {
+		if err := json.Unmarshal(first.Options, &bopt); err != nil {
+			return nil, fmt.Errorf("segments: backbone options recorded in %s: %w", first.Dataset, err)
+		}
+	}
+	idJSON, _ := json.Marshal(first.Identity)
+	f.Run = &LastRun{Dataset: first.Dataset, Model: first.Model, View: SegmentsViewPrefix + strings.Join(inputs, ","),
+		Identity: idJSON, Options: bopt, FeatureTensor: first.Identity.FeatureTensor}
+	return f, nil
+}
