@@ -69,6 +69,9 @@ func listingRow(l models.Listing) string {
 		if m.Size > 0 {
 			size = bytesize.Format(m.Size)
 		}
+		if m.Derived != nil {
+			src = m.Derived.Kind + " of " + m.Derived.From
+		}
 	}
 	for _, p := range []*string{&task, &input, &feat, &size, &lic, &src} {
 		if *p == "" {

@@ -50,6 +50,9 @@ const (
 	// SourceFile marks models a user registered from a local file (Store.Add);
 	// catalog entries never use it.
 	SourceFile Source = "file"
+	// SourceDerived marks models made from another installed model
+	// (`models quantize`); Meta.Derived says from which and how.
+	SourceDerived Source = "derived"
 	// SourceDarknet marks models a user imported from a Darknet cfg and
 	// weights file (Store.AddDarknet); catalog entries never use it.
 	SourceDarknet Source = "darknet"

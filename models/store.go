@@ -59,6 +59,10 @@ type Meta struct {
 
 	Classes     []string  `json:"classes,omitempty"` // class names of the model's own output, if any
 	InstalledAt time.Time `json:"installed_at"`
+
+	// Derived records the model this one was made from and how; nil for
+	// pulled and added models.
+	Derived *Derivation `json:"derived,omitempty"`
 }
 
 // Spec decodes the preprocessing recipe.

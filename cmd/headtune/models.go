@@ -16,8 +16,9 @@ import (
 func modelsCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "models",
-		Usage: "list, obtain, add, verify and remove backbones",
+		Usage: "list, obtain, add, quantize, verify and remove backbones",
 		Subcommands: []*cli.Command{
+			modelsQuantizeCommand(),
 			{
 				Name:  "list",
 				Usage: "the catalog and the installed models",

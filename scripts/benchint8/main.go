@@ -1,0 +1,253 @@
+// Command benchint8 compares a float32 backbone with its int8 copy
+// (`headtune models quantize`) in one process, on the same images:
+//
+//	infer1    ONNX Runtime on pre-decoded tensors, batch 1, 1 thread alone
+//	inferPar  -threads concurrent 1-thread runs (the pipeline's layout)
+//	e2e       `headtune extract` end to end into a fresh cache
+//	cosine    cosine similarity of the two models' features per image
+//
+// Inference runs each image through both models back to back, timing each
+// call, so that load coming and going on a shared machine falls on both
+// alike; the extractions alternate (first model changing every round).
+// Speeds are medians over -repeats rounds, the speed-ups medians of the
+// per-round ratios (with their range). It prints one JSON object on stdout.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/backbone/ort"
+	"github.com/headtune/headtune/imaging"
+	_ "github.com/headtune/headtune/imaging/turbojpeg"
+	"github.com/headtune/headtune/models"
+	"github.com/headtune/headtune/pipeline"
+)
+
+type result struct {
+	Images           int     `json:"images"`
+	Threads          int     `json:"threads"`
+	Repeats          int     `json:"repeats"`
+	ORT              string  `json:"ort"`
+	Infer1Float      float64 `json:"infer1_float_img_s"`
+	Infer1Int8       float64 `json:"infer1_int8_img_s"`
+	Infer1Speedup    float64 `json:"infer1_speedup"`
+	InferParFloat    float64 `json:"inferpar_float_img_s"`
+	InferParInt8     float64 `json:"inferpar_int8_img_s"`
+	InferParSpeedup  float64 `json:"inferpar_speedup"`
+	E2EFloat         float64 `json:"e2e_float_img_s"`
+	E2EInt8          float64 `json:"e2e_int8_img_s"`
+	E2ESpeedup       float64 `json:"e2e_speedup"`
+	CosineMean       float64 `json:"cosine_mean"`
+	CosineMin        float64 `json:"cosine_min"`
+	FloatName        string  `json:"float_model"`
+	Int8Name         string  `json:"int8_model"`
+	FloatSizeBytes   int64   `json:"float_size_bytes"`
+	Int8SizeBytes    int64   `json:"int8_size_bytes"`
+	InferParSpread   string  `json:"inferpar_speedup_range"`
+	E2ESpeedupSpread string  `json:"e2e_speedup_range"`
+}
+
+func main() {
+	images := flag.String("images", "", "folder of images (walked recursively)")
+	floatName := flag.String("float", models.DefaultModel, "installed float32 model")
+	int8Name := flag.String("int8", "", "installed int8 model (default FLOAT-int8)")
+	threads := flag.Int("threads", runtime.NumCPU(), "cores: concurrent 1-thread inference runs and decode")
+	repeats := flag.Int("repeats", 3, "rounds (medians reported)")
+	limit := flag.Int("n", 400, "images used (the first n, sorted)")
+	flag.Parse()
+	if *int8Name == "" {
+		*int8Name = *floatName + "-int8"
+	}
+	paths, err := pipeline.ExpandInputs([]string{*images})
+	check(err)
+	sort.Strings(paths)
+	if len(paths) > *limit {
+		paths = paths[:*limit]
+	}
+	if len(paths) == 0 {
+		check(fmt.Errorf("no images in %s", *images))
+	}
+	dir, err := models.DefaultDir()
+	check(err)
+	store, err := models.OpenStore(dir)
+	check(err)
+	open := func(name string) *pipeline.Backbone {
+		bb, err := pipeline.OpenBackbone(name, pipeline.BackboneOptions{Store: store, Session: ort.SessionOptions{Threads: *threads}})
+		check(err)
+		return bb
+	}
+	bbs := []*pipeline.Backbone{open(*floatName), open(*int8Name)}
+	defer bbs[0].Close()
+	defer bbs[1].Close()
+	spec := bbs[0].Spec
+	if string(spec.Canonical()) != string(bbs[1].Spec.Canonical()) {
+		check(fmt.Errorf("%s and %s preprocess differently", *floatName, *int8Name))
+	}
+	n, inLen, dim := len(paths), spec.TensorLen(), bbs[0].Dim
+	tensors := make([]float32, n*inLen)
+	var sc imaging.Scratch
+	for i, p := range paths {
+		check(spec.Load(p, tensors[i*inLen:(i+1)*inLen], &sc))
+	}
+	// infer1: a 1-thread session alone.
+	single := make([]*ort.Session, 2)
+	for k, bb := range bbs {
+		cut, err := backbone.MarshalModel(bb.Cut)
+		check(err)
+		single[k], err = ort.NewSession(cut, ort.SessionSpec{Input: bb.InputName, InputShape: shape(spec), Outputs: []string{"features"}, OutputSizes: []int{dim}}, ort.SessionOptions{Threads: 1})
+		check(err)
+		defer single[k].Close()
+	}
+	feats := [2][]float32{make([]float32, n*dim), make([]float32, n*dim)}
+	// infer1 runs every image through both models, one after the other
+	// (the order alternating), and times each run: load that comes and
+	// goes on a shared machine falls on both models alike.
+	infer1 := func() (fl, q float64) {
+		var spent [2]time.Duration
+		for i := 0; i < n; i++ {
+			for j := 0; j < 2; j++ {
+				k := (i + j) % 2
+				t := time.Now()
+				check(single[k].Run(context.Background(), tensors[i*inLen:(i+1)*inLen], 1, feats[k][i*dim:(i+1)*dim]))
+				spent[k] += time.Since(t)
+			}
+		}
+		return float64(n) / spent[0].Seconds(), float64(n) / spent[1].Seconds()
+	}
+	// inferPar: -threads goroutines, each taking images from one queue and
+	// running each through both models (alternating order) on the
+	// pipeline's sessions; rates are images per second of each model's
+	// share of the wall time.
+	inferPar := func() (fl, q float64) {
+		var mu sync.Mutex
+		var spent [2]time.Duration
+		var wg sync.WaitGroup
+		next := make(chan int, n)
+		for i := 0; i < n; i++ {
+			next <- i
+		}
+		close(next)
+		for w := 0; w < *threads; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				o := make([]float32, dim)
+				var mine [2]time.Duration
+				for i := range next {
+					for j := 0; j < 2; j++ {
+						k := (i + j) % 2
+						t := time.Now()
+						check(bbs[k].Session.Run(context.Background(), tensors[i*inLen:(i+1)*inLen], 1, o))
+						mine[k] += time.Since(t)
+					}
+				}
+				mu.Lock()
+				spent[0] += mine[0]
+				spent[1] += mine[1]
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		// Each goroutine's time is one core's; the models' rates on all
+		// cores are threads times the per-core rate.
+		c := float64(*threads)
+		return c * float64(n) / spent[0].Seconds(), c * float64(n) / spent[1].Seconds()
+	}
+	ds := &imaging.Dataset{Root: *images, Classes: []string{"x"}}
+	for _, p := range paths {
+		ds.Samples = append(ds.Samples, imaging.Sample{Path: p, Label: "x"})
+	}
+	e2e := func(k int) float64 {
+		tmp, err := os.MkdirTemp("", "benchint8")
+		check(err)
+		defer os.RemoveAll(tmp)
+		s, err := pipeline.Extract(context.Background(), bbs[k], ds, pipeline.ExtractOptions{CacheRoot: tmp})
+		check(err)
+		if s.Computed != n {
+			check(fmt.Errorf("extract computed %d of %d images", s.Computed, n))
+		}
+		return float64(n) / s.Seconds
+	}
+	infer1() // warm-up
+	var i1 [2][]float64
+	var ip [2][]float64
+	var ee [2][]float64
+	var r1, rp, re []float64
+	for r := 0; r < *repeats; r++ {
+		f, q := infer1()
+		i1[0], i1[1] = append(i1[0], f), append(i1[1], q)
+		f, q = inferPar()
+		ip[0], ip[1] = append(ip[0], f), append(ip[1], q)
+		// End to end cannot interleave images: the two extractions
+		// alternate, the first one changing every round.
+		for j := 0; j < 2; j++ {
+			k := (r + j) % 2
+			ee[k] = append(ee[k], e2e(k))
+		}
+		r1 = append(r1, i1[1][r]/i1[0][r])
+		rp = append(rp, ip[1][r]/ip[0][r])
+		re = append(re, ee[1][r]/ee[0][r])
+	}
+	res := result{Images: n, Threads: *threads, Repeats: *repeats, ORT: ort.Version(), FloatName: *floatName, Int8Name: *int8Name,
+		Infer1Float: median(i1[0]), Infer1Int8: median(i1[1]), Infer1Speedup: median(r1),
+		InferParFloat: median(ip[0]), InferParInt8: median(ip[1]), InferParSpeedup: median(rp),
+		E2EFloat: median(ee[0]), E2EInt8: median(ee[1]), E2ESpeedup: median(re),
+		InferParSpread: spread(rp), E2ESpeedupSpread: spread(re)}
+	res.CosineMin = 1
+	for i := 0; i < n; i++ {
+		c := pipeline.Cosine(feats[0][i*dim:(i+1)*dim], feats[1][i*dim:(i+1)*dim])
+		res.CosineMean += c / float64(n)
+		res.CosineMin = math.Min(res.CosineMin, c)
+	}
+	for k, bb := range bbs {
+		st, err := os.Stat(bb.ModelPath)
+		check(err)
+		if k == 0 {
+			res.FloatSizeBytes = st.Size()
+		} else {
+			res.Int8SizeBytes = st.Size()
+		}
+	}
+	b, err := json.Marshal(res)
+	check(err)
+	fmt.Println(string(b))
+}
+
+func spread(v []float64) string {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return fmt.Sprintf("%.2f-%.2f", s[0], s[len(s)-1])
+}
+
+func shape(s imaging.Spec) []int64 {
+	if s.Layout == "NHWC" {
+		return []int64{int64(s.Height), int64(s.Width), int64(s.Channels)}
+	}
+	return []int64{int64(s.Channels), int64(s.Height), int64(s.Width)}
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchint8:", err)
+		os.Exit(1)
+	}
+}
