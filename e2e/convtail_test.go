@@ -61,6 +61,9 @@ func TestConvTailFlow(t *testing.T) {
 	if len(m.ConvTail) != 1 || m.ConvTail[0].InC != 8 || m.ConvTail[0].OutC != 16 || m.ConvTail[0].Stride != 2 || m.Dim() != 16 {
 		t.Fatalf("head records %d tuned convolutions (want conv2: 8->16, stride 2), dim %d", len(m.ConvTail), m.Dim())
 	}
+	if m.Calibration == nil || m.Calibration.Source != head.CalibValidation || m.Calibration.Rows != tr.ValRows || m.Conformal == nil {
+		t.Errorf("conv-tail head calibration %+v (want fitted on the %d validation rows), prediction sets %v", m.Calibration, tr.ValRows, m.Conformal != nil)
+	}
 
 	out := filepath.Join(c.dir, "head.jsonl")
 	c.ok("predict", "--head", headFile, ds, "--out", out, "--top", "3", "--embeddings", "--quiet")

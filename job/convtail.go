@@ -106,8 +106,11 @@ func trainConvTail(ctx context.Context, opt TrainOptions, cfg head.Config, f *pi
 	res := &TrainResult{Model: m, TrainRows: len(trainRows), ValRows: len(valRows), TestRows: len(testRows),
 		Report: &head.Report{Epochs: rep.Epochs, Iters: m.Train.Iterations, Stopped: "epochs", TrainLoss: rep.TrainLoss, ValLoss: math.NaN(), ValAcc: math.NaN(), Seconds: rep.Seconds}}
 	res.Notes = append(res.Notes, split.Skipped...)
-	res.Notes = append(res.Notes, fmt.Sprintf("conv tail: %d convolution(s) (%s) tuned with the head: a linear probe (L-BFGS, standardised pooled features) starts the head, then Adam (lr %g, %d epochs, batch %d) tunes convolutions and head together; temperature not calibrated",
+	res.Notes = append(res.Notes, fmt.Sprintf("conv tail: %d convolution(s) (%s) tuned with the head: a linear probe (L-BFGS, standardised pooled features) starts the head, then Adam (lr %g, %d epochs, batch %d) tunes convolutions and head together",
 		len(convs), convNames(convs), to.LR, to.Epochs, to.BatchSize))
+	if err := calibrateConvHead(m, tunedAll.Subset(valRows), res); err != nil {
+		return nil, err
+	}
 	if len(valRows) > 0 {
 		pv, err := head.Evaluate(probe, all.Subset(valRows))
 		if err != nil {
@@ -172,4 +175,42 @@ func convLayers(m *head.Model) []convtail.Layer {
 		out = append(out, c.Layer)
 	}
 	return out
+}
+
+// calibrateConvHead fits the temperature and the prediction-set scores of
+// a conv-tail head on its validation rows (pooled through the tuned tail),
+// as head.Fit does for other heads without cross-validation (which would
+// retrain the tail once per fold).
+func calibrateConvHead(m *head.Model, val head.Data, res *TrainResult) error {
+	n, k := val.Rows(), m.NumClasses()
+	if n == 0 {
+		m.Calibration = &head.Calibration{Source: head.CalibNone, Temperature: 1, Reason: "no validation images (a conv tail is not cross-validated)"}
+		return nil
+	}
+	x := make([]float32, 0, n*val.D)
+	labels := make([]int32, n)
+	for i := 0; i < n; i++ {
+		x = append(x, val.Row(i)...)
+		labels[i] = val.Label(i)
+	}
+	logits := make([]float32, n*k)
+	if err := m.LogitsBatch(x, n, logits); err != nil {
+		return err
+	}
+	cal, err := head.Calibrate(logits, labels, k, head.CalibValidation)
+	if err != nil {
+		return fmt.Errorf("train: calibrate the conv-tail head: %w", err)
+	}
+	m.Temperature, m.Calibration = cal.Temperature, &cal
+	probs := make([]float32, n*k)
+	if err := m.PredictBatch(x, n, probs); err != nil {
+		return err
+	}
+	if m.Conformal, err = head.NewConformal(probs, labels, k, head.CalibValidation); err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	if n < head.DefaultMinCalibRows {
+		res.Notes = append(res.Notes, fmt.Sprintf("calibrated on only %d validation images", n))
+	}
+	return nil
 }
