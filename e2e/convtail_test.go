@@ -157,3 +157,18 @@ func TestConvTailRefusals(t *testing.T) {
 	res := writeModel(t, c.dir, "resnet", 16)
 	errorLine(t, c.run("extract", ds, "--model", res, "--preset", "imagenet", "--tune-layers", "1", "--quiet"), "--tune-layers 1", "straight chain of convolutions")
 }
+
+// TestConvTailSaysAugmentUnused: a conv tail trains on the images' cached
+// maps only; augmented views from extract --augment are not silently
+// dropped but named in train's notes.
+func TestConvTailSaysAugmentUnused(t *testing.T) {
+	c := newCLI(t)
+	ds := filepath.Join(c.dir, "ds")
+	writeDataset(t, ds, DatasetOptions{Classes: 2, PerClass: 6, Seed: 4})
+	f4 := writeModel(t, c.dir, "features4d", 16)
+	c.ok("extract", ds, "--model", f4, "--preset", "imagenet", "--tune-layers", "1", "--augment", "1", "--quiet")
+	r := c.ok("train", "--head", filepath.Join(c.dir, "aug.head"), "--json", "--quiet", "--seed", "3")
+	if !strings.Contains(r.stdout, "augmented views per training image from extract --augment are not used") {
+		t.Errorf("train after extract --tune-layers 1 --augment 1 does not say the views are unused:\n%s", r.stdout)
+	}
+}

@@ -146,6 +146,9 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 			if err != nil {
 				return nil, err
 			}
+			if rec, err := ReadAugmentRecord(f.Run.View); err == nil && rec != nil {
+				res.Notes = append(res.Notes, fmt.Sprintf("conv tail: the %d augmented views per training image from extract --augment are not used (a conv tail trains on the images' cached maps only)", rec.Views))
+			}
 			return res, opt.saveHead(res)
 		}
 		for _, l := range bb.Tuned {
