@@ -14,7 +14,7 @@ func FuzzParseManifest(f *testing.F) {
 	f.Add("\ufeffPath,Label\n\"a,b.jpg\",c\n")
 	f.Fuzz(func(t *testing.T, data string) {
 		_ = parseManifest(strings.NewReader(data), "fuzz.csv", func(line int, key, label, split string) error {
-			if key == "" || label == "" || key == ".." || strings.HasPrefix(key, "../") || strings.HasPrefix(key, "/") {
+			if key == "" || key == "." || label == "" || key == ".." || strings.HasPrefix(key, "../") || strings.HasPrefix(key, "/") {
 				t.Fatalf("line %d: key %q label %q accepted", line, key, label)
 			}
 			if split != "" && split != "train" && split != "val" && split != "test" {

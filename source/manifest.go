@@ -131,9 +131,15 @@ func parseManifest(r io.Reader, where string, row func(line int, key, label, spl
 		case label == "":
 			return fmt.Errorf("%s:%d: empty label for %s", where, line, p)
 		}
-		key := path.Clean(strings.ReplaceAll(p, `\`, "/"))
-		if strings.HasPrefix(p, "/") || key == ".." || strings.HasPrefix(key, "../") || strings.Contains(p, "://") {
+		// Judge the path with Windows separators already turned into '/':
+		// `\x` is as absolute as `/x`.
+		slashed := strings.ReplaceAll(p, `\`, "/")
+		key := path.Clean(slashed)
+		if strings.HasPrefix(slashed, "/") || key == ".." || strings.HasPrefix(key, "../") || strings.Contains(p, "://") {
 			return fmt.Errorf("%s:%d: path %s is outside the manifest's folder", where, line, p)
+		}
+		if key == "." {
+			return fmt.Errorf("%s:%d: path %s names the manifest's folder, not an image", where, line, p)
 		}
 		if err := row(line, key, label, split); err != nil {
 			return err
