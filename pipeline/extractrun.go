@@ -29,26 +29,42 @@ type extractRun struct {
 	opt   ExtractOptions
 }
 
+// cacheRoot is root, or the default feature cache root when root is empty.
+func cacheRoot(root string) (string, error) {
+	if root != "" {
+		return root, nil
+	}
+	return featcache.DefaultDir()
+}
+
+// openCache opens the cache folder of id under root for appending (with
+// wait, waiting for another writer's lock instead of refusing) and for
+// lookups of what it already holds. The caller closes both.
+func openCache(ctx context.Context, root string, id featcache.Identity, wait bool) (*featcache.Writer, *featcache.Reader, error) {
+	w, err := featcache.OpenWriter(ctx, root, id, featcache.WriterOptions{Wait: wait})
+	if err != nil {
+		return nil, nil, err
+	}
+	known, err := featcache.Open(root, id)
+	if err != nil {
+		w.Close()
+		return nil, nil, err
+	}
+	return w, known, nil
+}
+
 // startExtract opens bb's cache under opt.CacheRoot (the default root when
 // empty) and starts the summary of extracting ds. The caller must close it.
 func startExtract(ctx context.Context, bb *Backbone, ds *imaging.Dataset, opt ExtractOptions) (*extractRun, error) {
-	root := opt.CacheRoot
-	if root == "" {
-		var err error
-		if root, err = featcache.DefaultDir(); err != nil {
-			return nil, err
-		}
+	root, err := cacheRoot(opt.CacheRoot)
+	if err != nil {
+		return nil, err
 	}
 	if bb.Session == nil {
 		return nil, errors.New("extract: backbone has no session")
 	}
-	w, err := featcache.OpenWriter(ctx, root, bb.Identity, featcache.WriterOptions{Wait: opt.WaitLock})
+	w, known, err := openCache(ctx, root, bb.Identity, opt.WaitLock)
 	if err != nil {
-		return nil, err
-	}
-	known, err := featcache.Open(root, bb.Identity)
-	if err != nil {
-		w.Close()
 		return nil, err
 	}
 	n := len(ds.Samples)
