@@ -300,3 +300,42 @@ func WriteConvChain(m *onnxpb.ModelProto, chain []ConvNode, layers []convtail.La
 	}
 	return out, nil
 }
+
+// PooledMap returns the NCHW map whose global average is the feature
+// vector of choice: the tensor itself when the cut pools it
+// (PoolGlobalAvgNCHW), or the input of the GlobalAveragePool that a
+// Flatten, Reshape or Squeeze (Identity crossed) turns into the chosen
+// [N, C] tensor. "" when the features are not a globally pooled map (dense
+// layers, NHWC maps, other pools). A conv tail tuned with a softmax head
+// on pooled features (package convtail) ends at this map.
+func PooledMap(m *onnxpb.ModelProto, choice *FeatureChoice) string {
+	if choice == nil || m.GetGraph() == nil {
+		return ""
+	}
+	if choice.Pool == PoolGlobalAvgNCHW {
+		return choice.Tensor
+	}
+	if choice.Pool != PoolNone {
+		return ""
+	}
+	ix := newGraphIndex(m)
+	t := choice.Tensor
+	for steps := 0; steps < 8; steps++ {
+		n := ix.node(t)
+		if n == nil || !standardDomain(n) || len(n.Input) == 0 {
+			return ""
+		}
+		switch n.GetOpType() {
+		case "Identity", "Flatten", "Reshape", "Squeeze":
+			t = n.Input[0]
+		case "GlobalAveragePool":
+			if s := ix.shape(n.Input[0]); len(s) != 4 {
+				return ""
+			}
+			return n.Input[0]
+		default:
+			return ""
+		}
+	}
+	return ""
+}

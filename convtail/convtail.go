@@ -30,14 +30,17 @@ const (
 // Layer is one 2-D convolution with bias and activation:
 // y = act(conv(x, W) + B), square kernel, equal padding on every side.
 type Layer struct {
-	InC, InH, InW int // input map
-	OutC          int
-	K             int // kernel side
-	Stride, Pad   int
-	Groups        int
-	Act           string
-	W             []float32 // [OutC, InC/Groups, K, K]
-	B             []float32 // [OutC]
+	InC    int       `json:"in_c"` // input map: channels, height, width
+	InH    int       `json:"in_h"`
+	InW    int       `json:"in_w"`
+	OutC   int       `json:"out_c"`
+	K      int       `json:"kernel"` // kernel side
+	Stride int       `json:"stride"`
+	Pad    int       `json:"pad"`
+	Groups int       `json:"groups"`
+	Act    string    `json:"act,omitempty"`
+	W      []float32 `json:"-"` // [OutC, InC/Groups, K, K]; files store weights apart from the geometry
+	B      []float32 `json:"-"` // [OutC]
 }
 
 // OutH and OutW are the output map's sides.

@@ -199,3 +199,120 @@ func TestTrainStartsFromGivenHead(t *testing.T) {
 		t.Fatal("a head of the wrong size was accepted")
 	}
 }
+
+// TestStandardisedHead: a head on standardised pooled features computes
+// what the same head folded onto raw features computes, and the tail's
+// first Adam step (the sign of its gradient) is the same in both
+// parameterisations, so the gradient goes through the standardisation.
+func TestStandardisedHead(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	l := randLayer(rng, 3, 4, 4, 4, 3, 1, 1, 1, ActLeaky)
+	// Two layers: the first one's gradient mixes the channels that the
+	// standardisation scales differently.
+	l1 := randLayer(rng, 4, 4, 4, 4, 1, 1, 0, 1, ActNone)
+	tail := []Layer{l, l1}
+	n := 16
+	d := Data{X: make([]float32, n*l.InLen()), N: n, Y: make([]int32, n)}
+	for i := range d.X {
+		d.X[i] = float32(rng.NormFloat64())
+	}
+	for i := range d.Y {
+		d.Y[i] = int32(i % 3)
+	}
+	mean, std := []float32{0.1, -0.2, 0.3, 0}, []float32{0.5, 2, 0.25, 1}
+	w := make([]float32, 3*4)
+	for i := range w {
+		w[i] = float32(rng.NormFloat64())
+	}
+	b := []float32{0.1, 0.2, -0.3}
+	fw, fb := make([]float32, len(w)), append([]float32(nil), b...)
+	for j := 0; j < 3; j++ {
+		for i := 0; i < 4; i++ {
+			fw[j*4+i] = w[j*4+i] / std[i]
+			fb[j] -= w[j*4+i] * mean[i] / std[i]
+		}
+	}
+	cfg := Config{Epochs: 1, BatchSize: n, LR: 1e-3, TailLRScale: 1, Seed: 1, Threads: 1, InitW: w, InitB: b, Mean: mean, Std: std}
+	folded := cfg
+	folded.InitW, folded.InitB, folded.Mean, folded.Std = fw, fb, nil, nil
+	zero := cfg
+	zero.Epochs = 0
+	zeroF := folded
+	zeroF.Epochs = 0
+	ms, _, err := Train(context.Background(), tail, 3, d, zero)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mf, _, err := Train(context.Background(), tail, 3, d, zeroF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := ms.Features(d, 1)
+	a, c := make([]float32, 3), make([]float32, 3)
+	for i := 0; i < n; i++ {
+		ms.Logits(f[i*4:(i+1)*4], a)
+		mf.Logits(f[i*4:(i+1)*4], c)
+		for j := range a {
+			if math.Abs(float64(a[j]-c[j])) > 1e-5 {
+				t.Fatalf("image %d: standardised logits %v, folded %v", i, a, c)
+			}
+		}
+	}
+	ts, _, err := Train(context.Background(), tail, 3, d, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tf, _, err := Train(context.Background(), tail, 3, d, folded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := 0
+	for i := range l.W {
+		if math.Abs(float64(ts.Tail[0].W[i]-tf.Tail[0].W[i])) < 1e-6 && ts.Tail[0].W[i] != l.W[i] {
+			same++
+		}
+	}
+	if same < len(l.W)*95/100 {
+		t.Fatalf("%d of %d tail weights took the same first step in both parameterisations", same, len(l.W))
+	}
+}
+
+// TestTrainOnRowSubset: Data.Idx trains on those rows of a larger set
+// exactly as on a copy of them.
+func TestTrainOnRowSubset(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	l := randLayer(rng, 2, 3, 3, 4, 3, 1, 1, 1, ActReLU)
+	n := 20
+	d := Data{X: make([]float32, n*l.InLen()), N: n, Y: make([]int32, n)}
+	for i := range d.X {
+		d.X[i] = float32(rng.NormFloat64())
+	}
+	for i := range d.Y {
+		d.Y[i] = int32(i % 2)
+	}
+	idx := []int{1, 4, 5, 8, 11, 12, 17, 19}
+	sub := Data{N: len(idx)}
+	for _, i := range idx {
+		sub.X = append(sub.X, d.X[i*l.InLen():(i+1)*l.InLen()]...)
+		sub.Y = append(sub.Y, d.Y[i])
+	}
+	cfg := Config{Epochs: 3, BatchSize: 3, LR: 1e-2, TailLRScale: 1, Seed: 2, Threads: 1}
+	d.Idx = idx
+	a, _, err := Train(context.Background(), []Layer{l}, 2, d, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := Train(context.Background(), []Layer{l}, 2, sub, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range a.Tail[0].W {
+		if a.Tail[0].W[i] != b.Tail[0].W[i] {
+			t.Fatalf("weight %d: %g on the rows of Idx, %g on their copy", i, a.Tail[0].W[i], b.Tail[0].W[i])
+		}
+	}
+	d.Idx = []int{0, n}
+	if _, _, err := Train(context.Background(), []Layer{l}, 2, d, cfg); err == nil {
+		t.Fatal("a row index out of range was accepted")
+	}
+}

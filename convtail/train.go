@@ -10,13 +10,19 @@ import (
 	"time"
 )
 
-// Model is a conv tail followed by global average pooling and a softmax
-// regression head: logits = HeadW · pool(tail(x)) + HeadB.
+// Model is a conv tail followed by global average pooling, optional
+// standardisation and a softmax regression head:
+// logits = HeadW · z + HeadB with z = (pool(tail(x)) - Mean) / Std.
 type Model struct {
 	Tail  []Layer
 	K     int       // classes
 	HeadW []float32 // [K, C] with C the last layer's OutC
 	HeadB []float32 // [K]
+	// Mean and Std [C] standardise the pooled features; nil skips it.
+	// They are kept apart from HeadW rather than folded into it: pooled
+	// features with a tiny spread would otherwise give weights in the
+	// thousands, and the large terms of W·f - W·mean cancel in float32.
+	Mean, Std []float32
 }
 
 // Config sets the training.
@@ -35,6 +41,9 @@ type Config struct {
 	// linear probe trained on the frozen tail's pooled features, for
 	// instance); nil starts it at zero. They are copied.
 	InitW, InitB []float32
+	// Mean and Std [C] standardise the pooled features before the head
+	// (Model.Mean, Model.Std); nil: none. They stay fixed. They are copied.
+	Mean, Std []float32
 }
 
 // Report says what training did.
@@ -49,6 +58,10 @@ type Data struct {
 	X []float32
 	N int
 	Y []int32
+	// Idx, when not nil, makes Train use only these rows (a training
+	// split of a larger cache, without copying its maps). Features and
+	// Predict ignore it.
+	Idx []int
 }
 
 // Features runs the tail on every map and returns the pooled features
@@ -86,15 +99,34 @@ func (m *Model) Predict(d Data, threads int) []int32 {
 	return pred
 }
 
+// Logits writes the head's K logits for the pooled features f [C] into out.
+func (m *Model) Logits(f, out []float32) { m.logits(f, out) }
+
 func (m *Model) logits(f, out []float32) {
 	c := len(f)
 	for j := 0; j < m.K; j++ {
 		s := m.HeadB[j]
 		for i, v := range f {
-			s += m.HeadW[j*c+i] * v
+			s += m.HeadW[j*c+i] * m.z(i, v)
 		}
 		out[j] = s
 	}
+}
+
+// z standardises feature i.
+func (m *Model) z(i int, v float32) float32 {
+	if m.Mean == nil {
+		return v
+	}
+	return (v - m.Mean[i]) / m.Std[i]
+}
+
+// invStd is d z_i / d f_i.
+func (m *Model) invStd(i int) float32 {
+	if m.Std == nil {
+		return 1
+	}
+	return 1 / m.Std[i]
 }
 
 // work is one goroutine's buffers.
@@ -176,6 +208,11 @@ func Train(ctx context.Context, tail []Layer, k int, d Data, cfg Config) (*Model
 	if len(d.X) != d.N*tail[0].InLen() || len(d.Y) != d.N {
 		return nil, nil, fmt.Errorf("convtail: %d values and %d labels for %d maps of %d", len(d.X), len(d.Y), d.N, tail[0].InLen())
 	}
+	for _, i := range d.Idx {
+		if i < 0 || i >= d.N {
+			return nil, nil, fmt.Errorf("convtail: row %d of %d", i, d.N)
+		}
+	}
 	m := &Model{K: k}
 	for _, l := range tail {
 		m.Tail = append(m.Tail, l.Clone())
@@ -190,15 +227,32 @@ func Train(ctx context.Context, tail []Layer, k int, d Data, cfg Config) (*Model
 		copy(m.HeadW, cfg.InitW)
 		copy(m.HeadB, cfg.InitB)
 	}
+	if cfg.Mean != nil || cfg.Std != nil {
+		if len(cfg.Mean) != c || len(cfg.Std) != c {
+			return nil, nil, fmt.Errorf("convtail: standardisation for %d/%d features, the tail gives %d", len(cfg.Mean), len(cfg.Std), c)
+		}
+		for i, v := range cfg.Std {
+			if !(v > 0) {
+				return nil, nil, fmt.Errorf("convtail: std[%d] = %g, want > 0", i, v)
+			}
+		}
+		m.Mean, m.Std = append([]float32(nil), cfg.Mean...), append([]float32(nil), cfg.Std...)
+	}
 	threads := cfg.Threads
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	bs := max(cfg.BatchSize, 1)
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0xc0de))
-	order := make([]int, d.N)
-	for i := range order {
-		order[i] = i
+	order := append([]int(nil), d.Idx...)
+	if d.Idx == nil {
+		order = make([]int, d.N)
+		for i := range order {
+			order[i] = i
+		}
+	}
+	if len(order) == 0 {
+		return nil, nil, fmt.Errorf("convtail: no training rows")
 	}
 	tune := cfg.TailLRScale > 0
 	var frozen []float32
@@ -229,11 +283,11 @@ func Train(ctx context.Context, tail []Layer, k int, d Data, cfg Config) (*Model
 	for epoch := 0; epoch < cfg.Epochs; epoch++ {
 		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 		var epochLoss float64
-		for b0 := 0; b0 < d.N; b0 += bs {
+		for b0 := 0; b0 < len(order); b0 += bs {
 			if err := ctx.Err(); err != nil {
 				return nil, nil, err
 			}
-			batch := order[b0:min(b0+bs, d.N)]
+			batch := order[b0:min(b0+bs, len(order))]
 			var wg sync.WaitGroup
 			for t, g := range gs {
 				lo, hi := len(batch)*t/threads, len(batch)*(t+1)/threads
@@ -283,9 +337,9 @@ func Train(ctx context.Context, tail []Layer, k int, d Data, cfg Config) (*Model
 							row := m.HeadW[j*c : (j+1)*c]
 							grow := g.hw[j*c : (j+1)*c]
 							for q, v := range feat {
-								grow[q] += p * v
+								grow[q] += p * m.z(q, v)
 								if tune {
-									dfeat[q] += p * row[q]
+									dfeat[q] += p * row[q] * m.invStd(q)
 								}
 							}
 						}
@@ -334,7 +388,7 @@ func Train(ctx context.Context, tail []Layer, k int, d Data, cfg Config) (*Model
 			}
 		}
 		rep.Epochs = epoch + 1
-		rep.TrainLoss = epochLoss / float64(d.N)
+		rep.TrainLoss = epochLoss / float64(len(order))
 	}
 	for _, l := range m.Tail {
 		if !finite(l.W) || !finite(l.B) {

@@ -508,7 +508,11 @@ func metadataProps(base []*onnxpb.StringStringEntryProto, h *head.Model, spec im
 	for i, l := range h.Layers {
 		layers[i] = headLayer{In: l.In, Out: l.Out, Act: l.Act}
 	}
-	hd, err := json.Marshal(headInfo{Kind: h.Kind, Layers: layers, Tuned: h.Tuned, Standardized: h.Mean != nil, Temperature: h.Temperature})
+	var convs []string
+	for _, c := range h.ConvTail {
+		convs = append(convs, c.Conv)
+	}
+	hd, err := json.Marshal(headInfo{Kind: h.Kind, Layers: layers, Tuned: h.Tuned, ConvTuned: convs, Standardized: h.Mean != nil, Temperature: h.Temperature})
 	if err != nil {
 		return nil, fmt.Errorf("export: encode head summary: %w", err)
 	}

@@ -79,6 +79,7 @@ type headInfo struct {
 	Kind         string      `json:"kind"`
 	Layers       []headLayer `json:"layers"`
 	Tuned        int         `json:"tuned"`
+	ConvTuned    []string    `json:"conv_tuned,omitempty"`
 	Standardized bool        `json:"standardized"`
 	Temperature  float64     `json:"temperature"`
 }
@@ -113,6 +114,10 @@ type Meta struct {
 	Layers   []dense.Layer // In, Out, Act only: no weights
 	// Tuned is the number of fine-tuned backbone layers in Layers.
 	Tuned int
+	// ConvTuned names the backbone's Conv nodes whose weights the head's
+	// training tuned (head.Model.ConvTail); they are in the graph with
+	// their tuned weights. Empty for other heads.
+	ConvTuned []string
 	// Temperature is the calibration temperature built into the graph.
 	Temperature float64
 	// InputName is the graph input to feed; InputLayout describes it.
@@ -269,7 +274,7 @@ func ReadMetadata(m *onnxpb.ModelProto) (*Meta, error) {
 		if err := json.Unmarshal([]byte(v), &hi); err != nil {
 			return nil, fmt.Errorf("headtune metadata: %s is not a head summary: %v", KeyHead, err)
 		}
-		meta.HeadKind, meta.Tuned, meta.Temperature = hi.Kind, hi.Tuned, hi.Temperature
+		meta.HeadKind, meta.Tuned, meta.Temperature, meta.ConvTuned = hi.Kind, hi.Tuned, hi.Temperature, hi.ConvTuned
 		for _, l := range hi.Layers {
 			meta.Layers = append(meta.Layers, dense.Layer{In: l.In, Out: l.Out, Act: l.Act})
 		}

@@ -9,11 +9,29 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/headtune/headtune/convtail"
 	"github.com/headtune/headtune/dense"
 )
 
-// FormatVersion is the version of the head file format written by Save.
-const FormatVersion = 1
+// FormatVersion is the newest head file format Load reads. Save writes the
+// oldest version that holds the model, so that older builds keep reading
+// heads that use nothing new: PlainFormatVersion, or FormatVersion for a
+// head with a ConvTail (which an older build would drop silently).
+const FormatVersion = 2
+
+// PlainFormatVersion is the version of heads without a ConvTail.
+const PlainFormatVersion = 1
+
+// ConvLayer is one of the backbone's own convolutions fine-tuned with the
+// head (--tune-layers on a convolutional tail): its place in the backbone
+// graph and its tuned weights, batch norm folded.
+type ConvLayer struct {
+	// Conv names the Conv node; BatchNorm the BatchNormalization folded
+	// into it ("" when there was none). See backbone.ConvNode.
+	Conv      string `json:"conv"`
+	BatchNorm string `json:"batch_norm,omitempty"`
+	convtail.Layer
+}
 
 // validateLayer checks layer i of a model or of a training configuration.
 func validateLayer(l dense.Layer, i int) error {
@@ -88,18 +106,28 @@ type SplitInfo struct {
 //	probs  = softmax(h_L / Temperature)
 //
 // The first Tuned layers were initialised from the backbone's own dense
-// layers (--tune-layers); the remaining layers are the new head. A Model is
+// layers (--tune-layers); the remaining layers are the new head.
+//
+// A head with a ConvTail was trained with the backbone's last convolutions
+// (ConvTail, first to last): its feature rows are the globally pooled
+// output of those layers with the tuned weights, which predict and export
+// obtain by writing ConvTail back into the backbone graph
+// (backbone.WriteConvChain); ConvFeatures computes them in Go from the
+// spatial maps the layers take. A Model is
 // safe for concurrent use by several goroutines once built. Prediction
 // methods assume a valid model (Validate); Train and Load only return valid
 // ones.
 type Model struct {
-	Version     int                `json:"version"`
-	Kind        string             `json:"kind"` // "linear" or "mlp"
-	Classes     []string           `json:"classes"`
-	Mean        []float32          `json:"-"` // [Dim()], nil when standardisation is off
-	Std         []float32          `json:"-"` // [Dim()], strictly positive
-	Layers      []dense.Layer      `json:"layers"`
-	Tuned       int                `json:"tuned"`
+	Version int           `json:"version"`
+	Kind    string        `json:"kind"` // "linear" or "mlp"
+	Classes []string      `json:"classes"`
+	Mean    []float32     `json:"-"` // [Dim()], nil when standardisation is off
+	Std     []float32     `json:"-"` // [Dim()], strictly positive
+	Layers  []dense.Layer `json:"layers"`
+	Tuned   int           `json:"tuned"`
+	// ConvTail holds the tuned convolutions in front of the pooling (nil
+	// for heads on frozen features); the last one's OutC is Dim().
+	ConvTail    []ConvLayer        `json:"conv_tail,omitempty"`
 	Temperature float64            `json:"temperature"`
 	Backbone    BackboneRef        `json:"backbone"`
 	Train       TrainInfo          `json:"train"`
@@ -178,6 +206,24 @@ func (m *Model) Validate() error {
 			}
 		}
 	}
+	for i := range m.ConvTail {
+		l := &m.ConvTail[i].Layer
+		if err := l.Validate(); err != nil {
+			return fmt.Errorf("conv tail layer %d (%s): %w", i, m.ConvTail[i].Conv, err)
+		}
+		if i > 0 {
+			p := &m.ConvTail[i-1].Layer
+			if l.InC != p.OutC || l.InH != p.OutH() || l.InW != p.OutW() {
+				return fmt.Errorf("conv tail layer %d does not take layer %d's output", i, i-1)
+			}
+		}
+		if !allFinite(l.W) || !allFinite(l.B) {
+			return fmt.Errorf("conv tail layer %d: non-finite weights", i)
+		}
+	}
+	if n := len(m.ConvTail); n > 0 && m.ConvTail[n-1].OutC != m.Dim() {
+		return fmt.Errorf("conv tail gives %d channels, the head takes %d features", m.ConvTail[n-1].OutC, m.Dim())
+	}
 	if !(m.Temperature > 0) || math.IsInf(m.Temperature, 0) {
 		return fmt.Errorf("temperature %g, want > 0", m.Temperature)
 	}
@@ -187,6 +233,32 @@ func (m *Model) Validate() error {
 		}
 	}
 	return nil
+}
+
+// ConvInputLen is the number of values of one spatial map the ConvTail
+// takes (C*H*W), 0 without a ConvTail.
+func (m *Model) ConvInputLen() int {
+	if len(m.ConvTail) == 0 {
+		return 0
+	}
+	return m.ConvTail[0].InLen()
+}
+
+// ConvFeatures runs the ConvTail on n spatial maps (n x ConvInputLen()
+// values, NCHW per map) and returns their pooled features, n x Dim(), in
+// a new slice: the rows the head takes. threads <= 0 uses GOMAXPROCS.
+func (m *Model) ConvFeatures(maps []float32, n, threads int) ([]float32, error) {
+	if len(m.ConvTail) == 0 {
+		return nil, errors.New("head has no conv tail")
+	}
+	if len(maps) != n*m.ConvInputLen() {
+		return nil, fmt.Errorf("%d values for %d maps of %d", len(maps), n, m.ConvInputLen())
+	}
+	cm := convtail.Model{}
+	for _, l := range m.ConvTail {
+		cm.Tail = append(cm.Tail, l.Layer)
+	}
+	return cm.Features(convtail.Data{X: maps, N: n}, threads), nil
 }
 
 func allFinite(v []float32) bool {

@@ -52,7 +52,10 @@ func Marshal(m *Model) ([]byte, error) {
 		return nil, fmt.Errorf("encode head: %w", err)
 	}
 	mc := *m
-	mc.Version = FormatVersion
+	mc.Version = PlainFormatVersion
+	if len(m.ConvTail) > 0 {
+		mc.Version = FormatVersion
+	}
 	mc.Metrics = make(map[string]float64, len(m.Metrics))
 	for k, v := range m.Metrics { // JSON has no NaN or Inf
 		if !math.IsNaN(v) && !math.IsInf(v, 0) {
@@ -75,6 +78,10 @@ func Marshal(m *Model) ([]byte, error) {
 		add(fmt.Sprintf("layers.%d.weight", i), []int{l.Out, l.In}, l.W)
 		add(fmt.Sprintf("layers.%d.bias", i), []int{l.Out}, l.B)
 	}
+	for i, l := range m.ConvTail {
+		add(fmt.Sprintf("conv_tail.%d.weight", i), []int{l.OutC, l.InC / l.Groups, l.K, l.K}, l.W)
+		add(fmt.Sprintf("conv_tail.%d.bias", i), []int{l.OutC}, l.B)
+	}
 	hdr, err := json.Marshal(fileHeader{Model: &mc, Tensors: tensors})
 	if err != nil {
 		return nil, fmt.Errorf("encode head: %w", err)
@@ -84,7 +91,7 @@ func Marshal(m *Model) ([]byte, error) {
 	}
 	buf := make([]byte, 0, prefixLen+len(hdr)+int(off)+sha256.Size)
 	buf = append(buf, fileMagic[:]...)
-	buf = binary.LittleEndian.AppendUint32(buf, FormatVersion)
+	buf = binary.LittleEndian.AppendUint32(buf, uint32(mc.Version))
 	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(hdr)))
 	buf = binary.LittleEndian.AppendUint64(buf, uint64(off))
 	buf = append(buf, hdr...)
@@ -171,6 +178,24 @@ func Unmarshal(b []byte) (*Model, error) {
 			return nil, fmt.Errorf("damaged head file: %w", err)
 		}
 		if l.B, err = get(fmt.Sprintf("layers.%d.bias", i), l.Out); err != nil {
+			return nil, fmt.Errorf("damaged head file: %w", err)
+		}
+	}
+	if len(m.ConvTail) > 64 {
+		return nil, fmt.Errorf("damaged head file: %d conv tail layers", len(m.ConvTail))
+	}
+	for i := range m.ConvTail {
+		l := &m.ConvTail[i]
+		// Geometry first, with room for the weights, so that get does not
+		// allocate from a damaged header.
+		if l.InC <= 0 || l.OutC <= 0 || l.K <= 0 || l.Groups <= 0 || l.InC%l.Groups != 0 ||
+			int64(l.OutC)*int64(l.InC/l.Groups)*int64(l.K)*int64(l.K) > int64(len(payload))/4 {
+			return nil, fmt.Errorf("damaged head file: conv tail layer %d: bad geometry", i)
+		}
+		if l.W, err = get(fmt.Sprintf("conv_tail.%d.weight", i), l.OutC, l.InC/l.Groups, l.K, l.K); err != nil {
+			return nil, fmt.Errorf("damaged head file: %w", err)
+		}
+		if l.B, err = get(fmt.Sprintf("conv_tail.%d.bias", i), l.OutC); err != nil {
 			return nil, fmt.Errorf("damaged head file: %w", err)
 		}
 	}

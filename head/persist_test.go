@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/headtune/headtune/convtail"
 )
 
 func trainedMLP(t testing.TB) (*Model, Data) {
@@ -205,4 +207,58 @@ func FuzzLoad(f *testing.F) {
 			copy(b[len(b)-32:], s[:])
 		}
 	})
+}
+
+// TestConvTailRoundTrip: a head with tuned convolutions keeps their
+// geometry and weights bit for bit, is written as format 2 (older builds
+// refuse it instead of dropping the tail), and ConvFeatures pools the
+// tail's output; a tail that does not give Dim() channels is invalid.
+func TestConvTailRoundTrip(t *testing.T) {
+	m, _ := trainedMLP(t) // Dim() 10
+	l0 := convtail.Layer{InC: 2, InH: 3, InW: 3, OutC: 4, K: 3, Stride: 1, Pad: 1, Groups: 2, Act: convtail.ActLeaky}
+	l1 := convtail.Layer{InC: 4, InH: 3, InW: 3, OutC: 10, K: 1, Stride: 1, Groups: 1, Act: convtail.ActReLU}
+	for _, l := range []*convtail.Layer{&l0, &l1} {
+		l.W = make([]float32, l.OutC*l.InC/l.Groups*l.K*l.K)
+		l.B = make([]float32, l.OutC)
+		for i := range l.W {
+			l.W[i] = float32(math.Sin(float64(i)))
+		}
+		for i := range l.B {
+			l.B[i] = 0.1 * float32(i)
+		}
+	}
+	m.ConvTail = []ConvLayer{{Conv: "conv_a", BatchNorm: "bn_a", Layer: l0}, {Conv: "conv_b", Layer: l1}}
+	b, err := Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := binary.LittleEndian.Uint32(b[8:]); v != FormatVersion || v == PlainFormatVersion {
+		t.Fatalf("head with a conv tail written as format %d", v)
+	}
+	got, err := Unmarshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.ConvTail) != 2 || got.ConvTail[0].BatchNorm != "bn_a" || got.ConvTail[1].Act != convtail.ActReLU || got.ConvTail[0].Groups != 2 {
+		t.Fatalf("conv tail read back as %+v", got.ConvTail)
+	}
+	for i, l := range m.ConvTail {
+		g := got.ConvTail[i]
+		if len(g.W) != len(l.W) || g.W[len(g.W)-1] != l.W[len(l.W)-1] || g.B[len(g.B)-1] != l.B[len(l.B)-1] {
+			t.Fatalf("conv tail layer %d weights differ after the round trip", i)
+		}
+	}
+	maps := make([]float32, 2*got.ConvInputLen())
+	for i := range maps {
+		maps[i] = float32(i%7) - 3
+	}
+	f, err := got.ConvFeatures(maps, 2, 1)
+	if err != nil || len(f) != 2*m.Dim() {
+		t.Fatalf("ConvFeatures: %d values, %v", len(f), err)
+	}
+	bad := *got
+	bad.ConvTail = bad.ConvTail[:1]
+	if err := bad.Validate(); err == nil {
+		t.Fatal("a conv tail giving 4 channels to a 10-feature head was accepted")
+	}
 }

@@ -40,7 +40,7 @@ func TestCalibrationAndConformalPersist(t *testing.T) {
 	if bytes.Contains(b, []byte(`"conformal"`)) || bytes.Contains(b, []byte(`"calibration"`)) {
 		t.Error("absent fields are written")
 	}
-	if binary.LittleEndian.Uint32(b[8:]) != FormatVersion {
+	if binary.LittleEndian.Uint32(b[8:]) != PlainFormatVersion {
 		t.Error("format version changed")
 	}
 	if o, err := Unmarshal(b); err != nil || o.Conformal != nil {

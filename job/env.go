@@ -152,12 +152,17 @@ func (e Env) openForHead(m *head.Model, headPath string, noSession bool) (*pipel
 		return nil, err
 	}
 	tensor := m.Backbone.FeatureTensor
-	if m.Backbone.TuneCut != "" {
+	bo := pipeline.BackboneOptions{Store: store, Spec: &spec, Session: e.Session, NoSession: noSession}
+	if len(m.ConvTail) > 0 {
+		// The tuned convolutions go back into the backbone graph, which
+		// then gives the head's features itself: predict and export run
+		// the same graph.
+		bo.ConvTail, bo.ConvTailFrom = convLayers(m), m.Backbone.TuneCut
+	} else if m.Backbone.TuneCut != "" {
 		tensor = m.Backbone.TuneCut
 	}
-	bb, err := pipeline.OpenBackbone(m.Backbone.ID, pipeline.BackboneOptions{
-		Store: store, FeatureTensor: tensor, Spec: &spec, Session: e.Session, NoSession: noSession,
-	})
+	bo.FeatureTensor = tensor
+	bb, err := pipeline.OpenBackbone(m.Backbone.ID, bo)
 	if err != nil {
 		return nil, fmt.Errorf("head %s was trained on backbone %s: %w", headPath, m.Backbone.ID, err)
 	}

@@ -162,7 +162,13 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	if res.Dataset == "" && m.Train.Split != nil && m.Train.Split.View == view {
 		res.Dataset = m.Train.Split.Dataset
 	}
-	if err := m.CheckBackbone(head.BackboneRef{ID: f.Run.Model, ModelHash: f.Ident.ModelHash, FeatureTensor: f.Ident.FeatureTensor, Preprocess: f.Ident.Preprocess, TuneCut: m.Backbone.TuneCut}); err != nil {
+	got := head.BackboneRef{ID: f.Run.Model, ModelHash: f.Ident.ModelHash, FeatureTensor: f.Ident.FeatureTensor, Preprocess: f.Ident.Preprocess, TuneCut: m.Backbone.TuneCut}
+	if len(m.ConvTail) > 0 {
+		if got, err = convHeadRows(m, f); err != nil {
+			return nil, fmt.Errorf("%s: %w", headPath, err)
+		}
+	}
+	if err := m.CheckBackbone(got); err != nil {
 		return nil, fmt.Errorf("%s: %w", headPath, err)
 	}
 	rows, note, err := evalRows(m, f, res.Split)

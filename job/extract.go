@@ -30,8 +30,10 @@ type BackboneOptions struct {
 	// FastJPEG decodes JPEGs at a DCT-reduced scale (needs libjpeg-turbo);
 	// it is part of the recipe, so features differ from full decoding.
 	FastJPEG bool
-	// TuneLayers cuts before the backbone's last K dense layers so that
-	// Train fine-tunes them.
+	// TuneLayers cuts before the backbone's last K dense layers, or before
+	// the last K convolutions when the features are a globally pooled conv
+	// map (the map they read is cached, flattened), so that Train
+	// fine-tunes them (pipeline.BackboneOptions.TuneLayers).
 	TuneLayers int
 
 	faces imaging.FaceSpec // set by Extract in face mode

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/headtune/headtune/dense"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/models"
 	"github.com/headtune/headtune/pipeline"
@@ -49,6 +48,12 @@ type TrainOptions struct {
 	CV int
 	// Log receives the trainer's progress lines (nil: none).
 	Log io.Writer
+	// ConvTail sets the fine-tuning when the extraction cut before a
+	// convolutional tail (extract --tune-layers K on a pooled conv map):
+	// the convolutions and a linear head are trained together from a
+	// linear probe; Config's Kind, Optimizer, Seed, Threads, Balance and
+	// WeightDecay apply.
+	ConvTail ConvTailOptions
 }
 
 // TrainResult reports a training run.
@@ -130,14 +135,26 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 		Preprocess:    f.Ident.Preprocess,
 	}
 	if f.Run.Options.TuneLayers > 0 {
-		// Fine-tune the backbone's own dense layers: read their pretrained
-		// weights from the ONNX initializers.
-		layers, cut, err := opt.tunedLayers(f.Run)
+		// Fine-tune the backbone's own dense layers or convolutions: read
+		// their pretrained weights from the ONNX initializers.
+		bb, err := opt.tunedBackbone(f.Run)
 		if err != nil {
 			return nil, err
 		}
-		cfg.InitLayers = layers
-		ref.TuneCut = cut
+		if len(bb.TunedConv) > 0 {
+			res, err := trainConvTail(ctx, opt, cfg, f, bb, split, trainRows, valRows, testRows)
+			if err != nil {
+				return nil, err
+			}
+			if rec, err := ReadAugmentRecord(f.Run.View); err == nil && rec != nil {
+				res.Notes = append(res.Notes, fmt.Sprintf("conv tail: the %d augmented views per training image from extract --augment are not used (a conv tail trains on the images' cached maps only)", rec.Views))
+			}
+			return res, opt.saveHead(res)
+		}
+		for _, l := range bb.Tuned {
+			cfg.InitLayers = append(cfg.InitLayers, l.Layer)
+		}
+		ref.TuneCut = bb.Choice.Tensor
 	}
 	if cfg.Optimizer == "" {
 		cfg.Optimizer = head.OptLBFGS
@@ -208,18 +225,24 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 		m.Metrics["cv_accuracy_mean"], m.Metrics["cv_accuracy_std"] = cv.Accuracy.Mean, cv.Accuracy.Std
 		m.Metrics["cv_macro_f1_mean"], m.Metrics["cv_macro_f1_std"] = cv.MacroF1.Mean, cv.MacroF1.Std
 	}
+	if err := opt.saveHead(res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// saveHead writes res.Model to opt.Head (DefaultHead when empty) and sets
+// res.Head.
+func (opt TrainOptions) saveHead(res *TrainResult) error {
 	path := opt.Head
 	if path == "" {
 		path = DefaultHead
 	}
 	res.Head = absPath(path)
 	if err := os.MkdirAll(filepath.Dir(res.Head), 0o755); err != nil {
-		return nil, err
+		return err
 	}
-	if err := head.Save(path, m); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return head.Save(path, res.Model)
 }
 
 func setMetrics(m map[string]float64, prefix string, ev *head.Eval) {
@@ -250,24 +273,21 @@ func (e Env) modelByHash(hash string) (string, error) {
 	return "", fmt.Errorf("the cache does not record which backbone computed these features (model sha256 %s) and no installed model has that hash: run `headtune extract` on the dataset again to record it", hash)
 }
 
-// tunedLayers reopens the backbone an extraction with TuneLayers used and
-// returns its cut-off dense layers (pretrained weights) and the cut tensor.
-func (e Env) tunedLayers(run *pipeline.LastRun) ([]dense.Layer, string, error) {
+// tunedBackbone reopens the backbone an extraction with TuneLayers used,
+// for its cut-off dense layers or convolutions (pretrained weights) and
+// the cut tensor.
+func (e Env) tunedBackbone(run *pipeline.LastRun) (*pipeline.Backbone, error) {
 	store, err := e.Store()
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	bb, err := pipeline.OpenBackbone(run.Model, pipeline.BackboneOptions{
 		Store: store, FeatureTensor: run.Options.FeatureTensor, TuneLayers: run.Options.TuneLayers, Spec: run.Options.Spec, NoSession: true,
 	})
 	if err != nil {
-		return nil, "", fmt.Errorf("reopen backbone %s for its tuned layers: %w", run.Model, err)
+		return nil, fmt.Errorf("reopen backbone %s for its tuned layers: %w", run.Model, err)
 	}
-	var layers []dense.Layer
-	for _, l := range bb.Tuned {
-		layers = append(layers, l.Layer)
-	}
-	return layers, bb.Choice.Tensor, nil
+	return bb, nil
 }
 
 // TrainSummary is a TrainResult as the headtune command prints it with

@@ -1,8 +1,13 @@
 package pipeline
 
 import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -11,6 +16,7 @@ import (
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
 	"github.com/headtune/headtune/backbone/ort"
+	"github.com/headtune/headtune/convtail"
 	"github.com/headtune/headtune/featcache"
 	"github.com/headtune/headtune/imaging"
 	"github.com/headtune/headtune/models"
@@ -31,8 +37,20 @@ type BackboneOptions struct {
 	// FastJPEG enables DCT-domain JPEG downscaling (recorded in the spec).
 	FastJPEG bool `json:"fast_jpeg,omitempty"`
 	// TuneLayers cuts the graph before the last K dense layers so that the
-	// head can fine-tune them (--tune-layers).
+	// head can fine-tune them (--tune-layers). When the feature tensor is
+	// not after dense layers but is a globally pooled NCHW map
+	// (backbone.PooledMap), it cuts before the last K convolutions of the
+	// straight conv run that ends there instead, and the features are
+	// those convolutions' input map, flattened (Backbone.TunedConv).
 	TuneLayers int `json:"tune_layers,omitempty"`
+	// ConvTail, when set, replaces the weights of the last len(ConvTail)
+	// convolutions before the pooled feature map with these tuned ones
+	// (backbone.WriteConvChain) before cutting: the features are then the
+	// tuned tail's pooled output (predict and export of a head trained on
+	// a conv tail). ConvTailFrom must name the tensor the first of them
+	// reads, as recorded at training time.
+	ConvTail     []convtail.Layer `json:"-"`
+	ConvTailFrom string           `json:"-"`
 	// Session configures ONNX Runtime.
 	Session ort.SessionOptions `json:"-"`
 	// NoSession skips creating the ONNX Runtime session (export, inspect).
@@ -62,6 +80,13 @@ type Backbone struct {
 	// Tuned holds the dense layers cut off for --tune-layers, first to
 	// last, with their pretrained weights.
 	Tuned []backbone.DenseNode
+	// TunedConv holds the convolutions cut off for --tune-layers on a
+	// convolutional tail, first to last, with their pretrained weights
+	// (batch norm folded); Pooled is then the feature tensor they lead to
+	// (what a frozen extraction would pool), while Choice is their input
+	// map, flattened: Dim is C*H*W.
+	TunedConv []backbone.ConvNode
+	Pooled    *backbone.FeatureChoice
 
 	Full     *onnxpb.ModelProto // the model as read
 	Cut      *onnxpb.ModelProto // cut at the feature tensor, output "features"
@@ -156,19 +181,65 @@ func OpenBackbone(ref string, opt BackboneOptions) (*Backbone, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", b.ModelPath, err)
 	}
+	identTensor := ""
+	if opt.TuneLayers > 0 && len(opt.ConvTail) > 0 {
+		return nil, fmt.Errorf("%s: TuneLayers and ConvTail exclude each other", b.ModelPath)
+	}
 	if opt.TuneLayers > 0 {
 		layers, err := backbone.DenseChainN(m, choice.Tensor, opt.TuneLayers)
 		if err != nil {
 			return nil, fmt.Errorf("%s: --tune-layers: %w", b.ModelPath, err)
 		}
-		if len(layers) < opt.TuneLayers {
-			return nil, fmt.Errorf("%s: --tune-layers %d: only %d dense layers precede the feature tensor %s", b.ModelPath, opt.TuneLayers, len(layers), choice.Tensor)
+		if mapT := backbone.PooledMap(m, choice); len(layers) == 0 && mapT != "" {
+			chain, err := backbone.ConvChainN(m, mapT, opt.TuneLayers)
+			if err != nil {
+				return nil, fmt.Errorf("%s: --tune-layers: %w", b.ModelPath, err)
+			}
+			if len(chain) == 0 {
+				return nil, fmt.Errorf("%s: --tune-layers %d: the feature map %s does not end a straight chain of convolutions (Conv, optional BatchNormalization, then Relu, LeakyRelu 0.1, Clip 0..6 or nothing, each reading the previous one's output) nor follows dense layers", b.ModelPath, opt.TuneLayers, mapT)
+			}
+			if len(chain) < opt.TuneLayers {
+				return nil, fmt.Errorf("%s: --tune-layers %d: only %d convolutions precede the feature map %s in a straight chain (the walk stops before %s)", b.ModelPath, opt.TuneLayers, len(chain), mapT, chain[0].Input)
+			}
+			b.TunedConv, b.Pooled = chain, choice
+			l0 := chain[0].Layer
+			choice = &backbone.FeatureChoice{Tensor: chain[0].Input, Dim: int64(l0.InLen()), Shape: []int64{-1, int64(l0.InC), int64(l0.InH), int64(l0.InW)},
+				Layout: "NCHW", Pool: backbone.PoolFlatten, Rule: backbone.RuleOverride}
+			// The same tensor pooled is another feature: keep the two
+			// apart in the cache.
+			identTensor = chain[0].Input + SpatialSuffix
+		} else {
+			if len(layers) < opt.TuneLayers {
+				return nil, fmt.Errorf("%s: --tune-layers %d: only %d dense layers precede the feature tensor %s", b.ModelPath, opt.TuneLayers, len(layers), choice.Tensor)
+			}
+			b.Tuned = layers
+			choice, err = backbone.FindFeatureTensor(m, layers[0].Input)
+			if err != nil {
+				return nil, fmt.Errorf("%s: --tune-layers: %w", b.ModelPath, err)
+			}
 		}
-		b.Tuned = layers
-		choice, err = backbone.FindFeatureTensor(m, layers[0].Input)
+	}
+	if len(opt.ConvTail) > 0 {
+		mapT := backbone.PooledMap(m, choice)
+		if mapT == "" {
+			return nil, fmt.Errorf("%s: feature tensor %s is not a globally pooled NCHW map, so the head's tuned convolutions have nowhere to go", b.ModelPath, choice.Tensor)
+		}
+		chain, err := backbone.ConvChainN(m, mapT, len(opt.ConvTail))
 		if err != nil {
-			return nil, fmt.Errorf("%s: --tune-layers: %w", b.ModelPath, err)
+			return nil, fmt.Errorf("%s: %w", b.ModelPath, err)
 		}
+		if len(chain) != len(opt.ConvTail) || chain[0].Input != opt.ConvTailFrom {
+			return nil, fmt.Errorf("%s: the convolutions before %s are not the %d the head was tuned on (from %s)", b.ModelPath, mapT, len(opt.ConvTail), opt.ConvTailFrom)
+		}
+		tuned, err := backbone.WriteConvChain(m, chain, opt.ConvTail)
+		if err != nil {
+			return nil, fmt.Errorf("%s: write the tuned convolutions: %w", b.ModelPath, err)
+		}
+		m, b.Full = tuned, tuned
+		if choice, err = backbone.FindFeatureTensor(m, choice.Tensor); err != nil {
+			return nil, fmt.Errorf("%s: %w", b.ModelPath, err)
+		}
+		identTensor = TunedFeatureTensor(choice.Tensor, opt.ConvTail)
 	}
 	b.Choice = choice
 	if choice.Dim <= 0 {
@@ -182,7 +253,7 @@ func OpenBackbone(ref string, opt BackboneOptions) (*Backbone, error) {
 	b.Cut = cut
 	b.Identity = featcache.Identity{
 		ModelHash:     b.ModelHash,
-		FeatureTensor: choice.Tensor,
+		FeatureTensor: cmp.Or(identTensor, choice.Tensor),
 		Preprocess:    json.RawMessage(spec.Canonical()),
 		Dim:           b.Dim,
 	}
@@ -213,6 +284,35 @@ func OpenBackbone(ref string, opt BackboneOptions) (*Backbone, error) {
 		return nil, fmt.Errorf("%s: %w", b.ModelPath, err)
 	}
 	return b, nil
+}
+
+// SpatialSuffix marks, in a cache identity's FeatureTensor, the flattened
+// map cached for --tune-layers on a convolutional tail, so that its rows
+// never mix with the same tensor's pooled features.
+const SpatialSuffix = "#map"
+
+// TunedSuffix marks, in a cache identity's FeatureTensor, features read
+// through tuned convolutions (BackboneOptions.ConvTail); the hash of their
+// weights follows it.
+const TunedSuffix = "#tuned:"
+
+// TunedFeatureTensor is the cache identity's FeatureTensor of features
+// read at tensor through the tuned convolutions layers.
+func TunedFeatureTensor(tensor string, layers []convtail.Layer) string {
+	return tensor + TunedSuffix + convTailHash(layers)
+}
+
+func convTailHash(layers []convtail.Layer) string {
+	h := sha256.New()
+	var b [4]byte
+	for _, l := range layers {
+		fmt.Fprintf(h, "%d %d %d %d %d %d %d %d %s;", l.InC, l.InH, l.InW, l.OutC, l.K, l.Stride, l.Pad, l.Groups, l.Act)
+		for _, v := range append(append([]float32(nil), l.W...), l.B...) {
+			binary.LittleEndian.PutUint32(b[:], math.Float32bits(v))
+			h.Write(b[:])
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // imageInputInfo describes a model's image input, with its declared shape

@@ -21,7 +21,7 @@ func extractCommand() *cli.Command {
 		Usage:     "compute and cache backbone features for a labelled image dataset",
 		ArgsUsage: "DATASET (a folder of class folders, train/val/test split folders, or a path,label CSV; local or an object storage URL such as s3://bucket/prefix)",
 		Flags: append(append(append(append(backboneFlags(),
-			&cli.IntFlag{Name: "tune-layers", Usage: "cut before the backbone's last K dense layers so that train fine-tunes them"},
+			&cli.IntFlag{Name: "tune-layers", Usage: "cut before the backbone's last K dense layers, or the last K convolutions before a pooled conv feature map (then the map is cached), so that train fine-tunes them"},
 			&cli.BoolFlag{Name: "wait-lock", Usage: "wait for another extract on the same cache instead of refusing"},
 			&cli.IntFlag{Name: "augment", Usage: "also cache `N` augmented views (flip, crop, rotation, colour jitter) of every training image; train uses them for training rows only"},
 			&cli.Int64Flag{Name: "augment-seed", Value: 1, Usage: "seed of the augmented views (recorded; the same seed reuses the cached views)"},

@@ -64,6 +64,8 @@ func runTrain(c *cli.Context) error {
 		Split:    job.SplitOptions{Val: c.Float64("val"), Test: c.Float64("test"), Seed: c.Int64("seed")},
 		CV:       c.Int("cv"),
 		Log:      log,
+		// A conv tail has its own defaults; only flags given override them.
+		ConvTail: job.ConvTailOptions{Epochs: setInt(c, "epochs"), LR: setFloat(c, "lr"), BatchSize: setInt(c, "batch-size")},
 	})
 	if err != nil {
 		return err
@@ -151,4 +153,19 @@ func trainConfig(c *cli.Context) (head.Config, error) {
 	cfg.Seed = c.Int64("seed")
 	cfg.Threads = c.Int("threads")
 	return cfg, nil
+}
+
+// setInt and setFloat return a flag's value when it was given, else 0.
+func setInt(c *cli.Context, name string) int {
+	if c.IsSet(name) {
+		return c.Int(name)
+	}
+	return 0
+}
+
+func setFloat(c *cli.Context, name string) float64 {
+	if c.IsSet(name) {
+		return c.Float64(name)
+	}
+	return 0
 }

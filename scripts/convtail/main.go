@@ -15,6 +15,7 @@
 //
 //	go run ./scripts/convtail -cfg /usr/share/darknet/cfg/yolov3-tiny.cfg -size 96 -k 1
 //	go run ./scripts/convtail -nsfwjs nsfwjs-4.4.0.tgz -k 2    # pretrained MobileNetV2 tail
+//	go run ./scripts/convtail -size 96 -write-weights ytiny.weights  # for headtune models add --darknet
 package main
 
 import (
@@ -56,7 +57,15 @@ func main() {
 	skipZero := flag.Bool("skip-zero", false, "skip the run that tunes with a head started at zero")
 	src := flag.String("src", "/usr/share/datasets/fashion-mnist", "Fashion-MNIST IDX folder")
 	seed := flag.Uint64("seed", 1, "seed of the random weights and the training")
+	writeWeights := flag.String("write-weights", "", "only write the cfg's random weights (Darknet format) to this file, for `headtune models add --darknet`, and exit")
 	flag.Parse()
+	if *writeWeights != "" {
+		if err := writeRandomWeights(*cfgPath, *size, *seed, *writeWeights); err != nil {
+			fmt.Fprintln(os.Stderr, "convtail:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*cfgPath, *tarball, *size, *k, *nTrain, *nTest, *epochs, *lr, *tailScale, *ftLR, *skipZero, *src, *seed); err != nil {
 		fmt.Fprintln(os.Stderr, "convtail:", err)
 		os.Exit(1)
@@ -98,6 +107,24 @@ func darknetSource(cfgPath string, size int, seed uint64) (*source, error) {
 	}
 	return &source{m: m, spec: info.Spec(), input: info.Input, mapName: fc.Tensor,
 		what: fmt.Sprintf("%s at %dx%d (random weights), features %s %v (%s)", cfg.Name, size, size, fc.Tensor, fc.Shape, fc.Rule)}, nil
+}
+
+// writeRandomWeights writes the random weights darknetSource uses.
+func writeRandomWeights(cfgPath string, size int, seed uint64, out string) error {
+	f, err := os.Open(cfgPath)
+	if err != nil {
+		return err
+	}
+	cfg, err := darknet.ParseConfig(f, filepath.Base(cfgPath))
+	f.Close()
+	if err != nil {
+		return err
+	}
+	w, err := randomWeights(cfg, darknet.Options{Width: size, Height: size}, seed)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(out, w, 0o644)
 }
 
 // mobilenetSource is nsfwjs's MobileNetV2 through block 10 with its
