@@ -42,8 +42,8 @@ func Plan(ctx context.Context, opt PlanOptions) (*PlanResult, error) {
 		return nil, err
 	}
 	defer ds.Close()
-	if len(ds.Classes) < 2 {
-		return nil, fmt.Errorf("%s: %s: a classifier needs at least two classes (one folder of images per class)", opt.Dataset, classCount(ds.Classes))
+	if err := checkClasses(opt.Dataset, ds.Classes); err != nil {
+		return nil, err
 	}
 	out, err := objstore.Create(ctx, opt.Out)
 	if err != nil {
@@ -139,14 +139,10 @@ func extractLocation(ctx context.Context, opt ExtractOptions) (*ExtractResult, e
 		return nil, err
 	}
 	defer ds.Close()
-	if len(ds.Classes) < 2 {
-		return nil, fmt.Errorf("%s: %s: a classifier needs at least two classes (one folder of images per class)", opt.Dataset, classCount(ds.Classes))
+	if err := checkClasses(opt.Dataset, ds.Classes); err != nil {
+		return nil, err
 	}
-	if opt.OnIgnored != nil {
-		for _, ig := range ds.Ignored {
-			opt.OnIgnored(ig)
-		}
-	}
+	opt.reportIgnored(ds.Ignored)
 	root, err := opt.CacheRoot()
 	if err != nil {
 		return nil, err

@@ -104,14 +104,10 @@ func Extract(ctx context.Context, opt ExtractOptions) (*ExtractResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(ds.Classes) < 2 {
-		return nil, fmt.Errorf("%s: %s: a classifier needs at least two classes (one folder of images per class)", ds.Root, classCount(ds.Classes))
+	if err := checkClasses(ds.Root, ds.Classes); err != nil {
+		return nil, err
 	}
-	if opt.OnIgnored != nil {
-		for _, ig := range ds.Ignored {
-			opt.OnIgnored(ig)
-		}
-	}
+	opt.reportIgnored(ds.Ignored)
 	root, err := opt.CacheRoot()
 	if err != nil {
 		return nil, err
@@ -159,11 +155,26 @@ func Extract(ctx context.Context, opt ExtractOptions) (*ExtractResult, error) {
 	return res, err
 }
 
-func classCount(classes []string) string {
-	if len(classes) == 0 {
-		return "no classes found"
+// checkClasses refuses dataset name when no classifier can be trained on
+// its classes (fewer than two), before any work.
+func checkClasses(name string, classes []string) error {
+	if len(classes) >= 2 {
+		return nil
 	}
-	return fmt.Sprintf("only one class (%s)", strings.Join(classes, ""))
+	have := "no classes found"
+	if len(classes) == 1 {
+		have = fmt.Sprintf("only one class (%s)", strings.Join(classes, ""))
+	}
+	return fmt.Errorf("%s: %s: a classifier needs at least two classes (one folder of images per class)", name, have)
+}
+
+// reportIgnored hands every file the dataset passed over to OnIgnored.
+func (o ExtractOptions) reportIgnored(ignored []imaging.Skipped) {
+	if o.OnIgnored != nil {
+		for _, ig := range ignored {
+			o.OnIgnored(ig)
+		}
+	}
 }
 
 // openBackbone opens a backbone for extraction (or, with noSession, for

@@ -267,60 +267,57 @@ type Object struct {
 // one page at a time (memory is bounded by the page, not the listing), and
 // calls fn for each. A failed page is retried.
 func (l *Location) Walk(ctx context.Context, sub string, fn func(Object) error) error {
-	prefix := l.Prefix + sub
-	var token []byte = blob.FirstPageToken
-	for {
-		var page []*blob.ListObject
-		var next []byte
-		err := l.do(ctx, "list "+l.Describe(sub), func() error {
-			var err error
-			page, next, err = l.Bucket.ListPage(ctx, token, 1000, &blob.ListOptions{Prefix: prefix})
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		for _, o := range page {
-			if o.IsDir {
-				continue
-			}
-			if err := fn(Object{Rel: o.Key[len(l.Prefix):], Size: o.Size, ModTime: o.ModTime, MD5: o.MD5}); err != nil {
-				return err
-			}
-		}
-		if len(next) == 0 {
+	return l.list(ctx, sub, "", func(o *blob.ListObject) error {
+		if o.IsDir {
 			return nil
 		}
-		token = next
-	}
+		return fn(Object{Rel: o.Key[len(l.Prefix):], Size: o.Size, ModTime: o.ModTime, MD5: o.MD5})
+	})
 }
 
 // Dirs lists the immediate "folders" below sub (keys up to the next "/"),
 // without the trailing slash, sorted.
 func (l *Location) Dirs(ctx context.Context, sub string) (dirs []string, files int, err error) {
 	prefix := l.Prefix + sub
+	err = l.list(ctx, sub, "/", func(o *blob.ListObject) error {
+		name := o.Key[len(prefix):]
+		if o.IsDir {
+			dirs = append(dirs, name[:len(name)-1])
+		} else {
+			files++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return dirs, files, nil
+}
+
+// list calls fn for every entry below sub in key order (with delimiter
+// set, "folders" come as IsDir entries), fetching one page at a time so
+// that memory is bounded by the page; a failed page is retried.
+func (l *Location) list(ctx context.Context, sub, delimiter string, fn func(*blob.ListObject) error) error {
+	prefix := l.Prefix + sub
 	var token []byte = blob.FirstPageToken
 	for {
 		var page []*blob.ListObject
 		var next []byte
 		err := l.do(ctx, "list "+l.Describe(sub), func() error {
 			var err error
-			page, next, err = l.Bucket.ListPage(ctx, token, 1000, &blob.ListOptions{Prefix: prefix, Delimiter: "/"})
+			page, next, err = l.Bucket.ListPage(ctx, token, 1000, &blob.ListOptions{Prefix: prefix, Delimiter: delimiter})
 			return err
 		})
 		if err != nil {
-			return nil, 0, err
+			return err
 		}
 		for _, o := range page {
-			name := o.Key[len(prefix):]
-			if o.IsDir {
-				dirs = append(dirs, name[:len(name)-1])
-			} else {
-				files++
+			if err := fn(o); err != nil {
+				return err
 			}
 		}
 		if len(next) == 0 {
-			return dirs, files, nil
+			return nil
 		}
 		token = next
 	}

@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/featcache"
 	"github.com/headtune/headtune/featcache/segment"
 	"github.com/headtune/headtune/imaging"
@@ -132,46 +131,14 @@ func ViewName(datasetRoot string) string {
 // cancellation every finished batch stays in the cache and the returned
 // error is ctx.Err(); the view is not rewritten, so a later run resumes.
 func Extract(ctx context.Context, bb *Backbone, ds *imaging.Dataset, opt ExtractOptions) (*ExtractSummary, error) {
-	root := opt.CacheRoot
-	if root == "" {
-		var err error
-		if root, err = featcache.DefaultDir(); err != nil {
-			return nil, err
-		}
-	}
-	if bb.Session == nil {
-		return nil, errors.New("extract: backbone has no session")
-	}
-	w, err := featcache.OpenWriter(ctx, root, bb.Identity, featcache.WriterOptions{Wait: opt.WaitLock})
+	e, err := startExtract(ctx, bb, ds, opt)
 	if err != nil {
 		return nil, err
 	}
-	defer w.Close()
-	known, err := featcache.Open(root, bb.Identity)
-	if err != nil {
-		return nil, err
-	}
-	defer known.Close()
-
-	start := time.Now()
+	defer e.close()
 	n := len(ds.Samples)
-	paths := make([]string, n)
-	for i, s := range ds.Samples {
-		paths[i] = s.Path
-	}
 	keys := make([]featcache.Key, n)
 	have := make([]bool, n)
-	sum := &ExtractSummary{
-		Dataset: ds.Root, Model: bb.Ref, BackboneID: bb.Identity.ID(), CacheDir: w.Dir(),
-		Classes: ds.Classes, Images: n, Dim: bb.Dim,
-	}
-	prog := ExtractProgress{Total: n}
-	report := func() {
-		if opt.Progress != nil {
-			prog.Elapsed = time.Since(start)
-			opt.Progress(prog)
-		}
-	}
 	batchKeys := make([]featcache.Key, 0, max(opt.BatchSize, 16))
 	r := &Runner{
 		Session:   bb.Session,
@@ -180,28 +147,17 @@ func Extract(ctx context.Context, bb *Backbone, ds *imaging.Dataset, opt Extract
 		Workers:   opt.Workers,
 		Inferers:  bb.Inferers,
 		Read:      opt.Read,
-		Skip: func(h [32]byte) bool {
-			_, ok := known.Lookup(featcache.Key(h))
-			return ok
-		},
+		Skip:      e.has,
 		OnCached: func(i int, h [32]byte) {
 			keys[i], have[i] = featcache.Key(h), true
-			prog.Done++
-			prog.Reused++
-			report()
+			e.prog.Done++
+			e.prog.Reused++
+			e.report()
 		},
-		OnFail: func(f Failure) {
-			prog.Done++
-			prog.Skipped++
-			sum.Skips = append(sum.Skips, SkipRecord{Path: f.Path, Reason: f.Err.Error()})
-			if opt.OnSkip != nil {
-				opt.OnSkip(f)
-			}
-			report()
-		},
+		OnFail: e.skip,
 	}
-	gc := newGroupCommit(w)
-	runErr := r.Run(ctx, paths, func(b *Batch) error {
+	gc := newGroupCommit(e.w)
+	runErr := r.Run(ctx, e.paths, func(b *Batch) error {
 		batchKeys = batchKeys[:0]
 		for k := 0; k < b.N; k++ {
 			batchKeys = append(batchKeys, featcache.Key(b.Hash[k]))
@@ -212,67 +168,25 @@ func Extract(ctx context.Context, bb *Backbone, ds *imaging.Dataset, opt Extract
 		for k, idx := range b.Index {
 			keys[idx], have[idx] = batchKeys[k], true
 		}
-		prog.Done += b.N
-		prog.Computed += b.N
-		report()
+		e.prog.Done += b.N
+		e.prog.Computed += b.N
+		e.report()
 		return nil
 	})
-	// Every batch handed over is committed before returning, cancelled or
-	// not: nothing finished is lost.
-	if err := gc.close(); err != nil && (runErr == nil || errors.Is(runErr, context.Canceled)) {
-		runErr = err
-	}
-	sum.Computed, sum.Reused, sum.Skipped = prog.Computed, prog.Reused, prog.Skipped
-	sum.Seconds = time.Since(start).Seconds()
-	if sum.Seconds > 0 {
-		sum.ImagesPerS = float64(sum.Computed) / sum.Seconds
-	}
-	if runErr != nil {
-		sum.Interrupted = errors.Is(runErr, context.Canceled)
-		return sum, runErr
+	if err := e.finish(gc, runErr); err != nil {
+		return e.sum, err
 	}
 
 	base := datasetBase(ds.Root)
 	entries := make([]featcache.ViewEntry, 0, n)
-	sum.Splits = map[string]int{}
 	for i, s := range ds.Samples {
 		if !have[i] {
 			continue
 		}
-		row, _ := w.Lookup(keys[i])
+		row, _ := e.w.Lookup(keys[i])
 		entries = append(entries, featcache.ViewEntry{Path: relTo(base, s.Path), Label: s.Label, Split: s.Split, Key: keys[i], Row: row})
-		sp := s.Split
-		if sp == "" {
-			sp = "all"
-		}
-		sum.Splits[sp]++
 	}
-	name := ViewName(ds.Root)
-	if err := featcache.WriteView(w.Dir(), name, entries); err != nil {
-		return sum, fmt.Errorf("write dataset view: %w", err)
-	}
-	// Absolute, so that the record, the augment record and the heads that
-	// name this view work from any working folder.
-	sum.View = absPath(featcache.ViewPath(w.Dir(), name))
-	if opt.KeepLastRun {
-		return sum, nil
-	}
-	idJSON, _ := json.Marshal(bb.Identity)
-	last := LastRun{Dataset: absPath(ds.Root), Model: bb.Ref, ModelPath: bb.ModelPath, CacheDir: absPath(w.Dir()), View: sum.View,
-		Identity: idJSON, Options: bb.Options, FeatureTensor: bb.Choice.Tensor}
-	last.Options.Spec = &bb.Spec
-	data, _ := json.MarshalIndent(last, "", "  ")
-	data = append(data, '\n')
-	// The identity folder keeps a copy, so that a view chosen by file
-	// (train --view) still names the backbone that computed its features
-	// after other extractions replaced the cache root's record.
-	if err := backbone.WriteFileAtomic(filepath.Join(w.Dir(), lastRunFile), data); err != nil {
-		return sum, fmt.Errorf("record last run: %w", err)
-	}
-	if err := backbone.WriteFileAtomic(filepath.Join(root, lastRunFile), data); err != nil {
-		return sum, fmt.Errorf("record last run: %w", err)
-	}
-	return sum, nil
+	return e.sum, e.record(bb, ds, entries)
 }
 
 func absPath(p string) string {

@@ -68,10 +68,19 @@ func LoadFeatures(cacheRoot, view string) (*Features, error) {
 	if len(run.Identity) == 0 {
 		run.Identity, _ = json.Marshal(f.Ident)
 	}
+	f.labelEntries()
+	return f, nil
+}
+
+// labelEntries sets Classes (the entries' labels, sorted), Labels, Splits
+// and Paths from f.Entries, so that a cache view and merged segments label
+// their rows alike.
+func (f *Features) labelEntries() {
 	classSet := map[string]bool{}
-	for _, e := range entries {
+	for _, e := range f.Entries {
 		classSet[e.Label] = true
 	}
+	f.Classes = f.Classes[:0]
 	for c := range classSet {
 		f.Classes = append(f.Classes, c)
 	}
@@ -80,15 +89,15 @@ func LoadFeatures(cacheRoot, view string) (*Features, error) {
 	for i, c := range f.Classes {
 		idx[c] = int32(i)
 	}
+	n := len(f.Entries)
 	f.Labels = make([]int32, n)
 	f.Splits = make([]string, n)
 	f.Paths = make([]string, n)
-	for i, e := range entries {
+	for i, e := range f.Entries {
 		f.Labels[i] = idx[e.Label]
 		f.Splits[i] = e.Split
 		f.Paths[i] = e.Path
 	}
-	return f, nil
 }
 
 // viewRun is the record of the extraction that computed the features view

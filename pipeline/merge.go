@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 
 	"github.com/headtune/headtune/backbone"
-	"github.com/headtune/headtune/featcache"
 	"github.com/headtune/headtune/featcache/segment"
 	"github.com/headtune/headtune/objstore"
 )
@@ -34,12 +33,9 @@ func MergeSegments(ctx context.Context, opt MergeOptions) (*segment.MergeSummary
 	if len(opt.Inputs) == 0 {
 		return nil, fmt.Errorf("merge: no segment locations given")
 	}
-	root := opt.CacheRoot
-	if root == "" {
-		var err error
-		if root, err = featcache.DefaultDir(); err != nil {
-			return nil, err
-		}
+	root, err := cacheRoot(opt.CacheRoot)
+	if err != nil {
+		return nil, err
 	}
 	var locs []*objstore.Location
 	defer func() {

@@ -36,13 +36,8 @@ type PredictOptions struct {
 // Predict runs the files through runner's session, scores each batch, and
 // calls emit for every file in order (failed files included, with Err).
 func Predict(ctx context.Context, r *Runner, paths []string, score Scorer, opt PredictOptions, emit func(Prediction) error) error {
-	k := opt.TopK
-	if k <= 0 {
-		k = 1
-	}
-	k = min(k, opt.Classes)
+	top := newTopK(opt)
 	probs := make([]float32, 0)
-	order := make([]int, opt.Classes)
 	var pending []Prediction // failures are reported in input order with the batch that follows them
 	r.OnFail = func(f Failure) {
 		pending = append(pending, Prediction{Path: f.Path, Err: f.Err})
@@ -74,15 +69,8 @@ func Predict(ctx context.Context, r *Runner, paths []string, score Scorer, opt P
 			if err := flushBefore(b.Index[i]); err != nil {
 				return err
 			}
-			row := probs[i*opt.Classes : (i+1)*opt.Classes]
-			for c := range order {
-				order[c] = c
-			}
-			sort.SliceStable(order, func(a, c int) bool { return row[order[a]] > row[order[c]] })
-			p := Prediction{Path: paths[b.Index[i]], Classes: append([]int(nil), order[:k]...), Probs: make([]float32, k)}
-			for j := 0; j < k; j++ {
-				p.Probs[j] = row[order[j]]
-			}
+			p := Prediction{Path: paths[b.Index[i]]}
+			p.Classes, p.Probs = top.rank(probs[i*opt.Classes : (i+1)*opt.Classes])
 			if opt.Embeddings && opt.FeatureOut >= 0 {
 				size := r.Session.OutputSizes()[opt.FeatureOut]
 				p.Features = append([]float32(nil), b.Outputs[opt.FeatureOut][i*size:(i+1)*size]...)
@@ -97,6 +85,34 @@ func Predict(ctx context.Context, r *Runner, paths []string, score Scorer, opt P
 		return err
 	}
 	return flushBefore(-1)
+}
+
+// topK ranks rows of class probabilities for Predict and PredictFaces.
+type topK struct {
+	k     int   // classes reported: opt.TopK (at least 1), at most opt.Classes
+	order []int // scratch, reused between rows
+}
+
+func newTopK(opt PredictOptions) *topK {
+	k := opt.TopK
+	if k <= 0 {
+		k = 1
+	}
+	return &topK{k: min(k, opt.Classes), order: make([]int, opt.Classes)}
+}
+
+// rank returns the k most probable classes of row, most probable first
+// (ties in class order), and their probabilities, in new slices.
+func (t *topK) rank(row []float32) ([]int, []float32) {
+	for c := range t.order {
+		t.order[c] = c
+	}
+	sort.SliceStable(t.order, func(a, c int) bool { return row[t.order[a]] > row[t.order[c]] })
+	probs := make([]float32, t.k)
+	for j := range probs {
+		probs[j] = row[t.order[j]]
+	}
+	return append([]int(nil), t.order[:t.k]...), probs
 }
 
 // pathIndex finds the position of path in paths, looking at or before hint

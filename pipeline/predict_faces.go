@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"sort"
 
 	"github.com/headtune/headtune/faces"
 )
@@ -25,12 +24,7 @@ type FacePrediction struct {
 // the largest), scores each face, and calls emit in input order: once per
 // face, or once for a file without any (with Err).
 func PredictFaces(ctx context.Context, fr *FaceRunner, paths []string, score Scorer, opt PredictOptions, emit func(FacePrediction) error) error {
-	k := opt.TopK
-	if k <= 0 {
-		k = 1
-	}
-	k = min(k, opt.Classes)
-	order := make([]int, opt.Classes)
+	top := newTopK(opt)
 	var probs []float32
 	return fr.Run(ctx, paths, func(fi *FaceImage) error {
 		if fi.Err != nil {
@@ -45,15 +39,8 @@ func PredictFaces(ctx context.Context, fr *FaceRunner, paths []string, score Sco
 			return err
 		}
 		for j, f := range fi.Selected {
-			row := probs[j*opt.Classes : (j+1)*opt.Classes]
-			for c := range order {
-				order[c] = c
-			}
-			sort.SliceStable(order, func(a, c int) bool { return row[order[a]] > row[order[c]] })
-			p := FacePrediction{Path: fi.Path, Face: f, Box: fi.Faces[f], Classes: append([]int(nil), order[:k]...), Probs: make([]float32, k)}
-			for i := 0; i < k; i++ {
-				p.Probs[i] = row[order[i]]
-			}
+			p := FacePrediction{Path: fi.Path, Face: f, Box: fi.Faces[f]}
+			p.Classes, p.Probs = top.rank(probs[j*opt.Classes : (j+1)*opt.Classes])
 			if opt.Embeddings && opt.FeatureOut >= 0 {
 				size := len(fi.Outputs[opt.FeatureOut]) / n
 				p.Features = append([]float32(nil), fi.Outputs[opt.FeatureOut][j*size:(j+1)*size]...)

@@ -92,25 +92,13 @@ func LoadSegmentFeatures(ctx context.Context, inputs []string) (*Features, error
 		}
 	}
 	n := len(uniq)
-	f := &Features{X: make([]float32, n*dim), N: n, D: dim, Labels: make([]int32, n), Splits: make([]string, n), Paths: make([]string, n), Ident: first.Identity}
-	classSet := map[string]bool{}
-	for _, e := range uniq {
-		classSet[e.Label] = true
-	}
-	for c := range classSet {
-		f.Classes = append(f.Classes, c)
-	}
-	sort.Strings(f.Classes)
-	idx := map[string]int32{}
-	for i, c := range f.Classes {
-		idx[c] = int32(i)
-	}
+	f := &Features{X: make([]float32, n*dim), N: n, D: dim, Ident: first.Identity}
 	f.Entries = make([]featcache.ViewEntry, n)
 	for i, e := range uniq {
 		copy(f.X[i*dim:(i+1)*dim], rows[e.chunk][e.Row*dim:(e.Row+1)*dim])
-		f.Labels[i], f.Splits[i], f.Paths[i] = idx[e.Label], e.Split, e.Key
 		f.Entries[i] = featcache.ViewEntry{Path: e.Key, Label: e.Label, Split: e.Split, Key: e.Hash}
 	}
+	f.labelEntries()
 	var bopt BackboneOptions
 	if len(first.Options) > 0 {
 		if err := json.Unmarshal(first.Options, &bopt); err != nil {

@@ -132,12 +132,9 @@ func ExtractShard(ctx context.Context, bb *Backbone, opt ShardOptions) (*ShardSu
 			opt.Log(fmt.Sprintf(format, a...))
 		}
 	}
-	root := opt.CacheRoot
-	if root == "" {
-		var err error
-		if root, err = featcache.DefaultDir(); err != nil {
-			return nil, err
-		}
+	root, err := cacheRoot(opt.CacheRoot)
+	if err != nil {
+		return nil, err
 	}
 
 	planLoc, err := objstore.Open(ctx, opt.Plan)
@@ -348,15 +345,11 @@ func ExtractShard(ctx context.Context, bb *Backbone, opt ShardOptions) (*ShardSu
 func sealChunk(ctx context.Context, bb *Backbone, opt ShardOptions, root string, dsLoc, out *objstore.Location,
 	plan *shardplan.Plan, ix shardplan.Index, c, first int, items []source.Sample, me claim,
 	sum *ShardSummary, prog *ShardProgress, start time.Time) (bool, error) {
-	w, err := featcache.OpenWriter(ctx, root, bb.Identity, featcache.WriterOptions{Wait: true})
+	w, known, err := openCache(ctx, root, bb.Identity, true)
 	if err != nil {
 		return false, err
 	}
 	defer w.Close()
-	known, err := featcache.Open(root, bb.Identity)
-	if err != nil {
-		return false, err
-	}
 	defer known.Close()
 	keys := make([]string, len(items))
 	for i, s := range items {

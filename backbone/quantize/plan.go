@@ -123,6 +123,28 @@ type graph struct {
 	outputs   map[string]bool
 }
 
+// upstream marks the nodes the targets depend on, the producers of their
+// direct inputs and so on (subgraph reads are not followed: backbone's
+// liveNodes does that, but it needs the full graph index).
+func (ix *graph) upstream(targets []string) []bool {
+	marked := make([]bool, len(ix.g.Node))
+	stack := slices.Clone(targets)
+	seen := map[string]bool{}
+	for len(stack) > 0 {
+		t := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[t] {
+			continue
+		}
+		seen[t] = true
+		if i, ok := ix.producer[t]; ok {
+			marked[i] = true
+			stack = append(stack, ix.g.Node[i].Input...)
+		}
+	}
+	return marked
+}
+
 func index(g *onnxpb.GraphProto) *graph {
 	ix := &graph{g: g, producer: map[string]int{}, consumers: map[string][]int{},
 		inits: map[string]*onnxpb.TensorProto{}, outputs: map[string]bool{}}
@@ -261,23 +283,7 @@ func Prepare(m *onnxpb.ModelProto, feature string, opt Options) (*Plan, error) {
 	}
 
 	// The region: nodes the boundary tensor depends on.
-	region := make([]bool, len(g.Node))
-	stack := []string{p.Boundary}
-	seen := map[string]bool{}
-	for len(stack) > 0 {
-		t := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if seen[t] {
-			continue
-		}
-		seen[t] = true
-		i, ok := ix.producer[t]
-		if !ok {
-			continue
-		}
-		region[i] = true
-		stack = append(stack, g.Node[i].Input...)
-	}
+	region := ix.upstream([]string{p.Boundary})
 
 	// Protected tensors are never quantized: the feature tensor and what it
 	// is a pure reshaping of, so the features keep full float precision.
@@ -591,21 +597,7 @@ func (p *Plan) CalibrationModel() *onnxpb.ModelProto {
 	g := backbone.ShallowCopy(p.model.Graph)
 	m.Graph = g
 	ix := index(p.model.Graph)
-	keep := make([]bool, len(g.Node))
-	stack := slices.Clone(p.Tensors)
-	seen := map[string]bool{}
-	for len(stack) > 0 {
-		t := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if seen[t] {
-			continue
-		}
-		seen[t] = true
-		if i, ok := ix.producer[t]; ok {
-			keep[i] = true
-			stack = append(stack, g.Node[i].Input...)
-		}
-	}
+	keep := ix.upstream(p.Tensors)
 	g.Node = nil
 	used := map[string]bool{}
 	for i, n := range p.model.Graph.Node {

@@ -300,14 +300,7 @@ func buildFace(files *pkgFiles, a arch, info *Info) (*backbone.Builder, error) {
 	if err := json.Unmarshal(mb, &groups); err != nil {
 		return nil, fmt.Errorf("%s: %w", manifest, err)
 	}
-	weights, err := IndexWeights(groups, func(p string) ([]byte, error) {
-		name := path.Join(a.dir, p)
-		b, ok := files.Files[name]
-		if !ok {
-			return nil, fmt.Errorf("%s not found in the package", name)
-		}
-		return b, nil
-	})
+	weights, err := IndexWeights(groups, files.reader(a.dir))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", manifest, err)
 	}
@@ -336,14 +329,7 @@ func buildGraph(files *pkgFiles, a arch, info *Info) (*backbone.Builder, error) 
 	if gm.Format != "graph-model" {
 		return nil, fmt.Errorf("%s: format %q, expected graph-model", modelPath, gm.Format)
 	}
-	weights, err := IndexWeights(gm.WeightsManifest, func(p string) ([]byte, error) {
-		name := path.Join(a.dir, p)
-		b, ok := files.Files[name]
-		if !ok {
-			return nil, fmt.Errorf("%s not found in the package", name)
-		}
-		return b, nil
-	})
+	weights, err := IndexWeights(gm.WeightsManifest, files.reader(a.dir))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", modelPath, err)
 	}

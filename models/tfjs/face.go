@@ -234,13 +234,7 @@ func BuildFaceLandmarks(tarball string) (*backbone.Builder, error) {
 	if err := json.Unmarshal(mb, &groups); err != nil {
 		return nil, fmt.Errorf("%s: %w", manifest, err)
 	}
-	weights, err := IndexWeights(groups, func(p string) ([]byte, error) {
-		b, ok := files.Files[path.Join(dir, p)]
-		if !ok {
-			return nil, fmt.Errorf("%s not found in the package", path.Join(dir, p))
-		}
-		return b, nil
-	})
+	weights, err := IndexWeights(groups, files.reader(dir))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", manifest, err)
 	}

@@ -170,6 +170,19 @@ type pkgFiles struct {
 	Files     map[string][]byte
 }
 
+// reader reads weight shards named relative to the package folder dir, as
+// IndexWeights asks for them.
+func (f *pkgFiles) reader(dir string) func(rel string) ([]byte, error) {
+	return func(rel string) ([]byte, error) {
+		name := path.Join(dir, rel)
+		b, ok := f.Files[name]
+		if !ok {
+			return nil, fmt.Errorf("%s not found in the package", name)
+		}
+		return b, nil
+	}
+}
+
 // readTarball reads an npm .tgz and keeps the regular files for which want
 // returns true (paths without the leading "package/"), plus package.json
 // and the licence file. It hashes the compressed stream while reading, so
