@@ -288,6 +288,20 @@ func ExtractShard(ctx context.Context, bb *Backbone, opt ShardOptions) (*ShardSu
 			if !got {
 				continue
 			}
+			// The other attempt may have sealed the chunk and released its
+			// claim between the check above and our claim: a sealer writes
+			// the chunk before it deletes the claim, so holding the claim
+			// and then finding no chunk means nobody else is computing it.
+			if ok, err := out.Exists(ctx, segment.ChunkName(c)); err != nil {
+				_ = out.Delete(context.WithoutCancel(ctx), segment.ClaimName(c))
+				return sum, err
+			} else if ok {
+				_ = out.Delete(ctx, segment.ClaimName(c))
+				sealed[c], remaining, progressed = true, remaining-1, true
+				sum.SealedByOther++
+				prog.Total -= min(m, len(items)-c*m)
+				continue
+			}
 			lo, hi := c*m, min((c+1)*m, len(items))
 			prog.Chunk = c
 			created, err := sealChunk(ctx, bb, opt, root, dsLoc, out, plan, ix, c, lo, items[lo:hi], me, sum, &prog, start)
