@@ -17,6 +17,7 @@ import (
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/faces"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testasset"
 	"github.com/headtune/headtune/models/tfjs"
 	"github.com/headtune/headtune/predictions"
 )
@@ -28,7 +29,7 @@ import (
 func portraits(t *testing.T, c *cli, dir string) int {
 	t.Helper()
 	if _, err := ort.Init(ortLib); err != nil {
-		t.Skipf("ONNX Runtime: %v", err)
+		testasset.Skip(t, "ONNX Runtime: %v", err)
 	}
 	det, err := faces.NewDetector(readFile(t, filepath.Join(c.home, "models", "blazeface", "model.onnx")), ort.SessionOptions{Threads: 1})
 	if err != nil {
