@@ -86,7 +86,10 @@ func TestInterruptAndWaiter(t *testing.T) {
 	c := newCLI(t)
 	ds := filepath.Join(c.dir, "ds")
 	n := len(writeDataset(t, ds, DatasetOptions{Classes: 3, PerClass: 500, Seed: 6}))
-	model := writeModel(t, c.dir, "resnet", 32)
+	// 224 px keeps one extract running for seconds, so the signals below
+	// land mid-run on a fast machine too (at 32 px a clean-clone CI run
+	// finished before the kill).
+	model := writeModel(t, c.dir, "resnet", 224)
 	args := []string{"extract", ds, "--model", model, "--preset", "imagenet", "--json", "--quiet", "--batch", "8", "--workers", "1"}
 
 	t.Run("sigint", func(t *testing.T) {
@@ -97,7 +100,7 @@ func TestInterruptAndWaiter(t *testing.T) {
 		a.cmd.Process.Signal(syscall.SIGINT)
 		r := a.wait()
 		if r.code == 0 {
-			t.Skip("extract finished before the interrupt arrived")
+			t.Fatalf("extract finished before the interrupt arrived: the test did not interrupt anything (make the run longer)")
 		}
 		if r.code != 130 || !strings.Contains(r.stderr, "interrupted") {
 			t.Errorf("SIGINT: exit %d, want 130 and the resume message:\n%s", r.code, r.stderr)
@@ -117,7 +120,7 @@ func TestInterruptAndWaiter(t *testing.T) {
 		w := c.start(append(args, "--cache", cache, "--wait-lock")...)
 		time.Sleep(300 * time.Millisecond)
 		if !a.running() {
-			t.Skip("the first extract finished before it could be killed")
+			t.Fatalf("the first extract finished before it could be killed: the waiter took over nothing (make the run longer)")
 		}
 		// Rows committed before the kill (a lock-free snapshot): the holder
 		// only adds to them until it dies.
