@@ -46,34 +46,13 @@ func faceOptions(c *cli.Context, all bool) *job.FaceOptions {
 	}
 }
 
-// facesSelectFlags are --faces [largest|all] (see facesArgs).
+// facesSelectFlags are --faces [largest|all] (see cliargs.FacesArgs).
 func facesSelectFlags(what string) []cli.Flag {
 	return []cli.Flag{
 		&cli.BoolFlag{Name: "faces", Usage: what},
 		&cli.BoolFlag{Name: "faces-all", Hidden: true, Usage: "set by --faces all"},
 		&cli.BoolFlag{Name: "faces-largest", Hidden: true, Usage: "set by --faces largest"},
 	}
-}
-
-// facesArgs turns `--faces all` and `--faces largest` into flags urfave/cli
-// can read: --faces (a boolean) plus --faces-all or --faces-largest.
-func facesArgs(args []string) []string {
-	out := make([]string, 0, len(args)+1)
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case a == "--":
-			return append(out, args[i:]...)
-		case a == "--faces=all" || a == "--faces=largest":
-			out = append(out, "--faces", "--faces-"+a[len("--faces="):])
-		case a == "--faces" && i+1 < len(args) && (args[i+1] == "all" || args[i+1] == "largest"):
-			out = append(out, a, "--faces-"+args[i+1])
-			i++
-		default:
-			out = append(out, a)
-		}
-	}
-	return out
 }
 
 func runFaces(c *cli.Context) error {

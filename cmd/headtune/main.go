@@ -41,7 +41,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app := newApp()
-	err := app.RunContext(ctx, cliargs.Interspersed(app, facesArgs(os.Args)))
+	err := app.RunContext(ctx, cliargs.Interspersed(app, cliargs.FacesArgs(os.Args)))
 	ort.Shutdown()
 	if err == nil {
 		return

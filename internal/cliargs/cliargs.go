@@ -175,3 +175,24 @@ func ParseSize(s string) (int, int, error) {
 	}
 	return w, h, nil
 }
+
+// FacesArgs turns `--faces all` and `--faces largest` into flags urfave/cli
+// can read: --faces (a boolean) plus --faces-all or --faces-largest.
+func FacesArgs(args []string) []string {
+	out := make([]string, 0, len(args)+1)
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			return append(out, args[i:]...)
+		case a == "--faces=all" || a == "--faces=largest":
+			out = append(out, "--faces", "--faces-"+a[len("--faces="):])
+		case a == "--faces" && i+1 < len(args) && (args[i+1] == "all" || args[i+1] == "largest"):
+			out = append(out, a, "--faces-"+args[i+1])
+			i++
+		default:
+			out = append(out, a)
+		}
+	}
+	return out
+}
