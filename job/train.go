@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/models"
@@ -357,4 +358,47 @@ func finite(x float64) *float64 {
 		return nil
 	}
 	return &x
+}
+
+// WriteText writes what Train did in words, as `headtune train` shows it: the sets, why a split or a
+// calibration differs from what was asked, cross-validation, the
+// calibration and what it was fitted on, and figures only for sets that
+// have rows. headPath is the head's name as the user gave it.
+func (res *TrainResult) WriteText(w io.Writer, headPath string) error {
+	m, rep := res.Model, res.Report
+	fmt.Fprintf(w, "train: %s head (%s) on %d-d features: %d train, %d val, %d test images, %d classes\n",
+		m.Kind, m.Train.Config.Optimizer, m.Dim(), res.TrainRows, res.ValRows, res.TestRows, len(m.Classes))
+	for _, n := range res.Notes {
+		fmt.Fprintf(w, "train: note: %s\n", n)
+	}
+	if res.CV != nil {
+		res.CV.WriteText(w)
+	}
+	fmt.Fprintf(w, "train: done in %.2fs (%s)\n", rep.Seconds, head.StopText(rep.Stopped))
+	if cal := m.Calibration; cal != nil {
+		fmt.Fprintf(w, "train: %s\n", cal.Describe())
+	}
+	if cf := m.Conformal; cf != nil {
+		var ok []string
+		for _, cov := range []float64{0.8, 0.9, 0.95} {
+			if len(cf.Scores) >= head.MinRows(cov) {
+				ok = append(ok, fmt.Sprintf("%g", cov))
+			}
+		}
+		if len(ok) > 0 {
+			fmt.Fprintf(w, "train: prediction sets (predict --coverage) from %d held-out scores: coverage %s available\n", len(cf.Scores), strings.Join(ok, ", "))
+		} else {
+			fmt.Fprintf(w, "train: %d held-out scores are too few for prediction sets below every class (coverage 0.8 needs %d)\n", len(cf.Scores), head.MinRows(0.8))
+		}
+	}
+	if ev := res.Val; ev != nil {
+		fmt.Fprintf(w, "train: validation accuracy %.4f on %d images\n", ev.Accuracy, ev.N)
+	}
+	if ev := res.Test; ev != nil {
+		fmt.Fprintf(w, "train: test accuracy %.4f (macro-F1 %.4f) on %d images\n", ev.Accuracy, ev.MacroF1, ev.N)
+	} else if res.CV == nil {
+		fmt.Fprintf(w, "train: no test images, so no test figures\n")
+	}
+	_, err := fmt.Fprintf(w, "train: head written to %s\n", headPath)
+	return err
 }

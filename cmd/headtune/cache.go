@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"os"
 
 	"github.com/urfave/cli/v2"
@@ -90,6 +89,6 @@ func runExportNPY(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "cache: wrote %s/{X,y}{train,val,test}.npy (%d/%d/%d rows, %d-d) and classes.txt\n", res.Out, res.Train, res.Val, res.Test, res.Dim)
+	res.WriteText(os.Stderr)
 	return nil
 }

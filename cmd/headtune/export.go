@@ -1,13 +1,11 @@
 package main
 
 import (
-	"fmt"
 	"os"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/headtune/headtune/export"
-	"github.com/headtune/headtune/internal/bytesize"
 	"github.com/headtune/headtune/job"
 )
 
@@ -46,19 +44,6 @@ func runExport(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(map[string]any{"path": res.Path, "bytes": res.Bytes, "classes": res.Classes, "with_preprocessing": res.WithPreprocessing, "fp16": res.FP16, "limits": res.Limits})
 	}
-	if res.Faces {
-		fmt.Fprintf(os.Stderr, "export: %s (%s): photo [1,%d,%d,3] RGB 0..255, letterboxed -> boxes [K,4], scores [K], keypoints [K,12], probabilities [K,%d]\n",
-			c.String("out"), bytesize.Format(res.Bytes), res.PhotoSize, res.PhotoSize, len(res.Classes))
-		return nil
-	}
-	in := "normalised"
-	if res.WithPreprocessing {
-		in = "raw 0..255"
-	}
-	fmt.Fprintf(os.Stderr, "export: %s (%s): %s %dx%d %s input -> probabilities [N,%d]\n",
-		c.String("out"), bytesize.Format(res.Bytes), res.Spec.Layout, res.Spec.Width, res.Spec.Height, in, len(res.Classes))
-	for _, l := range res.Limits {
-		fmt.Fprintf(os.Stderr, "export: note: %s\n", l)
-	}
+	res.WriteText(os.Stderr, c.String("out"))
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -78,27 +77,6 @@ func runExtract(c *cli.Context) error {
 		printJSON(res)
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "extract: %d images: %s, %d reused from cache, %d skipped in %s\n",
-		res.Images, computedText(res.Computed, res.ImagesPerS), res.Reused, res.Skipped, time.Duration(res.Seconds*float64(time.Second)).Round(time.Millisecond))
-	if c.Bool("faces") {
-		fmt.Fprintf(os.Stderr, "extract: %d faces; no face found in %d of the images (skipped)\n", res.Faces, res.NoFace)
-	}
-	if err == nil {
-		fmt.Fprintf(os.Stderr, "extract: %d classes, %d-d features from %s (%s), cache %s\n", len(res.Classes), res.Dim, res.Backbone, res.FeatureTensor, res.CacheDir)
-	}
-	if a := res.Augmented; a != nil {
-		fmt.Fprintf(os.Stderr, "extract: %d augmented views of the training images made in %s, extracted: %s, %d reused from cache in %s\n",
-			a.Images, time.Duration(res.AugmentSeconds*float64(time.Second)).Round(time.Millisecond),
-			computedText(a.Computed, a.ImagesPerS), a.Reused, time.Duration(a.Seconds*float64(time.Second)).Round(time.Millisecond))
-	}
+	res.WriteText(os.Stderr, c.Bool("faces"), err == nil)
 	return err
-}
-
-// computedText says how many images were computed, with the rate only when
-// there was work to time.
-func computedText(n int, rate float64) string {
-	if n == 0 {
-		return "none computed"
-	}
-	return fmt.Sprintf("%d computed (%.1f img/s)", n, rate)
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
@@ -76,29 +75,8 @@ func runFaces(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(res)
 	}
-	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "FILE\tFACE\tX\tY\tW\tH\tSCORE\tRIGHT EYE\tLEFT EYE")
-	for _, im := range res.Images {
-		if im.Error != "" {
-			continue
-		}
-		if len(im.Faces) == 0 {
-			fmt.Fprintf(tw, "%s\t-\tno face found\n", im.Path)
-		}
-		for i, f := range im.Faces {
-			r, l := f.Keypoints[faces.RightEye], f.Keypoints[faces.LeftEye]
-			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.3f\t%.0f,%.0f\t%.0f,%.0f\n", im.Path, i, f.Box.X, f.Box.Y, f.Box.W, f.Box.H, f.Score, r.X, r.Y, l.X, l.Y)
-		}
-	}
-	tw.Flush()
-	fmt.Fprintf(os.Stderr, "faces: %d faces in %d images", res.Faces, len(res.Images)-res.Failed)
-	if res.Failed > 0 {
-		fmt.Fprintf(os.Stderr, ", %d unreadable", res.Failed)
-	}
-	if dir := c.String("annotate"); dir != "" {
-		fmt.Fprintf(os.Stderr, "; annotated copies in %s", dir)
-	}
-	fmt.Fprintln(os.Stderr)
+	res.WriteTable(os.Stdout)
+	res.WriteSummary(os.Stderr, c.String("annotate"))
 	if res.Failed > 0 && res.Failed == len(res.Images) {
 		return &exitError{code: 1, err: fmt.Errorf("no image could be read")}
 	}

@@ -25,11 +25,7 @@ func inspectCommand() *cli.Command {
 			if c.Bool("json") {
 				return printJSON(res.Info)
 			}
-			fmt.Fprintf(os.Stdout, "%s\n", res.Path)
-			if e := res.Export; e != nil {
-				fmt.Fprintf(os.Stdout, "headtune export: %s head (%d classes) on %s, feature vector %q (%d-d)\n", e.HeadKind, len(e.Classes), e.Backbone.ID, "features", e.FeatureDim)
-			}
-			return res.Info.WriteText(os.Stdout)
+			return res.WriteText(os.Stdout)
 		},
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -37,15 +36,7 @@ func cacheMergeCommand() *cli.Command {
 			if c.Bool("json") {
 				return printJSON(sum)
 			}
-			fmt.Fprintf(os.Stderr, "merge: %d chunks of %d shards: %d images, %d new rows, %d already cached, %d skipped at extraction (%.0f rows/s)\n",
-				sum.Chunks, sum.Shards, sum.Entries, sum.NewRows, sum.KnownRows, sum.Skipped, sum.RowsPerS)
-			if len(sum.Incomplete) > 0 {
-				fmt.Fprintf(os.Stderr, "merge: %d shards not complete (merged what was sealed), first: %s\n", len(sum.Incomplete), sum.Incomplete[0])
-			}
-			if len(sum.Providers) > 1 {
-				fmt.Fprintf(os.Stderr, "merge: rows computed by %s: features agree across them to about 1e-5, not bit for bit\n", strings.Join(sum.Providers, ", "))
-			}
-			fmt.Fprintf(os.Stderr, "merge: backbone %s (%s), view %s; `headtune train` now trains on it\n", sum.BackboneID[:16], sum.Model, sum.View)
+			sum.WriteText(os.Stderr)
 			return nil
 		},
 	}

@@ -64,25 +64,6 @@ func runModelsQuantize(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(res)
 	}
-	cal := res.Calibration
-	fmt.Fprintf(os.Stderr, "models: installed %s, int8 of %s (%s): %d nodes int8, %d left float, %s calibration on %d images\n",
-		res.Installed.Meta.Name, name, res.Installed.ModelPath(), cal.QuantizedNodes, cal.LeftFloat, cal.Method, cal.Images)
-	fmt.Fprintf(os.Stderr, "models: features against float32 on %d other images: cosine %.4f mean, %.4f worst\n",
-		cal.CheckImages, cal.FeatureCosine, cal.MinFeatureCosine)
-	if len(res.Sensitivity) > 0 {
-		fmt.Fprintf(os.Stderr, "models: most sensitive layers (feature cosine with that layer float32):\n")
-		for _, l := range res.Sensitivity[:min(5, len(res.Sensitivity))] {
-			fmt.Fprintf(os.Stderr, "  %s (%s): %.4f (%+.4f)\n", l.Node, l.Op, l.Cosine, l.Gain)
-		}
-		if len(cal.Float) > 0 {
-			fmt.Fprintf(os.Stderr, "models: kept float32: %s\n", strings.Join(cal.Float, ", "))
-		}
-	}
-	for _, l := range res.Report.Left {
-		fmt.Fprintf(os.Stderr, "  float: %s (%s): %s\n", l.Node, l.Op, l.Reason)
-	}
-	if len(res.Skipped) > 0 {
-		fmt.Fprintf(os.Stderr, "models: %d calibration images could not be read, first: %s: %s\n", len(res.Skipped), res.Skipped[0].Path, res.Skipped[0].Reason)
-	}
+	res.WriteText(os.Stderr, name)
 	return nil
 }

@@ -33,14 +33,6 @@ func runPlan(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(p)
 	}
-	minN, maxN := p.Counts[0].Samples, p.Counts[0].Samples
-	for _, s := range p.Counts {
-		minN, maxN = min(minN, s.Samples), max(maxN, s.Samples)
-	}
-	if p.Ignored > 0 {
-		fmt.Fprintf(os.Stderr, "plan: %d objects ignored (not images, or outside class folders; first: %s)\n", p.Ignored, p.FirstIgnored)
-	}
-	fmt.Fprintf(os.Stderr, "plan: %d images (%.1f MB) in %d classes -> %d shards of %d-%d images, %s\n",
-		p.Samples, float64(p.Bytes)/1e6, len(p.Classes), p.Shards, minN, maxN, p.Location)
+	p.WriteText(os.Stderr)
 	return nil
 }

@@ -56,8 +56,7 @@ func runShardExtract(c *cli.Context) error {
 		if asJSON {
 			printJSON(sum)
 		} else if err == nil {
-			fmt.Fprintf(os.Stderr, "extract: shard %d/%d: %d images, %s, %d reused, %d skipped; chunks: %d sealed now, %d found sealed, %d sealed by another attempt (%s)\n",
-				sum.Shard, sum.Shards, sum.Images, computedText(sum.Computed, sum.ImagesPerS), sum.Reused, sum.Skipped, sum.Sealed, sum.FoundSealed, sum.SealedByOther, sum.Out)
+			sum.WriteText(os.Stderr)
 		}
 	}
 	return err
