@@ -87,3 +87,15 @@ func (r *NPYResult) WriteText(w io.Writer) error {
 	_, err := fmt.Fprintf(w, "cache: wrote %s/{X,y}{train,val,test}.npy (%d/%d/%d rows, %d-d) and classes.txt\n", r.Out, r.Train, r.Val, r.Test, r.Dim)
 	return err
 }
+
+// WriteText writes the report, as `headtune doctor` shows it, and where the
+// HTML page went (when one was written).
+func (r *DoctorResult) WriteText(w io.Writer) error {
+	if err := r.Report.WriteText(w, r.Path); err != nil {
+		return err
+	}
+	if r.HTML != "" {
+		fmt.Fprintf(w, "\ndoctor: report with thumbnails written to %s\n", r.HTML)
+	}
+	return nil
+}

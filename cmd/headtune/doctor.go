@@ -62,11 +62,5 @@ func runDoctor(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(res)
 	}
-	if err := res.Report.WriteText(os.Stdout, res.Path); err != nil {
-		return err
-	}
-	if res.HTML != "" {
-		fmt.Fprintf(os.Stdout, "\ndoctor: report with thumbnails written to %s\n", res.HTML)
-	}
-	return nil
+	return res.WriteText(os.Stdout)
 }

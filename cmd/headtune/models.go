@@ -7,7 +7,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/headtune/headtune/internal/bytesize"
 	"github.com/headtune/headtune/internal/progress"
 	"github.com/headtune/headtune/job"
 	"github.com/headtune/headtune/models"
@@ -115,7 +114,7 @@ func runModelsPull(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(inst)
 	}
-	fmt.Fprintf(os.Stderr, "models: %s installed at %s (%s, %s)\n", name, inst.ModelPath(), bytesize.Format(inst.Meta.Size), inst.Meta.Provenance)
+	inst.WritePulled(os.Stderr, name)
 	return nil
 }
 
@@ -135,11 +134,7 @@ func runModelsAdd(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(inst)
 	}
-	classes := ""
-	if n := len(inst.Meta.Classes); n > 0 {
-		classes = fmt.Sprintf(", %d class names", n)
-	}
-	fmt.Fprintf(os.Stderr, "models: added %s (%s, feature tensor %s, %d-d%s)\n", inst.Meta.Name, inst.ModelPath(), inst.Meta.FeatureTensor, inst.Meta.FeatureDim, classes)
+	inst.WriteAdded(os.Stderr)
 	return nil
 }
 
@@ -155,6 +150,6 @@ func runModelsAddDarknet(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(inst)
 	}
-	fmt.Fprintf(os.Stderr, "models: imported %s (%s, %s, feature tensor %s, %d-d)\n", inst.Meta.Name, inst.ModelPath(), inst.Meta.Task, inst.Meta.FeatureTensor, inst.Meta.FeatureDim)
+	inst.WriteImported(os.Stderr)
 	return nil
 }
