@@ -84,7 +84,7 @@ func runExportNPY(c *cli.Context) error {
 		View:  c.String("view"),
 		Out:   c.String("out"),
 		Head:  c.String("head"),
-		Split: job.SplitOptions{Val: c.Float64("val"), Test: c.Float64("test"), Seed: c.Int64("seed")},
+		Split: splitOptions(c),
 	})
 	if err != nil {
 		return err

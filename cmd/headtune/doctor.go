@@ -36,11 +36,10 @@ func runDoctor(c *cli.Context) error {
 	if c.NArg() > 1 {
 		return fmt.Errorf("doctor takes at most one dataset, got %d arguments", c.NArg())
 	}
-	kind := c.String("kind")
-	if kind != head.KindLinear && kind != head.KindMLP {
-		return fmt.Errorf("--kind %q: expected %s or %s", kind, head.KindLinear, head.KindMLP)
+	cfg, err := kindConfig(c)
+	if err != nil {
+		return err
 	}
-	cfg := head.DefaultConfig(kind)
 	cfg.Seed = c.Int64("seed")
 	cfg.Threads = c.Int("threads")
 	var log io.Writer = os.Stderr

@@ -67,7 +67,7 @@ func runEval(c *cli.Context) error {
 	}
 	prog := progress.New("eval", c.Bool("quiet"))
 	opt.Progress = func(p pipeline.ExtractProgress) { prog.Update(p.Done, p.Total, p.Computed+p.Skipped, "") }
-	opt.OnSkip = func(f pipeline.Failure) { prog.Printf("skipped %s: %v\n", f.Path, f.Err) }
+	opt.OnSkip = printSkip(prog)
 	res, err := job.Eval(c.Context, opt)
 	prog.Done()
 	if err != nil {

@@ -65,9 +65,7 @@ func runExtract(c *cli.Context) error {
 		Progress: func(p pipeline.ExtractProgress) {
 			prog.Update(p.Done, p.Total, p.Computed+p.Skipped, fmt.Sprintf("  reused %d  skipped %d", p.Reused, p.Skipped))
 		},
-		// One line per bad file, always (also when quiet): it is data the
-		// user must know about, not progress.
-		OnSkip: func(f pipeline.Failure) { prog.Printf("skipped %s: %v\n", f.Path, f.Err) },
+		OnSkip: printSkip(prog),
 	})
 	prog.Done()
 	if res == nil || (err != nil && !errors.Is(err, context.Canceled)) {

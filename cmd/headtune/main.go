@@ -19,10 +19,13 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/headtune/headtune/backbone/ort"
+	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/imaging"
 	"github.com/headtune/headtune/internal/cliargs"
+	"github.com/headtune/headtune/internal/progress"
 	"github.com/headtune/headtune/job"
 	"github.com/headtune/headtune/models"
+	"github.com/headtune/headtune/pipeline"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -165,4 +168,26 @@ func backboneOptions(c *cli.Context, tuneLayers int) (job.BackboneOptions, error
 		FastJPEG:      c.Bool("fast-jpeg"),
 		TuneLayers:    tuneLayers,
 	}, nil
+}
+
+// splitOptions reads --val, --test and --seed.
+func splitOptions(c *cli.Context) job.SplitOptions {
+	return job.SplitOptions{Val: c.Float64("val"), Test: c.Float64("test"), Seed: c.Int64("seed")}
+}
+
+// kindConfig reads --kind: the default configuration of a linear or an mlp
+// head.
+func kindConfig(c *cli.Context) (head.Config, error) {
+	kind := c.String("kind")
+	if kind != head.KindLinear && kind != head.KindMLP {
+		return head.Config{}, fmt.Errorf("--kind %q: expected %s or %s", kind, head.KindLinear, head.KindMLP)
+	}
+	return head.DefaultConfig(kind), nil
+}
+
+// printSkip reports an image an extraction could not use, one line each,
+// always (also when quiet): it is data the user must know about, not
+// progress.
+func printSkip(prog *progress.Line) func(pipeline.Failure) {
+	return func(f pipeline.Failure) { prog.Printf("skipped %s: %v\n", f.Path, f.Err) }
 }

@@ -43,8 +43,7 @@ func runShardExtract(c *cli.Context) error {
 		Progress: func(p pipeline.ShardProgress) {
 			prog.Update(p.Done, p.Total, p.Computed, fmt.Sprintf("  chunk %d/%d", p.Chunk+1, p.Chunks))
 		},
-		// One line per bad image, always: it is data, not progress.
-		OnSkip: func(f pipeline.Failure) { prog.Printf("skipped %s: %v\n", f.Path, f.Err) },
+		OnSkip: printSkip(prog),
 		Log: func(s string) {
 			if !quiet && !asJSON {
 				prog.Printf("extract: %s\n", s)

@@ -60,7 +60,7 @@ func runTrain(c *cli.Context) error {
 		Head:     c.String("head"),
 		Classes:  c.Int("classes"),
 		Config:   cfg,
-		Split:    job.SplitOptions{Val: c.Float64("val"), Test: c.Float64("test"), Seed: c.Int64("seed")},
+		Split:    splitOptions(c),
 		CV:       c.Int("cv"),
 		Log:      log,
 		// A conv tail has its own defaults; only flags given override them.
@@ -80,11 +80,10 @@ func runTrain(c *cli.Context) error {
 // The optimizer stays empty unless given, so that job.Train picks one that
 // can train what the extraction left (tuned layers need adam).
 func trainConfig(c *cli.Context) (head.Config, error) {
-	kind := c.String("kind")
-	if kind != head.KindLinear && kind != head.KindMLP {
-		return head.Config{}, fmt.Errorf("--kind %q: expected %s or %s", kind, head.KindLinear, head.KindMLP)
+	cfg, err := kindConfig(c)
+	if err != nil {
+		return cfg, err
 	}
-	cfg := head.DefaultConfig(kind)
 	cfg.Optimizer = c.String("optimizer")
 	if v := c.IntSlice("hidden"); len(v) > 0 {
 		cfg.Hidden = v
