@@ -74,12 +74,18 @@ func (e Env) InitRuntime() error {
 // DefaultHead is the head file the jobs read and write when none is named.
 const DefaultHead = "headtune.head"
 
+// headOrDefault is path, or DefaultHead when no head file was named.
+func headOrDefault(path string) string {
+	if path == "" {
+		return DefaultHead
+	}
+	return path
+}
+
 // LoadHead reads a head file, saying plainly what is wrong when there is
 // none yet or the file is something else (an ONNX export).
 func LoadHead(path string) (*head.Model, error) {
-	if path == "" {
-		path = DefaultHead
-	}
+	path = headOrDefault(path)
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("no head at %s yet: train one with `headtune train` (after `headtune extract DATASET`), or name an existing head with --head FILE", path)
 	}

@@ -94,9 +94,7 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 		return evalOriginal(ctx, opt)
 	}
 	headPath := opt.Head
-	if headPath == "" {
-		headPath = DefaultHead
-	}
+	headPath = headOrDefault(headPath)
 	m, err := LoadHead(headPath)
 	if err != nil {
 		return nil, err

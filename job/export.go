@@ -59,9 +59,7 @@ type ExportResult struct {
 // names in the metadata. The file is replaced atomically.
 func Export(ctx context.Context, opt ExportOptions) (*ExportResult, error) {
 	headPath := opt.Head
-	if headPath == "" {
-		headPath = DefaultHead
-	}
+	headPath = headOrDefault(headPath)
 	m, err := LoadHead(headPath)
 	if err != nil {
 		return nil, err

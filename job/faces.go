@@ -315,9 +315,7 @@ func exportFaces(opt ExportOptions, m *head.Model, bb *pipeline.Backbone) (*onnx
 // crops (its recipe has a face stage). An unreadable head gives false: the
 // job that opens it reports why.
 func IsFaceHead(path string) bool {
-	if path == "" {
-		path = DefaultHead
-	}
+	path = headOrDefault(path)
 	m, err := head.Load(path)
 	if err != nil {
 		return false

@@ -269,9 +269,7 @@ func RowOf(p pipeline.Prediction, classes []string, threshold float32) predictio
 // headPredictor runs the head's backbone (with the head's recorded
 // preprocessing) and the head itself in Go.
 func (e Env) headPredictor(path string) (*predictor, error) {
-	if path == "" {
-		path = DefaultHead
-	}
+	path = headOrDefault(path)
 	m, err := LoadHead(path)
 	if err != nil {
 		return nil, err

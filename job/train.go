@@ -236,9 +236,7 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 // res.Head.
 func (opt TrainOptions) saveHead(res *TrainResult) error {
 	path := opt.Head
-	if path == "" {
-		path = DefaultHead
-	}
+	path = headOrDefault(path)
 	res.Head = absPath(path)
 	if err := os.MkdirAll(filepath.Dir(res.Head), 0o755); err != nil {
 		return err
