@@ -93,10 +93,11 @@ type FeatureIndex struct {
 	blockRows int
 
 	// Segments: every chunk is a block.
-	locs     []*objstore.Location
-	chunks   []segment.ChunkRef
-	chunkOff []int   // [chunks+1] first entry of each chunk in entryRow
-	entryRow []int32 // entry of every chunk (in chunk order) -> row, -1 when another entry won
+	locs      []*objstore.Location
+	chunks    []segment.ChunkRef
+	chunkOff  []int   // [chunks+1] first entry of each chunk in entryRow
+	entryRow  []int32 // entry of every chunk (in chunk order) -> row, -1 when another entry won
+	chunkRows []int32 // [chunks] feature rows stored in each chunk
 }
 
 // SetBlockRows sets the rows per block of a cache view (at least 1);
@@ -118,10 +119,16 @@ func (x *FeatureIndex) BlockBytes() int64 {
 		return int64(4 * x.D)
 	}
 	var mx int64
-	for _, c := range x.chunks {
-		mx = max(mx, 2*c.Size)
+	for c := range x.chunks {
+		mx = max(mx, x.chunkBytes(c))
 	}
 	return mx
+}
+
+// chunkBytes is what reading chunk c holds at once: the object as
+// fetched and its rows decoded.
+func (x *FeatureIndex) chunkBytes(c int) int64 {
+	return x.chunks[c].Size + int64(x.chunkRows[c])*int64(4*x.D)
 }
 
 // BlockRows is the number of rows of the largest block.
@@ -156,8 +163,8 @@ func (x *FeatureIndex) ReadBlock(ctx context.Context, b int, fn func(row int, fe
 		return nil
 	}
 	c := x.chunks[b]
-	x.Meter.Add(2 * c.Size)
-	defer x.Meter.Add(-2 * c.Size)
+	x.Meter.Add(x.chunkBytes(b))
+	defer x.Meter.Add(-x.chunkBytes(b))
 	data, err := c.Loc.ReadAll(ctx, c.Rel, 16<<30)
 	if err != nil {
 		return err
@@ -425,6 +432,7 @@ func OpenSegmentIndex(ctx context.Context, inputs []string) (_ *FeatureIndex, er
 			}
 			x.chunkOff = append(x.chunkOff, len(ents))
 			x.chunks = append(x.chunks, c)
+			x.chunkRows = append(x.chunkRows, int32(h.Rows))
 			for _, e := range h.Entries {
 				sc, err := splitCode(e.Split)
 				if err != nil {
