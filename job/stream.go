@@ -39,10 +39,10 @@ const fallbackMemory = 4 << 30
 func DefaultMemory() (int64, string) {
 	total, err := memTotal()
 	if err != nil || total <= 0 {
-		return fallbackMemory, fmt.Sprintf("default (%s: physical memory unknown)", bytesize.FormatBinary(fallbackMemory))
+		return fallbackMemory, "the default where physical memory is unknown"
 	}
 	b := int64(float64(total) * DefaultMemoryFraction)
-	return b, fmt.Sprintf("default: half of the %s of physical memory", bytesize.FormatBinary(total))
+	return b, fmt.Sprintf("the default: half of the %s of physical memory", bytesize.FormatBinary(total))
 }
 
 // memTotal reads MemTotal from /proc/meminfo (Linux), in bytes.
@@ -63,6 +63,15 @@ func memTotal() (int64, error) {
 		}
 	}
 	return 0, errors.New("/proc/meminfo: no MemTotal")
+}
+
+// budgetText is a budget for people, with how it was chosen unless the
+// user gave it.
+func budgetText(budget int64, why string) string {
+	if why == "--memory" {
+		return bytesize.FormatBinary(budget)
+	}
+	return fmt.Sprintf("%s, %s", bytesize.FormatBinary(budget), why)
 }
 
 // budget returns the budget in bytes and how it was chosen.
@@ -217,10 +226,10 @@ func trainIndexed(ctx context.Context, opt TrainOptions, x *pipeline.FeatureInde
 		info.Mode, info.Rows = head.DataSubsample, len(sub)
 		info.Method = fmt.Sprintf("the %d training rows of lowest content hash (SHA-256 of the image bytes, first 8 bytes; not stratified), so any machine chooses the same rows", len(sub))
 		mode.Text = fmt.Sprintf("L-BFGS on a subsample of %s of %s training rows, chosen by content hash (features %s, budget %s)",
-			thousands(len(sub)), thousands(nTrain), bytesize.FormatBinary(x.Bytes()), bytesize.FormatBinary(budget))
+			thousands(len(sub)), thousands(nTrain), bytesize.FormatBinary(x.Bytes()), budgetText(budget, why))
 		if len(sub) == nTrain {
 			mode.Text = fmt.Sprintf("L-BFGS on all %s training rows in memory (the whole matrix of %s does not fit the budget of %s; its test rows are streamed)",
-				thousands(nTrain), bytesize.FormatBinary(x.Bytes()), bytesize.FormatBinary(budget))
+				thousands(nTrain), bytesize.FormatBinary(x.Bytes()), budgetText(budget, why))
 		}
 		fit, err = head.Fit(ctx, head.Data{X: subX, N: len(sub), D: x.D, Y: labelsOf(x.Labels, sub)}, val, cfg,
 			head.FitOptions{CVFolds: opt.CV, CVSeed: opt.Split.Seed, Log: opt.Log})
@@ -228,7 +237,7 @@ func trainIndexed(ctx context.Context, opt TrainOptions, x *pipeline.FeatureInde
 		if err != nil {
 			return nil, err
 		}
-		if fit.CV != nil || opt.CV > 0 {
+		if fit.CV != nil {
 			notes = append(notes, "cross-validation ran on the subsample")
 		}
 		notes = append(notes, "the domain guard was fitted on the subsample")
@@ -244,7 +253,7 @@ func trainIndexed(ctx context.Context, opt TrainOptions, x *pipeline.FeatureInde
 		info.Mode, info.Rows = head.DataStreamed, nTrain
 		info.Method = fmt.Sprintf("minibatches streamed from %d blocks in a shuffled order per epoch, through a shuffle buffer of %d rows (seed %d)", x.NumBlocks(), buf, cfg.Seed)
 		mode.Text = fmt.Sprintf("streaming minibatches from %d blocks of %s, %s training rows, budget %s (features %s; shuffle buffer %s rows)",
-			x.NumBlocks(), x.Source, thousands(nTrain), bytesize.FormatBinary(budget), bytesize.FormatBinary(x.Bytes()), thousands(int(buf)))
+			x.NumBlocks(), x.Source, thousands(nTrain), budgetText(budget, why), bytesize.FormatBinary(x.Bytes()), thousands(int(buf)))
 		if opt.CV > 0 {
 			return nil, fmt.Errorf("--cv %d: cross-validation trains a head per fold on rows in memory, and these features (%s) do not fit the budget of %s: raise --memory, or drop --cv (the head is then calibrated on the validation split)",
 				opt.CV, bytesize.FormatBinary(x.Bytes()), bytesize.FormatBinary(budget))

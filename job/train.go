@@ -120,7 +120,7 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 		return trainIndexed(ctx, opt, x, budget, why)
 	}
 	mode := &DataMode{Mode: "in-memory", Source: x.Source, Rows: x.N, Used: x.N, MatrixBytes: x.Bytes(), BudgetBytes: budget, BudgetSource: why}
-	mode.Text = fmt.Sprintf("all %s rows in memory (features %s, budget %s)", thousands(x.N), bytesize.FormatBinary(x.Bytes()), bytesize.FormatBinary(budget))
+	mode.Text = fmt.Sprintf("all %s rows in memory (features %s, budget %s)", thousands(x.N), bytesize.FormatBinary(x.Bytes()), budgetText(budget, why))
 	x.Close()
 	var f *pipeline.Features
 	if len(opt.Segments) > 0 {
