@@ -48,10 +48,10 @@ func SplitName(c uint8) string {
 	return [...]string{"", "train", "val", "test"}[c]
 }
 
-// IndexRowBytes is the memory a FeatureIndex keeps per row, in bytes:
-// label (4), split (1), content-hash prefix (8) and location (4 for a
-// segment entry's row number, 8 for a cache row and its place in block
-// order). Opening a local cache also holds the cache's own index (about 56
+// IndexRowBytes is the most memory a FeatureIndex keeps per row, in
+// bytes: label (4), split (1), content-hash prefix (8) and location (8 for
+// a cache row and its place in block order; 4 per segment entry, so 17 for
+// segments). Opening a local cache also holds the cache's own index (about 56
 // bytes per cached row: hash, row, checksum and its hash-table slot), and
 // building a segment index sorts 40 bytes per entry once. No paths are
 // held.
