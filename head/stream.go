@@ -20,10 +20,12 @@ import (
 type Blocks interface {
 	// NumBlocks is the number of blocks.
 	NumBlocks() int
-	// ReadBlock calls fn for every row of block b in a fixed order. feat
-	// [D] is only valid during the call (the reader reuses it); fn must
-	// copy what it keeps. An error from fn stops the read and is returned.
-	ReadBlock(ctx context.Context, b int, fn func(row int, feat []float32) error) error
+	// ReadBlock calls fn for every row of block b for which in is true
+	// (nil: every row), in a fixed order; a reader may skip reading the
+	// others. feat [D] is only valid during the call (the reader reuses
+	// it); fn must copy what it keeps. An error from fn stops the read and
+	// is returned.
+	ReadBlock(ctx context.Context, b int, in func(row int) bool, fn func(row int, feat []float32) error) error
 }
 
 // MemMeter counts the bytes of feature buffers that are allocated at once
@@ -80,12 +82,7 @@ func (s StreamData) in(row int) bool { return s.In == nil || s.In(row) }
 // each calls fn for every row of the set, block by block in order.
 func (s StreamData) each(ctx context.Context, fn func(row int, feat []float32) error) error {
 	for b := 0; b < s.Src.NumBlocks(); b++ {
-		err := s.Src.ReadBlock(ctx, b, func(row int, feat []float32) error {
-			if !s.in(row) {
-				return nil
-			}
-			return fn(row, feat)
-		})
+		err := s.Src.ReadBlock(ctx, b, s.In, fn)
 		if err != nil {
 			return err
 		}
@@ -286,10 +283,7 @@ func (t *trainer) minibatchStream(ctx context.Context, rng *rand.Rand, s StreamD
 		}
 		order := rng.Perm(s.Src.NumBlocks())
 		for _, b := range order {
-			err := s.Src.ReadBlock(ctx, b, func(row int, feat []float32) error {
-				if !s.in(row) {
-					return nil
-				}
+			err := s.Src.ReadBlock(ctx, b, s.In, func(row int, feat []float32) error {
 				y := s.Y[row]
 				if fill < capRows {
 					copy(buf[fill*d:(fill+1)*d], feat)

@@ -144,7 +144,7 @@ func (x *FeatureIndex) BlockRows() int {
 }
 
 // ReadBlock calls fn for every row of block b (head.Blocks).
-func (x *FeatureIndex) ReadBlock(ctx context.Context, b int, fn func(row int, feat []float32) error) error {
+func (x *FeatureIndex) ReadBlock(ctx context.Context, b int, in func(row int) bool, fn func(row int, feat []float32) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -153,6 +153,9 @@ func (x *FeatureIndex) ReadBlock(ctx context.Context, b int, fn func(row int, fe
 		x.Meter.Add(int64(4 * x.D))
 		defer x.Meter.Add(-int64(4 * x.D))
 		for _, r := range x.order[b*x.blockRows : min(x.N, (b+1)*x.blockRows)] {
+			if in != nil && !in(int(r)) {
+				continue
+			}
 			if err := x.reader.Row(int(x.cacheRow[r]), feat); err != nil {
 				return fmt.Errorf("read features of row %d of %s: %w", r, x.view, err)
 			}
@@ -179,7 +182,7 @@ func (x *FeatureIndex) ReadBlock(ctx context.Context, b int, fn func(row int, fe
 	}
 	for i, e := range h.Entries {
 		r := x.entryRow[x.chunkOff[b]+i]
-		if r < 0 {
+		if r < 0 || in != nil && !in(int(r)) {
 			continue
 		}
 		if err := fn(int(r), rows[e.Row*x.D:(e.Row+1)*x.D]); err != nil {
@@ -219,12 +222,11 @@ func (x *FeatureIndex) Load(ctx context.Context, rows []int) ([]float32, error) 
 	}
 	got := 0
 	for b := 0; b < x.NumBlocks(); b++ {
-		err := x.ReadBlock(ctx, b, func(row int, feat []float32) error {
-			i, ok := slices.BinarySearch(rows, row)
-			if ok {
-				copy(X[i*x.D:(i+1)*x.D], feat)
-				got++
-			}
+		in := func(row int) bool { _, ok := slices.BinarySearch(rows, row); return ok }
+		err := x.ReadBlock(ctx, b, in, func(row int, feat []float32) error {
+			i, _ := slices.BinarySearch(rows, row)
+			copy(X[i*x.D:(i+1)*x.D], feat)
+			got++
 			return nil
 		})
 		if err != nil {
