@@ -25,7 +25,7 @@ import (
 // standardisation passes; rows come from the OS page cache (a warm cache
 // file), so this is the cost of the streaming machinery, not of a disk.
 //
-//	go test ./job -run '^$' -bench TrainStreamed -benchtime 5x
+//	go test ./job -run '^$' -bench TrainStreamed -benchtime 11x
 func BenchmarkTrainStreamed(b *testing.B) {
 	const n, d = 20000, 128
 	dir := b.TempDir()
