@@ -188,7 +188,7 @@ func TestRetryThrottling(t *testing.T) {
 			if err := f.Put("data/img.jpg", []byte("pixels")); err != nil {
 				t.Fatal(err)
 			}
-			n := int64(c.sdkAttempts + 2)
+			n := int64(c.sdkAttempts + 1)
 			for _, code := range c.retried {
 				served := f.FailFirst("img.jpg", int(n), code)
 				got, err := l.ReadAll(ctx, "img.jpg", 100)
