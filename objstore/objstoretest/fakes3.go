@@ -1,6 +1,8 @@
-// Package objstoretest runs an in-process fake S3 server on 127.0.0.1 for
-// tests, with fault injection (throttling, server errors, truncated
-// bodies). Nothing it starts listens on or dials anything but loopback.
+// Package objstoretest runs fake object stores on 127.0.0.1 for tests,
+// with fault injection (throttling, server errors, delays): S3 (gofakes3,
+// in process), Google Cloud Storage (fake-gcs-server, in process; build
+// tag gcs) and Azure Blob Storage (Azurite, a node process; build tag
+// azure). Nothing it starts listens on or dials anything but loopback.
 package objstoretest
 
 import (
