@@ -74,9 +74,10 @@ func transient(ctx context.Context, err error) bool {
 		code, ok = hs.HTTPStatusCode(), true
 	}
 	for _, f := range statusCodes {
-		if !ok {
-			code, ok = f(err)
+		if ok {
+			break
 		}
+		code, ok = f(err)
 	}
 	if ok {
 		if code >= 500 || code == 429 || code == 408 {
