@@ -13,3 +13,10 @@ func TestAzureShardRoundTrip(t *testing.T) {
 	f := objstoretest.StartAzure(t, objstoretest.UniqueContainer())
 	cloudRoundTrip(t, f.Put, f.URL)
 }
+
+// TestAzureShardChanged: objects deleted or rewritten after the plan are
+// skipped and named.
+func TestAzureShardChanged(t *testing.T) {
+	f := objstoretest.StartAzure(t, objstoretest.UniqueContainer())
+	cloudChanged(t, f.Put, f.Delete, f.URL)
+}

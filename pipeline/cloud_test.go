@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/headtune/headtune/featcache"
@@ -112,5 +113,57 @@ func cloudRoundTrip(t *testing.T, put func(key string, data []byte) error, url f
 		if found != 1 {
 			t.Errorf("image %s computed by %d workers, want 1", k, found)
 		}
+	}
+}
+
+// cloudChanged: an object deleted and one rewritten with the same size
+// between plan and extract are skipped, each with its reason: the plan's
+// listing recorded a version (MD5 or modification time) that the cloud's
+// reads can be checked against.
+func cloudChanged(t *testing.T, put func(key string, data []byte) error, del func(key string) error, url func(prefix string) string) {
+	bb := testBackbone(t, 1)
+	ctx := context.Background()
+	var keys []string
+	files := map[string][]byte{}
+	for _, p := range writeImages(t, t.TempDir(), 6, 0) {
+		data, _ := os.ReadFile(p)
+		k := "ds/a/" + filepath.Base(p)
+		if err := put(k, data); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+		files[k] = data
+	}
+	ds, err := source.Open(ctx, url("ds"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	planLoc, err := objstore.Create(ctx, url("plan"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer planLoc.Close()
+	if _, err := shardplan.Write(ctx, ds, planLoc, shardplan.Options{Shards: 1}); err != nil {
+		t.Fatal(err)
+	}
+	deleted, changed := keys[1], keys[4]
+	if err := del(deleted); err != nil {
+		t.Fatal(err)
+	}
+	same := append([]byte(nil), files[changed]...)
+	same[len(same)-1] ^= 0xff // same size, other content
+	if err := put(changed, same); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := ExtractShard(ctx, bb, ShardOptions{Plan: url("plan"), Shard: "0/1", ChunkRows: 4, CacheRoot: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]string{}
+	for _, s := range sum.Skips {
+		reasons["ds/"+s.Path] = s.Reason
+	}
+	if sum.Skipped != 2 || sum.Computed != 4 || !strings.Contains(reasons[deleted], "deleted since the plan") || !strings.Contains(reasons[changed], "changed since the plan") {
+		t.Errorf("extract: %d computed, %d skipped %v; want 4 computed, %s deleted and %s changed since the plan", sum.Computed, sum.Skipped, reasons, deleted, changed)
 	}
 }

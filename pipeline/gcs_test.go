@@ -16,3 +16,10 @@ func TestGCSShardRoundTrip(t *testing.T) {
 		t.Errorf("%d requests went to the metadata server: a credentials lookup", n)
 	}
 }
+
+// TestGCSShardChanged: objects deleted or rewritten after the plan are
+// skipped and named.
+func TestGCSShardChanged(t *testing.T) {
+	f := objstoretest.StartGCS(t, "bucket")
+	cloudChanged(t, f.Put, f.Delete, f.URL)
+}
