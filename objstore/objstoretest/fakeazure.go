@@ -141,8 +141,10 @@ func StartAzureServer(main, containerName string) (*FakeAzure, error) {
 		os.RemoveAll(work)
 	}
 	found := make(chan string, 1)
-	var seen bytes.Buffer
+	var seen bytes.Buffer // Azurite's output until it listens; read after scanned is closed
+	scanned := make(chan struct{})
 	go func() {
+		defer close(scanned)
 		sc := bufio.NewScanner(out)
 		sent := false
 		for sc.Scan() {
@@ -163,11 +165,13 @@ func StartAzureServer(main, containerName string) (*FakeAzure, error) {
 	case u, ok := <-found:
 		if !ok {
 			stop()
+			<-scanned
 			return nil, fmt.Errorf("azurite exited before listening: %s%s", seen.String(), stderr.String())
 		}
 		direct = u
 	case <-time.After(60 * time.Second):
 		stop()
+		<-scanned
 		return nil, fmt.Errorf("azurite did not listen within 60 s: %s%s", seen.String(), stderr.String())
 	}
 	target, _ := url.Parse(direct)
