@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"runtime"
 	"strings"
 	"text/tabwriter"
 )
@@ -197,10 +196,7 @@ func CrossValidate(ctx context.Context, d Data, cfg Config, opt CVOptions) (*CVR
 		}
 		viewsOf[src] = append(viewsOf[src], opt.Views[i])
 	}
-	threads := cfg.Threads
-	if threads <= 0 {
-		threads = runtime.GOMAXPROCS(0)
-	}
+	threads := cfg.threads()
 	res := &CVResult{Folds: opt.Folds, Seed: opt.Seed, OOFLogits: make([]float32, n*k), Labels: labels, Fold: fold}
 	var accs, f1s []float64
 	for f := 0; f < opt.Folds; f++ {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"runtime"
 )
 
 // DefaultMinCalibRows is the number of validation rows below which Fit
@@ -94,10 +93,7 @@ func Fit(ctx context.Context, train, val Data, cfg Config, opt FitOptions) (*Fit
 	res := &FitResult{Model: m, Report: rep}
 	k := m.NumClasses()
 	cfg.Classes = m.Classes
-	threads := cfg.Threads
-	if threads <= 0 {
-		threads = runtime.GOMAXPROCS(0)
-	}
+	threads := cfg.threads()
 
 	var logits []float32
 	var labels []int32

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"runtime"
 	"sync"
 	"time"
 
@@ -179,41 +178,19 @@ func TrainStream(ctx context.Context, train StreamData, val Data, cfg Config, lo
 		}
 		counts[y]++
 	}
-	if val.Rows() > 0 {
-		if err := val.Validate(k); err != nil {
-			return nil, nil, fmt.Errorf("train: validation set: %w", err)
-		}
+	stats := func(int) ([]float32, []float32, error) { return streamStats(ctx, train) }
+	tr, rng, err := newTrainer(cfg, classes, Data{D: train.D}, val, counts, stats, log, start)
+	if err != nil {
+		return nil, nil, err
 	}
-	in := train.D
-	for i, l := range cfg.InitLayers {
-		if err := validateLayer(l, i); err != nil {
-			return nil, nil, fmt.Errorf("train: pretrained %w", err)
-		}
-		if l.In != in {
-			return nil, nil, fmt.Errorf("train: pretrained layer %d takes %d inputs, gets %d", i, l.In, in)
-		}
-		in = l.Out
-	}
-	threads := cfg.Threads
-	if threads <= 0 {
-		threads = runtime.GOMAXPROCS(0)
-	}
-	var mean, std []float32
-	if cfg.Standardize && len(cfg.InitLayers) == 0 {
-		var err error
-		if mean, std, err = streamStats(ctx, train); err != nil {
-			return nil, nil, fmt.Errorf("train: %w", err)
-		}
-	}
-	m, rng := newModel(cfg, classes, in, mean, std)
+	m := tr.m
 	bs := min(cfg.BatchSize, train.Rows)
 	// The trainer's training set is one batch, refilled from the shuffle
-	// buffer before every step.
+	// buffer before every step (allocated after the statistics passes).
 	batch := Data{X: make([]float32, bs*train.D), N: bs, D: train.D, Y: make([]int32, bs)}
+	tr.train = batch
 	train.Meter.Add(int64(4 * len(batch.X)))
 	defer train.Meter.Add(-int64(4 * len(batch.X)))
-	tr := &trainer{cfg: cfg, m: m, train: batch, val: val, k: k, threads: threads, log: log, start: start,
-		cw: classWeights(counts, cfg.Balance)}
 	rep, err := tr.minibatchStream(ctx, rng, train, batch)
 	if err != nil {
 		return nil, nil, fmt.Errorf("train: %w", err)
@@ -369,10 +346,7 @@ func FitStream(ctx context.Context, train StreamData, val Data, cfg Config, opt 
 	}
 	res := &FitResult{Model: m, Report: rep}
 	k := m.NumClasses()
-	threads := cfg.Threads
-	if threads <= 0 {
-		threads = runtime.GOMAXPROCS(0)
-	}
+	threads := cfg.threads()
 	cal := Calibration{Source: CalibNone}
 	var logits []float32
 	var labels []int32

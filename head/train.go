@@ -270,6 +270,42 @@ func Train(ctx context.Context, train, val Data, cfg Config, log io.Writer) (*Mo
 	if err := train.Validate(k); err != nil {
 		return nil, nil, fmt.Errorf("train: training set: %w", err)
 	}
+	stats := func(threads int) ([]float32, []float32, error) {
+		mean, std := standardStats(train, threads)
+		return mean, std, nil
+	}
+	tr, rng, err := newTrainer(cfg, classes, train, val, train.ClassCounts(k), stats, log, start)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := tr.m
+	var rep *Report
+	if cfg.Optimizer == OptLBFGS {
+		rep, err = tr.lbfgs(ctx)
+	} else {
+		rep, err = tr.minibatch(ctx, rng)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("train: %w", err)
+	}
+	if err := tr.finish(rep, train.Rows()); err != nil {
+		return nil, nil, err
+	}
+	return m, rep, nil
+}
+
+// newTrainer is the set-up Train and TrainStream share once the training
+// rows are checked against k = len(classes) classes: it checks val's labels
+// and cfg's pretrained layers against train.D-wide rows, resolves the
+// thread count, gets the standardisation statistics from stats (called
+// only when cfg standardises raw features) and initialises the model.
+// train is the trainer's training set (TrainStream passes one with no rows
+// and sets its batch afterwards); counts
+// [k] are the training rows per class, for the class weights. It returns
+// the trainer with the random source training continues from.
+func newTrainer(cfg Config, classes []string, train, val Data, counts []int, stats func(threads int) (mean, std []float32, err error),
+	log io.Writer, start time.Time) (*trainer, *rand.Rand, error) {
+	k := len(classes)
 	if val.Rows() > 0 {
 		if err := val.Validate(k); err != nil {
 			return nil, nil, fmt.Errorf("train: validation set: %w", err)
@@ -285,33 +321,26 @@ func Train(ctx context.Context, train, val Data, cfg Config, log io.Writer) (*Mo
 		}
 		in = l.Out
 	}
-	threads := cfg.Threads
-	if threads <= 0 {
-		threads = runtime.GOMAXPROCS(0)
-	}
-
+	threads := cfg.threads()
 	var mean, std []float32
 	if cfg.Standardize && len(cfg.InitLayers) == 0 {
-		mean, std = standardStats(train, threads)
+		var err error
+		if mean, std, err = stats(threads); err != nil {
+			return nil, nil, fmt.Errorf("train: %w", err)
+		}
 	}
 	m, rng := newModel(cfg, classes, in, mean, std)
+	return &trainer{cfg: cfg, m: m, train: train, val: val, k: k, threads: threads, log: log, start: start,
+		cw: classWeights(counts, cfg.Balance)}, rng, nil
+}
 
-	tr := &trainer{cfg: cfg, m: m, train: train, val: val, k: k, threads: threads, log: log, start: start,
-		cw: classWeights(train.ClassCounts(k), cfg.Balance)}
-	var rep *Report
-	var err error
-	if cfg.Optimizer == OptLBFGS {
-		rep, err = tr.lbfgs(ctx)
-	} else {
-		rep, err = tr.minibatch(ctx, rng)
+// threads is the number of worker goroutines cfg asks for (Threads, or
+// GOMAXPROCS when it is 0 or less).
+func (c Config) threads() int {
+	if c.Threads <= 0 {
+		return runtime.GOMAXPROCS(0)
 	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("train: %w", err)
-	}
-	if err := tr.finish(rep, train.Rows()); err != nil {
-		return nil, nil, err
-	}
-	return m, rep, nil
+	return c.Threads
 }
 
 // newModel initialises a head of cfg's shape on in-wide inputs (after any
