@@ -45,11 +45,6 @@ func (t *trainer) minibatch(ctx context.Context, rng *rand.Rand) (*Report, error
 	for i := range perm {
 		perm[i] = i
 	}
-	rep := &Report{}
-	valLogits := make([]float32, t.val.Rows()*t.k)
-	bestLoss := math.Inf(1)
-	var best []dense.Layer
-	bad := 0
 	step := 0
 	for epoch := 1; epoch <= cfg.Epochs; epoch++ {
 		rng.Shuffle(n, func(i, j int) { perm[i], perm[j] = perm[j], perm[i] })
@@ -69,38 +64,57 @@ func (t *trainer) minibatch(ctx context.Context, rng *rand.Rand) (*Report, error
 			}
 			r.paramsPhase(len(batch), lr, step)
 		}
-		rep.Epochs = epoch
-		trainLoss := epochLoss / float64(n)
-		vl, va := t.valLoss(valLogits)
-		secs := since(t.start)
-		rep.History = append(rep.History, EpochStats{Epoch: epoch, LR: lr, TrainLoss: trainLoss, ValLoss: vl, ValAcc: va, Seconds: secs})
-		rep.TrainLoss = trainLoss
-		t.logf("epoch %3d  lr %.2e  train loss %.4f%s  %.1fs\n", epoch, lr, trainLoss, valText(vl, va), secs)
-		if math.IsNaN(trainLoss) || math.IsInf(trainLoss, 0) {
-			rep.Stopped = "diverged"
+		if r.endEpoch(epoch, lr, epochLoss/float64(n), "") {
 			break
 		}
-		if cfg.Patience > 0 && !math.IsNaN(vl) {
-			if vl < bestLoss {
-				bestLoss, bad, rep.BestEpoch = vl, 0, epoch
-				best = cloneLayers(best, r.layers)
-			} else if bad++; bad >= cfg.Patience {
-				rep.Stopped = "early-stop"
-				break
-			}
+	}
+	return r.result(step), nil
+}
+
+// endEpoch records epoch (mean training loss trainLoss, last learning rate
+// lr) in the report and the progress log (tag ends the line), and keeps
+// the layers of the best validation loss for early stopping. It reports
+// whether training stops: the loss diverged, or the validation loss has
+// not improved for Patience epochs.
+func (r *minibatchRun) endEpoch(epoch int, lr, trainLoss float64, tag string) (stop bool) {
+	t, rep := r.t, r.rep
+	rep.Epochs = epoch
+	vl, va := t.valLoss(r.valLogits)
+	secs := since(t.start)
+	rep.History = append(rep.History, EpochStats{Epoch: epoch, LR: lr, TrainLoss: trainLoss, ValLoss: vl, ValAcc: va, Seconds: secs})
+	rep.TrainLoss = trainLoss
+	t.logf("epoch %3d  lr %.2e  train loss %.4f%s  %.1fs%s\n", epoch, lr, trainLoss, valText(vl, va), secs, tag)
+	if math.IsNaN(trainLoss) || math.IsInf(trainLoss, 0) {
+		rep.Stopped = "diverged"
+		return true
+	}
+	if t.cfg.Patience > 0 && !math.IsNaN(vl) {
+		if vl < r.bestLoss {
+			r.bestLoss, r.bad, rep.BestEpoch = vl, 0, epoch
+			r.best = cloneLayers(r.best, r.layers)
+		} else if r.bad++; r.bad >= t.cfg.Patience {
+			rep.Stopped = "early-stop"
+			return true
 		}
 	}
-	rep.Iters = step
+	return false
+}
+
+// result completes the report after steps steps and puts back the best
+// layers kept by early stopping.
+func (r *minibatchRun) result(steps int) *Report {
+	rep := r.rep
+	rep.Iters = steps
 	if rep.Stopped == "" {
 		rep.Stopped = "epochs"
 	}
-	if best != nil {
+	if r.best != nil {
 		for l := range r.layers {
-			copy(r.layers[l].W, best[l].W)
-			copy(r.layers[l].B, best[l].B)
+			copy(r.layers[l].W, r.best[l].W)
+			copy(r.layers[l].B, r.best[l].B)
 		}
 	}
-	return rep, nil
+	return rep
 }
 
 // learningRate is the rate of step (counted from 0) of total: a linear
@@ -136,6 +150,13 @@ type minibatchRun struct {
 	keep        float32     // 1/(1-dropout): inverted-dropout scale
 	dropThr     uint32      // a uniform uint32 below it drops a unit
 	lambda      float32     // L2 strength
+
+	// Epoch bookkeeping (endEpoch, result).
+	rep       *Report
+	valLogits []float32     // [val rows × k]
+	bestLoss  float64       // best validation loss so far
+	best      []dense.Layer // layers at bestLoss; nil before the first
+	bad       int           // epochs since bestLoss
 }
 
 func newMinibatchRun(t *trainer) *minibatchRun {
@@ -153,6 +174,10 @@ func newMinibatchRun(t *trainer) *minibatchRun {
 		keep:    float32(1 / (1 - cfg.Dropout)),
 		dropThr: uint32(cfg.Dropout * (1 << 32)),
 		lambda:  float32(cfg.WeightDecay),
+
+		rep:       &Report{},
+		valLogits: make([]float32, t.val.Rows()*t.k),
+		bestLoss:  math.Inf(1),
 	}
 	for l, ly := range layers {
 		r.A[l] = make([]float32, bs*ly.In)

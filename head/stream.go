@@ -9,8 +9,6 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
-
-	"github.com/headtune/headtune/dense"
 )
 
 // Blocks is a feature matrix too large for memory, read block by block: a
@@ -220,12 +218,6 @@ func (t *trainer) minibatchStream(ctx context.Context, rng *rand.Rand, s StreamD
 	for i := range ident {
 		ident[i] = i
 	}
-	rep := &Report{}
-	valLogits := make([]float32, t.val.Rows()*t.k)
-	bestLoss := math.Inf(1)
-	var bestLayers []dense.Layer
-	haveBest := false
-	bad := 0
 	step := 0
 	for epoch := 1; epoch <= cfg.Epochs; epoch++ {
 		epochLoss := 0.0
@@ -289,38 +281,11 @@ func (t *trainer) minibatchStream(ctx context.Context, rng *rand.Rand, s StreamD
 		if err := flush(); err != nil {
 			return nil, err
 		}
-		rep.Epochs = epoch
-		trainLoss := epochLoss / float64(n)
-		vl, va := t.valLoss(valLogits)
-		secs := since(t.start)
-		rep.History = append(rep.History, EpochStats{Epoch: epoch, LR: lr, TrainLoss: trainLoss, ValLoss: vl, ValAcc: va, Seconds: secs})
-		rep.TrainLoss = trainLoss
-		t.logf("epoch %3d  lr %.2e  train loss %.4f%s  %.1fs (streamed)\n", epoch, lr, trainLoss, valText(vl, va), secs)
-		if math.IsNaN(trainLoss) || math.IsInf(trainLoss, 0) {
-			rep.Stopped = "diverged"
+		if r.endEpoch(epoch, lr, epochLoss/float64(n), " (streamed)") {
 			break
 		}
-		if cfg.Patience > 0 && !math.IsNaN(vl) {
-			if vl < bestLoss {
-				bestLoss, bad, rep.BestEpoch = vl, 0, epoch
-				bestLayers, haveBest = cloneLayers(bestLayers, r.layers), true
-			} else if bad++; bad >= cfg.Patience {
-				rep.Stopped = "early-stop"
-				break
-			}
-		}
 	}
-	rep.Iters = step
-	if rep.Stopped == "" {
-		rep.Stopped = "epochs"
-	}
-	if haveBest {
-		for l := range r.layers {
-			copy(r.layers[l].W, bestLayers[l].W)
-			copy(r.layers[l].B, bestLayers[l].B)
-		}
-	}
-	return rep, nil
+	return r.result(step), nil
 }
 
 // FitStream is Fit for a training set read block by block: TrainStream,
