@@ -135,12 +135,7 @@ func Fit(ctx context.Context, train, val Data, cfg Config, opt FitOptions) (*Fit
 		logits, labels = cv.OOFLogits, cv.Labels
 		cal.Source = CalibCV
 	} else if val.Rows() > 0 {
-		logits = make([]float32, val.Rows()*k)
-		m.logitsData(val, logits, threads)
-		labels = make([]int32, val.Rows())
-		for i := range labels {
-			labels[i] = val.Label(i)
-		}
+		logits, labels = m.labelledLogits(val, threads)
 		cal.Source = CalibValidation
 		if val.Rows() < opt.MinCalibRows {
 			res.Notes = append(res.Notes, fmt.Sprintf("calibrated on only %d validation images", val.Rows()))
@@ -189,6 +184,18 @@ func applyCalibration(m *Model, logits []float32, labels []int32, calp *Calibrat
 	return nil
 }
 
+// labelledLogits returns m's logits [d.Rows()*NumClasses()] on the rows of
+// d and their labels [d.Rows()], computed with threads goroutines.
+func (m *Model) labelledLogits(d Data, threads int) (logits []float32, labels []int32) {
+	logits = make([]float32, d.Rows()*m.NumClasses())
+	m.logitsData(d, logits, threads)
+	labels = make([]int32, d.Rows())
+	for i := range labels {
+		labels[i] = d.Label(i)
+	}
+	return logits, labels
+}
+
 // recalibratedValMetrics sets the calibrated validation figures of
 // m.Metrics for the temperature kept (Train fitted its own on the
 // validation split).
@@ -197,12 +204,7 @@ func (m *Model) recalibratedValMetrics(val Data, threads int) {
 	if val.Rows() > 0 && m.Metrics != nil {
 		// Train fitted its own temperature on the validation split; the
 		// calibrated figures must describe the temperature kept.
-		lg := make([]float32, val.Rows()*k)
-		m.logitsData(val, lg, threads)
-		yl := make([]int32, val.Rows())
-		for i := range yl {
-			yl[i] = val.Label(i)
-		}
+		lg, yl := m.labelledLogits(val, threads)
 		m.Metrics["val_nll_calibrated"], _ = nllAcc(lg, yl, k, 1/m.Temperature)
 		m.Metrics["val_ece_calibrated"] = eceOf(lg, yl, k, 1/m.Temperature)
 	}

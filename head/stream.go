@@ -310,18 +310,12 @@ func FitStream(ctx context.Context, train StreamData, val Data, cfg Config, opt 
 		return nil, err
 	}
 	res := &FitResult{Model: m, Report: rep}
-	k := m.NumClasses()
 	threads := cfg.threads()
 	cal := Calibration{Source: CalibNone}
 	var logits []float32
 	var labels []int32
 	if val.Rows() > 0 {
-		logits = make([]float32, val.Rows()*k)
-		m.logitsData(val, logits, threads)
-		labels = make([]int32, val.Rows())
-		for i := range labels {
-			labels[i] = val.Label(i)
-		}
+		logits, labels = m.labelledLogits(val, threads)
 		cal.Source = CalibValidation
 		if val.Rows() < opt.MinCalibRows {
 			res.Notes = append(res.Notes, fmt.Sprintf("calibrated on only %d validation images (cross-validation is not available when streaming)", val.Rows()))

@@ -378,12 +378,7 @@ func (t *trainer) finish(rep *Report, trainRows int) error {
 
 	m.Metrics = map[string]float64{"train_loss": rep.TrainLoss}
 	if val.Rows() > 0 {
-		logits := make([]float32, val.Rows()*k)
-		m.logitsData(val, logits, threads)
-		labels := make([]int32, val.Rows())
-		for i := range labels {
-			labels[i] = val.Label(i)
-		}
+		logits, labels := m.labelledLogits(val, threads)
 		nll1, acc := nllAcc(logits, labels, k, 1)
 		t, err := FitTemperature(logits, labels, k)
 		if err == nil {
