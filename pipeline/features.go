@@ -28,26 +28,10 @@ type Features struct {
 // LoadFeatures loads the features of the latest extraction under cacheRoot
 // (or, when view is not empty, of that view file).
 func LoadFeatures(cacheRoot, view string) (*Features, error) {
-	var run *LastRun
-	if view == "" {
-		var err error
-		if run, err = ReadLastRun(cacheRoot); err != nil {
-			return nil, err
-		}
-		view = run.View
-	} else {
-		// A relative view that is not there from here was recorded by an
-		// older headtune (augment records) relative to another folder.
-		if _, err := os.Stat(view); err != nil {
-			if v, ok := viewUnder(cacheRoot, view); ok {
-				view = v
-			}
-		}
-		view = absPath(view)
-		run = viewRun(cacheRoot, view)
+	run, view, dir, name, err := resolveView(cacheRoot, view)
+	if err != nil {
+		return nil, err
 	}
-	dir := filepath.Dir(filepath.Dir(view)) // <identity dir>/views/<name>.csv
-	name := strings.TrimSuffix(filepath.Base(view), ".csv")
 	entries, err := featcache.ReadView(dir, name)
 	if err != nil {
 		return nil, err
@@ -70,6 +54,33 @@ func LoadFeatures(cacheRoot, view string) (*Features, error) {
 	}
 	f.labelEntries()
 	return f, nil
+}
+
+// resolveView finds the view file that LoadFeatures and OpenViewIndex read:
+// the latest extraction's under cacheRoot when view is empty, else view
+// (looked for under cacheRoot when it is not there from here). It returns
+// the record of the extraction behind it, the view's path, its identity
+// folder dir and its name there.
+func resolveView(cacheRoot, view string) (run *LastRun, path, dir, name string, err error) {
+	if view == "" {
+		if run, err = ReadLastRun(cacheRoot); err != nil {
+			return nil, "", "", "", err
+		}
+		view = run.View
+	} else {
+		// A relative view that is not there from here was recorded by an
+		// older headtune (augment records) relative to another folder.
+		if _, err := os.Stat(view); err != nil {
+			if v, ok := viewUnder(cacheRoot, view); ok {
+				view = v
+			}
+		}
+		view = absPath(view)
+		run = viewRun(cacheRoot, view)
+	}
+	dir = filepath.Dir(filepath.Dir(view)) // <identity dir>/views/<name>.csv
+	name = strings.TrimSuffix(filepath.Base(view), ".csv")
+	return run, view, dir, name, nil
 }
 
 // labelEntries sets Classes (the entries' labels, sorted), Labels, Splits

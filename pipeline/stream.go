@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -292,24 +291,10 @@ func hashPrefix(k featcache.Key) uint64 { return binary.BigEndian.Uint64(k[:8]) 
 // blockRows is the number of rows ReadBlock reads at a time, in cache
 // order (at least 1).
 func OpenViewIndex(cacheRoot, view string, blockRows int) (*FeatureIndex, error) {
-	var run *LastRun
-	if view == "" {
-		var err error
-		if run, err = ReadLastRun(cacheRoot); err != nil {
-			return nil, err
-		}
-		view = run.View
-	} else {
-		if _, err := os.Stat(view); err != nil {
-			if v, ok := viewUnder(cacheRoot, view); ok {
-				view = v
-			}
-		}
-		view = absPath(view)
-		run = viewRun(cacheRoot, view)
+	run, view, dir, name, err := resolveView(cacheRoot, view)
+	if err != nil {
+		return nil, err
 	}
-	dir := filepath.Dir(filepath.Dir(view))
-	name := strings.TrimSuffix(filepath.Base(view), ".csv")
 	r, err := featcache.OpenDir(dir)
 	if err != nil {
 		return nil, err
