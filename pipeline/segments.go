@@ -66,9 +66,8 @@ func LoadSegmentFeatures(ctx context.Context, inputs []string) (*Features, error
 			}
 			if first == nil {
 				first, dim = h, h.Identity.Dim
-			} else if h.BackboneID != first.BackboneID {
-				return nil, fmt.Errorf("segments: %s holds features of backbone %s (model %s), others of backbone %s (model %s): use one backbone at a time",
-					c.Loc.Describe(c.Rel), h.BackboneID[:16], h.Model, first.BackboneID[:16], first.Model)
+			} else if err := sameBackbone(first, h, c.Loc.Describe(c.Rel)); err != nil {
+				return nil, err
 			}
 			for _, e := range h.Entries {
 				entries = append(entries, entry{e, len(rows)})
@@ -99,6 +98,15 @@ func LoadSegmentFeatures(ctx context.Context, inputs []string) (*Features, error
 		f.Entries[i] = featcache.ViewEntry{Path: e.Key, Label: e.Label, Split: e.Split, Key: e.Hash}
 	}
 	f.labelEntries()
+	if f.Run, err = segmentsRun(first, inputs); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// segmentsRun is the extraction record of features read from the segments
+// at inputs, first being the header of their first chunk.
+func segmentsRun(first *segment.Header, inputs []string) (*LastRun, error) {
 	var bopt BackboneOptions
 	if len(first.Options) > 0 {
 		if err := json.Unmarshal(first.Options, &bopt); err != nil {
@@ -106,7 +114,18 @@ func LoadSegmentFeatures(ctx context.Context, inputs []string) (*Features, error
 		}
 	}
 	idJSON, _ := json.Marshal(first.Identity)
-	f.Run = &LastRun{Dataset: first.Dataset, Model: first.Model, View: SegmentsViewPrefix + strings.Join(inputs, ","),
-		Identity: idJSON, Options: bopt, FeatureTensor: first.Identity.FeatureTensor}
-	return f, nil
+	return &LastRun{Dataset: first.Dataset, Model: first.Model, View: SegmentsViewPrefix + strings.Join(inputs, ","),
+		Identity: idJSON, Options: bopt, FeatureTensor: first.Identity.FeatureTensor}, nil
+}
+
+// sameBackbone refuses a chunk (header h, described by where) whose
+// features come from another backbone than the first chunk's. It compares
+// identities, not the recorded BackboneID, which only Decode verifies
+// against the identity (OpenSegmentIndex reads headers alone).
+func sameBackbone(first, h *segment.Header, where string) error {
+	if h.Identity.ID() != first.Identity.ID() {
+		return fmt.Errorf("segments: %s holds features of backbone %s (model %s), others of backbone %s (model %s): use one backbone at a time",
+			where, h.Identity.ID()[:16], h.Model, first.Identity.ID()[:16], first.Model)
+	}
+	return nil
 }

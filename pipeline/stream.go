@@ -413,9 +413,8 @@ func OpenSegmentIndex(ctx context.Context, inputs []string) (_ *FeatureIndex, er
 			}
 			if first == nil {
 				first, x.D = h, h.Identity.Dim
-			} else if h.Identity.ID() != first.Identity.ID() {
-				return nil, fmt.Errorf("segments: %s holds features of backbone %s (model %s), others of backbone %s (model %s): use one backbone at a time",
-					c.Loc.Describe(c.Rel), h.Identity.ID()[:16], h.Model, first.Identity.ID()[:16], first.Model)
+			} else if err := sameBackbone(first, h, c.Loc.Describe(c.Rel)); err != nil {
+				return nil, err
 			}
 			x.chunkOff = append(x.chunkOff, len(ents))
 			x.chunks = append(x.chunks, c)
@@ -473,15 +472,9 @@ func OpenSegmentIndex(ctx context.Context, inputs []string) (_ *FeatureIndex, er
 	x.Fingerprint = hex.EncodeToString(fp.Sum(nil))
 	x.sortClasses(classIdx)
 	x.Ident = first.Identity
-	var bopt BackboneOptions
-	if len(first.Options) > 0 {
-		if err := json.Unmarshal(first.Options, &bopt); err != nil {
-			return nil, fmt.Errorf("segments: backbone options recorded in %s: %w", first.Dataset, err)
-		}
+	if x.Run, err = segmentsRun(first, inputs); err != nil {
+		return nil, err
 	}
-	idJSON, _ := json.Marshal(first.Identity)
-	x.Run = &LastRun{Dataset: first.Dataset, Model: first.Model, View: SegmentsViewPrefix + strings.Join(inputs, ","),
-		Identity: idJSON, Options: bopt, FeatureTensor: first.Identity.FeatureTensor}
 	x.Source = fmt.Sprintf("%d segment chunks", len(x.chunks))
 	return x, nil
 }
