@@ -167,27 +167,11 @@ func trainIndexed(ctx context.Context, opt TrainOptions, x *pipeline.FeatureInde
 	split.ValIndex, split.TestIndex, split.Redraw = nil, nil, true
 	isTrain := func(r int) bool { return role[r] == 0 }
 
-	cfg := opt.Config
-	if cfg.Kind == "" {
-		cfg = head.DefaultConfig(head.KindLinear)
-		cfg.Optimizer = ""
+	cfg, ref, err := opt.headSetup(x.Classes, x.Run, x.Ident)
+	if err != nil {
+		return nil, err
 	}
-	cfg.Classes = x.Classes
-	if x.Run.Model == "" {
-		if x.Run.Model, err = opt.modelByHash(x.Ident.ModelHash); err != nil {
-			return nil, fmt.Errorf("view %s: %w", x.Run.View, err)
-		}
-	}
-	ref := head.BackboneRef{ID: x.Run.Model, ModelHash: x.Ident.ModelHash, FeatureTensor: x.Ident.FeatureTensor, Preprocess: x.Ident.Preprocess}
-	if cfg.Optimizer == "" {
-		cfg.Optimizer = head.OptLBFGS
-		if cfg.Kind != head.KindLinear {
-			cfg.Optimizer = head.OptAdam
-		}
-	}
-	if cfg.Optimizer != head.OptLBFGS {
-		cfg.C = 0
-	}
+	chooseOptimizer(&cfg)
 
 	meter := &head.MemMeter{}
 	x.Meter = meter

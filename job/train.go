@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/headtune/headtune/featcache"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/internal/bytesize"
 	"github.com/headtune/headtune/models"
@@ -140,6 +141,48 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 	return res, nil
 }
 
+// headSetup is what Train needs of features however they are held: the
+// head settings (opt.Config, or a linear head's defaults, with the
+// features' classes) and the reference to the backbone that extracted
+// them (run names its model, else it is found by its file's hash and
+// recorded in run).
+func (opt TrainOptions) headSetup(classes []string, run *pipeline.LastRun, id featcache.Identity) (head.Config, head.BackboneRef, error) {
+	cfg := opt.Config
+	if cfg.Kind == "" {
+		cfg = head.DefaultConfig(head.KindLinear)
+		cfg.Optimizer = ""
+	}
+	cfg.Classes = classes
+	if run.Model == "" {
+		var err error
+		if run.Model, err = opt.modelByHash(id.ModelHash); err != nil {
+			return head.Config{}, head.BackboneRef{}, fmt.Errorf("view %s: %w", run.View, err)
+		}
+	}
+	return cfg, backboneRef(run, id), nil
+}
+
+// backboneRef is the reference a head keeps to the backbone run extracted
+// its features with (identity id).
+func backboneRef(run *pipeline.LastRun, id featcache.Identity) head.BackboneRef {
+	return head.BackboneRef{ID: run.Model, ModelHash: id.ModelHash, FeatureTensor: id.FeatureTensor, Preprocess: id.Preprocess}
+}
+
+// chooseOptimizer fills in an unset optimizer (L-BFGS for a linear head
+// without tuned layers, else Adam) and drops C for the optimisers that do
+// not use it.
+func chooseOptimizer(cfg *head.Config) {
+	if cfg.Optimizer == "" {
+		cfg.Optimizer = head.OptLBFGS
+		if cfg.Kind != head.KindLinear || len(cfg.InitLayers) > 0 {
+			cfg.Optimizer = head.OptAdam
+		}
+	}
+	if cfg.Optimizer != head.OptLBFGS {
+		cfg.C = 0 // C is L-BFGS's regularisation; the others use WeightDecay
+	}
+}
+
 // trainLoaded is Train on features loaded into memory.
 func trainLoaded(ctx context.Context, opt TrainOptions, root string, f *pipeline.Features) (*TrainResult, error) {
 	var err error
@@ -155,22 +198,9 @@ func trainLoaded(ctx context.Context, opt TrainOptions, root string, f *pipeline
 	}
 	trainRows, valRows, testRows := Rows(split)
 
-	cfg := opt.Config
-	if cfg.Kind == "" {
-		cfg = head.DefaultConfig(head.KindLinear)
-		cfg.Optimizer = ""
-	}
-	cfg.Classes = f.Classes
-	if f.Run.Model == "" {
-		if f.Run.Model, err = opt.modelByHash(f.Ident.ModelHash); err != nil {
-			return nil, fmt.Errorf("view %s: %w", f.Run.View, err)
-		}
-	}
-	ref := head.BackboneRef{
-		ID:            f.Run.Model,
-		ModelHash:     f.Ident.ModelHash,
-		FeatureTensor: f.Ident.FeatureTensor,
-		Preprocess:    f.Ident.Preprocess,
+	cfg, ref, err := opt.headSetup(f.Classes, f.Run, f.Ident)
+	if err != nil {
+		return nil, err
 	}
 	if f.Run.Options.TuneLayers > 0 {
 		// Fine-tune the backbone's own dense layers or convolutions: read
@@ -194,15 +224,7 @@ func trainLoaded(ctx context.Context, opt TrainOptions, root string, f *pipeline
 		}
 		ref.TuneCut = bb.Choice.Tensor
 	}
-	if cfg.Optimizer == "" {
-		cfg.Optimizer = head.OptLBFGS
-		if cfg.Kind != head.KindLinear || len(cfg.InitLayers) > 0 {
-			cfg.Optimizer = head.OptAdam
-		}
-	}
-	if cfg.Optimizer != head.OptLBFGS {
-		cfg.C = 0 // C is L-BFGS's regularisation; the others use WeightDecay
-	}
+	chooseOptimizer(&cfg)
 
 	X, n, views, viewOf, aug, err := AugmentedFeatures(root, f)
 	if err != nil {
