@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/headtune/headtune/featcache"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/imaging"
 	"github.com/headtune/headtune/pipeline"
@@ -176,16 +177,7 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if runModel != "" {
-		f.Run.Model = runModel
-	}
-	if res.Dataset == "" {
-		res.Dataset = f.Run.Dataset
-	}
-	if res.Dataset == "" && m.Train.Split != nil && m.Train.Split.View == view {
-		res.Dataset = m.Train.Split.Dataset
-	}
-	got := head.BackboneRef{ID: f.Run.Model, ModelHash: f.Ident.ModelHash, FeatureTensor: f.Ident.FeatureTensor, Preprocess: f.Ident.Preprocess, TuneCut: m.Backbone.TuneCut}
+	got := evalRun(res, m, f.Run, f.Ident, runModel, view)
 	if len(m.ConvTail) > 0 {
 		if got, err = convHeadRows(m, f); err != nil {
 			return nil, fmt.Errorf("%s: %w", headPath, err)
@@ -390,4 +382,23 @@ func (r *EvalResult) WriteText(w io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// evalRun names the backbone of the features evaluated (run, identity id):
+// runModel, when given, is recorded as run's model. It fills in
+// res.Dataset (run's, else the one the head's split recorded for this
+// view) and returns the backbone reference the head must match.
+func evalRun(res *EvalResult, m *head.Model, run *pipeline.LastRun, id featcache.Identity, runModel, view string) head.BackboneRef {
+	if runModel != "" {
+		run.Model = runModel
+	}
+	if res.Dataset == "" {
+		res.Dataset = run.Dataset
+	}
+	if res.Dataset == "" && m.Train.Split != nil && m.Train.Split.View == view {
+		res.Dataset = m.Train.Split.Dataset
+	}
+	got := backboneRef(run, id)
+	got.TuneCut = m.Backbone.TuneCut
+	return got
 }

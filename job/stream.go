@@ -358,16 +358,7 @@ func evalIndexed(ctx context.Context, opt EvalOptions, m *head.Model, headPath s
 	if len(m.ConvTail) > 0 {
 		return nil, fmt.Errorf("%s: a conv-tail head is evaluated with its feature maps in memory, and these (%s) do not fit the memory budget: raise --memory", headPath, bytesize.FormatBinary(x.Bytes()))
 	}
-	if runModel != "" {
-		x.Run.Model = runModel
-	}
-	if res.Dataset == "" {
-		res.Dataset = x.Run.Dataset
-	}
-	if res.Dataset == "" && m.Train.Split != nil && m.Train.Split.View == view {
-		res.Dataset = m.Train.Split.Dataset
-	}
-	got := head.BackboneRef{ID: x.Run.Model, ModelHash: x.Ident.ModelHash, FeatureTensor: x.Ident.FeatureTensor, Preprocess: x.Ident.Preprocess, TuneCut: m.Backbone.TuneCut}
+	got := evalRun(res, m, x.Run, x.Ident, runModel, view)
 	if err := m.CheckBackbone(got); err != nil {
 		return nil, fmt.Errorf("%s: %w", headPath, err)
 	}
