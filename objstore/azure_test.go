@@ -28,10 +28,7 @@ func init() {
 // SAS token or connection string the default credential chain (whose
 // managed identity probe asks 169.254.169.254) is refused.
 func TestAzureLoopbackOnly(t *testing.T) {
-	for _, kv := range objstoretest.AzureEnv("http://127.0.0.1:9") {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
+	objstoretest.Setenv(t, objstoretest.AzureEnv("http://127.0.0.1:9"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// A non-loopback emulator domain is refused by gocloud itself; a

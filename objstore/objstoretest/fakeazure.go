@@ -105,10 +105,7 @@ func StartAzure(t testing.TB, containerName string) *FakeAzure {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.Close)
-	for _, kv := range AzureEnv(f.Endpoint) {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
+	Setenv(t, AzureEnv(f.Endpoint))
 	return f
 }
 

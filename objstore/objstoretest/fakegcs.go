@@ -55,10 +55,7 @@ func StartGCS(t testing.TB, bucket string) *FakeGCS {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.Close)
-	for _, kv := range GCSEnv(f.Endpoint) {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
+	Setenv(t, GCSEnv(f.Endpoint))
 	return f
 }
 

@@ -46,10 +46,7 @@ func Env() []string {
 // environment (Env) for the duration of t.
 func Start(t testing.TB, bucket string) *FakeS3 {
 	t.Helper()
-	for _, kv := range Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
+	Setenv(t, Env())
 	f, err := StartServer(bucket)
 	if err != nil {
 		t.Fatal(err)
