@@ -50,6 +50,38 @@ var clouds = map[string]cloud{
 	},
 }
 
+// checkLoopbackGuard is the loopback test of a cloud whose emulator the
+// environment points at a non-loopback address: a read of url fails with
+// the loopback guard's refusal, before any connection is made. Then, with
+// the environment variable unset emptied (no emulator, key or connection
+// string: what), Open of url must fail with an error containing refusal
+// rather than look up credentials from the network; unset "" skips this
+// (S3's URL names its endpoint).
+func checkLoopbackGuard(t *testing.T, url, unset, refusal, what string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := objstore.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Retry = objstore.RetryPolicy{Attempts: 1}
+	if _, err = l.ReadAll(ctx, "k", 10); err == nil || !strings.Contains(err.Error(), "not a loopback address") {
+		t.Errorf("err = %v, want the loopback guard's refusal", err)
+	}
+	if unset == "" {
+		return
+	}
+	t.Setenv(unset, "")
+	if l, err := objstore.Open(ctx, url); err == nil || !strings.Contains(err.Error(), refusal) {
+		if l != nil {
+			l.Close()
+		}
+		t.Errorf("Open without %s: err = %v, want an error containing %q", what, err, refusal)
+	}
+}
+
 // backends opens one empty location per driver the tests can run offline.
 func backends(t *testing.T) map[string]func(t *testing.T) *objstore.Location {
 	m := map[string]func(t *testing.T) *objstore.Location{
@@ -219,18 +251,7 @@ func TestRetryThrottling(t *testing.T) {
 // before any connection is made.
 func TestLoopbackOnly(t *testing.T) {
 	objstoretest.Start(t, "bucket") // sets the environment
-	l, err := objstore.Open(context.Background(), "s3://bucket/x?endpoint=http://192.0.2.1:9&use_path_style=true&region=us-east-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	l.Retry = objstore.RetryPolicy{Attempts: 1}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_, err = l.ReadAll(ctx, "k", 10)
-	if err == nil || !strings.Contains(err.Error(), "not a loopback address") {
-		t.Fatalf("err = %v, want the loopback guard's refusal", err)
-	}
+	checkLoopbackGuard(t, "s3://bucket/x?endpoint=http://192.0.2.1:9&use_path_style=true&region=us-east-1", "", "", "")
 }
 
 func TestOpenErrors(t *testing.T) {
