@@ -170,17 +170,23 @@ func standardStats(d Data, workers int) (mean, std []float32) {
 			}
 		}
 	})
-	mean = make([]float32, d.D)
-	std = make([]float32, d.D)
 	vr := make([]float64, d.D)
 	for _, s := range sums {
 		for j, v := range s {
 			vr[j] += v
 		}
 	}
+	return meanStd(mu, vr, n)
+}
+
+// meanStd turns the means mu and summed squared deviations ss of n rows,
+// both [D] in float64, into the statistics a Model keeps: std 1 where a
+// feature is constant (to rounding), so standardising never divides by 0.
+func meanStd(mu, ss []float64, n int) (mean, std []float32) {
+	mean, std = make([]float32, len(mu)), make([]float32, len(mu))
 	for j := range mu {
 		mean[j] = float32(mu[j])
-		sd := math.Sqrt(vr[j] / float64(n))
+		sd := math.Sqrt(ss[j] / float64(n))
 		if !(sd > 1e-12*math.Max(1, math.Abs(mu[j]))) {
 			sd = 1
 		}

@@ -114,15 +114,7 @@ func streamStats(ctx context.Context, s StreamData) (mean, std []float32, err er
 	if err != nil {
 		return nil, nil, err
 	}
-	mean, std = make([]float32, s.D), make([]float32, s.D)
-	for j := range mu {
-		mean[j] = float32(mu[j])
-		sd := math.Sqrt(vr[j] / float64(s.Rows))
-		if !(sd > 1e-12*math.Max(1, math.Abs(mu[j]))) {
-			sd = 1
-		}
-		std[j] = float32(sd)
-	}
+	mean, std = meanStd(mu, vr, s.Rows)
 	return mean, std, nil
 }
 
