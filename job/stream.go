@@ -154,13 +154,7 @@ func trainIndexed(ctx context.Context, opt TrainOptions, x *pipeline.FeatureInde
 	if err != nil {
 		return nil, err
 	}
-	role := make([]uint8, x.N) // 0 train, 1 val, 2 test
-	for _, r := range split.ValIndex {
-		role[r] = 1
-	}
-	for _, r := range split.TestIndex {
-		role[r] = 2
-	}
+	role := splitRoles(split, x.N)
 	valRows, testRows := split.ValIndex, split.TestIndex
 	nTrain := x.N - len(valRows) - len(testRows)
 	// The head records how to draw the split again, not millions of rows.
@@ -276,10 +270,7 @@ func trainIndexed(ctx context.Context, opt TrainOptions, x *pipeline.FeatureInde
 		}
 		setMetrics(m.Metrics, "test", res.Test)
 	}
-	if cv := fit.CV; cv != nil {
-		m.Metrics["cv_accuracy_mean"], m.Metrics["cv_accuracy_std"] = cv.Accuracy.Mean, cv.Accuracy.Std
-		m.Metrics["cv_macro_f1_mean"], m.Metrics["cv_macro_f1_std"] = cv.MacroF1.Mean, cv.MacroF1.Std
-	}
+	setCVMetrics(m.Metrics, fit.CV)
 	mode.PeakBytes = meter.Peak()
 	if err := opt.saveHead(res); err != nil {
 		return nil, err
@@ -414,6 +405,19 @@ func evalIndexed(ctx context.Context, opt EvalOptions, m *head.Model, headPath s
 	return res, writeConfusion(opt.ConfusionPNG, res)
 }
 
+// splitRoles is the role of each of n rows in split, for a constant-time
+// lookup per row while streaming: 0 train, 1 val, 2 test.
+func splitRoles(split *head.SplitInfo, n int) []uint8 {
+	role := make([]uint8, n)
+	for _, r := range split.ValIndex {
+		role[r] = 1
+	}
+	for _, r := range split.TestIndex {
+		role[r] = 2
+	}
+	return role
+}
+
 // evalRowsIndexed is evalRows on indexed features: which rows belong to
 // the split, and how many.
 func evalRowsIndexed(m *head.Model, x *pipeline.FeatureIndex, split string) (in func(int) bool, n int, note string, err error) {
@@ -447,13 +451,7 @@ func evalRowsIndexed(m *head.Model, x *pipeline.FeatureIndex, split string) (in 
 		}
 		rec = again
 	}
-	role := make([]uint8, x.N) // 0 train, 1 val, 2 test
-	for _, r := range rec.ValIndex {
-		role[r] = 1
-	}
-	for _, r := range rec.TestIndex {
-		role[r] = 2
-	}
+	role := splitRoles(rec, x.N)
 	want := map[string]uint8{"train": 0, "val": 1, "test": 2}[split]
 	for _, r := range role {
 		if r == want {

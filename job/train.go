@@ -281,10 +281,7 @@ func trainLoaded(ctx context.Context, opt TrainOptions, root string, f *pipeline
 		}
 		setMetrics(m.Metrics, "test", res.Test)
 	}
-	if cv := fit.CV; cv != nil {
-		m.Metrics["cv_accuracy_mean"], m.Metrics["cv_accuracy_std"] = cv.Accuracy.Mean, cv.Accuracy.Std
-		m.Metrics["cv_macro_f1_mean"], m.Metrics["cv_macro_f1_std"] = cv.MacroF1.Mean, cv.MacroF1.Std
-	}
+	setCVMetrics(m.Metrics, fit.CV)
 	if err := opt.saveHead(res); err != nil {
 		return nil, err
 	}
@@ -301,6 +298,15 @@ func (opt TrainOptions) saveHead(res *TrainResult) error {
 		return err
 	}
 	return head.Save(path, res.Model)
+}
+
+// setCVMetrics records the mean and spread of cross-validation's accuracy
+// and macro F1 in m (cv nil: nothing ran, nothing is recorded).
+func setCVMetrics(m map[string]float64, cv *head.CVResult) {
+	if cv != nil {
+		m["cv_accuracy_mean"], m["cv_accuracy_std"] = cv.Accuracy.Mean, cv.Accuracy.Std
+		m["cv_macro_f1_mean"], m["cv_macro_f1_std"] = cv.MacroF1.Mean, cv.MacroF1.Std
+	}
 }
 
 func setMetrics(m map[string]float64, prefix string, ev *head.Eval) {
