@@ -78,9 +78,15 @@ func resolveView(cacheRoot, view string) (run *LastRun, path, dir, name string, 
 		view = absPath(view)
 		run = viewRun(cacheRoot, view)
 	}
-	dir = filepath.Dir(filepath.Dir(view)) // <identity dir>/views/<name>.csv
-	name = strings.TrimSuffix(filepath.Base(view), ".csv")
+	dir, name = viewDirName(view)
 	return run, view, dir, name, nil
+}
+
+// viewDirName splits a view file's path, <identity dir>/views/<name>.csv,
+// into the identity folder and the view's name, as featcache.ReadView
+// takes them.
+func viewDirName(view string) (dir, name string) {
+	return filepath.Dir(filepath.Dir(view)), strings.TrimSuffix(filepath.Base(view), ".csv")
 }
 
 // labelEntries sets Classes (the entries' labels, sorted), Labels, Splits

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -220,8 +219,8 @@ func (x *FeatureIndex) Load(ctx context.Context, rows []int) ([]float32, error) 
 		return X, nil
 	}
 	got := 0
+	in := func(row int) bool { _, ok := slices.BinarySearch(rows, row); return ok }
 	for b := 0; b < x.NumBlocks(); b++ {
-		in := func(row int) bool { _, ok := slices.BinarySearch(rows, row); return ok }
 		err := x.ReadBlock(ctx, b, in, func(row int, feat []float32) error {
 			i, _ := slices.BinarySearch(rows, row)
 			copy(X[i*x.D:(i+1)*x.D], feat)
@@ -255,7 +254,8 @@ func (x *FeatureIndex) Paths(ctx context.Context, rows []int) ([]string, error) 
 	}
 	if x.reader != nil {
 		i := 0
-		err := featcache.ReadViewEach(filepath.Dir(filepath.Dir(x.view)), strings.TrimSuffix(filepath.Base(x.view), ".csv"), func(e featcache.ViewEntry) error {
+		dir, name := viewDirName(x.view)
+		err := featcache.ReadViewEach(dir, name, func(e featcache.ViewEntry) error {
 			if j, ok := slices.BinarySearch(rows, i); ok {
 				out[j] = e.Path
 			}
