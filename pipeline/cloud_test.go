@@ -12,9 +12,6 @@ import (
 	"testing"
 
 	"github.com/headtune/headtune/featcache"
-	"github.com/headtune/headtune/objstore"
-	"github.com/headtune/headtune/shardplan"
-	"github.com/headtune/headtune/source"
 )
 
 // cloudRoundTrip is `plan`, `extract --plan` and `cache merge` against a
@@ -38,20 +35,9 @@ func cloudRoundTrip(t *testing.T, put func(key string, data []byte) error, url f
 		}
 	}
 	n := len(keys)
-	ds, err := source.Open(ctx, url("ds"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ds, _ := writePlan(t, url("ds"), url("plan"), 2)
 	if len(ds.Samples) != n {
 		t.Fatalf("listed %d images in %s, put %d", len(ds.Samples), url("ds"), n)
-	}
-	planLoc, err := objstore.Create(ctx, url("plan"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer planLoc.Close()
-	if _, err := shardplan.Write(ctx, ds, planLoc, shardplan.Options{Shards: 2}); err != nil {
-		t.Fatal(err)
 	}
 	var workers []string
 	computed := 0
@@ -134,18 +120,7 @@ func cloudChanged(t *testing.T, put func(key string, data []byte) error, del fun
 		keys = append(keys, k)
 		files[k] = data
 	}
-	ds, err := source.Open(ctx, url("ds"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	planLoc, err := objstore.Create(ctx, url("plan"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer planLoc.Close()
-	if _, err := shardplan.Write(ctx, ds, planLoc, shardplan.Options{Shards: 1}); err != nil {
-		t.Fatal(err)
-	}
+	writePlan(t, url("ds"), url("plan"), 1)
 	deleted, changed := keys[1], keys[4]
 	if err := del(deleted); err != nil {
 		t.Fatal(err)

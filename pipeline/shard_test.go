@@ -39,14 +39,7 @@ func TestExtractShardClaims(t *testing.T) {
 			}
 		}
 	}
-	list, err := source.Open(ctx, base+"/ds")
-	if err != nil {
-		t.Fatal(err)
-	}
-	planLoc, _ := objstore.Create(ctx, base+"/plan")
-	if _, err := shardplan.Write(ctx, list, planLoc, shardplan.Options{Shards: 1}); err != nil {
-		t.Fatal(err)
-	}
+	_, planLoc := writePlan(t, base+"/ds", base+"/plan", 1)
 	out := planLoc.Sub("segments").Sub(segment.ShardDir(bb.Identity, 0, 1))
 	claim := func(c int, host string, age time.Duration) {
 		data, _ := json.Marshal(map[string]any{"attempt": "x", "host": host, "pid": 1, "time": time.Now().Add(-age)})
@@ -120,15 +113,29 @@ func shardFixture(t *testing.T, bb *Backbone, base string, n int) (string, *objs
 			t.Fatal(err)
 		}
 	}
-	list, err := source.Open(ctx, base+"/ds")
+	_, planLoc := writePlan(t, base+"/ds", base+"/plan", 1)
+	return base + "/plan", planLoc.Sub("segments").Sub(segment.ShardDir(bb.Identity, 0, 1))
+}
+
+// writePlan lists the dataset at dsURL and writes a plan of shards shards
+// for it at planURL; it returns the listing and the plan's location
+// (closed when t ends).
+func writePlan(t *testing.T, dsURL, planURL string, shards int) (*source.Dataset, *objstore.Location) {
+	t.Helper()
+	ctx := context.Background()
+	ds, err := source.Open(ctx, dsURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	planLoc, _ := objstore.Create(ctx, base+"/plan")
-	if _, err := shardplan.Write(ctx, list, planLoc, shardplan.Options{Shards: 1}); err != nil {
+	planLoc, err := objstore.Create(ctx, planURL)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return base + "/plan", planLoc.Sub("segments").Sub(segment.ShardDir(bb.Identity, 0, 1))
+	t.Cleanup(func() { planLoc.Close() })
+	if _, err := shardplan.Write(ctx, ds, planLoc, shardplan.Options{Shards: shards}); err != nil {
+		t.Fatal(err)
+	}
+	return ds, planLoc
 }
 
 // TestExtractShardClaimRace forces the interleaving seen in CI: attempt B
