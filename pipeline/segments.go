@@ -46,38 +46,25 @@ func LoadSegmentFeatures(ctx context.Context, inputs []string) (*Features, error
 	}
 	var entries []entry
 	var rows [][]float32
-	var first *segment.Header
-	dim := 0
-	for _, s := range shards {
-		if len(s.Chunks) == 0 {
-			continue
+	var r []float32 // rows of the chunk being read
+	first, err := eachChunk(shards, inputs, func(c segment.ChunkRef) (h *segment.Header, err error) {
+		data, err := c.Loc.ReadAll(ctx, c.Rel, 16<<30)
+		if err != nil {
+			return nil, err
 		}
-		if s.Done == nil {
-			return nil, fmt.Errorf("segments %s: the shard is not complete; finish it, or merge what is sealed with `cache merge --allow-incomplete`", s.Loc.Describe(s.Dir))
+		h, r, err = segment.Decode(data, c.Loc.Describe(c.Rel))
+		return h, err
+	}, func(_ segment.ChunkRef, h *segment.Header) error {
+		for _, e := range h.Entries {
+			entries = append(entries, entry{e, len(rows)})
 		}
-		for _, c := range s.Chunks {
-			data, err := c.Loc.ReadAll(ctx, c.Rel, 16<<30)
-			if err != nil {
-				return nil, err
-			}
-			h, r, err := segment.Decode(data, c.Loc.Describe(c.Rel))
-			if err != nil {
-				return nil, err
-			}
-			if first == nil {
-				first, dim = h, h.Identity.Dim
-			} else if err := sameBackbone(first, h, c.Loc.Describe(c.Rel)); err != nil {
-				return nil, err
-			}
-			for _, e := range h.Entries {
-				entries = append(entries, entry{e, len(rows)})
-			}
-			rows = append(rows, r)
-		}
+		rows = append(rows, r)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	if first == nil {
-		return nil, fmt.Errorf("segments: no sealed chunks under %s", strings.Join(inputs, ", "))
-	}
+	dim := first.Identity.Dim
 	sort.Slice(entries, func(a, b int) bool {
 		if entries[a].Key != entries[b].Key {
 			return entries[a].Key < entries[b].Key
@@ -116,6 +103,42 @@ func segmentsRun(first *segment.Header, inputs []string) (*LastRun, error) {
 	idJSON, _ := json.Marshal(first.Identity)
 	return &LastRun{Dataset: first.Dataset, Model: first.Model, View: SegmentsViewPrefix + strings.Join(inputs, ","),
 		Identity: idJSON, Options: bopt, FeatureTensor: first.Identity.FeatureTensor}, nil
+}
+
+// eachChunk goes through the chunks of shards (read from inputs) in
+// order: read gets a chunk's header, which must be of the first chunk's
+// backbone, then use takes it. A shard with chunks but no completion
+// marker is refused when it is reached. It returns the first chunk's
+// header, or an error when there is no sealed chunk.
+func eachChunk(shards []*segment.ShardState, inputs []string, read func(segment.ChunkRef) (*segment.Header, error),
+	use func(segment.ChunkRef, *segment.Header) error) (*segment.Header, error) {
+	var first *segment.Header
+	for _, s := range shards {
+		if len(s.Chunks) == 0 {
+			continue
+		}
+		if s.Done == nil {
+			return nil, fmt.Errorf("segments %s: the shard is not complete; finish it, or merge what is sealed with `cache merge --allow-incomplete`", s.Loc.Describe(s.Dir))
+		}
+		for _, c := range s.Chunks {
+			h, err := read(c)
+			if err != nil {
+				return nil, err
+			}
+			if first == nil {
+				first = h
+			} else if err := sameBackbone(first, h, c.Loc.Describe(c.Rel)); err != nil {
+				return nil, err
+			}
+			if err := use(c, h); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if first == nil {
+		return nil, fmt.Errorf("segments: no sealed chunks under %s", strings.Join(inputs, ", "))
+	}
+	return first, nil
 }
 
 // sameBackbone refuses a chunk (header h, described by where) whose

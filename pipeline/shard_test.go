@@ -273,3 +273,51 @@ func TestExtractShardDeadClaimant(t *testing.T) {
 			"and only chunk 1's live claimant (pid %d) waited for until the TTL:\n%s", dead, live, all)
 	}
 }
+
+// TestSegmentsRefuseIncomplete: LoadSegmentFeatures and OpenSegmentIndex
+// (which share eachChunk) read a completed shard, and both refuse it once
+// its completion marker is gone, and a location without chunks.
+func TestSegmentsRefuseIncomplete(t *testing.T) {
+	bb := testBackbone(t, 1)
+	ctx := context.Background()
+	base := "mem://segments-incomplete"
+	planURL, out := shardFixture(t, bb, base, 6)
+	if _, err := ExtractShard(ctx, bb, ShardOptions{Plan: planURL, Shard: "0/1", ChunkRows: 4, CacheRoot: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	segs := []string{planURL + "/segments"}
+	f, err := LoadSegmentFeatures(ctx, segs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := OpenSegmentIndex(ctx, segs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.Close()
+	if f.N != 6 || x.N != 6 || x.D != f.D || f.Run.View != x.Run.View || !strings.HasPrefix(f.Run.View, SegmentsViewPrefix) {
+		t.Errorf("features %d x %d (view %q), index %d x %d (view %q); want 6 rows from the segments in both", f.N, f.D, f.Run.View, x.N, x.D, x.Run.View)
+	}
+	for _, tc := range []struct {
+		segs []string
+		want string
+	}{
+		{[]string{base + "/nothing"}, "no sealed chunks"},
+		{segs, "the shard is not complete"},
+	} {
+		if tc.want == "the shard is not complete" {
+			if err := out.Delete(ctx, segment.DoneName); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := LoadSegmentFeatures(ctx, tc.segs); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("LoadSegmentFeatures(%v): err = %v, want %q", tc.segs, err, tc.want)
+		}
+		if x, err := OpenSegmentIndex(ctx, tc.segs); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if x != nil {
+				x.Close()
+			}
+			t.Errorf("OpenSegmentIndex(%v): err = %v, want %q", tc.segs, err, tc.want)
+		}
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 
 	"github.com/headtune/headtune/featcache"
 	"github.com/headtune/headtune/featcache/segment"
@@ -397,51 +396,36 @@ func OpenSegmentIndex(ctx context.Context, inputs []string) (_ *FeatureIndex, er
 		split uint8
 	}
 	var ents []ent
-	var first *segment.Header
 	classIdx := map[string]int32{}
-	for _, s := range shards {
-		if len(s.Chunks) == 0 {
-			continue
-		}
-		if s.Done == nil {
-			return nil, fmt.Errorf("segments %s: the shard is not complete; finish it, or merge what is sealed with `cache merge --allow-incomplete`", s.Loc.Describe(s.Dir))
-		}
-		for _, c := range s.Chunks {
-			h, err := segment.ReadHeader(ctx, c)
+	read := func(c segment.ChunkRef) (*segment.Header, error) { return segment.ReadHeader(ctx, c) }
+	first, err := eachChunk(shards, inputs, read, func(c segment.ChunkRef, h *segment.Header) error {
+		x.chunkOff = append(x.chunkOff, len(ents))
+		x.chunks = append(x.chunks, c)
+		x.chunkRows = append(x.chunkRows, int32(h.Rows))
+		for _, e := range h.Entries {
+			sc, err := splitCode(e.Split)
 			if err != nil {
-				return nil, err
+				return fmt.Errorf("%s: %s: %w", c.Loc.Describe(c.Rel), e.Key, err)
 			}
-			if first == nil {
-				first, x.D = h, h.Identity.Dim
-			} else if err := sameBackbone(first, h, c.Loc.Describe(c.Rel)); err != nil {
-				return nil, err
+			lab, ok := classIdx[e.Label]
+			if !ok {
+				lab = int32(len(classIdx))
+				classIdx[e.Label] = lab
 			}
-			x.chunkOff = append(x.chunkOff, len(ents))
-			x.chunks = append(x.chunks, c)
-			x.chunkRows = append(x.chunkRows, int32(h.Rows))
-			for _, e := range h.Entries {
-				sc, err := splitCode(e.Split)
-				if err != nil {
-					return nil, fmt.Errorf("%s: %s: %w", c.Loc.Describe(c.Rel), e.Key, err)
-				}
-				lab, ok := classIdx[e.Label]
-				if !ok {
-					lab = int32(len(classIdx))
-					classIdx[e.Label] = lab
-				}
-				kh := sha256.Sum256([]byte(e.Key))
-				var k16 [16]byte
-				copy(k16[:], kh[:16])
-				if len(ents) >= 1<<31-1 {
-					return nil, fmt.Errorf("segments: more than 2^31 entries")
-				}
-				ents = append(ents, ent{key: k16, hash: hashPrefix(e.Hash), entry: int32(len(ents)), label: lab, split: sc})
+			kh := sha256.Sum256([]byte(e.Key))
+			var k16 [16]byte
+			copy(k16[:], kh[:16])
+			if len(ents) >= 1<<31-1 {
+				return fmt.Errorf("segments: more than 2^31 entries")
 			}
+			ents = append(ents, ent{key: k16, hash: hashPrefix(e.Hash), entry: int32(len(ents)), label: lab, split: sc})
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	if first == nil {
-		return nil, fmt.Errorf("segments: no sealed chunks under %s", strings.Join(inputs, ", "))
-	}
+	x.D = first.Identity.Dim
 	x.chunkOff = append(x.chunkOff, len(ents))
 	sort.Slice(ents, func(a, b int) bool {
 		if c := bytes.Compare(ents[a].key[:], ents[b].key[:]); c != 0 {
