@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/ort"
+	"github.com/headtune/headtune/backbone/quantize"
 	"github.com/headtune/headtune/internal/testasset"
 	"github.com/headtune/headtune/internal/testmodels"
 	"github.com/headtune/headtune/models"
@@ -68,11 +70,16 @@ func TestQuantizeInstallsDerivedModel(t *testing.T) {
 	if c.FeatureCosine < 0.99 || c.FeatureCosine > 1.0000001 {
 		t.Errorf("feature cosine %.5f on the check images", c.FeatureCosine)
 	}
+	// The speed check is a measurement shown to the user: it must be there
+	// and positive, its value is the CPU's business.
+	if sp := c.Speed; sp == nil || sp.Speedup <= 0 || sp.FloatMillis <= 0 || sp.Int8Millis <= 0 || sp.Runs != speedRounds*4 || sp.Threads != 1 {
+		t.Errorf("speed check %+v, want positive times over %d runs", sp, speedRounds*4)
+	}
 	got, err := store.Get("base-int8")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Meta.Source != models.SourceDerived || got.Meta.Derived == nil || got.Meta.Derived.Calibration.Images != 8 {
+	if got.Meta.Source != models.SourceDerived || got.Meta.Derived == nil || got.Meta.Derived.Calibration.Images != 8 || got.Meta.Derived.Calibration.Speed == nil {
 		t.Errorf("meta.json does not say derived: %+v", got.Meta)
 	}
 	if err := store.Verify("base-int8"); err != nil {
@@ -207,5 +214,29 @@ func TestQuantizeMinCosineKeepsLayersFloat(t *testing.T) {
 	}
 	if f[0] != res.Sensitivity[0].Node {
 		t.Errorf("first layer kept float %s, most sensitive %s", f[0], res.Sensitivity[0].Node)
+	}
+}
+
+// TestQuantizeTextSaysWhenInt8BuysLittle: the measured speed-up is printed,
+// and under SlowInt8Speedup the user is told float32 may be the better
+// choice; at or above it, not.
+func TestQuantizeTextSaysWhenInt8BuysLittle(t *testing.T) {
+	for _, tc := range []struct {
+		speedup float64
+		advice  bool
+	}{{1.2, true}, {SlowInt8Speedup, false}, {2.4, false}} {
+		r := &QuantizeResult{Report: &quantize.Report{}, Calibration: models.Calibration{Method: "percentile", CheckImages: 32,
+			Speed: &models.SpeedCheck{Speedup: tc.speedup, FloatMillis: 4.2, Int8Millis: 4.2 / tc.speedup, Runs: 96, Threads: 1}}}
+		var b strings.Builder
+		if err := r.WriteText(&b, "mnv2"); err != nil {
+			t.Fatal(err)
+		}
+		out := b.String()
+		if want := fmt.Sprintf("%.2fx faster (median of 96 runs each)", tc.speedup); !strings.Contains(out, want) {
+			t.Errorf("speed-up %v: no %q in\n%s", tc.speedup, want, out)
+		}
+		if got := strings.Contains(out, "float32 may be the better choice"); got != tc.advice {
+			t.Errorf("speed-up %v: advice printed %v, want %v:\n%s", tc.speedup, got, tc.advice, out)
+		}
 	}
 }
