@@ -57,6 +57,8 @@ type result struct {
 	CosineMin        float64 `json:"cosine_min"`
 	FloatName        string  `json:"float_model"`
 	Int8Name         string  `json:"int8_model"`
+	TuneLayers       int     `json:"tune_layers,omitempty"`
+	Dim              int     `json:"dim"` // feature values per image
 	FloatSizeBytes   int64   `json:"float_size_bytes"`
 	Int8SizeBytes    int64   `json:"int8_size_bytes"`
 	InferParSpread   string  `json:"inferpar_speedup_range"`
@@ -75,6 +77,7 @@ func main() {
 	repeats := flag.Int("repeats", 3, "rounds (medians reported)")
 	limit := flag.Int("n", 400, "images used (the first n, sorted)")
 	profileN := flag.Int("profile", 0, "also profile both models (ONNX Runtime's profiler, 1 thread) on this many of the images and compare them by layer class (0: no profile)")
+	tuneLayers := flag.Int("tune-layers", 0, "open both models as `extract --tune-layers K` does (the cut before the last K dense layers or convolutions)")
 	profileOnly := flag.Bool("profile-only", false, "with -profile: skip the timing rounds, print only the profile")
 	flag.Parse()
 	if *int8Name == "" {
@@ -94,7 +97,7 @@ func main() {
 	store, err := models.OpenStore(dir)
 	check(err)
 	open := func(name string) *pipeline.Backbone {
-		bb, err := pipeline.OpenBackbone(name, pipeline.BackboneOptions{Store: store, Session: ort.SessionOptions{Threads: *threads}})
+		bb, err := pipeline.OpenBackbone(name, pipeline.BackboneOptions{Store: store, TuneLayers: *tuneLayers, Session: ort.SessionOptions{Threads: *threads}})
 		check(err)
 		return bb
 	}
@@ -190,7 +193,7 @@ func main() {
 		}
 		return float64(n) / s.Seconds
 	}
-	res := result{Images: n, Threads: *threads, Repeats: *repeats, ORT: ort.Version(), FloatName: *floatName, Int8Name: *int8Name}
+	res := result{Images: n, Threads: *threads, Repeats: *repeats, ORT: ort.Version(), FloatName: *floatName, Int8Name: *int8Name, TuneLayers: *tuneLayers, Dim: dim}
 	if *profileN > 0 {
 		cmp, runs, err := profile(bbs, spec, tensors[:min(*profileN, n)*inLen], dim)
 		check(err)
