@@ -1,10 +1,8 @@
 package imaging
 
 import (
-	"encoding/csv"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -301,95 +299,43 @@ func openCSV(path string) (*Dataset, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open dataset %s: %w", path, err)
 	}
-	r := csv.NewReader(f)
-	r.TrimLeadingSpace = true
-	header, err := r.Read()
-	if err == io.EOF {
-		return nil, fmt.Errorf("%s: empty file, expected a header line \"path,label[,split]\"", path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	col := map[string]int{"path": -1, "label": -1, "split": -1}
-	for i, h := range header {
-		h = strings.ToLower(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")))
-		if _, ok := col[h]; ok {
-			if col[h] >= 0 {
-				return nil, fmt.Errorf("%s:1: column %q appears twice", path, h)
-			}
-			col[h] = i
-		}
-	}
-	if col["path"] < 0 || col["label"] < 0 {
-		return nil, fmt.Errorf("%s:1: header %q must name the columns path and label (and optionally split)", path, strings.Join(header, ","))
-	}
 	ds := &Dataset{Root: path}
 	classes := map[string]bool{}
 	firstLine := map[string]int{}
-	for {
-		rec, err := r.Read()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			var pe *csv.ParseError
-			if errors.As(err, &pe) {
-				return nil, fmt.Errorf("%s:%d: %v", path, pe.Line, pe.Err)
-			}
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		// FieldPos panics without a record: only after a successful Read.
-		line, _ := r.FieldPos(0)
-		p := strings.TrimSpace(rec[col["path"]])
-		label := strings.TrimSpace(rec[col["label"]])
-		split := ""
-		if col["split"] >= 0 {
-			s := strings.ToLower(strings.TrimSpace(rec[col["split"]]))
-			if s != "" {
-				norm, ok := splitNames[s]
-				if !ok {
-					return nil, fmt.Errorf("%s:%d: split %q must be train, val or test (or empty)", path, line, rec[col["split"]])
-				}
-				split = norm
-			}
-		}
-		if p == "" {
-			return nil, fmt.Errorf("%s:%d: empty path", path, line)
-		}
-		if label == "" {
-			return nil, fmt.Errorf("%s:%d: empty label for %s", path, line, p)
-		}
+	err = ReadManifest(f, path, func(row ManifestRow) error {
+		p, line := row.Path, row.Line
 		full := p
 		if !filepath.IsAbs(full) {
 			full = filepath.Join(dir, filepath.FromSlash(p))
 		}
 		full = filepath.Clean(full)
 		if !within(dir, full) {
-			return nil, fmt.Errorf("%s:%d: path %s is outside the manifest's folder %s", path, line, p, dir)
+			return fmt.Errorf("%s:%d: path %s is outside the manifest's folder %s", path, line, p, dir)
 		}
 		real, err := filepath.EvalSymlinks(full)
 		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %s: %w", path, line, p, errors.Unwrap(err))
+			return fmt.Errorf("%s:%d: %s: %w", path, line, p, errors.Unwrap(err))
 		}
 		if !within(realDir, real) {
-			return nil, fmt.Errorf("%s:%d: path %s resolves through a symlink to %s, outside the manifest's folder %s", path, line, p, real, dir)
+			return fmt.Errorf("%s:%d: path %s resolves through a symlink to %s, outside the manifest's folder %s", path, line, p, real, dir)
 		}
 		st, err := os.Stat(real)
 		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+			return fmt.Errorf("%s:%d: %w", path, line, err)
 		}
 		if !st.Mode().IsRegular() {
-			return nil, fmt.Errorf("%s:%d: %s is not a regular file", path, line, p)
+			return fmt.Errorf("%s:%d: %s is not a regular file", path, line, p)
 		}
 		if prev, dup := firstLine[full]; dup {
-			return nil, fmt.Errorf("%s:%d: %s is already listed on line %d", path, line, p, prev)
+			return fmt.Errorf("%s:%d: %s is already listed on line %d", path, line, p, prev)
 		}
 		firstLine[full] = line
-		classes[label] = true
-		ds.Samples = append(ds.Samples, Sample{Path: full, Label: label, Split: split})
-	}
-	if len(ds.Samples) == 0 {
-		return nil, fmt.Errorf("%s: no rows after the header, expected lines \"path,label[,split]\"", path)
+		classes[row.Label] = true
+		ds.Samples = append(ds.Samples, Sample{Path: full, Label: row.Label, Split: row.Split})
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	ds.finish(classes, nil)
 	return ds, nil

@@ -3,8 +3,6 @@ package source
 import (
 	"bytes"
 	"context"
-	"encoding/csv"
-	"errors"
 	"fmt"
 	"io"
 	"path"
@@ -72,65 +70,12 @@ func openManifest(ctx context.Context, raw string, loc *objstore.Location, name 
 	return ds, nil
 }
 
-// parseManifest reads CSV rows with a header naming path and label (and
-// optionally split), calling row for each with the key cleaned and checked
-// to stay inside the manifest's folder. where names the file in messages.
+// parseManifest reads a CSV manifest (imaging.ReadManifest), calling row for
+// each with the key cleaned and checked to stay inside the manifest's
+// folder. where names the file in messages.
 func parseManifest(r io.Reader, where string, row func(line int, key, label, split string) error) error {
-	cr := csv.NewReader(r)
-	cr.TrimLeadingSpace = true
-	cr.ReuseRecord = true
-	header, err := cr.Read()
-	if err == io.EOF {
-		return fmt.Errorf("%s: empty file, expected a header line \"path,label[,split]\"", where)
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", where, err)
-	}
-	col := map[string]int{"path": -1, "label": -1, "split": -1}
-	for i, h := range header {
-		h = strings.ToLower(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")))
-		if _, ok := col[h]; ok {
-			if col[h] >= 0 {
-				return fmt.Errorf("%s:1: column %q appears twice", where, h)
-			}
-			col[h] = i
-		}
-	}
-	if col["path"] < 0 || col["label"] < 0 {
-		return fmt.Errorf("%s:1: header %q must name the columns path and label (and optionally split)", where, strings.Join(header, ","))
-	}
-	rows := 0
-	for {
-		rec, err := cr.Read()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			var pe *csv.ParseError
-			if errors.As(err, &pe) {
-				return fmt.Errorf("%s:%d: %v", where, pe.Line, pe.Err)
-			}
-			return fmt.Errorf("%s: %w", where, err)
-		}
-		line, _ := cr.FieldPos(0)
-		p := strings.TrimSpace(rec[col["path"]])
-		label := strings.TrimSpace(rec[col["label"]])
-		split := ""
-		if col["split"] >= 0 {
-			if s := strings.TrimSpace(rec[col["split"]]); s != "" {
-				norm, ok := imaging.SplitName(s)
-				if !ok {
-					return fmt.Errorf("%s:%d: split %q must be train, val or test (or empty)", where, line, s)
-				}
-				split = norm
-			}
-		}
-		switch {
-		case p == "":
-			return fmt.Errorf("%s:%d: empty path", where, line)
-		case label == "":
-			return fmt.Errorf("%s:%d: empty label for %s", where, line, p)
-		}
+	return imaging.ReadManifest(r, where, func(mr imaging.ManifestRow) error {
+		p, line := mr.Path, mr.Line
 		// Judge the path with Windows separators already turned into '/':
 		// `\x` is as absolute as `/x`.
 		slashed := strings.ReplaceAll(p, `\`, "/")
@@ -141,13 +86,6 @@ func parseManifest(r io.Reader, where string, row func(line int, key, label, spl
 		if key == "." {
 			return fmt.Errorf("%s:%d: path %s names the manifest's folder, not an image", where, line, p)
 		}
-		if err := row(line, key, label, split); err != nil {
-			return err
-		}
-		rows++
-	}
-	if rows == 0 {
-		return fmt.Errorf("%s: no rows after the header, expected lines \"path,label[,split]\"", where)
-	}
-	return nil
+		return row(line, key, mr.Label, mr.Split)
+	})
 }
