@@ -39,7 +39,8 @@
 #   (500 calibration images) METHOD (percentile) SEED (1) THREADS (2) REPEATS
 #   (3) SPEED_N (test images timed, 200) PROFILE_N (images profiled, 100; 0:
 #   no profile) PLAIN (0) PLAIN_ARCHS ("resnet18 resnet50 efficientnet_b0
-#   vgg16") PLAIN_TUNE ("vgg16:1") QUANTIZE_ARGS (extra flags, e.g.
+#   vgg16") PLAIN_TUNE ("vgg16:1") (with PLAIN=1 the defaults of SAMPLES,
+#   SPEED_N and PROFILE_N are 200, 60 and 30) QUANTIZE_ARGS (extra flags, e.g.
 #   "--min-cosine 0.995") HEADTUNE_HOME (.deps/headtune-home) TARBALL_DIR
 #   (npm tarballs to build from, default: npm pack) RESULTS
 #   (scripts/results/bench_int8-<UTC date-time>.txt)
@@ -51,6 +52,11 @@ PLAIN="${PLAIN:-0}"
 PLAIN_ARCHS="${PLAIN_ARCHS:-resnet18 resnet50 efficientnet_b0 vgg16}"
 PLAIN_TUNE="${PLAIN_TUNE:-vgg16:1}"
 if [ "$PLAIN" = 1 ]; then
+  # VGG16 runs about 3 images/s on one core: fewer images keep the run
+  # near a quarter of an hour on 2 cores.
+  SAMPLES="${SAMPLES:-200}"
+  SPEED_N="${SPEED_N:-60}"
+  PROFILE_N="${PROFILE_N:-30}"
   BACKBONES=""
   for a in $PLAIN_ARCHS; do BACKBONES="$BACKBONES tv-$a"; done
   BACKBONES="${BACKBONES# }"
