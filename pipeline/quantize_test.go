@@ -240,3 +240,55 @@ func TestQuantizeTextSaysWhenInt8BuysLittle(t *testing.T) {
 		}
 	}
 }
+
+// TestQuantizeFloatLayerRunsFloat: a Conv kept float (--float) between
+// quantized neighbours runs as a float Conv in the graph ONNX Runtime
+// optimises, not as a QLinearConv with weights ONNX Runtime quantized
+// itself (its WeightBiasQuantization transformer, disabled by
+// backbone/ort).
+func TestQuantizeFloatLayerRunsFloat(t *testing.T) {
+	store, imgs := quantizeFixture(t, "mobilenet", 10)
+	ctx := context.Background()
+	full, err := OpenBackbone("base", BackboneOptions{Store: store, NoSession: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A Conv in the middle of the cut: quantized layers before and after.
+	var convs []string
+	for _, n := range full.Cut.Graph.Node {
+		if n.GetOpType() == "Conv" {
+			convs = append(convs, n.GetName())
+		}
+	}
+	if len(convs) < 3 {
+		t.Fatalf("test model has %d convolutions, want 3 or more", len(convs))
+	}
+	mid := convs[len(convs)/2]
+	floatConvs := func(name string, float []string) int {
+		if _, err := Quantize(ctx, QuantizeOptions{Store: store, Model: "base", Name: name, Dataset: imgs, Samples: 8, CheckImages: 2, Threads: 1, Float: float}); err != nil {
+			t.Fatal(err)
+		}
+		opt := filepath.Join(t.TempDir(), "optimized.onnx")
+		bb, err := OpenBackbone(name, BackboneOptions{Store: store, Session: ort.SessionOptions{Threads: 1, OptimizedModelPath: opt}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bb.Close()
+		m, err := backbone.ReadModelFile(opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, node := range m.Graph.Node {
+			switch node.GetOpType() {
+			case "Conv", "FusedConv", "NhwcFusedConv":
+				n++
+			}
+		}
+		return n
+	}
+	all, kept := floatConvs("all-int8", nil), floatConvs("mid-float", []string{mid})
+	if kept != all+1 {
+		t.Errorf("%s kept float: %d float convolutions in ONNX Runtime's graph, want %d (%d with none kept)", mid, kept, all+1, all)
+	}
+}

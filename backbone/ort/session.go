@@ -116,6 +116,17 @@ func NewSession(model []byte, spec SessionSpec, opt SessionOptions) (*Session, e
 	if err := so.AddSessionConfigEntry("session.intra_op.allow_spinning", spin); err != nil {
 		return nil, err
 	}
+	// ONNX Runtime 1.20+ (its WeightBiasQuantization transformer) gives a
+	// Conv, Gemm or MatMul with float weights that sits between a
+	// DequantizeLinear and a QuantizeLinear int8 weights of its own, one
+	// scale per tensor: the layers that `models quantize --float` and
+	// --min-cosine keep float32 on purpose would run int8, less precisely
+	// than headtune's per-channel weights, and every speed and accuracy
+	// measurement of mixed precision would be of that instead. Unknown
+	// names are ignored, so older libraries are unaffected.
+	if err := so.AddSessionConfigEntry("optimization.disable_specified_optimizers", "WeightBiasQuantization"); err != nil {
+		return nil, err
+	}
 	if opt.ProfilePrefix != "" {
 		if err := so.EnableProfiling(opt.ProfilePrefix); err != nil {
 			return nil, fmt.Errorf("enable profiling to %s: %w", opt.ProfilePrefix, err)
