@@ -28,12 +28,18 @@ test: setup
 	$(GO) vet ./...
 	# The object-storage drivers behind build tags must keep compiling.
 	$(GO) vet -tags nos3 ./...
-	$(GO) vet -tags gcs,azure ./objstore
+	$(GO) vet -tags gcs,azure ./objstore/... ./pipeline ./e2e
 	# The reference Kubernetes manifest, decoded strictly into batch/v1 types
 	# (its own module, so the binary does not link k8s.io/api).
 	cd deploy/k8stest && $(GO) test -count=1 ./...
 	$(GO) build -o .deps/testreport ./scripts/testreport
 	set -o pipefail; $(GO) test -count=1 -timeout 20m -json ./... | .deps/testreport
+	# GCS and Azure against their fakes on 127.0.0.1 (fake-gcs-server in the
+	# test process; Azurite, from scripts/setup-azurite.sh, run with node):
+	# the objstore conformance tests and plan/extract/merge round trips, in
+	# the library and through a binary built with the tags.
+	set -o pipefail; $(GO) test -count=1 -timeout 10m -tags gcs,azure -json ./objstore/... | .deps/testreport
+	set -o pipefail; $(GO) test -count=1 -timeout 10m -tags gcs,azure -run '^Test(GCS|Azure)' -json ./pipeline ./e2e | .deps/testreport
 	./scripts/fuzz-smoke.sh
 
 test-short:

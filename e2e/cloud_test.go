@@ -256,6 +256,7 @@ func TestFakeIndexedJob(t *testing.T) {
 		}
 		// Predict reads images from the bucket and writes its rows there.
 		if len(inputs) == 1 {
+			trainStreamed(t, m)
 			m.ok("predict", "--out", fake.URL("out/pred.csv"), fake.URL("ds/red"), fake.URL("ds/blue/img_0001.png"))
 			got, err := fake.Get("out/pred.csv")
 			if err != nil {
@@ -279,6 +280,47 @@ func trainOnSegments(t *testing.T, c *cli, segs string) {
 		t.Errorf("train --segments --json printed no JSON:\n%s", r.stdout)
 	}
 	w.ok("eval", "--json")
+}
+
+// trainStreamed: with a budget of three quarters of the feature matrix,
+// train streams an MLP's minibatches from the cache (the e2e rows are
+// 8-d, so a segment chunk's header outweighs its rows and segments are
+// streamed in job's TestTrainSegmentsStreamed instead), says so, stays
+// within the budget, and eval streams the head's test rows to the same
+// figure.
+func trainStreamed(t *testing.T, w *cli) {
+	t.Helper()
+	type trainJSON struct {
+		Data struct {
+			Mode        string `json:"mode"`
+			MatrixBytes int64  `json:"matrix_bytes"`
+			PeakBytes   int64  `json:"peak_feature_bytes"`
+			Text        string `json:"text"`
+		} `json:"data"`
+		Test map[string]float64 `json:"test"`
+	}
+	var inMem, streamed trainJSON
+	r := w.ok("train", "--json", "--head", "inmem.head")
+	if err := json.Unmarshal([]byte(r.stdout), &inMem); err != nil || inMem.Data.Mode != "in-memory" || inMem.Data.MatrixBytes <= 0 {
+		t.Fatalf("train --json: %v, data %+v; want the in-memory mode and the matrix size", err, inMem.Data)
+	}
+	budget := inMem.Data.MatrixBytes * 3 / 4
+	r = w.ok("train", "--json", "--kind", "mlp", "--epochs", "3", "--batch-size", "4", "--memory", fmt.Sprint(budget), "--head", "streamed.head")
+	if err := json.Unmarshal([]byte(r.stdout), &streamed); err != nil || streamed.Data.Mode != "streamed" || streamed.Data.PeakBytes > budget || streamed.Data.PeakBytes <= 0 {
+		t.Fatalf("train --memory %d: %v, data %+v; want streamed within the budget\n%s", budget, err, streamed.Data, r.stderr)
+	}
+	if !strings.HasPrefix(streamed.Data.Text, "streaming minibatches from ") {
+		t.Errorf("train --json's data.text %q does not say it streamed", streamed.Data.Text)
+	}
+	var ev struct {
+		Eval struct {
+			Accuracy float64 `json:"accuracy"`
+		} `json:"eval"`
+	}
+	r = w.ok("eval", "--json", "--head", "streamed.head", "--memory", fmt.Sprint(budget))
+	if err := json.Unmarshal([]byte(r.stdout), &ev); err != nil || ev.Eval.Accuracy != streamed.Test["accuracy"] {
+		t.Errorf("eval of the streamed head: %v, accuracy %v; train said %v", err, ev.Eval.Accuracy, streamed.Test["accuracy"])
+	}
 }
 
 // segDir returns the backbone/shard folder of shard i under plan/segments.

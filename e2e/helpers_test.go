@@ -26,6 +26,10 @@ var (
 	buildErr    error
 )
 
+// buildTags are the build tags the headtune binary is built with: the
+// tests of a driver behind a tag (gcs_test.go, azure_test.go) add it.
+var buildTags []string
+
 func TestMain(m *testing.M) {
 	tmp, err := os.MkdirTemp("", "headtune-e2e-bin-")
 	if err != nil {
@@ -33,7 +37,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	headtuneBin = filepath.Join(tmp, "headtune")
-	build := exec.Command("go", "build", "-o", headtuneBin, "../cmd/headtune")
+	args := []string{"build", "-o", headtuneBin}
+	if len(buildTags) > 0 {
+		args = append(args, "-tags", strings.Join(buildTags, ","))
+	}
+	build := exec.Command("go", append(args, "../cmd/headtune")...)
 	if out, err := build.CombinedOutput(); err != nil {
 		buildErr = fmt.Errorf("go build ./cmd/headtune: %v\n%s", err, out)
 	}

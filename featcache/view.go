@@ -103,45 +103,76 @@ func ReadView(dir, name string) ([]ViewEntry, error) {
 
 // ParseView decodes a view file's CSV content (see WriteView).
 func ParseView(r io.Reader) ([]ViewEntry, error) {
+	var out []ViewEntry
+	err := ScanView(r, func(e ViewEntry) error {
+		out = append(out, e)
+		return nil
+	})
+	return out, err
+}
+
+// ReadViewEach is ReadView that hands the entries to fn one at a time
+// instead of holding them all (a view of 100M images holds gigabytes of
+// paths). An error from fn stops the read and is returned.
+func ReadViewEach(dir, name string, fn func(ViewEntry) error) error {
+	if err := checkViewName(name); err != nil {
+		return err
+	}
+	path := ViewPath(dir, name)
+	f, err := os.Open(path)
+	if err != nil {
+		return opError("read view", path, err)
+	}
+	defer f.Close()
+	if err := ScanView(bufio.NewReader(f), fn); err != nil {
+		return fmt.Errorf("read view %s: %w", path, err)
+	}
+	return nil
+}
+
+// ScanView is ParseView that calls fn for each entry in order instead of
+// returning them.
+func ScanView(r io.Reader, fn func(ViewEntry) error) error {
 	cr := csv.NewReader(r)
 	cr.FieldsPerRecord = len(viewHeader)
 	cr.ReuseRecord = true
 	head, err := cr.Read()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, errors.New("empty view file (no header)")
+			return errors.New("empty view file (no header)")
 		}
-		return nil, err
+		return err
 	}
 	for i, want := range viewHeader {
 		if head[i] != want {
-			return nil, fmt.Errorf("header column %d is %q, want %q", i+1, truncForMsg([]byte(head[i])), want)
+			return fmt.Errorf("header column %d is %q, want %q", i+1, truncForMsg([]byte(head[i])), want)
 		}
 	}
-	var out []ViewEntry
 	for {
 		rec, err := cr.Read()
 		if errors.Is(err, io.EOF) {
-			return out, nil
+			return nil
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 		line, _ := cr.FieldPos(0)
 		var e ViewEntry
 		e.Path, e.Label, e.Split = rec[0], rec[1], rec[2]
 		if e.Path == "" {
-			return nil, fmt.Errorf("line %d: empty path", line)
+			return fmt.Errorf("line %d: empty path", line)
 		}
 		if err := e.Key.UnmarshalText([]byte(rec[3])); err != nil {
-			return nil, fmt.Errorf("line %d: %w", line, err)
+			return fmt.Errorf("line %d: %w", line, err)
 		}
 		row, err := strconv.ParseInt(rec[4], 10, 64)
 		if err != nil || row < 0 || row > maxRow {
-			return nil, fmt.Errorf("line %d: row %q is not a row number", line, truncForMsg([]byte(rec[4])))
+			return fmt.Errorf("line %d: row %q is not a row number", line, truncForMsg([]byte(rec[4])))
 		}
 		e.Row = int(row)
-		out = append(out, e)
+		if err := fn(e); err != nil {
+			return err
+		}
 	}
 }
 

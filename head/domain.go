@@ -52,20 +52,26 @@ func (m *Model) Distance(x []float32) float64 {
 	return math.Sqrt(s / float64(len(x)))
 }
 
+// domainShrink is the variance added to every feature's in Distance for a
+// domain fitted on rows rows with standard deviations std.
+func domainShrink(std []float32, rows int) float64 {
+	vars := make([]float64, len(std))
+	for j, sd := range std {
+		vars[j] = float64(sd) * float64(sd)
+	}
+	slices.Sort(vars)
+	median := vars[len(vars)/2]
+	const priorRows = 2
+	return priorRows / float64(rows+priorRows) * median
+}
+
 // setDomain records the domain of the training rows d.
 func (m *Model) setDomain(d Data) {
 	if m.Mean == nil || d.Rows() == 0 {
 		m.Domain = nil
 		return
 	}
-	vars := make([]float64, len(m.Std))
-	for j, sd := range m.Std {
-		vars[j] = float64(sd) * float64(sd)
-	}
-	slices.Sort(vars)
-	median := vars[len(vars)/2]
-	const priorRows = 2
-	m.Domain = &Domain{Shrink: priorRows / float64(d.Rows()+priorRows) * median}
+	m.Domain = &Domain{Shrink: domainShrink(m.Std, d.Rows())}
 	mx := 0.0
 	for i := 0; i < d.Rows(); i++ {
 		mx = math.Max(mx, m.Distance(d.Row(i)))

@@ -150,12 +150,27 @@ func Fit(ctx context.Context, train, val Data, cfg Config, opt FitOptions) (*Fit
 			res.Notes = append(res.Notes, fmt.Sprintf("calibrated on only %d validation images", val.Rows()))
 		}
 	}
+	if err := applyCalibration(m, logits, labels, &cal, folds); err != nil {
+		return nil, err
+	}
+	m.setDomain(final)
+	m.recalibratedValMetrics(val, threads)
+	return res, nil
+}
+
+// applyCalibration fits m's temperature and conformal scores on held-out
+// logits [len(labels)*K] (cal.Source says whose) and sets m.Calibration;
+// without labels the head keeps temperature 1 and no prediction sets.
+func applyCalibration(m *Model, logits []float32, labels []int32, calp *Calibration, folds int) error {
+	k := m.NumClasses()
+	cal := *calp
+	var err error
 	m.Temperature = 1
 	m.Conformal = nil
 	if len(labels) > 0 {
 		src := cal.Source
 		if cal, err = Calibrate(logits, labels, k, src); err != nil {
-			return nil, fmt.Errorf("fit: calibrate: %w", err)
+			return fmt.Errorf("fit: calibrate: %w", err)
 		}
 		cal.Folds = folds
 		if src != CalibCV {
@@ -167,14 +182,22 @@ func Fit(ctx context.Context, train, val Data, cfg Config, opt FitOptions) (*Fit
 			softmaxInPlace(probs[i*k:(i+1)*k], 1/cal.Temperature)
 		}
 		if m.Conformal, err = NewConformal(probs, labels, k, src); err != nil {
-			return nil, fmt.Errorf("fit: %w", err)
+			return fmt.Errorf("fit: %w", err)
 		}
 		m.Conformal.Folds = cal.Folds
 	} else if cal.Reason == "" {
 		cal.Reason = "no validation images and no cross-validation"
 	}
 	m.Calibration = &cal
-	m.setDomain(final)
+	*calp = cal
+	return nil
+}
+
+// recalibratedValMetrics sets the calibrated validation figures of
+// m.Metrics for the temperature kept (Train fitted its own on the
+// validation split).
+func (m *Model) recalibratedValMetrics(val Data, threads int) {
+	k := m.NumClasses()
 	if val.Rows() > 0 && m.Metrics != nil {
 		// Train fitted its own temperature on the validation split; the
 		// calibrated figures must describe the temperature kept.
@@ -187,7 +210,6 @@ func Fit(ctx context.Context, train, val Data, cfg Config, opt FitOptions) (*Fit
 		m.Metrics["val_nll_calibrated"], _ = nllAcc(lg, yl, k, 1/m.Temperature)
 		m.Metrics["val_ece_calibrated"] = eceOf(lg, yl, k, 1/m.Temperature)
 	}
-	return res, nil
 }
 
 func smallestClass(d Data, classes []string) string {

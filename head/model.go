@@ -70,6 +70,28 @@ type TrainInfo struct {
 	// same test rows without being told the fractions again; nil in heads
 	// trained before it was recorded, or by a caller that did not set it.
 	Split *SplitInfo `json:"split,omitempty"`
+	// Data says how the training rows were held when their features did
+	// not fit the memory budget; nil when they were all in memory.
+	Data *DataInfo `json:"data,omitempty"`
+}
+
+// Ways of holding training features that do not fit in memory
+// (DataInfo.Mode).
+const (
+	DataStreamed  = "streamed"  // minibatches read block by block, every training row used
+	DataSubsample = "subsample" // trained in memory on a subset of the training rows
+)
+
+// DataInfo records how a head was trained on more features than memory.
+type DataInfo struct {
+	Mode string `json:"mode"` // DataStreamed or DataSubsample
+	// Rows were trained on, of Of training rows.
+	Rows int `json:"rows"`
+	Of   int `json:"of"`
+	// Method says how the rows were read or chosen, in words.
+	Method string `json:"method"`
+	// BudgetBytes is the feature-memory budget that applied.
+	BudgetBytes int64 `json:"budget_bytes"`
 }
 
 // SplitInfo records a train/validation/test division of a dataset view.
@@ -92,6 +114,11 @@ type SplitInfo struct {
 	// validation and test sets; every other row was training data.
 	ValIndex  []int `json:"val_index"`
 	TestIndex []int `json:"test_index"`
+	// Redraw, when true, means ValIndex and TestIndex were not stored
+	// (millions of rows): the split is drawn again from the rows' labels
+	// and split folders with Seed, Val and Test, which gives the same rows
+	// while Fingerprint matches.
+	Redraw bool `json:"redraw,omitempty"`
 	// Skipped says, one sentence each, why a requested validation or test
 	// split was not made (too few images per class); see PlanSplit.
 	Skipped []string `json:"skipped,omitempty"`

@@ -290,10 +290,37 @@ func Train(ctx context.Context, train, val Data, cfg Config, log io.Writer) (*Mo
 		threads = runtime.GOMAXPROCS(0)
 	}
 
-	m := &Model{Version: FormatVersion, Kind: cfg.Kind, Classes: append([]string(nil), classes...), Temperature: 1}
+	var mean, std []float32
 	if cfg.Standardize && len(cfg.InitLayers) == 0 {
-		m.Mean, m.Std = standardStats(train, threads)
+		mean, std = standardStats(train, threads)
 	}
+	m, rng := newModel(cfg, classes, in, mean, std)
+
+	tr := &trainer{cfg: cfg, m: m, train: train, val: val, k: k, threads: threads, log: log, start: start,
+		cw: classWeights(train.ClassCounts(k), cfg.Balance)}
+	var rep *Report
+	var err error
+	if cfg.Optimizer == OptLBFGS {
+		rep, err = tr.lbfgs(ctx)
+	} else {
+		rep, err = tr.minibatch(ctx, rng)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("train: %w", err)
+	}
+	if err := tr.finish(rep, train.Rows()); err != nil {
+		return nil, nil, err
+	}
+	return m, rep, nil
+}
+
+// newModel initialises a head of cfg's shape on in-wide inputs (after any
+// InitLayers) with the given standardisation statistics (nil: none), and
+// returns it with the random source training continues from.
+func newModel(cfg Config, classes []string, in int, mean, std []float32) (*Model, *rand.Rand) {
+	k := len(classes)
+	m := &Model{Version: FormatVersion, Kind: cfg.Kind, Classes: append([]string(nil), classes...), Temperature: 1}
+	m.Mean, m.Std = mean, std
 	rng := rand.New(rand.NewPCG(uint64(cfg.Seed), 0x4ead))
 	for _, l := range cfg.InitLayers {
 		m.Layers = append(m.Layers, l.Clone())
@@ -308,21 +335,16 @@ func Train(ctx context.Context, train, val Data, cfg Config, log io.Writer) (*Mo
 		clear(last.W) // scikit-learn starts from zero
 	}
 	m.Layers = append(m.Layers, last)
+	return m, rng
+}
 
-	tr := &trainer{cfg: cfg, m: m, train: train, val: val, k: k, threads: threads, log: log, start: start,
-		cw: classWeights(train.ClassCounts(k), cfg.Balance)}
-	var rep *Report
-	var err error
-	if cfg.Optimizer == OptLBFGS {
-		rep, err = tr.lbfgs(ctx)
-	} else {
-		rep, err = tr.minibatch(ctx, rng)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("train: %w", err)
-	}
+// finish validates the trained model, fits its temperature on the
+// validation rows, and records metrics and TrainInfo; trainRows is the
+// number of rows trained on.
+func (t *trainer) finish(rep *Report, trainRows int) error {
+	m, val, k, threads, cfg, log, start := t.m, t.val, t.k, t.threads, t.cfg, t.log, t.start
 	if err := m.Validate(); err != nil {
-		return nil, nil, fmt.Errorf("train: diverged (try a lower learning rate): %w", err)
+		return fmt.Errorf("train: diverged (try a lower learning rate): %w", err)
 	}
 
 	m.Metrics = map[string]float64{"train_loss": rep.TrainLoss}
@@ -350,7 +372,7 @@ func Train(ctx context.Context, train, val Data, cfg Config, log io.Writer) (*Mo
 		rep.ValLoss, rep.ValAcc = math.NaN(), math.NaN()
 	}
 	rep.Seconds = time.Since(start).Seconds()
-	m.Train = TrainInfo{Config: cfg, Seed: cfg.Seed, Threads: threads, TrainRows: train.Rows(), ValRows: val.Rows(),
+	m.Train = TrainInfo{Config: cfg, Seed: cfg.Seed, Threads: threads, TrainRows: trainRows, ValRows: val.Rows(),
 		Epochs: rep.Epochs, Iterations: rep.Iters, BestEpoch: rep.BestEpoch, Stopped: rep.Stopped, Seconds: rep.Seconds}
 	m.Train.Config.Threads = cfg.Threads
 	if log != nil && val.Rows() > 0 {
@@ -360,7 +382,7 @@ func Train(ctx context.Context, train, val Data, cfg Config, log io.Writer) (*Mo
 		// no validation rows: no validation figure to print (not NaN, not 0)
 		fmt.Fprintf(log, "done: %s (%s) in %.2fs; no validation split\n", StopText(rep.Stopped), rep.progressText(), rep.Seconds)
 	}
-	return m, rep, nil
+	return nil
 }
 
 // newDense initialises a layer as PyTorch's nn.Linear does: weights and

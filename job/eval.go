@@ -48,6 +48,10 @@ type EvalOptions struct {
 	// prediction sets (empirical coverage, mean set size); nil: 0.9 when
 	// the head has conformal scores.
 	Coverage []float64
+	// Memory is the feature-memory budget (Bytes; 0: DefaultMemory). A
+	// view larger than it, or any view of a head trained on streamed
+	// features, is evaluated block by block.
+	Memory Memory
 }
 
 // Miss is one misclassified image.
@@ -141,6 +145,27 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 		res.Split = "all"
 		runModel, res.Dataset = bb.Ref, ds.Root
 	}
+	// Index the rows first: a head trained on streamed features, or a
+	// matrix larger than the budget, is evaluated block by block.
+	{
+		var segList []string
+		cacheView := view
+		if segs, ok := strings.CutPrefix(view, pipeline.SegmentsViewPrefix); ok {
+			segList, cacheView = strings.Split(segs, ","), ""
+		}
+		budget, _ := opt.Memory.budget()
+		x, err := openIndex(ctx, root, cacheView, segList, 1)
+		if err != nil {
+			return nil, err
+		}
+		x.SetBlockRows(cacheBlockRows(budget, x.D))
+		redraw := opt.Dataset == "" && m.Train.Split != nil && m.Train.Split.Redraw
+		if redraw || x.Bytes() > budget {
+			defer x.Close()
+			return evalIndexed(ctx, opt, m, headPath, x, res, runModel, view)
+		}
+		x.Close()
+	}
 	var f *pipeline.Features
 	if segs, ok := strings.CutPrefix(view, pipeline.SegmentsViewPrefix); ok {
 		// Trained on segments directly (train --segments): read them again.
@@ -177,7 +202,7 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	if len(rows) == 0 {
 		return nil, fmt.Errorf("the %s split of %s is empty", res.Split, f.Run.Dataset)
 	}
-	labels, err := remapLabels(f, m.Classes)
+	labels, err := remapLabels(f.Classes, f.Labels, m.Classes)
 	if err != nil {
 		return nil, err
 	}
@@ -228,19 +253,19 @@ func evalRows(m *head.Model, f *pipeline.Features, split string) (rows []int, no
 
 // remapLabels returns f's labels as indices into classes (the head's class
 // order); a dataset class missing from classes is an error naming it.
-func remapLabels(f *pipeline.Features, classes []string) ([]int32, error) {
+func remapLabels(dataClasses []string, dataLabels []int32, classes []string) ([]int32, error) {
 	idx := map[string]int32{}
 	for i, name := range classes {
 		idx[name] = int32(i)
 	}
-	for _, name := range f.Classes {
+	for _, name := range dataClasses {
 		if _, ok := idx[name]; !ok {
 			return nil, fmt.Errorf("class %q of the dataset is not one of the head's classes %v", name, classes)
 		}
 	}
-	labels := make([]int32, f.N)
+	labels := make([]int32, len(dataLabels))
 	for i := range labels {
-		labels[i] = idx[f.Classes[f.Labels[i]]]
+		labels[i] = idx[dataClasses[dataLabels[i]]]
 	}
 	return labels, nil
 }
@@ -309,6 +334,13 @@ func evalSets(m *head.Model, d head.Data, opt EvalOptions, res *EvalResult) erro
 		}
 		labels[i] = d.Label(i)
 	}
+	return evalSetsProbs(m, probs, labels, covs, res)
+}
+
+// evalSetsProbs measures prediction sets from the evaluated rows'
+// probabilities [len(labels)*K] at coverages covs.
+func evalSetsProbs(m *head.Model, probs []float32, labels []int32, covs []float64, res *EvalResult) error {
+	k := m.NumClasses()
 	for _, c := range covs {
 		st, err := m.Conformal.Evaluate(probs, labels, k, c)
 		if err != nil {

@@ -33,12 +33,40 @@ var DefaultSplit = SplitOptions{Val: 0.1, Test: 0.1, Seed: 1}
 // SplitInfo.Skipped says why (head.PlanSplit). The result records how, for
 // the head.
 func Split(f *pipeline.Features, opt SplitOptions) (*head.SplitInfo, error) {
-	info := &head.SplitInfo{Seed: opt.Seed, Val: opt.Val, Test: opt.Test, View: f.Run.View, Fingerprint: Fingerprint(f), Rows: f.N, Dataset: f.Run.Dataset}
-	bySplit := f.SplitRows()
+	return splitRows(splitInput{labels: f.Labels, classes: f.Classes, split: func(i int) string { return f.Splits[i] },
+		n: f.N, view: f.Run.View, fingerprint: Fingerprint(f), dataset: f.Run.Dataset}, opt)
+}
+
+// SplitIndex is Split for a dataset's features that were indexed rather
+// than loaded: it needs only the rows' labels and split folders, so a
+// split of 100M rows is drawn (and redrawn by Eval) without their
+// features.
+func SplitIndex(x *pipeline.FeatureIndex, opt SplitOptions) (*head.SplitInfo, error) {
+	return splitRows(splitInput{labels: x.Labels, classes: x.Classes, split: func(i int) string { return pipeline.SplitName(x.Splits[i]) },
+		n: x.N, view: x.Run.View, fingerprint: x.Fingerprint, dataset: x.Run.Dataset}, opt)
+}
+
+// splitInput is what a split is drawn from: the rows' labels and split
+// folders, and what identifies the rows.
+type splitInput struct {
+	labels                     []int32
+	classes                    []string
+	split                      func(i int) string
+	n                          int
+	view, fingerprint, dataset string
+}
+
+func splitRows(f splitInput, opt SplitOptions) (*head.SplitInfo, error) {
+	info := &head.SplitInfo{Seed: opt.Seed, Val: opt.Val, Test: opt.Test, View: f.view, Fingerprint: f.fingerprint, Rows: f.n, Dataset: f.dataset}
+	bySplit := map[string][]int{}
+	for i := 0; i < f.n; i++ {
+		s := f.split(i)
+		bySplit[s] = append(bySplit[s], i)
+	}
 	var val, test []int
 	if len(bySplit["train"]) == 0 && len(bySplit["val"]) == 0 && len(bySplit["test"]) == 0 {
 		info.Source = "stratified"
-		plan, err := head.PlanSplit(f.Labels, f.Classes, head.SplitOptions{ValFrac: opt.Val, TestFrac: opt.Test, Seed: opt.Seed})
+		plan, err := head.PlanSplit(f.labels, f.classes, head.SplitOptions{ValFrac: opt.Val, TestFrac: opt.Test, Seed: opt.Seed})
 		if err != nil {
 			return nil, err
 		}
@@ -52,9 +80,9 @@ func Split(f *pipeline.Features, opt SplitOptions) (*head.SplitInfo, error) {
 		if len(val) == 0 && opt.Val > 0 && len(pool) > 0 {
 			labels := make([]int32, len(pool))
 			for i, r := range pool {
-				labels[i] = f.Labels[r]
+				labels[i] = f.labels[r]
 			}
-			plan, err := head.PlanSplit(labels, f.Classes, head.SplitOptions{ValFrac: opt.Val, Seed: opt.Seed})
+			plan, err := head.PlanSplit(labels, f.classes, head.SplitOptions{ValFrac: opt.Val, Seed: opt.Seed})
 			if err != nil {
 				return nil, err
 			}

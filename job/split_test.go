@@ -122,14 +122,14 @@ func TestCheckSplitNoticesChangedView(t *testing.T) {
 
 func TestRemapLabels(t *testing.T) {
 	f := features([]string{"a", "c"}, 2)
-	got, err := remapLabels(f, []string{"c", "b", "a"})
+	got, err := remapLabels(f.Classes, f.Labels, []string{"c", "b", "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := []int32{2, 2, 0, 0}; !reflect.DeepEqual(got, want) {
 		t.Errorf("labels %v, want %v", got, want)
 	}
-	if _, err := remapLabels(f, []string{"a", "b"}); err == nil || !strings.Contains(err.Error(), `class "c"`) {
+	if _, err := remapLabels(f.Classes, f.Labels, []string{"a", "b"}); err == nil || !strings.Contains(err.Error(), `class "c"`) {
 		t.Errorf("unknown class: %v", err)
 	}
 }

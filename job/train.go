@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/headtune/headtune/head"
+	"github.com/headtune/headtune/internal/bytesize"
 	"github.com/headtune/headtune/models"
 	"github.com/headtune/headtune/pipeline"
 )
@@ -55,6 +56,12 @@ type TrainOptions struct {
 	// linear probe; Config's Kind, Optimizer, Seed, Threads, Balance and
 	// WeightDecay apply.
 	ConvTail ConvTailOptions
+	// Memory is the budget for features. When the dataset's N x D matrix
+	// fits, Train loads it as always; when it does not, an MLP (Adam, SGD)
+	// streams minibatches block by block and L-BFGS trains on a subsample
+	// of the training rows chosen by content hash (TrainResult.Data says
+	// which).
+	Memory Memory
 }
 
 // TrainResult reports a training run.
@@ -76,6 +83,9 @@ type TrainResult struct {
 	// was asked and why: splits not made, cross-validation instead of a
 	// validation split, a calibration that could not be fitted.
 	Notes []string
+	// Data says how the features were held: in memory, streamed, or a
+	// subsample.
+	Data *DataMode
 }
 
 // Train trains a head on cached features: it loads the view, divides it
@@ -94,11 +104,26 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 			return nil, fmt.Errorf("view %s: %w (views are the .csv files under a cache folder's views/; omit --view to use the last extract's)", opt.View, err)
 		}
 	}
+	if len(opt.Segments) > 0 && opt.View != "" {
+		return nil, errors.New("train reads a view or segments, not both")
+	}
+	// Index the rows first (labels, splits, hashes: no features) to see
+	// whether the matrix fits the budget.
+	budget, why := opt.Memory.budget()
+	x, err := openIndex(ctx, root, opt.View, opt.Segments, 1)
+	if err != nil {
+		return nil, err
+	}
+	x.SetBlockRows(cacheBlockRows(budget, x.D))
+	if x.Bytes() > budget {
+		defer x.Close()
+		return trainIndexed(ctx, opt, x, budget, why)
+	}
+	mode := &DataMode{Mode: "in-memory", Source: x.Source, Rows: x.N, Used: x.N, MatrixBytes: x.Bytes(), BudgetBytes: budget, BudgetSource: why}
+	mode.Text = fmt.Sprintf("all %s rows in memory (features %s, budget %s)", thousands(x.N), bytesize.FormatBinary(x.Bytes()), budgetText(budget, why))
+	x.Close()
 	var f *pipeline.Features
 	if len(opt.Segments) > 0 {
-		if opt.View != "" {
-			return nil, errors.New("train reads a view or segments, not both")
-		}
 		f, err = pipeline.LoadSegmentFeatures(ctx, opt.Segments)
 	} else {
 		f, err = pipeline.LoadFeatures(root, opt.View)
@@ -106,6 +131,18 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	res, err := trainLoaded(ctx, opt, root, f)
+	if err != nil {
+		return nil, err
+	}
+	mode.TrainRows = res.TrainRows
+	res.Data = mode
+	return res, nil
+}
+
+// trainLoaded is Train on features loaded into memory.
+func trainLoaded(ctx context.Context, opt TrainOptions, root string, f *pipeline.Features) (*TrainResult, error) {
+	var err error
 	if err := head.CheckClasses(opt.Classes, f.Classes); err != nil {
 		return nil, err
 	}
@@ -320,6 +357,9 @@ type TrainSummary struct {
 	ConformalRows int            `json:"conformal_rows"`
 	CV            *head.CVResult `json:"cross_validation,omitempty"`
 	Notes         []string       `json:"notes,omitempty"`
+	// Data says how the features were held (in memory, streamed, a
+	// subsample), with the same line train prints.
+	Data *DataMode `json:"data,omitempty"`
 }
 
 // SplitSummary is how the split was made, without its rows.
@@ -343,7 +383,7 @@ func (r *TrainResult) Summary() TrainSummary {
 	if ev := r.Test; ev != nil {
 		s.Test = map[string]float64{"accuracy": ev.Accuracy, "macro_f1": ev.MacroF1, "ece": ev.ECE}
 	}
-	s.Calibration, s.CV, s.Notes = m.Calibration, r.CV, r.Notes
+	s.Calibration, s.CV, s.Notes, s.Data = m.Calibration, r.CV, r.Notes, r.Data
 	if m.Conformal != nil {
 		s.ConformalRows = len(m.Conformal.Scores)
 	}
@@ -366,6 +406,9 @@ func (res *TrainResult) WriteText(w io.Writer, headPath string) error {
 	m, rep := res.Model, res.Report
 	fmt.Fprintf(w, "train: %s head (%s) on %d-d features: %d train, %d val, %d test images, %d classes\n",
 		m.Kind, m.Train.Config.Optimizer, m.Dim(), res.TrainRows, res.ValRows, res.TestRows, len(m.Classes))
+	if res.Data != nil {
+		fmt.Fprintf(w, "train: %s\n", res.Data.Text)
+	}
 	for _, n := range res.Notes {
 		fmt.Fprintf(w, "train: note: %s\n", n)
 	}

@@ -31,5 +31,12 @@
 //
 // With HEADTUNE_NET_LOOPBACK_ONLY=1 every connection the drivers open
 // must go to a loopback address; anything else fails instead of sending
-// traffic (tests and air-gapped runs set it).
+// traffic (tests and air-gapped runs set it). In that mode the GCS driver
+// needs STORAGE_EMULATOR_HOST and the Azure driver a key, SAS token or
+// connection string: looking up default credentials could ask a cloud
+// metadata service, so it is refused.
+//
+// Every driver is tested against a fake on 127.0.0.1 (objstoretest): S3
+// with gofakes3, GCS with fake-gcs-server (-tags gcs), Azure with Azurite
+// (-tags azure; scripts/setup-azurite.sh installs it).
 package objstore

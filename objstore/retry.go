@@ -49,6 +49,10 @@ func IsNotExist(err error) bool {
 	return errors.Is(err, ErrNotExist) || gcerrors.Code(err) == gcerrors.NotFound
 }
 
+// statusCodes find the HTTP status of a failed request in the error types
+// of the SDKs behind build tags (each driver file adds its own).
+var statusCodes []func(error) (int, bool)
+
 // transient reports whether err is worth retrying: throttling, server
 // errors, timeouts of one request, broken connections. Missing objects,
 // refused permissions, failed preconditions and bad arguments are final,
@@ -64,11 +68,21 @@ func transient(ctx context.Context, err error) bool {
 	case gcerrors.ResourceExhausted, gcerrors.Internal, gcerrors.DeadlineExceeded:
 		return true
 	}
+	code, ok := 0, false
 	var hs interface{ HTTPStatusCode() int } // AWS SDK response errors
 	if errors.As(err, &hs) {
-		if c := hs.HTTPStatusCode(); c >= 500 || c == 429 || c == 408 {
+		code, ok = hs.HTTPStatusCode(), true
+	}
+	for _, f := range statusCodes {
+		if ok {
+			break
+		}
+		code, ok = f(err)
+	}
+	if ok {
+		if code >= 500 || code == 429 || code == 408 {
 			return true
-		} else if c >= 400 {
+		} else if code >= 400 {
 			return false
 		}
 	}

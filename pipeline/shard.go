@@ -97,6 +97,12 @@ type claim struct {
 	Time    time.Time `json:"time"`
 }
 
+// beforeClaim, when set, runs after ExtractShard found chunk c unsealed
+// and before it tries to claim it. It is a test seam: another attempt
+// that seals c and releases its claim in exactly this window must not
+// make this one compute c again (TestExtractShardClaimRace).
+var beforeClaim func(c int)
+
 // ExtractShard runs one shard of a plan: the shard's images are read from
 // the dataset's location, their features computed into the local cache,
 // and every ChunkRows images sealed as a chunk under the output; when all
@@ -280,6 +286,9 @@ func ExtractShard(ctx context.Context, bb *Backbone, opt ShardOptions) (*ShardSu
 				sum.SealedByOther++
 				prog.Total -= min(m, len(items)-c*m)
 				continue
+			}
+			if beforeClaim != nil {
+				beforeClaim(c)
 			}
 			got, err := tryClaim(c)
 			if err != nil {

@@ -9,7 +9,7 @@
 # Raw output goes to scripts/results/<name>-<UTC time>.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BENCH="${BENCH:-extract decode backbones head peers cloud int8}"
+BENCH="${BENCH:-extract decode backbones head peers cloud stream int8}"
 stamp=$(date -u +%Y%m%d-%H%M%S)
 mkdir -p scripts/results
 go build -o bin/headtune ./cmd/headtune
@@ -49,6 +49,9 @@ for b in $BENCH; do
       # extraction (a fake S3 in the process on 127.0.0.1).
       go build -o bin/benchcloud ./scripts/benchcloud
       run cloud ./bin/benchcloud -repeats 5 ;;
+    stream)
+      # MLP training streamed under a 1 MiB budget against in memory.
+      run stream go test ./job -run '^$' -bench TrainStreamed -benchtime 11x ;;
     int8)
       # float32 against `models quantize` int8, per registry backbone.
       run int8 env QUANTIZE_ARGS="--min-cosine 0.995" RESULTS="scripts/results/bench_int8-$stamp-table.txt" ./scripts/bench_int8.sh ;;

@@ -30,6 +30,7 @@ func evalCommand() *cli.Command {
 			facesSelectFlags("with DATASET and a head trained on faces (face mode is then implied): --faces all evaluates every face, not only the largest")[0],
 			facesSelectFlags("")[1],
 			facesSelectFlags("")[2],
+			&cli.StringFlag{Name: "memory", Usage: "budget for features, e.g. `SIZE` 4GiB: larger views, and heads trained on streamed features, are evaluated block by block", DefaultText: "half of physical memory"},
 			&cli.Float64SliceFlag{Name: "coverage", Usage: "measure the head's prediction sets at these coverages `P` (empirical coverage, mean set size)", DefaultText: "0.9 when the head has conformal scores"},
 		},
 		Action: runEval,
@@ -52,6 +53,10 @@ func runEval(c *cli.Context) error {
 		Workers:      c.Int("workers"),
 		AllFaces:     c.Bool("faces-all"),
 		Coverage:     c.Float64Slice("coverage"),
+	}
+	var err error
+	if opt.Memory, err = memoryFlag(c); err != nil {
+		return err
 	}
 	switch {
 	case c.Bool("original"):

@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/headtune/headtune/head"
+	"github.com/headtune/headtune/internal/bytesize"
 	"github.com/headtune/headtune/job"
 )
 
@@ -38,6 +39,8 @@ func trainCommand() *cli.Command {
 			&cli.Float64Flag{Name: "val", Value: job.DefaultSplit.Val, Usage: "validation fraction when the dataset has no val/ folder"},
 			&cli.Float64Flag{Name: "test", Value: job.DefaultSplit.Test, Usage: "test fraction when the dataset has no test/ folder"},
 			&cli.Int64Flag{Name: "seed", Value: job.DefaultSplit.Seed, Usage: "seed for splits, folds, initialisation and shuffling (recorded in the head)"},
+			&cli.StringFlag{Name: "memory", Usage: "budget for features, e.g. `SIZE` 4GiB or 512MB: larger feature sets stream minibatches (mlp, adam, sgd) or train L-BFGS on a subsample chosen by content hash", DefaultText: "half of physical memory"},
+			&cli.IntFlag{Name: "max-rows", Usage: "L-BFGS on features larger than --memory: at most `N` rows in the subsample", DefaultText: "as many as the budget holds"},
 			&cli.IntFlag{Name: "cv", Usage: "K: stratified K-fold cross-validation on the training images (per-fold and mean ± std figures), calibration and prediction sets on its out-of-fold predictions, then the final head on all training images; no validation split is drawn", DefaultText: "only when the validation split is too small to calibrate on"},
 		},
 		Action: runTrain,
@@ -53,7 +56,13 @@ func runTrain(c *cli.Context) error {
 	if c.Bool("quiet") {
 		log = nil
 	}
+	mem, err := memoryFlag(c)
+	if err != nil {
+		return err
+	}
+	mem.MaxRows = c.Int("max-rows")
 	res, err := job.Train(c.Context, job.TrainOptions{
+		Memory:   mem,
 		Env:      env(c),
 		View:     c.String("view"),
 		Segments: c.StringSlice("segments"),
@@ -109,6 +118,18 @@ func trainConfig(c *cli.Context) (head.Config, error) {
 	cfg.Seed = c.Int64("seed")
 	cfg.Threads = c.Int("threads")
 	return cfg, nil
+}
+
+// memoryFlag reads --memory (unset: job's default budget).
+func memoryFlag(c *cli.Context) (job.Memory, error) {
+	if !c.IsSet("memory") {
+		return job.Memory{}, nil
+	}
+	b, err := bytesize.Parse(c.String("memory"))
+	if err != nil {
+		return job.Memory{}, fmt.Errorf("--memory: %w", err)
+	}
+	return job.Memory{Bytes: b}, nil
 }
 
 // setInt and setFloat return a flag's value when it was given, else 0.

@@ -3,6 +3,7 @@ package segment
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -341,4 +342,46 @@ func describe(locs []*objstore.Location) string {
 		s = append(s, l.String())
 	}
 	return strings.Join(s, ", ")
+}
+
+// ReadHeader reads and decodes only the header of chunk c (two ranged
+// reads), for an index of its entries without its rows. The header is not
+// verified against the chunk's checksum; Decode of the whole chunk does
+// that when its rows are read.
+func ReadHeader(ctx context.Context, c ChunkRef) (*Header, error) {
+	where := c.Loc.Describe(c.Rel)
+	pre, _, err := c.Loc.ReadRange(ctx, c.Rel, 0, int64(len(magic)+4))
+	if err != nil {
+		return nil, err
+	}
+	if len(pre) < len(magic)+4 || string(pre[:len(magic)]) != magic {
+		return nil, fmt.Errorf("chunk %s: %w: not a segment chunk", where, ErrCorrupt)
+	}
+	hl := int64(binary.LittleEndian.Uint32(pre[len(magic):]))
+	if hl > MaxHeader {
+		return nil, fmt.Errorf("chunk %s: %w: header length %d does not fit", where, ErrCorrupt, hl)
+	}
+	hj, _, err := c.Loc.ReadRange(ctx, c.Rel, int64(len(magic)+4), hl)
+	if err != nil {
+		return nil, err
+	}
+	var h Header
+	if int64(len(hj)) != hl {
+		return nil, fmt.Errorf("chunk %s: %w: header of %d bytes, %d read", where, ErrCorrupt, hl, len(hj))
+	}
+	if err := json.Unmarshal(hj, &h); err != nil {
+		return nil, fmt.Errorf("chunk %s: %w: header: %v", where, ErrCorrupt, err)
+	}
+	if h.Format != format || h.Version != version {
+		return nil, fmt.Errorf("chunk %s: format %q version %d, this build reads %q version %d", where, h.Format, h.Version, format, version)
+	}
+	if err := h.Identity.Validate(); err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", where, err)
+	}
+	for i, e := range h.Entries {
+		if e.Row < 0 || e.Row >= h.Rows {
+			return nil, fmt.Errorf("chunk %s: %w: entry %d (%s) points at row %d of %d", where, ErrCorrupt, i, e.Key, e.Row, h.Rows)
+		}
+	}
+	return &h, nil
 }

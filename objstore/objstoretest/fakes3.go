@@ -1,6 +1,8 @@
-// Package objstoretest runs an in-process fake S3 server on 127.0.0.1 for
-// tests, with fault injection (throttling, server errors, truncated
-// bodies). Nothing it starts listens on or dials anything but loopback.
+// Package objstoretest runs fake object stores on 127.0.0.1 for tests,
+// with fault injection (throttling, server errors, delays): S3 (gofakes3,
+// in process), Google Cloud Storage (fake-gcs-server, in process; build
+// tag gcs) and Azure Blob Storage (Azurite, a node process; build tag
+// azure). Nothing it starts listens on or dials anything but loopback.
 package objstoretest
 
 import (
@@ -9,10 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
@@ -20,19 +19,16 @@ import (
 	"github.com/headtune/headtune/objstore"
 )
 
-// FakeS3 is a fake S3 endpoint serving one bucket.
+// FakeS3 is a fake S3 endpoint serving one bucket. Its Faults count,
+// delay and fail requests.
 type FakeS3 struct {
+	Faults
 	// Endpoint is http://127.0.0.1:PORT.
 	Endpoint string
 	Bucket   string
-	// Requests counts every request the server received, by method.
-	Requests sync.Map // string -> *atomic.Int64
 
 	srv     *httptest.Server
 	backend *s3mem.Backend
-	mu      sync.Mutex
-	fault   func(r *http.Request) int // status to fail with, 0 to serve
-	delay   func(r *http.Request) time.Duration
 }
 
 // Env is the environment a process needs to reach a FakeS3: static
@@ -73,30 +69,11 @@ func StartServer(bucket string) (*FakeS3, error) {
 	if err := f.backend.CreateBucket(bucket); err != nil {
 		return nil, err
 	}
-	handler := gofakes3.New(f.backend).Server()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	f.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, _ := f.Requests.LoadOrStore(r.Method, new(atomic.Int64))
-		c.(*atomic.Int64).Add(1)
-		f.mu.Lock()
-		fault, delay := f.fault, f.delay
-		f.mu.Unlock()
-		if delay != nil {
-			if d := delay(r); d > 0 {
-				time.Sleep(d)
-			}
-		}
-		if fault != nil {
-			if code := fault(r); code != 0 {
-				writeError(w, code)
-				return
-			}
-		}
-		handler.ServeHTTP(w, r)
-	})}}
+	f.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: f.wrap(gofakes3.New(f.backend).Server(), writeError)}}
 	f.srv.Start()
 	f.Endpoint = f.srv.URL
 	return f, nil
@@ -110,23 +87,6 @@ func StartServer(bucket string) (*FakeS3, error) {
 func (f *FakeS3) URL(prefix string) string {
 	return "s3://" + f.Bucket + "/" + strings.TrimPrefix(prefix, "/") + "?endpoint=" + f.Endpoint +
 		"&use_path_style=true&region=us-east-1&disable_https=true&response_checksum_validation=when_required"
-}
-
-// SetFault installs fn, asked for every request: a non-zero status fails
-// the request with that status (503 as S3's SlowDown, 500 as
-// InternalError, anything else as a bare error). nil removes it.
-func (f *FakeS3) SetFault(fn func(r *http.Request) int) {
-	f.mu.Lock()
-	f.fault = fn
-	f.mu.Unlock()
-}
-
-// SetDelay installs fn, asked for every request: the server waits that
-// long before answering (a slow store, so that tests can act mid-run).
-func (f *FakeS3) SetDelay(fn func(r *http.Request) time.Duration) {
-	f.mu.Lock()
-	f.delay = fn
-	f.mu.Unlock()
 }
 
 // Keys lists the keys under prefix, straight from the backend.
@@ -151,39 +111,6 @@ func (f *FakeS3) Get(key string) ([]byte, error) {
 	}
 	defer o.Contents.Close()
 	return io.ReadAll(o.Contents)
-}
-
-// FailFirst makes the first n requests for each object key whose path
-// contains substr fail with status code; it returns a counter of the
-// failures served.
-func (f *FakeS3) FailFirst(substr string, n int, code int) *atomic.Int64 {
-	var mu sync.Mutex
-	seen := map[string]int{}
-	served := new(atomic.Int64)
-	f.SetFault(func(r *http.Request) int {
-		if !strings.Contains(r.URL.Path, substr) {
-			return 0
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		key := r.Method + " " + r.URL.Path
-		if seen[key] < n {
-			seen[key]++
-			served.Add(1)
-			return code
-		}
-		return 0
-	})
-	return served
-}
-
-// Count returns the number of requests with method received so far.
-func (f *FakeS3) Count(method string) int64 {
-	c, ok := f.Requests.Load(method)
-	if !ok {
-		return 0
-	}
-	return c.(*atomic.Int64).Load()
 }
 
 // Put stores an object directly in the backend (no HTTP).
