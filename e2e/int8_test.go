@@ -30,6 +30,9 @@ func TestInt8EndToEnd(t *testing.T) {
 					Calibration struct {
 						Images        int     `json:"images"`
 						FeatureCosine float64 `json:"feature_cosine"`
+						Speed         *struct {
+							Speedup float64 `json:"speedup"`
+						} `json:"speed"`
 					} `json:"calibration"`
 				} `json:"derived"`
 			} `json:"meta"`
@@ -41,6 +44,10 @@ func TestInt8EndToEnd(t *testing.T) {
 	m := q.Installed.Meta
 	if m.Name != "base-int8" || m.Source != "derived" || m.Derived.From != "base" || m.Derived.Calibration.Images != 40 {
 		t.Fatalf("quantize result %+v", m)
+	}
+	// The measured speed-up is the CPU's business; it must be reported.
+	if sp := m.Derived.Calibration.Speed; sp == nil || sp.Speedup <= 0 {
+		t.Errorf("models quantize --json: no measured speed-up in the calibration: %+v", sp)
 	}
 	list := c.ok("models", "list").stdout
 	if !strings.Contains(list, "int8 of base") {

@@ -79,6 +79,13 @@ type QuantizeResult struct {
 // DefaultCalibrationSamples is QuantizeOptions.Samples' default.
 const DefaultCalibrationSamples = 500
 
+// SlowInt8Speedup is the measured int8 speed-up (models.SpeedCheck) below
+// which `models quantize` tells the user that int8 buys little on their
+// CPU: under 1.5x the features' small loss of precision is bought with
+// little time (MobileNetV2 measured 1.75x, face-expression 1.3x; README
+// "int8 backbones against float32").
+const SlowInt8Speedup = 1.5
+
 // Quantize makes a static int8 copy of an installed backbone: it calibrates
 // activation ranges on the dataset's images (with the model's own
 // preprocessing), rewrites the graph with quantize.Plan, checks the int8
@@ -252,6 +259,10 @@ func Quantize(ctx context.Context, opt QuantizeOptions) (*QuantizeResult, error)
 	}
 	res.Report = rep
 	n := chk.n
+	speed, err := chk.speed(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("quantize %s: speed check: %w", opt.Model, err)
+	}
 
 	data, err := backbone.MarshalModel(q)
 	if err != nil {
@@ -264,7 +275,7 @@ func Quantize(ctx context.Context, opt QuantizeOptions) (*QuantizeResult, error)
 	res.Calibration = models.Calibration{
 		Dataset: abs, Images: stats.Images(), Seed: opt.Seed, Method: opt.Method, Percentile: opt.Percentile,
 		Float: opt.Float, QuantizedNodes: rep.Nodes, LeftFloat: len(rep.Left),
-		FeatureCosine: mean, MinFeatureCosine: worst, CheckImages: n,
+		FeatureCosine: mean, MinFeatureCosine: worst, CheckImages: n, Speed: speed,
 	}
 	meta := src.Meta
 	meta.Name = opt.Name
@@ -400,6 +411,89 @@ func (c *checker) build(ctx context.Context, full *onnxpb.ModelProto, opt quanti
 		return nil, nil, 0, 0, fmt.Errorf("no check image ran through the int8 model")
 	}
 	return q, rep, mean / float64(c.n), worst, nil
+}
+
+// speedRounds is how many times speed runs each check image through each
+// model; the first pass over a session's first images is not timed.
+const speedRounds = 3
+
+// speed times the float32 cut and the int8 model q on the check images:
+// batch 1, one thread each (ONNX Runtime's int8 and float kernels compared
+// core for core, as the pipeline runs them), the two models alternating
+// image by image and which one goes first alternating too, so load that
+// comes and goes on the machine falls on both alike.
+func (c *checker) speed(ctx context.Context, q *onnxpb.ModelProto) (*models.SpeedCheck, error) {
+	cut, err := backbone.CutAtFeature(q, c.bb.Choice)
+	if err != nil {
+		return nil, err
+	}
+	spec := c.bb.Spec
+	inLen := spec.TensorLen()
+	var tensors [][]float32
+	var sc imaging.Scratch
+	for _, p := range c.paths {
+		x := make([]float32, inLen)
+		if err := spec.Load(p, x, &sc); err != nil {
+			continue // unreadable: the check above already skipped it
+		}
+		tensors = append(tensors, x)
+	}
+	if len(tensors) == 0 {
+		return nil, fmt.Errorf("none of the %d check images could be read", len(c.paths))
+	}
+	var sess [2]*ort.Session
+	for k, m := range []*onnxpb.ModelProto{c.bb.Cut, cut} {
+		data, err := backbone.MarshalModel(m)
+		if err != nil {
+			return nil, err
+		}
+		sess[k], err = ort.NewSession(data, ort.SessionSpec{
+			Input: c.bb.InputName, InputShape: inputShape(spec), Outputs: []string{backbone.FeatureOutput}, OutputSizes: []int{c.bb.Dim}, FixedBatch: c.fixed,
+		}, ort.SessionOptions{Threads: 1})
+		if err != nil {
+			return nil, err
+		}
+		defer sess[k].Close()
+	}
+	out := make([]float32, c.bb.Dim)
+	var ratios []float64
+	var ms [2][]float64
+	for round := 0; round <= speedRounds; round++ {
+		for i, x := range tensors {
+			var d [2]time.Duration
+			for j := 0; j < 2; j++ {
+				k := (i + j + round) % 2
+				t := time.Now()
+				if err := sess[k].Run(ctx, x, 1, out); err != nil {
+					return nil, err
+				}
+				d[k] = time.Since(t)
+			}
+			if round == 0 {
+				continue // warm-up: first runs allocate and fill caches
+			}
+			ratios = append(ratios, d[0].Seconds()/d[1].Seconds())
+			ms[0] = append(ms[0], d[0].Seconds()*1e3)
+			ms[1] = append(ms[1], d[1].Seconds()*1e3)
+		}
+		if c.progress != nil {
+			c.progress("speed", round, speedRounds)
+		}
+	}
+	return &models.SpeedCheck{Speedup: median(ratios), FloatMillis: median(ms[0]), Int8Millis: median(ms[1]),
+		Runs: len(ratios), Threads: 1, ORT: ort.Version()}, nil
+}
+
+// median of v (reordered); 0 for none.
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	sort.Float64s(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
 // sensitivity keeps each quantized Conv/Gemm/MatMul/Add/Concat float in

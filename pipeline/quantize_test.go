@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/ort"
+	"github.com/headtune/headtune/backbone/quantize"
 	"github.com/headtune/headtune/internal/testasset"
 	"github.com/headtune/headtune/internal/testmodels"
 	"github.com/headtune/headtune/models"
@@ -68,11 +70,16 @@ func TestQuantizeInstallsDerivedModel(t *testing.T) {
 	if c.FeatureCosine < 0.99 || c.FeatureCosine > 1.0000001 {
 		t.Errorf("feature cosine %.5f on the check images", c.FeatureCosine)
 	}
+	// The speed check is a measurement shown to the user: it must be there
+	// and positive, its value is the CPU's business.
+	if sp := c.Speed; sp == nil || sp.Speedup <= 0 || sp.FloatMillis <= 0 || sp.Int8Millis <= 0 || sp.Runs != speedRounds*4 || sp.Threads != 1 {
+		t.Errorf("speed check %+v, want positive times over %d runs", sp, speedRounds*4)
+	}
 	got, err := store.Get("base-int8")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Meta.Source != models.SourceDerived || got.Meta.Derived == nil || got.Meta.Derived.Calibration.Images != 8 {
+	if got.Meta.Source != models.SourceDerived || got.Meta.Derived == nil || got.Meta.Derived.Calibration.Images != 8 || got.Meta.Derived.Calibration.Speed == nil {
 		t.Errorf("meta.json does not say derived: %+v", got.Meta)
 	}
 	if err := store.Verify("base-int8"); err != nil {
@@ -207,5 +214,81 @@ func TestQuantizeMinCosineKeepsLayersFloat(t *testing.T) {
 	}
 	if f[0] != res.Sensitivity[0].Node {
 		t.Errorf("first layer kept float %s, most sensitive %s", f[0], res.Sensitivity[0].Node)
+	}
+}
+
+// TestQuantizeTextSaysWhenInt8BuysLittle: the measured speed-up is printed,
+// and under SlowInt8Speedup the user is told float32 may be the better
+// choice; at or above it, not.
+func TestQuantizeTextSaysWhenInt8BuysLittle(t *testing.T) {
+	for _, tc := range []struct {
+		speedup float64
+		advice  bool
+	}{{1.2, true}, {SlowInt8Speedup, false}, {2.4, false}} {
+		r := &QuantizeResult{Report: &quantize.Report{}, Calibration: models.Calibration{Method: "percentile", CheckImages: 32,
+			Speed: &models.SpeedCheck{Speedup: tc.speedup, FloatMillis: 4.2, Int8Millis: 4.2 / tc.speedup, Runs: 96, Threads: 1}}}
+		var b strings.Builder
+		if err := r.WriteText(&b, "mnv2"); err != nil {
+			t.Fatal(err)
+		}
+		out := b.String()
+		if want := fmt.Sprintf("%.2fx faster (median of 96 runs each)", tc.speedup); !strings.Contains(out, want) {
+			t.Errorf("speed-up %v: no %q in\n%s", tc.speedup, want, out)
+		}
+		if got := strings.Contains(out, "float32 may be the better choice"); got != tc.advice {
+			t.Errorf("speed-up %v: advice printed %v, want %v:\n%s", tc.speedup, got, tc.advice, out)
+		}
+	}
+}
+
+// TestQuantizeFloatLayerRunsFloat: a Conv kept float (--float) between
+// quantized neighbours runs as a float Conv in the graph ONNX Runtime
+// optimises, not as a QLinearConv with weights ONNX Runtime quantized
+// itself (its WeightBiasQuantization transformer, disabled by
+// backbone/ort).
+func TestQuantizeFloatLayerRunsFloat(t *testing.T) {
+	store, imgs := quantizeFixture(t, "mobilenet", 10)
+	ctx := context.Background()
+	full, err := OpenBackbone("base", BackboneOptions{Store: store, NoSession: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A Conv in the middle of the cut: quantized layers before and after.
+	var convs []string
+	for _, n := range full.Cut.Graph.Node {
+		if n.GetOpType() == "Conv" {
+			convs = append(convs, n.GetName())
+		}
+	}
+	if len(convs) < 3 {
+		t.Fatalf("test model has %d convolutions, want 3 or more", len(convs))
+	}
+	mid := convs[len(convs)/2]
+	floatConvs := func(name string, float []string) int {
+		if _, err := Quantize(ctx, QuantizeOptions{Store: store, Model: "base", Name: name, Dataset: imgs, Samples: 8, CheckImages: 2, Threads: 1, Float: float}); err != nil {
+			t.Fatal(err)
+		}
+		opt := filepath.Join(t.TempDir(), "optimized.onnx")
+		bb, err := OpenBackbone(name, BackboneOptions{Store: store, Session: ort.SessionOptions{Threads: 1, OptimizedModelPath: opt}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bb.Close()
+		m, err := backbone.ReadModelFile(opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, node := range m.Graph.Node {
+			switch node.GetOpType() {
+			case "Conv", "FusedConv", "NhwcFusedConv":
+				n++
+			}
+		}
+		return n
+	}
+	all, kept := floatConvs("all-int8", nil), floatConvs("mid-float", []string{mid})
+	if kept != all+1 {
+		t.Errorf("%s kept float: %d float convolutions in ONNX Runtime's graph, want %d (%d with none kept)", mid, kept, all+1, all)
 	}
 }

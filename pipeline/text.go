@@ -33,6 +33,14 @@ func (r *QuantizeResult) WriteText(w io.Writer, source string) error {
 		r.Installed.Meta.Name, source, r.Installed.ModelPath(), cal.QuantizedNodes, cal.LeftFloat, cal.Method, cal.Images)
 	fmt.Fprintf(w, "models: features against float32 on %d other images: cosine %.4f mean, %.4f worst\n",
 		cal.CheckImages, cal.FeatureCosine, cal.MinFeatureCosine)
+	if sp := cal.Speed; sp != nil {
+		fmt.Fprintf(w, "models: inference on this CPU, 1 thread, batch 1: %.2f ms float32, %.2f ms int8 per image: %.2fx faster (median of %d runs each)\n",
+			sp.FloatMillis, sp.Int8Millis, sp.Speedup, sp.Runs)
+		if sp.Speedup < SlowInt8Speedup {
+			fmt.Fprintf(w, "models: int8 buys little on this CPU for %s (under %.1fx): float32 may be the better choice, since it keeps the features exact\n",
+				source, SlowInt8Speedup)
+		}
+	}
 	if len(r.Sensitivity) > 0 {
 		fmt.Fprintf(w, "models: most sensitive layers (feature cosine with that layer float32):\n")
 		for _, l := range r.Sensitivity[:min(5, len(r.Sensitivity))] {

@@ -3,7 +3,10 @@ package ort
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
+	"time"
 
 	onnxruntime "github.com/yalue/onnxruntime_go"
 )
@@ -21,6 +24,18 @@ type SessionOptions struct {
 	// spinning threads steal the cores that decode workers need (measured
 	// 172 vs 234 images/s for MobileNetV2 under decode load, see README).
 	Spinning bool
+	// ProfilePrefix, when set, turns on ONNX Runtime's profiler: every node
+	// run is recorded and the trace is written when the session is closed,
+	// to a JSON file (chrome://tracing format) that ONNX Runtime names
+	// PREFIX_<date>_<time>.json; Session.ProfileFile gives its path after
+	// Close. Give each session its own prefix: the file is found by it.
+	// Profiling costs time on every run: for measurements only.
+	ProfilePrefix string
+	// OptimizedModelPath, when set, makes ONNX Runtime write the graph it
+	// actually runs (after its fusions and layout changes, which are
+	// specific to this CPU and library) to that file when the session is
+	// created. Its node names are the ones a profile reports.
+	OptimizedModelPath string
 }
 
 // Session runs one ONNX model with one float32 input of per-sample shape
@@ -35,6 +50,11 @@ type Session struct {
 	outputSizes []int
 	outShapes   [][]int64 // per sample; nil: [size]
 	maxBatch    int       // 0: any; 1 for models with a fixed batch of 1
+	// profilePrefix and profileSince find the profile ONNX Runtime writes
+	// on Close; profileFile is its path afterwards.
+	profilePrefix string
+	profileSince  time.Time
+	profileFile   string
 }
 
 // SessionSpec names what a Session feeds and reads.
@@ -96,6 +116,27 @@ func NewSession(model []byte, spec SessionSpec, opt SessionOptions) (*Session, e
 	if err := so.AddSessionConfigEntry("session.intra_op.allow_spinning", spin); err != nil {
 		return nil, err
 	}
+	// ONNX Runtime 1.20+ (its WeightBiasQuantization transformer) gives a
+	// Conv, Gemm or MatMul with float weights that sits between a
+	// DequantizeLinear and a QuantizeLinear int8 weights of its own, one
+	// scale per tensor: the layers that `models quantize --float` and
+	// --min-cosine keep float32 on purpose would run int8, less precisely
+	// than headtune's per-channel weights, and every speed and accuracy
+	// measurement of mixed precision would be of that instead. Unknown
+	// names are ignored, so older libraries are unaffected.
+	if err := so.AddSessionConfigEntry("optimization.disable_specified_optimizers", "WeightBiasQuantization"); err != nil {
+		return nil, err
+	}
+	if opt.ProfilePrefix != "" {
+		if err := so.EnableProfiling(opt.ProfilePrefix); err != nil {
+			return nil, fmt.Errorf("enable profiling to %s: %w", opt.ProfilePrefix, err)
+		}
+	}
+	if opt.OptimizedModelPath != "" {
+		if err := so.SetOptimizedModelFilePath(opt.OptimizedModelPath); err != nil {
+			return nil, fmt.Errorf("optimized model path %s: %w", opt.OptimizedModelPath, err)
+		}
+	}
 	switch opt.Device {
 	case "", "cpu":
 	case "cuda":
@@ -105,18 +146,23 @@ func NewSession(model []byte, spec SessionSpec, opt SessionOptions) (*Session, e
 	default:
 		return nil, fmt.Errorf("unknown device %q: expected cpu or cuda", opt.Device)
 	}
+	// ONNX Runtime stamps the profile's name to the second: one second
+	// back, so a file named in the second the session starts is found.
+	since := time.Now().Add(-time.Second)
 	sess, err := onnxruntime.NewDynamicAdvancedSessionWithONNXData(model, []string{spec.Input}, spec.Outputs, so)
 	if err != nil {
 		return nil, fmt.Errorf("create ONNX Runtime session: %w", err)
 	}
 	return &Session{
-		sess:        sess,
-		inputName:   spec.Input,
-		outputNames: append([]string(nil), spec.Outputs...),
-		inputShape:  append([]int64(nil), spec.InputShape...),
-		outputSizes: append([]int(nil), spec.OutputSizes...),
-		outShapes:   spec.OutputShapes,
-		maxBatch:    spec.FixedBatch,
+		profilePrefix: opt.ProfilePrefix,
+		profileSince:  since,
+		sess:          sess,
+		inputName:     spec.Input,
+		outputNames:   append([]string(nil), spec.Outputs...),
+		inputShape:    append([]int64(nil), spec.InputShape...),
+		outputSizes:   append([]int(nil), spec.OutputSizes...),
+		outShapes:     spec.OutputShapes,
+		maxBatch:      spec.FixedBatch,
 	}, nil
 }
 
@@ -219,14 +265,46 @@ func (s *Session) Run(ctx context.Context, in []float32, n int, outs ...[]float3
 	return nil
 }
 
-// Close destroys the session. Safe to call twice.
+// Close destroys the session. Safe to call twice. With
+// SessionOptions.ProfilePrefix set, ONNX Runtime writes the profile now, and
+// Close fails when it cannot find it.
 func (s *Session) Close() error {
 	if s == nil || s.sess == nil {
 		return nil
 	}
 	err := s.sess.Destroy()
 	s.sess = nil
+	if err == nil && s.profilePrefix != "" {
+		s.profileFile, err = findProfile(s.profilePrefix, s.profileSince)
+	}
 	return err
+}
+
+// ProfileFile is the path of the profile ONNX Runtime wrote on Close, for a
+// session made with SessionOptions.ProfilePrefix; "" before Close or
+// without profiling. The caller owns the file (and removes it).
+func (s *Session) ProfileFile() string { return s.profileFile }
+
+// findProfile returns the newest PREFIX_*.json modified since since: ONNX
+// Runtime appends the date and time to the prefix and does not say which
+// file it wrote.
+func findProfile(prefix string, since time.Time) (string, error) {
+	names, err := filepath.Glob(prefix + "_*.json")
+	if err != nil {
+		return "", fmt.Errorf("profile %s_*.json: %w", prefix, err)
+	}
+	best, bestT := "", since
+	for _, n := range names {
+		st, err := os.Stat(n)
+		if err != nil || st.ModTime().Before(bestT) {
+			continue
+		}
+		best, bestT = n, st.ModTime()
+	}
+	if best == "" {
+		return "", fmt.Errorf("ONNX Runtime wrote no profile %s_*.json", prefix)
+	}
+	return best, nil
 }
 
 func appendCUDA(so *onnxruntime.SessionOptions, deviceID int) error {

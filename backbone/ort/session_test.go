@@ -173,3 +173,38 @@ func TestSessionCancelIsPerCall(t *testing.T) {
 	}
 	t.Logf("%d of 300 runs were cancelled", cancelled)
 }
+
+func TestSessionProfileAndOptimizedModel(t *testing.T) {
+	data, input, shape, dim := cutTestModel(t)
+	dir := t.TempDir()
+	opt := ort.SessionOptions{Threads: 1, ProfilePrefix: filepath.Join(dir, "p"), OptimizedModelPath: filepath.Join(dir, "opt.onnx")}
+	s, err := ort.NewSession(data, ort.SessionSpec{Input: input, InputShape: shape, Outputs: []string{"features"}, OutputSizes: []int{dim}}, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := make([]float32, s.InputLen())
+	out := make([]float32, dim)
+	if err := s.Run(context.Background(), in, 1, out); err != nil {
+		t.Fatal(err)
+	}
+	if s.ProfileFile() != "" {
+		t.Fatalf("ProfileFile before Close: %q", s.ProfileFile())
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(s.ProfileFile())
+	if err != nil {
+		t.Fatalf("profile after Close: %v", err)
+	}
+	if !strings.HasPrefix(filepath.Base(s.ProfileFile()), "p_") || !strings.Contains(string(b), `"cat" : "Node"`) {
+		t.Errorf("profile %s holds no node events: %.200s", s.ProfileFile(), b)
+	}
+	m, err := backbone.ReadModelFile(opt.OptimizedModelPath)
+	if err != nil {
+		t.Fatalf("optimized model: %v", err)
+	}
+	if len(m.Graph.Node) == 0 {
+		t.Error("optimized model has no nodes")
+	}
+}

@@ -5,6 +5,10 @@
 //	inferPar  -threads concurrent 1-thread runs (the pipeline's layout)
 //	e2e       `headtune extract` end to end into a fresh cache
 //	cosine    cosine similarity of the two models' features per image
+//	profile   (-profile N) ONNX Runtime's profiler on N images through both
+//	          models, 1 thread, alternating: kernel µs per image by layer
+//	          class (backbone/ortprof) and the bound on the speed-up if
+//	          every class ran in its faster precision
 //
 // Inference runs each image through both models back to back, timing each
 // call, so that load coming and going on a shared machine falls on both
@@ -20,6 +24,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"sync"
@@ -27,6 +32,7 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/ort"
+	"github.com/headtune/headtune/backbone/ortprof"
 	"github.com/headtune/headtune/imaging"
 	_ "github.com/headtune/headtune/imaging/turbojpeg"
 	"github.com/headtune/headtune/models"
@@ -51,10 +57,16 @@ type result struct {
 	CosineMin        float64 `json:"cosine_min"`
 	FloatName        string  `json:"float_model"`
 	Int8Name         string  `json:"int8_model"`
+	TuneLayers       int     `json:"tune_layers,omitempty"`
+	Dim              int     `json:"dim"` // feature values per image
 	FloatSizeBytes   int64   `json:"float_size_bytes"`
 	Int8SizeBytes    int64   `json:"int8_size_bytes"`
 	InferParSpread   string  `json:"inferpar_speedup_range"`
 	E2ESpeedupSpread string  `json:"e2e_speedup_range"`
+	// Profile is the per-class comparison (-profile), nil without it.
+	Profile *ortprof.Comparison `json:"profile,omitempty"`
+	// ProfileImages is the number of images profiled (runs averaged).
+	ProfileImages int `json:"profile_images,omitempty"`
 }
 
 func main() {
@@ -64,6 +76,9 @@ func main() {
 	threads := flag.Int("threads", runtime.NumCPU(), "cores: concurrent 1-thread inference runs and decode")
 	repeats := flag.Int("repeats", 3, "rounds (medians reported)")
 	limit := flag.Int("n", 400, "images used (the first n, sorted)")
+	profileN := flag.Int("profile", 0, "also profile both models (ONNX Runtime's profiler, 1 thread) on this many of the images and compare them by layer class (0: no profile)")
+	tuneLayers := flag.Int("tune-layers", 0, "open both models as `extract --tune-layers K` does (the cut before the last K dense layers or convolutions)")
+	profileOnly := flag.Bool("profile-only", false, "with -profile: skip the timing rounds, print only the profile")
 	flag.Parse()
 	if *int8Name == "" {
 		*int8Name = *floatName + "-int8"
@@ -82,7 +97,7 @@ func main() {
 	store, err := models.OpenStore(dir)
 	check(err)
 	open := func(name string) *pipeline.Backbone {
-		bb, err := pipeline.OpenBackbone(name, pipeline.BackboneOptions{Store: store, Session: ort.SessionOptions{Threads: *threads}})
+		bb, err := pipeline.OpenBackbone(name, pipeline.BackboneOptions{Store: store, TuneLayers: *tuneLayers, Session: ort.SessionOptions{Threads: *threads}})
 		check(err)
 		return bb
 	}
@@ -178,6 +193,18 @@ func main() {
 		}
 		return float64(n) / s.Seconds
 	}
+	res := result{Images: n, Threads: *threads, Repeats: *repeats, ORT: ort.Version(), FloatName: *floatName, Int8Name: *int8Name, TuneLayers: *tuneLayers, Dim: dim}
+	if *profileN > 0 {
+		cmp, runs, err := profile(bbs, spec, tensors[:min(*profileN, n)*inLen], dim)
+		check(err)
+		res.Profile, res.ProfileImages = &cmp, runs
+	}
+	if *profileOnly {
+		b, err := json.Marshal(res)
+		check(err)
+		fmt.Println(string(b))
+		return
+	}
 	infer1() // warm-up
 	var i1 [2][]float64
 	var ip [2][]float64
@@ -198,11 +225,10 @@ func main() {
 		rp = append(rp, ip[1][r]/ip[0][r])
 		re = append(re, ee[1][r]/ee[0][r])
 	}
-	res := result{Images: n, Threads: *threads, Repeats: *repeats, ORT: ort.Version(), FloatName: *floatName, Int8Name: *int8Name,
-		Infer1Float: median(i1[0]), Infer1Int8: median(i1[1]), Infer1Speedup: median(r1),
-		InferParFloat: median(ip[0]), InferParInt8: median(ip[1]), InferParSpeedup: median(rp),
-		E2EFloat: median(ee[0]), E2EInt8: median(ee[1]), E2ESpeedup: median(re),
-		InferParSpread: spread(rp), E2ESpeedupSpread: spread(re)}
+	res.Infer1Float, res.Infer1Int8, res.Infer1Speedup = median(i1[0]), median(i1[1]), median(r1)
+	res.InferParFloat, res.InferParInt8, res.InferParSpeedup = median(ip[0]), median(ip[1]), median(rp)
+	res.E2EFloat, res.E2EInt8, res.E2ESpeedup = median(ee[0]), median(ee[1]), median(re)
+	res.InferParSpread, res.E2ESpeedupSpread = spread(rp), spread(re)
 	res.CosineMin = 1
 	for i := 0; i < n; i++ {
 		c := pipeline.Cosine(feats[0][i*dim:(i+1)*dim], feats[1][i*dim:(i+1)*dim])
@@ -221,6 +247,75 @@ func main() {
 	b, err := json.Marshal(res)
 	check(err)
 	fmt.Println(string(b))
+}
+
+// profileWarmup is how many runs of each profiled session are left out of
+// the averages: the first runs allocate and warm caches.
+const profileWarmup = 3
+
+// profile runs every image of tensors through 1-thread profiling sessions
+// of both models (alternating, as infer1 does), and compares their kernel
+// times by layer class on the graphs ONNX Runtime optimised. It returns the
+// comparison and the number of runs averaged per model.
+func profile(bbs []*pipeline.Backbone, spec imaging.Spec, tensors []float32, dim int) (ortprof.Comparison, int, error) {
+	tmp, err := os.MkdirTemp("", "benchint8-profile")
+	if err != nil {
+		return ortprof.Comparison{}, 0, err
+	}
+	defer os.RemoveAll(tmp)
+	inLen := spec.TensorLen()
+	n := len(tensors) / inLen
+	sess := make([]*ort.Session, 2)
+	optimized := make([]string, 2)
+	for k, bb := range bbs {
+		cut, err := backbone.MarshalModel(bb.Cut)
+		if err != nil {
+			return ortprof.Comparison{}, 0, err
+		}
+		optimized[k] = filepath.Join(tmp, fmt.Sprintf("optimized-%d.onnx", k))
+		sess[k], err = ort.NewSession(cut, ort.SessionSpec{Input: bb.InputName, InputShape: shape(spec), Outputs: []string{"features"}, OutputSizes: []int{dim}},
+			ort.SessionOptions{Threads: 1, ProfilePrefix: filepath.Join(tmp, fmt.Sprintf("profile-%d", k)), OptimizedModelPath: optimized[k]})
+		if err != nil {
+			return ortprof.Comparison{}, 0, err
+		}
+		defer sess[k].Close()
+	}
+	out := make([]float32, dim)
+	for i := 0; i < n+profileWarmup; i++ {
+		for j := 0; j < 2; j++ {
+			k := (i + j) % 2
+			x := tensors[(i%n)*inLen : (i%n+1)*inLen]
+			if err := sess[k].Run(context.Background(), x, 1, out); err != nil {
+				return ortprof.Comparison{}, 0, err
+			}
+		}
+	}
+	var times [2]map[string]ortprof.NodeTime
+	var classes [2]map[string]ortprof.Class
+	runs := 0
+	for k := range sess {
+		if err := sess[k].Close(); err != nil {
+			return ortprof.Comparison{}, 0, fmt.Errorf("profile of %s: %w", bbs[k].Name, err)
+		}
+		f, err := os.Open(sess[k].ProfileFile())
+		if err != nil {
+			return ortprof.Comparison{}, 0, err
+		}
+		p, err := ortprof.Parse(f)
+		f.Close()
+		if err != nil {
+			return ortprof.Comparison{}, 0, fmt.Errorf("%s: %w", sess[k].ProfileFile(), err)
+		}
+		if times[k], runs, err = p.PerRun(profileWarmup); err != nil {
+			return ortprof.Comparison{}, 0, fmt.Errorf("%s: %w", sess[k].ProfileFile(), err)
+		}
+		m, err := backbone.ReadModelFile(optimized[k])
+		if err != nil {
+			return ortprof.Comparison{}, 0, fmt.Errorf("optimised graph of %s: %w", bbs[k].Name, err)
+		}
+		classes[k] = ortprof.ClassifyGraph(m.Graph)
+	}
+	return ortprof.Compare(times[0], times[1], classes[0], classes[1]), runs, nil
 }
 
 func spread(v []float64) string {
