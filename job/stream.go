@@ -249,7 +249,7 @@ func trainIndexed(ctx context.Context, opt TrainOptions, x *pipeline.FeatureInde
 	m.Train.Split = split
 	m.Train.Data = info
 	res := &TrainResult{Model: m, Report: rep, TrainRows: nTrain, ValRows: len(valRows), TestRows: len(testRows), CV: fit.CV, Data: mode}
-	res.Notes = append(append(notes, split.Skipped...), fit.Notes...)
+	res.Notes = append(append(append(notes, split.Skipped...), fit.Notes...), noTestNote(split, len(testRows), opt.Split)...)
 	if m.Metrics == nil {
 		m.Metrics = map[string]float64{}
 	}

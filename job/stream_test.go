@@ -357,6 +357,16 @@ func TestTrainLBFGSSubsample(t *testing.T) {
 	if err != nil || res.Model.Train.Data.Rows != 200 {
 		t.Errorf("--max-rows 200: %v, %+v", err, res.Model.Train.Data)
 	}
+	// --test 0 over the budget says why no test figures come, as in memory.
+	noTest := job.DefaultSplit
+	noTest.Test = 0
+	res, err = job.Train(ctx, job.TrainOptions{Env: job.Env{CacheDir: rootA}, Head: filepath.Join(dir, "t0.head"), Config: cfg, Split: noTest, Memory: job.Memory{Bytes: tinyBudget}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.TestRows != 0 || !slices.Contains(res.Notes, "no test split asked for: no test figures") {
+		t.Errorf("--test 0, streamed: %d test rows, notes %q; want none and the no-test note", res.TestRows, res.Notes)
+	}
 }
 
 // TestTrainSegmentsStreamed: train --segments over the budget streams the

@@ -262,10 +262,7 @@ func trainLoaded(ctx context.Context, opt TrainOptions, root string, f *pipeline
 			aug.Views, aug.Seed, aug.Spec.FlipProb, 100*aug.Spec.MinScale, aug.Spec.MaxDegrees, 100*aug.Spec.Jitter, res.AugmentedRows, len(trainRows))
 		res.Notes = append(res.Notes, m.Train.Augment)
 	}
-	res.Notes = append(append(res.Notes, split.Skipped...), fit.Notes...)
-	if len(testRows) == 0 && len(split.Skipped) == 0 && opt.Split.Test == 0 && split.Source == "stratified" {
-		res.Notes = append(res.Notes, "no test split asked for: no test figures")
-	}
+	res.Notes = append(append(append(res.Notes, split.Skipped...), fit.Notes...), noTestNote(split, len(testRows), opt.Split)...)
 	if m.Metrics == nil {
 		m.Metrics = map[string]float64{}
 	}
@@ -470,4 +467,13 @@ func (res *TrainResult) WriteText(w io.Writer, headPath string) error {
 	}
 	_, err := fmt.Fprintf(w, "train: head written to %s\n", headPath)
 	return err
+}
+
+// noTestNote says, when it is so, that no test figures come because no test
+// split was asked for (rather than because one could not be made).
+func noTestNote(split *head.SplitInfo, testRows int, asked SplitOptions) []string {
+	if testRows == 0 && len(split.Skipped) == 0 && asked.Test == 0 && split.Source == "stratified" {
+		return []string{"no test split asked for: no test figures"}
+	}
+	return nil
 }
