@@ -42,6 +42,10 @@ type Options struct {
 	// excluded), used to resolve dynamic dims for shape inference; nil uses
 	// the declared shape.
 	InputShape []int64
+	// NoPoolSwap turns off the AveragePool -> 1x1 Conv swap (swapPoolConv),
+	// which Prepare otherwise applies before choosing what to quantize; it
+	// is there to compare the two graphs.
+	NoPoolSwap bool
 }
 
 // Left is a node upstream of the feature tensor that stays float32.
@@ -75,6 +79,9 @@ type Plan struct {
 	// PerTensor is set when the model's opset (< 13) cannot express
 	// per-channel DequantizeLinear, so weights get one scale per tensor.
 	PerTensor bool
+	// PoolConvSwaps counts the AveragePool -> 1x1 Conv pairs rewritten
+	// into 1x1 Conv -> AveragePool (exact; see Options.NoPoolSwap).
+	PoolConvSwaps int
 
 	model     *onnxpb.ModelProto // prepared float model (owned)
 	opset     int64
@@ -220,8 +227,9 @@ func attrFloat(n *onnxpb.NodeProto, name string, def float32) float32 {
 }
 
 // Prepare analyses m for quantization up to the feature tensor feature:
-// it folds BatchNormalization into the Conv before it (a float rewrite
-// with the same results), chooses the nodes to quantize and lists the
+// it folds BatchNormalization into the Conv before it and moves average
+// pools after the 1x1 Conv they feed (float rewrites with the same
+// results, up to float rounding), chooses the nodes to quantize and lists the
 // activation tensors to calibrate. m is not modified.
 //
 // Nodes of other op types upstream of the feature tensor stay float and
@@ -244,6 +252,11 @@ func Prepare(m *onnxpb.ModelProto, feature string, opt Options) (*Plan, error) {
 	p.PerTensor = p.opset < 13
 	if err := foldBatchNorm(p.model.Graph); err != nil {
 		return nil, err
+	}
+	if !opt.NoPoolSwap {
+		// After the fold, so that a Conv -> BatchNormalization pair is
+		// one 1x1 Conv with a bias that the pool can move past.
+		p.PoolConvSwaps = swapPoolConv(p.model.Graph)
 	}
 	g := p.model.Graph
 	ix := index(g)

@@ -89,12 +89,14 @@ func quantizeWeights(w []float32, dims []int64, axis int, scales []float32) []by
 
 // Report says what Quantize did.
 type Report struct {
-	Nodes     int                `json:"quantized_nodes"`
-	Tensors   int                `json:"quantized_tensors"`
-	Fused     int                `json:"fused_activations"`
-	Left      []Left             `json:"left_float,omitempty"`
-	PerTensor bool               `json:"per_tensor_weights,omitempty"`
-	Params    map[string]QParams `json:"-"`
+	Nodes     int    `json:"quantized_nodes"`
+	Tensors   int    `json:"quantized_tensors"`
+	Fused     int    `json:"fused_activations"`
+	Left      []Left `json:"left_float,omitempty"`
+	PerTensor bool   `json:"per_tensor_weights,omitempty"`
+	// PoolConvSwaps is Plan.PoolConvSwaps.
+	PoolConvSwaps int                `json:"pool_conv_swaps"`
+	Params        map[string]QParams `json:"-"`
 	// WeightBytes and FloatWeightBytes are the initializer bytes after and
 	// before quantization.
 	WeightBytes, FloatWeightBytes int64 `json:"-"`
@@ -122,7 +124,7 @@ func (p *Plan) Quantize(ranges map[string]Range) (*onnxpb.ModelProto, *Report, e
 	}
 	m := proto.Clone(p.model).(*onnxpb.ModelProto)
 	g := m.Graph
-	rep := &Report{Nodes: len(p.Nodes), Tensors: len(p.Tensors), Fused: p.Fused, Left: p.Left, PerTensor: p.PerTensor, Params: qp}
+	rep := &Report{Nodes: len(p.Nodes), Tensors: len(p.Tensors), Fused: p.Fused, Left: p.Left, PerTensor: p.PerTensor, PoolConvSwaps: p.PoolConvSwaps, Params: qp}
 	for _, t := range g.Initializer {
 		rep.FloatWeightBytes += int64(proto.Size(t))
 	}
