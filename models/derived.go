@@ -33,6 +33,11 @@ type Calibration struct {
 	// nodes upstream of the features that stayed float.
 	QuantizedNodes int `json:"quantized_nodes"`
 	LeftFloat      int `json:"left_float"`
+	// PoolConvSwaps counts the average pools moved after the 1x1 Conv
+	// they feed before quantizing (an exact rewrite; NoRewrite: turned
+	// off on request).
+	PoolConvSwaps int  `json:"pool_conv_swaps"`
+	NoRewrite     bool `json:"no_rewrite,omitempty"`
 	// FeatureCosine and MinFeatureCosine compare int8 with float32
 	// features on CheckImages images that were not used for calibration
 	// (when the dataset had enough): mean and worst cosine similarity.

@@ -53,6 +53,10 @@ type QuantizeOptions struct {
 	// QuantizeDense also quantizes the dense layers before the features
 	// (they then can no longer be fine-tuned with --tune-layers).
 	QuantizeDense bool
+	// NoRewrite turns off the exact graph rewrites made before quantizing
+	// (quantize.Options.NoPoolSwap: average pools moved after the 1x1
+	// Conv they feed), to compare the int8 model with and without them.
+	NoRewrite bool
 	// Replace overwrites an installed model named Name.
 	Replace bool
 	// Threads bounds the cores used (0: all).
@@ -145,7 +149,7 @@ func Quantize(ctx context.Context, opt QuantizeOptions) (*QuantizeResult, error)
 		return nil, err
 	}
 	plan, err := quantize.Prepare(bb.Full, bb.Choice.Tensor, quantize.Options{
-		Float: opt.Float, QuantizeDense: opt.QuantizeDense, InputShape: inputShape(bb.Spec),
+		Float: opt.Float, QuantizeDense: opt.QuantizeDense, InputShape: inputShape(bb.Spec), NoPoolSwap: opt.NoRewrite,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("quantize %s: %w", opt.Model, err)
@@ -226,7 +230,7 @@ func Quantize(ctx context.Context, opt QuantizeOptions) (*QuantizeResult, error)
 	if err := chk.reference(ctx); err != nil {
 		return nil, fmt.Errorf("quantize %s: check: %w", opt.Model, err)
 	}
-	qopt := quantize.Options{Float: opt.Float, QuantizeDense: opt.QuantizeDense, InputShape: inputShape(bb.Spec)}
+	qopt := quantize.Options{Float: opt.Float, QuantizeDense: opt.QuantizeDense, InputShape: inputShape(bb.Spec), NoPoolSwap: opt.NoRewrite}
 	q, rep, mean, worst, err := chk.build(ctx, bb.Full, qopt, ranges)
 	if err != nil {
 		return nil, fmt.Errorf("quantize %s: %w", opt.Model, err)
@@ -246,7 +250,8 @@ func Quantize(ctx context.Context, opt QuantizeOptions) (*QuantizeResult, error)
 				break
 			}
 			tried++
-			try := quantize.Options{Float: append(append([]string(nil), qopt.Float...), l.Node), QuantizeDense: qopt.QuantizeDense, InputShape: qopt.InputShape}
+			try := qopt
+			try.Float = append(append([]string(nil), qopt.Float...), l.Node)
 			q2, rep2, mean2, worst2, err := chk.build(ctx, bb.Full, try, ranges)
 			if err != nil {
 				return nil, fmt.Errorf("quantize %s: %w", opt.Model, err)
@@ -275,6 +280,7 @@ func Quantize(ctx context.Context, opt QuantizeOptions) (*QuantizeResult, error)
 	res.Calibration = models.Calibration{
 		Dataset: abs, Images: stats.Images(), Seed: opt.Seed, Method: opt.Method, Percentile: opt.Percentile,
 		Float: opt.Float, QuantizedNodes: rep.Nodes, LeftFloat: len(rep.Left),
+		PoolConvSwaps: rep.PoolConvSwaps, NoRewrite: opt.NoRewrite,
 		FeatureCosine: mean, MinFeatureCosine: worst, CheckImages: n, Speed: speed,
 	}
 	meta := src.Meta

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/headtune/headtune/backbone"
+	"github.com/headtune/headtune/backbone/onnxpb"
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/backbone/quantize"
 	"github.com/headtune/headtune/internal/testasset"
@@ -20,6 +22,13 @@ import (
 // quantizeFixture installs test model kind in a fresh store as "base" and
 // writes n calibration images.
 func quantizeFixture(t *testing.T, kind string, n int) (*models.Store, string) {
+	t.Helper()
+	return quantizeFixtureModel(t, kind, testmodels.Model(kind, 32), n)
+}
+
+// quantizeFixtureModel is quantizeFixture for any model m (named name in
+// its temporary file).
+func quantizeFixtureModel(t *testing.T, name string, m *onnxpb.ModelProto, n int) (*models.Store, string) {
 	t.Helper()
 	if _, err := ort.Init(""); err != nil {
 		if !errors.Is(err, ort.ErrLibraryMissing) {
@@ -32,8 +41,8 @@ func quantizeFixture(t *testing.T, kind string, n int) (*models.Store, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, kind+".onnx")
-	if err := backbone.WriteModelFile(path, testmodels.Model(kind, 32)); err != nil {
+	path := filepath.Join(dir, name+".onnx")
+	if err := backbone.WriteModelFile(path, m); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := store.Add(context.Background(), "base", path, models.AddOptions{Preset: "imagenet"}); err != nil {
@@ -290,5 +299,98 @@ func TestQuantizeFloatLayerRunsFloat(t *testing.T) {
 	all, kept := floatConvs("all-int8", nil), floatConvs("mid-float", []string{mid})
 	if kept != all+1 {
 		t.Errorf("%s kept float: %d float convolutions in ONNX Runtime's graph, want %d (%d with none kept)", mid, kept, all+1, all)
+	}
+}
+
+// poolBranchClassifier is a small Inception-style classifier: a 3x3 stem,
+// then a pool branch (AveragePool 3x3, stride 1, count_include_pad 0 ->
+// 1x1 Conv -> Relu) concatenated with a 1x1 branch, global average pool,
+// Gemm and Softmax.
+func poolBranchClassifier() *onnxpb.ModelProto {
+	b := backbone.NewBuilder("poolbranch")
+	r := rand.New(rand.NewPCG(5, 5))
+	weights := func(name string, dims ...int64) string {
+		n := int64(1)
+		for _, d := range dims {
+			n *= d
+		}
+		w := make([]float32, n)
+		for i := range w {
+			w[i] = float32(r.NormFloat64() * 0.3)
+		}
+		return b.Initializer(name, dims, w)
+	}
+	conv := func(name, x string, cin, cout, k int64) string {
+		p := (k - 1) / 2
+		return b.Op("Relu", name+"_relu", []string{b.Op("Conv", name, []string{x, weights(name+"_w", cout, cin, k, k), weights(name+"_b", cout)},
+			backbone.AttrInts("kernel_shape", k, k), backbone.AttrInts("pads", p, p, p, p))})
+	}
+	x := b.Input("input", -1, 3, 32, 32)
+	stem := conv("stem", x, 3, 12, 3)
+	pool := b.Op("AveragePool", "branch_pool", []string{stem}, backbone.AttrInts("kernel_shape", 3, 3), backbone.AttrInts("strides", 1, 1),
+		backbone.AttrInts("pads", 1, 1, 1, 1), backbone.AttrInt("count_include_pad", 0))
+	cat := b.Op("Concat", "mixed", []string{conv("branch_pool_proj", pool, 12, 4, 1), conv("branch_1x1", stem, 12, 4, 1)}, backbone.AttrInt("axis", 1))
+	flat := b.Op("Flatten", "flatten", []string{b.Op("GlobalAveragePool", "gap", []string{cat})}, backbone.AttrInt("axis", 1))
+	logits := b.Op("Gemm", "fc", []string{flat, weights("fc_w", 5, 8), weights("fc_b", 5)}, backbone.AttrInt("transB", 1))
+	b.Node("Softmax", []string{logits}, []string{"probs"}, backbone.AttrInt("axis", 1))
+	b.Output("probs", -1, 5)
+	return b.Model(0)
+}
+
+// TestQuantizeRecordsPoolConvSwaps: an Inception-style pool branch is
+// rewritten before quantizing and the calibration record says so (and
+// what it says is in the text); NoRewrite leaves it and records that.
+func TestQuantizeRecordsPoolConvSwaps(t *testing.T) {
+	m := poolBranchClassifier()
+	proj := ""
+	for _, n := range m.Graph.Node {
+		if n.GetOpType() == "Conv" && n.Input[1] == "branch_pool_proj_w" {
+			proj = n.GetName()
+		}
+	}
+	store, imgs := quantizeFixtureModel(t, "poolbranch", m, 10)
+	ctx := context.Background()
+	for _, off := range []bool{false, true} {
+		name := fmt.Sprintf("base-int8-%v", off)
+		res, err := Quantize(ctx, QuantizeOptions{Store: store, Model: "base", Name: name, Dataset: imgs, Samples: 8, CheckImages: 2, Threads: 1, NoRewrite: off})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := res.Installed.Meta.Derived.Calibration
+		want := 1
+		if off {
+			want = 0
+		}
+		if c.PoolConvSwaps != want || c.NoRewrite != off || res.Report.PoolConvSwaps != want {
+			t.Errorf("NoRewrite %v: calibration records %d swaps (no_rewrite %v), report %d; want %d", off, c.PoolConvSwaps, c.NoRewrite, res.Report.PoolConvSwaps, want)
+		}
+		if c.FeatureCosine < 0.99 {
+			t.Errorf("NoRewrite %v: feature cosine %.4f", off, c.FeatureCosine)
+		}
+		q, err := OpenBackbone(name, BackboneOptions{Store: store, NoSession: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Which of the pool and the projection comes first in the
+		// installed graph.
+		order := ""
+		for _, n := range q.Cut.Graph.Node {
+			switch {
+			case n.GetOpType() == "AveragePool":
+				order += "pool "
+			case n.GetName() == proj:
+				order += "proj "
+			}
+		}
+		if wantOrder := map[bool]string{false: "proj pool ", true: "pool proj "}[off]; order != wantOrder {
+			t.Errorf("NoRewrite %v: installed graph runs %q, want %q", off, order, wantOrder)
+		}
+		var b strings.Builder
+		if err := res.WriteText(&b, "base"); err != nil {
+			t.Fatal(err)
+		}
+		if says := strings.Contains(b.String(), "1 average pools moved"); says == off {
+			t.Errorf("NoRewrite %v: text:\n%s", off, b.String())
+		}
 	}
 }

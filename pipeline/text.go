@@ -31,6 +31,12 @@ func (r *QuantizeResult) WriteText(w io.Writer, source string) error {
 	cal := r.Calibration
 	fmt.Fprintf(w, "models: installed %s, int8 of %s (%s): %d nodes int8, %d left float, %s calibration on %d images\n",
 		r.Installed.Meta.Name, source, r.Installed.ModelPath(), cal.QuantizedNodes, cal.LeftFloat, cal.Method, cal.Images)
+	switch {
+	case cal.NoRewrite:
+		fmt.Fprintf(w, "models: graph rewrites off (--no-rewrite)\n")
+	case cal.PoolConvSwaps > 0:
+		fmt.Fprintf(w, "models: %d average pools moved after the 1x1 convolution they feed (exact; --no-rewrite keeps them)\n", cal.PoolConvSwaps)
+	}
 	fmt.Fprintf(w, "models: features against float32 on %d other images: cosine %.4f mean, %.4f worst\n",
 		cal.CheckImages, cal.FeatureCosine, cal.MinFeatureCosine)
 	if sp := cal.Speed; sp != nil {

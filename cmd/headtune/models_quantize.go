@@ -29,6 +29,7 @@ func modelsQuantizeCommand() *cli.Command {
 			&cli.Float64Flag{Name: "min-cosine", Usage: "keep the most sensitive layers float until int8 features reach this mean cosine similarity to float32 ones (e.g. 0.995)"},
 			&cli.IntFlag{Name: "max-float", Value: 8, Usage: "--min-cosine tries at most this many layers float (each kept only if it helps)"},
 			&cli.BoolFlag{Name: "quantize-dense", Usage: "also quantize the dense layers before the features (then --tune-layers cannot fine-tune them)"},
+			&cli.BoolFlag{Name: "no-rewrite", Usage: "quantize the graph as it is, without first moving average pools after the 1x1 convolution they feed (an exact rewrite that makes Inception-style pool branches cheaper in int8)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "picks the calibration images"},
 			&cli.BoolFlag{Name: "replace", Usage: "overwrite an installed model of the new name"},
 		},
@@ -54,7 +55,7 @@ func runModelsQuantize(c *cli.Context) error {
 		Model: name, Name: c.String("name"), Dataset: c.String("calibrate"),
 		Samples: c.Int("samples"), Seed: c.Uint64("seed"), Method: c.String("method"), Percentile: c.Float64("percentile"),
 		MinCosine: c.Float64("min-cosine"), MaxFloat: c.Int("max-float"),
-		Float: float, QuantizeDense: c.Bool("quantize-dense"), Replace: c.Bool("replace"),
+		Float: float, QuantizeDense: c.Bool("quantize-dense"), NoRewrite: c.Bool("no-rewrite"), Replace: c.Bool("replace"),
 		Progress: func(stage string, done, total int) { prog.Update(done, total, done, "  "+stage) },
 	}})
 	prog.Done()

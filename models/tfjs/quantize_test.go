@@ -13,8 +13,9 @@ import (
 // TestQuantizeRegistryBackbones quantizes each registry-built backbone
 // (calibrated on random images in its input range) and compares int8 with
 // float32 features on other random images: every Conv becomes int8, only
-// the face model's input arithmetic (Sub, Div) stays float, and the
-// features stay close.
+// the face model's input arithmetic (Sub, Div) stays float, InceptionV3's
+// pool branches get their AveragePool moved after the 1x1 Conv (with the
+// same float features), and the features stay close.
 func TestQuantizeRegistryBackbones(t *testing.T) {
 	initORT(t)
 	for _, tc := range refCases {
@@ -28,6 +29,33 @@ func TestQuantizeRegistryBackbones(t *testing.T) {
 			p, err := quantize.Prepare(m, info.FeatureTensor, quantize.Options{})
 			if err != nil {
 				t.Fatal(err)
+			}
+			// InceptionV3 up to mixed5: mixed0-2 and mixed4-5 each have a
+			// pool branch (mixed3 pools with MaxPool, stride 2).
+			wantSwaps := map[string]int{ArchInceptionV3: 5}[tc.arch]
+			if p.PoolConvSwaps != wantSwaps {
+				t.Errorf("%d pool/conv swaps, want %d", p.PoolConvSwaps, wantSwaps)
+			}
+			if p.PoolConvSwaps > 0 {
+				swapped, err := backbone.MarshalModel(p.Model())
+				if err != nil {
+					t.Fatal(err)
+				}
+				per := int(info.Height * info.Width * info.Channels)
+				x := randomInput(7, 2*per, tc.hi)
+				dim := info.FeatureDim
+				a := newORTModel(t, data, info.InputName, 2, info.Height, info.Width, info.Channels, 2, []string{info.FeatureTensor}, []int{dim}).run(t, x)[0]
+				b := newORTModel(t, swapped, info.InputName, 2, info.Height, info.Width, info.Channels, 2, []string{info.FeatureTensor}, []int{dim}).run(t, x)[0]
+				d, scale := maxAbsDiff(a, b), 0.0
+				for _, v := range a {
+					scale = max(scale, math.Abs(float64(v)))
+				}
+				t.Logf("swapped float model: max |difference| %.3g (max |feature| %.3g)", d, scale)
+				// Float rounding only: summation order changes (the 1x1 Conv
+				// sums over channels before the pool sums over the window).
+				if d > 1e-5*max(1, scale) {
+					t.Errorf("swapped float model differs from the original by %.3g", d)
+				}
 			}
 			convs := 0
 			for _, n := range m.Graph.Node {
