@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -121,7 +122,7 @@ func TestCompare(t *testing.T) {
 	for _, r := range c.Rows {
 		classes = append(classes, r.Class)
 	}
-	if want := []Class{Stem, Conv, Elementwise, Layout, Other}; !equal(classes, want) {
+	if want := []Class{Stem, Conv, Elementwise, Layout, Other}; !slices.Equal(classes, want) {
 		t.Fatalf("rows %v, want %v", classes, want)
 	}
 	r := c.Rows[1]
@@ -139,18 +140,6 @@ func TestCompare(t *testing.T) {
 	if want := 730.0 / 330; math.Abs(c.Bound-want) > 1e-12 {
 		t.Errorf("bound %v, want %v", c.Bound, want)
 	}
-}
-
-func equal(a, b []Class) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func FuzzParse(f *testing.F) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -497,7 +498,7 @@ func TestDenseLayersStayFloat(t *testing.T) {
 		t.Fatalf("dense chain of the int8 model: %d layers, want 2", len(got))
 	}
 	for i := range want {
-		if !equalF32(want[i].W, got[i].W) || !equalF32(want[i].B, got[i].B) {
+		if !slices.Equal(want[i].W, got[i].W) || !slices.Equal(want[i].B, got[i].B) {
 			t.Errorf("dense layer %s changed", want[i].Name)
 		}
 	}
@@ -516,18 +517,6 @@ func TestDenseLayersStayFloat(t *testing.T) {
 	if c := cosine(wantF, gotF, 8); c < 0.99 {
 		t.Errorf("int8 Gemm features: cosine %.4f < 0.99", c)
 	}
-}
-
-func equalF32(a, b []float32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestOldOpsetPerTensor: opset 11 cannot express per-channel scales, so

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/headtune/headtune/backbone"
@@ -167,7 +168,7 @@ func TestPoolConvSwap(t *testing.T) {
 			if tc.pb.relu {
 				want = []string{"Conv", "AveragePool", "Relu", "Flatten"}
 			}
-			if ops := opOrder(got); !slicesEqual(ops, want) {
+			if ops := opOrder(got); !slices.Equal(ops, want) {
 				t.Fatalf("ops %v, want %v", ops, want)
 			}
 			off, err := quantize.Prepare(m, "feat", quantize.Options{NoPoolSwap: true})
@@ -199,18 +200,6 @@ func TestPoolConvSwap(t *testing.T) {
 			}
 		})
 	}
-}
-
-func slicesEqual(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestPoolConvSwapQuantizedWithinScaleBound quantizes the swapped pool
