@@ -18,6 +18,7 @@ import (
 	"github.com/headtune/headtune/faces"
 	"github.com/headtune/headtune/imaging"
 	"github.com/headtune/headtune/internal/testasset"
+	"github.com/headtune/headtune/internal/testnpm"
 	"github.com/headtune/headtune/models/tfjs"
 	"github.com/headtune/headtune/predictions"
 )
@@ -48,7 +49,7 @@ func portraits(t *testing.T, c *cli, dir string) int {
 	in := make([]float32, spec.TensorLen())
 	probs := make([]float32, 7)
 	n := 0
-	for _, p := range facePhotos(t, t.TempDir()) {
+	for _, p := range testnpm.WriteFacePhotos(t, t.TempDir()) {
 		img, err := imaging.DecodeFile(p, imaging.DecodeOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -107,7 +108,7 @@ func readFile(t *testing.T, p string) []byte {
 func TestFacesFlow(t *testing.T) {
 	c := newCLI(t)
 	pullBlazeFace(t, c)
-	c.ok("models", "pull", "face-expression", "--tarball", npmTarball(t, "@vladmandic/face-api@1.7.15"))
+	c.ok("models", "pull", "face-expression", "--tarball", testnpm.Tarball(t, testnpm.FaceAPI))
 	data := filepath.Join(c.dir, "data")
 	n := portraits(t, c, data)
 	dog, err := os.ReadFile("/usr/share/darknet/data/dog.jpg")
@@ -137,7 +138,7 @@ func TestFacesFlow(t *testing.T) {
 		t.Errorf("eval on the folder: %s", ev.stdout)
 	}
 	photos := filepath.Join(c.dir, "photos")
-	facePhotos(t, photos)
+	testnpm.WriteFacePhotos(t, photos)
 	out := filepath.Join(c.dir, "pred.csv")
 	c.ok("predict", photos, "--head", headPath, "--faces", "--annotate", filepath.Join(c.dir, "ann"), "--out", out, "--quiet")
 	f, err := os.Open(out)
@@ -201,10 +202,10 @@ func TestFacesFlow(t *testing.T) {
 func TestFacesCrashResume(t *testing.T) {
 	c := newCLI(t)
 	pullBlazeFace(t, c)
-	c.ok("models", "pull", "face-expression", "--tarball", npmTarball(t, "@vladmandic/face-api@1.7.15"))
+	c.ok("models", "pull", "face-expression", "--tarball", testnpm.Tarball(t, testnpm.FaceAPI))
 	data := filepath.Join(c.dir, "data")
 	portraits(t, c, data)
-	facePhotos(t, filepath.Join(data, "group")) // six more images, three to five faces each
+	testnpm.WriteFacePhotos(t, filepath.Join(data, "group")) // six more images, three to five faces each
 	base := []string{"extract", data, "--faces", "--model", "face-expression", "--json", "--quiet"}
 	refCache := filepath.Join(c.dir, "ref")
 	refRun := c.ok(append(base, "--cache", refCache)...)

