@@ -9,7 +9,6 @@ import (
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
 	"github.com/headtune/headtune/backbone/ort"
-	"github.com/headtune/headtune/imaging"
 	"github.com/headtune/headtune/models/tfjs"
 )
 
@@ -123,10 +122,7 @@ func BenchmarkFP16(b *testing.B) {
 		b.Run(arch, func(b *testing.B) {
 			f := registryFixture(b, arch)
 			h := handHead(f, nil, 1.5)
-			shape := []int64{int64(f.spec.Channels), int64(f.spec.Height), int64(f.spec.Width)}
-			if f.spec.Layout == imaging.LayoutNHWC {
-				shape = []int64{int64(f.spec.Height), int64(f.spec.Width), int64(f.spec.Channels)}
-			}
+			shape := inputShape(f.spec)
 			var sessions [2]*ort.Session
 			var outs [2][]float32
 			var size [2]int

@@ -29,11 +29,7 @@ func int8Model(t *testing.T, kind string) *onnxpb.ModelProto {
 	if err != nil {
 		t.Fatal(err)
 	}
-	layout, c, h, w := info.Layout, info.Channels, info.Height, info.Width
-	shape := []int64{int64(c), int64(h), int64(w)}
-	if layout == imaging.LayoutNHWC {
-		shape = []int64{int64(h), int64(w), int64(c)}
-	}
+	shape := inputShape(imaging.Spec{Layout: info.Layout, Channels: info.Channels, Height: info.Height, Width: info.Width})
 	fl := getFixture(t, kind, testSize, 0, testImages, testClasses)
 	n, x := fl.n, fl.norm
 	data, err := backbone.MarshalModel(p.CalibrationModel())

@@ -15,7 +15,6 @@ import (
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
 	"github.com/headtune/headtune/backbone/ort"
-	"github.com/headtune/headtune/imaging"
 	"github.com/headtune/headtune/models/tfjs"
 )
 
@@ -207,10 +206,7 @@ func BenchmarkPortable(b *testing.B) {
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			f := tc.fixture(b)
-			shape := []int64{int64(f.spec.Channels), int64(f.spec.Height), int64(f.spec.Width)}
-			if f.spec.Layout == imaging.LayoutNHWC {
-				shape = []int64{int64(f.spec.Height), int64(f.spec.Width), int64(f.spec.Channels)}
-			}
+			shape := inputShape(f.spec)
 			x := f.norm
 			if tc.opt.WithPreprocessing {
 				x = f.raw

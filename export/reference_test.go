@@ -11,7 +11,6 @@ import (
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/head"
-	"github.com/headtune/headtune/imaging"
 	"github.com/headtune/headtune/internal/testasset"
 )
 
@@ -171,10 +170,7 @@ func BenchmarkExportVsCut(b *testing.B) {
 			} else {
 				f = getFixture(b, "resnet", 224, 0, batch, 10)
 			}
-			shape := []int64{int64(f.spec.Channels), int64(f.spec.Height), int64(f.spec.Width)}
-			if f.spec.Layout == imaging.LayoutNHWC {
-				shape = []int64{int64(f.spec.Height), int64(f.spec.Width), int64(f.spec.Channels)}
-			}
+			shape := inputShape(f.spec)
 			models := []struct {
 				name   string
 				hidden []int
