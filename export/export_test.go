@@ -80,30 +80,7 @@ func TestExportParity(t *testing.T) {
 			if c.head == "hand" && h.Temperature == 1 {
 				t.Fatal("hand head should exercise the temperature")
 			}
-			data, err := backbone.MarshalModel(m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			meta, err := ReadMetadata(m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ss, err := meta.SessionSpec(c.opt.WithFeatures)
-			if err != nil {
-				t.Fatal(err)
-			}
-			x := f.norm
-			if c.opt.WithPreprocessing {
-				x = f.raw
-			}
-			outs, err := runModel(data, meta.InputName, f.spec, x, f.n, ss.Outputs, ss.OutputSizes)
-			if err != nil {
-				t.Fatalf("run export: %v", err)
-			}
-			want := make([]float32, f.n*f.k)
-			if err := h.PredictBatch(f.feats, f.n, want); err != nil {
-				t.Fatal(err)
-			}
+			outs, want := runExport(t, f, h, m, c.opt)
 			d := maxAbsDiff(outs[0], want)
 			t.Logf("max |probability difference| = %.3g over %d images x %d classes (temperature %.3f, %d layers, %d tuned)", d, f.n, f.k, h.Temperature, len(h.Layers), h.Tuned)
 			if d > parityTol {

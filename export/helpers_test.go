@@ -234,6 +234,40 @@ func runModel(data []byte, input string, spec imaging.Spec, x []float32, n int, 
 	return res, nil
 }
 
+// runExport runs the export m, built from f's cut with opt, in ONNX Runtime
+// on f's images (raw 0..255 pixels when opt has preprocessing, else the
+// normalised tensor) and returns the outputs its metadata's session spec
+// names (probabilities, then features when opt has them), and want, head
+// h's probabilities on f's features: what the export must reproduce.
+func runExport(t testing.TB, f *fixture, h *head.Model, m *onnxpb.ModelProto, opt Options) (outs [][]float32, want []float32) {
+	t.Helper()
+	data, err := backbone.MarshalModel(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := ReadMetadata(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := meta.SessionSpec(opt.WithFeatures)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := f.norm
+	if opt.WithPreprocessing {
+		x = f.raw
+	}
+	outs, err = runModel(data, meta.InputName, f.spec, x, f.n, ss.Outputs, ss.OutputSizes)
+	if err != nil {
+		t.Fatalf("run export: %v", err)
+	}
+	want = make([]float32, f.n*f.k)
+	if err := h.PredictBatch(f.feats, f.n, want); err != nil {
+		t.Fatal(err)
+	}
+	return outs, want
+}
+
 // headFor trains a head of the given kind on the fixture's features (the
 // last quarter is the validation split that fits the temperature), with
 // the fixture's pretrained layers in front when it has them.

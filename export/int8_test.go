@@ -108,30 +108,7 @@ func TestExportParityInt8(t *testing.T) {
 			if qdq == 0 {
 				t.Fatal("the export does not carry the int8 backbone (no QuantizeLinear/DequantizeLinear)")
 			}
-			data, err := backbone.MarshalModel(m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			meta, err := ReadMetadata(m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ss, err := meta.SessionSpec(c.opt.WithFeatures)
-			if err != nil {
-				t.Fatal(err)
-			}
-			x := f.norm
-			if c.opt.WithPreprocessing {
-				x = f.raw
-			}
-			outs, err := runModel(data, meta.InputName, f.spec, x, f.n, ss.Outputs, ss.OutputSizes)
-			if err != nil {
-				t.Fatalf("run export: %v", err)
-			}
-			want := make([]float32, f.n*f.k)
-			if err := h.PredictBatch(f.feats, f.n, want); err != nil {
-				t.Fatal(err)
-			}
+			outs, want := runExport(t, f, h, m, c.opt)
 			d := maxAbsDiff(outs[0], want)
 			t.Logf("max |probability difference| = %.3g (%d Q/DQ nodes in the export)", d, qdq)
 			if d > parityTol {

@@ -66,30 +66,7 @@ func TestReferenceModelParity(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkNoDeadParts(t, m)
-			data, err := backbone.MarshalModel(m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			meta, err := ReadMetadata(m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ss, err := meta.SessionSpec(tc.opt.WithFeatures)
-			if err != nil {
-				t.Fatal(err)
-			}
-			x := f.norm
-			if tc.opt.WithPreprocessing {
-				x = f.raw
-			}
-			outs, err := runModel(data, meta.InputName, f.spec, x, f.n, ss.Outputs, ss.OutputSizes)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := make([]float32, f.n*f.k)
-			if err := h.PredictBatch(f.feats, f.n, want); err != nil {
-				t.Fatal(err)
-			}
+			outs, want := runExport(t, f, h, m, tc.opt)
 			d := maxAbsDiff(outs[0], want)
 			t.Logf("%s: max |probability difference| = %.3g (%d images, D=%d)", referenceModel, d, f.n, f.d)
 			if d > parityTol {
