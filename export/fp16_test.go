@@ -1,10 +1,8 @@
 package export
 
 import (
-	"context"
 	"math"
 	"testing"
-	"time"
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
@@ -144,24 +142,7 @@ func BenchmarkFP16(b *testing.B) {
 				sessions[i], outs[i] = s, make([]float32, batch*f.k)
 			}
 			x := f.norm[:batch*f.spec.TensorLen()]
-			ctx := context.Background()
-			best := [2]time.Duration{time.Hour, time.Hour}
-			run := func(i int) {
-				t0 := time.Now()
-				if err := sessions[i].Run(ctx, x, batch, outs[i]); err != nil {
-					b.Fatal(err)
-				}
-				best[i] = min(best[i], time.Since(t0))
-			}
-			run(0)
-			run(1)
-			best = [2]time.Duration{time.Hour, time.Hour}
-			b.ResetTimer()
-			for it := 0; it < b.N; it++ {
-				run(it % 2)
-				run(1 - it%2)
-			}
-			b.StopTimer()
+			best := alternate(b, sessions, x, batch, outs)
 			per := func(i int) float64 { return best[i].Seconds() * 1000 / batch }
 			b.ReportMetric(float64(size[0]), "fp32_bytes")
 			b.ReportMetric(float64(size[1]), "fp16_bytes")

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
@@ -266,6 +267,34 @@ func runExport(t testing.TB, f *fixture, h *head.Model, m *onnxpb.ModelProto, op
 		t.Fatal(err)
 	}
 	return outs, want
+}
+
+// alternate times two sessions on the same batch of batch images x (their
+// outputs written to outs): one warm-up run each, then b.N rounds that run
+// both, taking turns at going first so that they meet the same machine
+// load. It returns each session's fastest run, the one least disturbed by
+// other processes.
+func alternate(b *testing.B, sessions [2]*ort.Session, x []float32, batch int, outs [2][]float32) [2]time.Duration {
+	b.Helper()
+	ctx := context.Background()
+	best := [2]time.Duration{time.Hour, time.Hour}
+	run := func(i int) {
+		t0 := time.Now()
+		if err := sessions[i].Run(ctx, x, batch, outs[i]); err != nil {
+			b.Fatal(err)
+		}
+		best[i] = min(best[i], time.Since(t0))
+	}
+	run(0)
+	run(1)
+	best = [2]time.Duration{time.Hour, time.Hour}
+	b.ResetTimer()
+	for it := 0; it < b.N; it++ {
+		run(it % 2)
+		run(1 - it%2)
+	}
+	b.StopTimer()
+	return best
 }
 
 // headFor trains a head of the given kind on the fixture's features (the

@@ -1,13 +1,11 @@
 package export
 
 import (
-	"context"
 	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	onnxruntime "github.com/yalue/onnxruntime_go"
 	"google.golang.org/protobuf/proto"
@@ -237,24 +235,7 @@ func BenchmarkPortable(b *testing.B) {
 				defer s.Close()
 				sessions[i], outs[i] = s, make([]float32, batch*f.k)
 			}
-			ctx := context.Background()
-			best := [2]time.Duration{time.Hour, time.Hour}
-			run := func(i int) {
-				t0 := time.Now()
-				if err := sessions[i].Run(ctx, x, batch, outs[i]); err != nil {
-					b.Fatal(err)
-				}
-				best[i] = min(best[i], time.Since(t0))
-			}
-			run(0)
-			run(1)
-			best = [2]time.Duration{time.Hour, time.Hour}
-			b.ResetTimer()
-			for it := 0; it < b.N; it++ {
-				run(it % 2)
-				run(1 - it%2)
-			}
-			b.StopTimer()
+			best := alternate(b, sessions, x, batch, outs)
 			if d := maxAbsDiff(outs[0], outs[1]); d > 1e-6 {
 				b.Errorf("the two forms' probabilities differ by %.3g", d)
 			}
