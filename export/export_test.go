@@ -127,14 +127,7 @@ func TestPreprocessingEquivalence(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				data, err := backbone.MarshalModel(m)
-				if err != nil {
-					t.Fatal(err)
-				}
-				meta, err := ReadMetadata(m)
-				if err != nil {
-					t.Fatal(err)
-				}
+				data, meta := marshalExport(t, m)
 				outs, err := runModel(data, meta.InputName, f.spec, x, f.n, []string{OutputProbabilities, OutputFeatures}, []int{f.k, f.d})
 				if err != nil {
 					t.Fatal(err)

@@ -235,12 +235,8 @@ func runModel(data []byte, input string, spec imaging.Spec, x []float32, n int, 
 	return res, nil
 }
 
-// runExport runs the export m, built from f's cut with opt, in ONNX Runtime
-// on f's images (raw 0..255 pixels when opt has preprocessing, else the
-// normalised tensor) and returns the outputs its metadata's session spec
-// names (probabilities, then features when opt has them), and want, head
-// h's probabilities on f's features: what the export must reproduce.
-func runExport(t testing.TB, f *fixture, h *head.Model, m *onnxpb.ModelProto, opt Options) (outs [][]float32, want []float32) {
+// marshalExport returns the export m's bytes and its metadata.
+func marshalExport(t testing.TB, m *onnxpb.ModelProto) ([]byte, *Meta) {
 	t.Helper()
 	data, err := backbone.MarshalModel(m)
 	if err != nil {
@@ -250,6 +246,17 @@ func runExport(t testing.TB, f *fixture, h *head.Model, m *onnxpb.ModelProto, op
 	if err != nil {
 		t.Fatal(err)
 	}
+	return data, meta
+}
+
+// runExport runs the export m, built from f's cut with opt, in ONNX Runtime
+// on f's images (raw 0..255 pixels when opt has preprocessing, else the
+// normalised tensor) and returns the outputs its metadata's session spec
+// names (probabilities, then features when opt has them), and want, head
+// h's probabilities on f's features: what the export must reproduce.
+func runExport(t testing.TB, f *fixture, h *head.Model, m *onnxpb.ModelProto, opt Options) (outs [][]float32, want []float32) {
+	t.Helper()
+	data, meta := marshalExport(t, m)
 	ss, err := meta.SessionSpec(opt.WithFeatures)
 	if err != nil {
 		t.Fatal(err)

@@ -220,14 +220,7 @@ func BenchmarkPortable(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				data, err := backbone.MarshalModel(m)
-				if err != nil {
-					b.Fatal(err)
-				}
-				meta, err := ReadMetadata(m)
-				if err != nil {
-					b.Fatal(err)
-				}
+				data, meta := marshalExport(b, m)
 				s, err := ort.NewSession(data, ort.SessionSpec{Input: meta.InputName, InputShape: shape, Outputs: []string{OutputProbabilities}, OutputSizes: []int{f.k}}, ort.SessionOptions{Threads: 2})
 				if err != nil {
 					b.Fatal(err)
@@ -275,14 +268,7 @@ func TestPortableSameKernels(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				data, err := backbone.MarshalModel(m)
-				if err != nil {
-					t.Fatal(err)
-				}
-				meta, err := ReadMetadata(m)
-				if err != nil {
-					t.Fatal(err)
-				}
+				data, meta := marshalExport(t, m)
 				optimised := filepath.Join(t.TempDir(), "optimised.onnx")
 				opts, err := onnxruntime.NewSessionOptions()
 				if err != nil {
