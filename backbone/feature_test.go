@@ -370,14 +370,7 @@ func TestExternalModels(t *testing.T) {
 			}
 			read := time.Since(start)
 			start = time.Now()
-			c, err := backbone.FindFeatureTensor(m, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			cut, err := backbone.CutAtFeature(m, c)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, cut := findAndCut(t, m)
 			layers, err := backbone.DenseChainN(m, c.Tensor, 2)
 			if err != nil {
 				t.Fatal(err)

@@ -138,14 +138,7 @@ func TestRoundTrip(t *testing.T) {
 // unknown fields of the model and graph, and drops only training_info.
 func TestCutKeepsModelExtras(t *testing.T) {
 	m := graphRichModel()
-	c, err := backbone.FindFeatureTensor(m, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cut, err := backbone.CutAtFeature(m, c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, cut := findAndCut(t, m)
 	enc, _ := backbone.MarshalModel(cut)
 	back, err := backbone.ParseModel(enc)
 	if err != nil {

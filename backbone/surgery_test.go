@@ -29,14 +29,7 @@ func TestCutAtFeatureStructure(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, err := backbone.FindFeatureTensor(m, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			cut, err := backbone.CutAtFeature(m, c)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, cut := findAndCut(t, m)
 			after, _ := backbone.MarshalModel(m)
 			if !bytes.Equal(before, after) {
 				t.Fatal("CutAtFeature modified its input model")
@@ -238,14 +231,7 @@ func TestCutAtFeatureRunsInORT(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			m := testmodels.Model(kind, size)
 			exp := testmodels.ExpectFor(kind, size)
-			c, err := backbone.FindFeatureTensor(m, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			cut, err := backbone.CutAtFeature(m, c)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, cut := findAndCut(t, m)
 			cutData, err := backbone.MarshalModel(cut)
 			if err != nil {
 				t.Fatal(err)
@@ -332,14 +318,7 @@ func TestCutNHWCOpset18(t *testing.T) {
 		t.Run(fmt.Sprint(opset), func(t *testing.T) {
 			m := testmodels.Model("features4d-nhwc", 16)
 			m.OpsetImport[0].Version = ptr(opset)
-			c, err := backbone.FindFeatureTensor(m, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			cut, err := backbone.CutAtFeature(m, c)
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, cut := findAndCut(t, m)
 			last := cut.Graph.Node[len(cut.Graph.Node)-1]
 			if last.GetOpType() != "ReduceMean" || (opset >= 18) != (len(last.Input) == 2) {
 				t.Fatalf("opset %d: pooling node %v", opset, last)
@@ -366,14 +345,7 @@ func TestCutInitializersAsInputs(t *testing.T) {
 	for _, init := range m.Graph.Initializer {
 		m.Graph.Input = append(m.Graph.Input, backbone.ValueInfo(init.GetName(), onnxpb.TensorProto_FLOAT, init.Dims))
 	}
-	c, err := backbone.FindFeatureTensor(m, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cut, err := backbone.CutAtFeature(m, c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, cut := findAndCut(t, m)
 	inits := map[string]bool{}
 	for _, init := range cut.Graph.Initializer {
 		inits[init.GetName()] = true
@@ -406,14 +378,7 @@ func TestCutModelsPassONNXChecker(t *testing.T) {
 	dir := t.TempDir()
 	for _, kind := range testmodels.Kinds {
 		m := testmodels.Model(kind, 16)
-		c, err := backbone.FindFeatureTensor(m, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cut, err := backbone.CutAtFeature(m, c)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, cut := findAndCut(t, m)
 		if err := backbone.WriteModelFile(filepath.Join(dir, kind+".onnx"), cut); err != nil {
 			t.Fatal(err)
 		}

@@ -85,14 +85,7 @@ func TestCutUnusualRunsInORT(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			m := testmodels.Model(kind, size)
 			e := testmodels.ExpectFor(kind, size)
-			c, err := backbone.FindFeatureTensor(m, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			cut, err := backbone.CutAtFeature(m, c)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, cut := findAndCut(t, m)
 			cutData, err := backbone.MarshalModel(cut)
 			if err != nil {
 				t.Fatal(err)
