@@ -402,8 +402,7 @@ func TestExternalModels(t *testing.T) {
 			cutData, _ := backbone.MarshalModel(cut)
 			got, _ := graphRunORT(t, cutData, name, shape, x, backbone.FeatureOutput)
 			full := proto.Clone(m).(*onnxpb.ModelProto)
-			full.Graph.Output = append(full.Graph.Output, &onnxpb.ValueInfoProto{Name: ptr(c.Tensor),
-				Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{ElemType: ptr(int32(onnxpb.TensorProto_FLOAT))}}}})
+			full.Graph.Output = append(full.Graph.Output, floatOutput(c.Tensor))
 			fullData, _ := backbone.MarshalModel(full)
 			ref, refShape := graphRunORT(t, fullData, name, shape, x, c.Tensor)
 			want, err := graphPoolReference(ref[0], refShape[0], c.Pool)

@@ -395,8 +395,7 @@ func TestShapeInferenceMatchesORT(t *testing.T) {
 						continue
 					}
 					names = append(names, o)
-					full.Graph.Output = append(full.Graph.Output, &onnxpb.ValueInfoProto{Name: ptr(o),
-						Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{ElemType: ptr(int32(onnxpb.TensorProto_FLOAT))}}}})
+					full.Graph.Output = append(full.Graph.Output, floatOutput(o))
 				}
 			}
 			data, err := backbone.MarshalModel(full)

@@ -23,3 +23,10 @@ func findAndCut(t testing.TB, m *onnxpb.ModelProto) (*backbone.FeatureChoice, *o
 	}
 	return c, cut
 }
+
+// floatOutput declares a float32 graph output of unknown shape named name:
+// appended to a model's outputs, it exposes that intermediate tensor.
+func floatOutput(name string) *onnxpb.ValueInfoProto {
+	return &onnxpb.ValueInfoProto{Name: ptr(name),
+		Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{ElemType: ptr(int32(onnxpb.TensorProto_FLOAT))}}}}
+}

@@ -238,8 +238,7 @@ func TestCutAtFeatureRunsInORT(t *testing.T) {
 			}
 			full := proto.Clone(m).(*onnxpb.ModelProto)
 			if c.Tensor != full.Graph.Output[0].GetName() {
-				full.Graph.Output = append(full.Graph.Output, &onnxpb.ValueInfoProto{Name: ptr(c.Tensor),
-					Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{ElemType: ptr(int32(onnxpb.TensorProto_FLOAT))}}}})
+				full.Graph.Output = append(full.Graph.Output, floatOutput(c.Tensor))
 			}
 			fullData, err := backbone.MarshalModel(full)
 			if err != nil {

@@ -100,8 +100,7 @@ func TestCutUnusualRunsInORT(t *testing.T) {
 				b := backbone.EditGraph(full.Graph)
 				b.Node("DequantizeLinear", []string{c.Tensor, q.Scale, q.ZeroPoint}, []string{ref})
 			}
-			full.Graph.Output = append(full.Graph.Output, &onnxpb.ValueInfoProto{Name: ptr(ref),
-				Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{ElemType: ptr(int32(onnxpb.TensorProto_FLOAT))}}}})
+			full.Graph.Output = append(full.Graph.Output, floatOutput(ref))
 			fullData, err := backbone.MarshalModel(full)
 			if err != nil {
 				t.Fatal(err)
