@@ -13,6 +13,7 @@ import (
 
 	"github.com/headtune/headtune/featcache"
 	"github.com/headtune/headtune/head"
+	"github.com/headtune/headtune/internal/median"
 	"github.com/headtune/headtune/job"
 	"github.com/headtune/headtune/pipeline"
 )
@@ -77,18 +78,9 @@ func BenchmarkTrainStreamed(b *testing.B) {
 		}
 		mem, str, ratio = append(mem, rate[0]), append(str, rate[1]), append(ratio, rate[1]/rate[0])
 	}
-	b.ReportMetric(median(mem), "inmem_rows/s")
-	b.ReportMetric(median(str), "streamed_rows/s")
-	b.ReportMetric(median(ratio), "streamed/inmem")
+	b.ReportMetric(median.Of(mem), "inmem_rows/s")
+	b.ReportMetric(median.Of(str), "streamed_rows/s")
+	b.ReportMetric(median.Of(ratio), "streamed/inmem")
 	b.ReportMetric(slices.Min(ratio), "ratio_min")
 	b.ReportMetric(slices.Max(ratio), "ratio_max")
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

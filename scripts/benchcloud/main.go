@@ -39,6 +39,7 @@ import (
 	"github.com/headtune/headtune/featcache"
 	"github.com/headtune/headtune/featcache/segment"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/median"
 	"github.com/headtune/headtune/models"
 	"github.com/headtune/headtune/objstore"
 	"github.com/headtune/headtune/objstore/objstoretest"
@@ -143,7 +144,7 @@ func main() {
 		mergeRate = append(mergeRate, msum.RowsPerS)
 		out.Close()
 	}
-	ms := func(v []float64) string { return fmt.Sprintf("%7.2f ms", 1000*median(v)) }
+	ms := func(v []float64) string { return fmt.Sprintf("%7.2f ms", 1000*median.Of(v)) }
 	spread := func(v []float64) string {
 		s := append([]float64(nil), v...)
 		sort.Float64s(s)
@@ -159,13 +160,13 @@ func main() {
 		return o
 	}
 	fmt.Printf("  local extract      %s %s core-ms\n", ms(scale(tLocal)), spread(scale(tLocal)))
-	fmt.Printf("  s3 extract         %s %s core-ms  overhead %+.2f ms (%+.1f%%)\n", ms(scale(tS3)), spread(scale(tS3)), 1000*core*(median(tS3)-median(tLocal)), 100*(median(tS3)/median(tLocal)-1))
-	fmt.Printf("  s3 shard + seal    %s %s core-ms  overhead %+.2f ms (%+.1f%%)\n", ms(scale(tShard)), spread(scale(tShard)), 1000*core*(median(tShard)-median(tLocal)), 100*(median(tShard)/median(tLocal)-1))
+	fmt.Printf("  s3 extract         %s %s core-ms  overhead %+.2f ms (%+.1f%%)\n", ms(scale(tS3)), spread(scale(tS3)), 1000*core*(median.Of(tS3)-median.Of(tLocal)), 100*(median.Of(tS3)/median.Of(tLocal)-1))
+	fmt.Printf("  s3 shard + seal    %s %s core-ms  overhead %+.2f ms (%+.1f%%)\n", ms(scale(tShard)), spread(scale(tShard)), 1000*core*(median.Of(tShard)-median.Of(tLocal)), 100*(median.Of(tShard)/median.Of(tLocal)-1))
 	fmt.Printf("process CPU per image (both sides of the fake S3 included), median (min..max):\n")
 	fmt.Printf("  local extract      %s %s\n", ms(cLocal), spread(cLocal))
-	fmt.Printf("  s3 extract         %s %s  overhead %+.2f ms\n", ms(cS3), spread(cS3), 1000*(median(cS3)-median(cLocal)))
-	fmt.Printf("  s3 shard + seal    %s %s  overhead %+.2f ms\n", ms(cShard), spread(cShard), 1000*(median(cShard)-median(cLocal)))
-	fmt.Printf("  merge              %s %s wall-ms  (%.0f rows/s)\n", ms(tMerge), spread(tMerge), median(mergeRate))
+	fmt.Printf("  s3 extract         %s %s  overhead %+.2f ms\n", ms(cS3), spread(cS3), 1000*(median.Of(cS3)-median.Of(cLocal)))
+	fmt.Printf("  s3 shard + seal    %s %s  overhead %+.2f ms\n", ms(cShard), spread(cShard), 1000*(median.Of(cShard)-median.Of(cLocal)))
+	fmt.Printf("  merge              %s %s wall-ms  (%.0f rows/s)\n", ms(tMerge), spread(tMerge), median.Of(mergeRate))
 
 	// Synthetic merge at a realistic feature size.
 	id := featcache.Identity{ModelHash: "bench", FeatureTensor: "f", Preprocess: json.RawMessage(`{}`), Dim: *dim}
@@ -211,15 +212,6 @@ func cpuSeconds() float64 {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
-}
-
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func check(err error) {

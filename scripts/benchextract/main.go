@@ -41,6 +41,7 @@ import (
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/imaging"
 	_ "github.com/headtune/headtune/imaging/turbojpeg"
+	"github.com/headtune/headtune/internal/median"
 	"github.com/headtune/headtune/models"
 	"github.com/headtune/headtune/pipeline"
 )
@@ -209,7 +210,7 @@ func main() {
 		rAlone = append(rAlone, (1/e)/(cores/(d+i1)))
 		rLoaded = append(rLoaded, (1/e)/(cores/(d+cores*iP)))
 	}
-	decode, infer1, inferN, inferPar, e2e := median(ds1), median(is1), median(isN), median(isPar), median(es)
+	decode, infer1, inferN, inferPar, e2e := median.Of(ds1), median.Of(is1), median.Of(isN), median.Of(isPar), median.Of(es)
 	if *cpuprofile != "" {
 		// Three more end-to-end passes, profiled alone.
 		f, err := os.Create(*cpuprofile)
@@ -235,11 +236,11 @@ func main() {
 	fmt.Printf("| inference on pre-decoded tensors, %d concurrent 1-thread runs (pipeline layout) | %.1f | %.2f |\n", *threads, 1/inferPar, cores*inferPar*1e3)
 	fmt.Printf("| ideal pipeline, parts alone = %d / (decode + inference alone) | %.1f | |\n", *threads, cores/(decode+infer1))
 	fmt.Printf("| ideal pipeline, parts loaded = %d / (decode + inference with all cores busy) | %.1f | |\n", *threads, cores/(decode+cores*inferPar))
-	fmt.Printf("| bare loop: each core loads and runs its own images, no hashing, no cache | %.1f | |\n", 1/median(bares))
-	fmt.Printf("| extract end to end, separate decode workers, batch 16 (baseline layout) | %.1f | |\n", 1/median(seps))
+	fmt.Printf("| bare loop: each core loads and runs its own images, no hashing, no cache | %.1f | |\n", 1/median.Of(bares))
+	fmt.Printf("| extract end to end, separate decode workers, batch 16 (baseline layout) | %.1f | |\n", 1/median.Of(seps))
 	fmt.Printf("| **headtune extract end to end** | **%.1f** | |\n", 1/e2e)
-	fmt.Printf("| headtune extract, steady state (images %d..%d) | %.1f | |\n", n/10, n, 1/median(sts))
-	fmt.Printf("\nend-to-end / ideal (parts alone) = %.3f\nend-to-end / ideal (parts loaded) = %.3f\nsteady state / ideal (parts alone) = %.3f\nbare loop / ideal (parts alone) = %.3f\nend-to-end / bare loop = %.3f\nend-to-end / baseline layout = %.3f\n", median(rAlone), median(rLoaded), median(rSteady), median(rBareIdeal), median(rBare), median(rSep))
+	fmt.Printf("| headtune extract, steady state (images %d..%d) | %.1f | |\n", n/10, n, 1/median.Of(sts))
+	fmt.Printf("\nend-to-end / ideal (parts alone) = %.3f\nend-to-end / ideal (parts loaded) = %.3f\nsteady state / ideal (parts alone) = %.3f\nbare loop / ideal (parts alone) = %.3f\nend-to-end / bare loop = %.3f\nend-to-end / baseline layout = %.3f\n", median.Of(rAlone), median.Of(rLoaded), median.Of(rSteady), median.Of(rBareIdeal), median.Of(rBare), median.Of(rSep))
 }
 
 func shape(s imaging.Spec) []int64 {
@@ -247,15 +248,6 @@ func shape(s imaging.Spec) []int64 {
 		return []int64{int64(s.Height), int64(s.Width), int64(s.Channels)}
 	}
 	return []int64{int64(s.Channels), int64(s.Height), int64(s.Width)}
-}
-
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func check(err error) {

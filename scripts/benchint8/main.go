@@ -35,6 +35,7 @@ import (
 	"github.com/headtune/headtune/backbone/ortprof"
 	"github.com/headtune/headtune/imaging"
 	_ "github.com/headtune/headtune/imaging/turbojpeg"
+	"github.com/headtune/headtune/internal/median"
 	"github.com/headtune/headtune/models"
 	"github.com/headtune/headtune/pipeline"
 )
@@ -225,9 +226,9 @@ func main() {
 		rp = append(rp, ip[1][r]/ip[0][r])
 		re = append(re, ee[1][r]/ee[0][r])
 	}
-	res.Infer1Float, res.Infer1Int8, res.Infer1Speedup = median(i1[0]), median(i1[1]), median(r1)
-	res.InferParFloat, res.InferParInt8, res.InferParSpeedup = median(ip[0]), median(ip[1]), median(rp)
-	res.E2EFloat, res.E2EInt8, res.E2ESpeedup = median(ee[0]), median(ee[1]), median(re)
+	res.Infer1Float, res.Infer1Int8, res.Infer1Speedup = median.Of(i1[0]), median.Of(i1[1]), median.Of(r1)
+	res.InferParFloat, res.InferParInt8, res.InferParSpeedup = median.Of(ip[0]), median.Of(ip[1]), median.Of(rp)
+	res.E2EFloat, res.E2EInt8, res.E2ESpeedup = median.Of(ee[0]), median.Of(ee[1]), median.Of(re)
 	res.InferParSpread, res.E2ESpeedupSpread = spread(rp), spread(re)
 	res.CosineMin = 1
 	for i := 0; i < n; i++ {
@@ -329,15 +330,6 @@ func shape(s imaging.Spec) []int64 {
 		return []int64{int64(s.Height), int64(s.Width), int64(s.Channels)}
 	}
 	return []int64{int64(s.Channels), int64(s.Height), int64(s.Width)}
-}
-
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func check(err error) {
