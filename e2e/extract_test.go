@@ -53,10 +53,7 @@ func directFeatures(t *testing.T, modelPath string, spec imaging.Spec, paths []s
 	if err != nil {
 		t.Fatal(err)
 	}
-	shape := []int64{int64(spec.Channels), int64(spec.Height), int64(spec.Width)}
-	if spec.Layout == "NHWC" {
-		shape = []int64{int64(spec.Height), int64(spec.Width), int64(spec.Channels)}
-	}
+	shape := spec.InputShape()
 	dim := int(choice.Dim)
 	s, err := ort.NewSession(data, ort.SessionSpec{Input: in, InputShape: shape, Outputs: []string{backbone.FeatureOutput}, OutputSizes: []int{dim}},
 		ort.SessionOptions{Threads: 1})

@@ -120,7 +120,7 @@ func BenchmarkFP16(b *testing.B) {
 		b.Run(arch, func(b *testing.B) {
 			f := registryFixture(b, arch)
 			h := handHead(f, nil, 1.5)
-			shape := inputShape(f.spec)
+			shape := f.spec.InputShape()
 			var sessions [2]*ort.Session
 			var outs [2][]float32
 			var size [2]int

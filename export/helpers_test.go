@@ -208,19 +208,10 @@ func newFixtureSpec(full *onnxpb.ModelProto, kind, featureTensor string, spec im
 	return f, nil
 }
 
-// inputShape is one image's input shape in the spec's layout, without the
-// batch dimension.
-func inputShape(spec imaging.Spec) []int64 {
-	if spec.Layout == imaging.LayoutNHWC {
-		return []int64{int64(spec.Height), int64(spec.Width), int64(spec.Channels)}
-	}
-	return []int64{int64(spec.Channels), int64(spec.Height), int64(spec.Width)}
-}
-
 // runModel runs serialised ONNX bytes on n samples in the spec's layout and
 // returns the named outputs (sizes values per sample each).
 func runModel(data []byte, input string, spec imaging.Spec, x []float32, n int, outputs []string, sizes []int) ([][]float32, error) {
-	s, err := ort.NewSession(data, ort.SessionSpec{Input: input, InputShape: inputShape(spec), Outputs: outputs, OutputSizes: sizes}, ort.SessionOptions{Threads: 1})
+	s, err := ort.NewSession(data, ort.SessionSpec{Input: input, InputShape: spec.InputShape(), Outputs: outputs, OutputSizes: sizes}, ort.SessionOptions{Threads: 1})
 	if err != nil {
 		return nil, err
 	}

@@ -29,7 +29,7 @@ func int8Model(t *testing.T, kind string) *onnxpb.ModelProto {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shape := inputShape(imaging.Spec{Layout: info.Layout, Channels: info.Channels, Height: info.Height, Width: info.Width})
+	shape := imaging.Spec{Layout: info.Layout, Channels: info.Channels, Height: info.Height, Width: info.Width}.InputShape()
 	fl := getFixture(t, kind, testSize, 0, testImages, testClasses)
 	n, x := fl.n, fl.norm
 	data, err := backbone.MarshalModel(p.CalibrationModel())

@@ -163,14 +163,9 @@ func (m *Meta) FeedSpec() imaging.Spec {
 // output ([len(Classes)] per sample) and, when withFeatures is true, the
 // features output ([FeatureDim] per sample), in that order.
 func (m *Meta) SessionSpec(withFeatures bool) (ort.SessionSpec, error) {
-	s := m.Spec
-	shape := []int64{int64(s.Channels), int64(s.Height), int64(s.Width)}
-	if s.Layout == imaging.LayoutNHWC {
-		shape = []int64{int64(s.Height), int64(s.Width), int64(s.Channels)}
-	}
 	ss := ort.SessionSpec{
 		Input:       m.InputName,
-		InputShape:  shape,
+		InputShape:  m.Spec.InputShape(),
 		Outputs:     []string{OutputProbabilities},
 		OutputSizes: []int{len(m.Classes)},
 		FixedBatch:  m.FixedBatch,

@@ -204,7 +204,7 @@ func BenchmarkPortable(b *testing.B) {
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			f := tc.fixture(b)
-			shape := inputShape(f.spec)
+			shape := f.spec.InputShape()
 			x := f.norm
 			if tc.opt.WithPreprocessing {
 				x = f.raw

@@ -147,7 +147,7 @@ func BenchmarkExportVsCut(b *testing.B) {
 			} else {
 				f = getFixture(b, "resnet", 224, 0, batch, 10)
 			}
-			shape := inputShape(f.spec)
+			shape := f.spec.InputShape()
 			models := []struct {
 				name   string
 				hidden []int

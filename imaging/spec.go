@@ -244,6 +244,16 @@ func (s Spec) Hash() string {
 // tensor: Channels*Width*Height.
 func (s Spec) TensorLen() int { return s.Channels * s.Width * s.Height }
 
+// InputShape is the shape of one image in the input tensor, without the
+// batch dimension: [Channels, Height, Width] for NCHW, [Height, Width,
+// Channels] for NHWC.
+func (s Spec) InputShape() []int64 {
+	if s.Layout == LayoutNHWC {
+		return []int64{int64(s.Height), int64(s.Width), int64(s.Channels)}
+	}
+	return []int64{int64(s.Channels), int64(s.Height), int64(s.Width)}
+}
+
 // ParseSpec decodes a spec written by Canonical (or any JSON with the same
 // fields), refusing unknown fields, and validates it.
 func ParseSpec(data []byte) (Spec, error) {

@@ -2,6 +2,7 @@ package imaging
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -226,6 +227,21 @@ func TestGeometryModes(t *testing.T) {
 		s.Resize = tc.mode
 		if g := s.Geometry(tc.w, tc.h); g != tc.want {
 			t.Errorf("%s %dx%d: %+v, want %+v", tc.mode, tc.w, tc.h, g, tc.want)
+		}
+	}
+}
+
+func TestInputShape(t *testing.T) {
+	for _, tc := range []struct {
+		layout string
+		want   []int64
+	}{
+		{LayoutNCHW, []int64{3, 20, 30}},
+		{LayoutNHWC, []int64{20, 30, 3}},
+	} {
+		s := Spec{Layout: tc.layout, Channels: 3, Height: 20, Width: 30}
+		if got := s.InputShape(); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: InputShape() = %v, want %v", tc.layout, got, tc.want)
 		}
 	}
 }

@@ -275,7 +275,7 @@ func OpenBackbone(ref string, opt BackboneOptions) (*Backbone, error) {
 	b.Inferers, sessOpt = PipelineThreads(opt.Session)
 	b.Session, err = ort.NewSession(cutBytes, ort.SessionSpec{
 		Input:       in.Name,
-		InputShape:  inputShape(spec),
+		InputShape:  spec.InputShape(),
 		Outputs:     []string{"features"},
 		OutputSizes: []int{b.Dim},
 		FixedBatch:  fixed,
@@ -358,14 +358,6 @@ func PipelineThreads(opt ort.SessionOptions) (inferers int, session ort.SessionO
 	}
 	opt.Threads = 1
 	return inferers, opt
-}
-
-// inputShape is the per-sample input shape the spec fills.
-func inputShape(s imaging.Spec) []int64 {
-	if s.Layout == "NHWC" {
-		return []int64{int64(s.Height), int64(s.Width), int64(s.Channels)}
-	}
-	return []int64{int64(s.Channels), int64(s.Height), int64(s.Width)}
 }
 
 // resolveSpec builds the preprocessing recipe: an installed model's own

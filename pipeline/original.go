@@ -99,7 +99,7 @@ func OriginalScores(ctx context.Context, store *models.Store, ref string, ds *im
 		return res, err
 	}
 	inferers, sessOpt := PipelineThreads(opt.Session)
-	sess, err := ort.NewSession(data, ort.SessionSpec{Input: in.Name, InputShape: inputShape(spec), Outputs: []string{output}, OutputSizes: []int{len(classes)}, FixedBatch: in.Batch}, sessOpt)
+	sess, err := ort.NewSession(data, ort.SessionSpec{Input: in.Name, InputShape: spec.InputShape(), Outputs: []string{output}, OutputSizes: []int{len(classes)}, FixedBatch: in.Batch}, sessOpt)
 	if err != nil {
 		return res, err
 	}

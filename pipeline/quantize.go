@@ -149,7 +149,7 @@ func Quantize(ctx context.Context, opt QuantizeOptions) (*QuantizeResult, error)
 		return nil, err
 	}
 	plan, err := quantize.Prepare(bb.Full, bb.Choice.Tensor, quantize.Options{
-		Float: opt.Float, QuantizeDense: opt.QuantizeDense, InputShape: inputShape(bb.Spec), NoPoolSwap: opt.NoRewrite,
+		Float: opt.Float, QuantizeDense: opt.QuantizeDense, InputShape: bb.Spec.InputShape(), NoPoolSwap: opt.NoRewrite,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("quantize %s: %w", opt.Model, err)
@@ -192,7 +192,7 @@ func Quantize(ctx context.Context, opt QuantizeOptions) (*QuantizeResult, error)
 		return nil, err
 	}
 	sess, err := ort.NewSession(calModel, ort.SessionSpec{
-		Input: plan.Input, InputShape: inputShape(bb.Spec), Outputs: plan.CalibrationOutputs(), OutputSizes: plan.Sizes, FixedBatch: fixed,
+		Input: plan.Input, InputShape: bb.Spec.InputShape(), Outputs: plan.CalibrationOutputs(), OutputSizes: plan.Sizes, FixedBatch: fixed,
 	}, sessOpt)
 	calModel = nil
 	if err != nil {
@@ -230,7 +230,7 @@ func Quantize(ctx context.Context, opt QuantizeOptions) (*QuantizeResult, error)
 	if err := chk.reference(ctx); err != nil {
 		return nil, fmt.Errorf("quantize %s: check: %w", opt.Model, err)
 	}
-	qopt := quantize.Options{Float: opt.Float, QuantizeDense: opt.QuantizeDense, InputShape: inputShape(bb.Spec), NoPoolSwap: opt.NoRewrite}
+	qopt := quantize.Options{Float: opt.Float, QuantizeDense: opt.QuantizeDense, InputShape: bb.Spec.InputShape(), NoPoolSwap: opt.NoRewrite}
 	q, rep, mean, worst, err := chk.build(ctx, bb.Full, qopt, ranges)
 	if err != nil {
 		return nil, fmt.Errorf("quantize %s: %w", opt.Model, err)
@@ -352,7 +352,7 @@ func (c *checker) features(ctx context.Context, cut *onnxpb.ModelProto) (map[int
 	}
 	dim := c.bb.Dim
 	sess, err := ort.NewSession(data, ort.SessionSpec{
-		Input: c.bb.InputName, InputShape: inputShape(c.bb.Spec), Outputs: []string{backbone.FeatureOutput}, OutputSizes: []int{dim}, FixedBatch: c.fixed,
+		Input: c.bb.InputName, InputShape: c.bb.Spec.InputShape(), Outputs: []string{backbone.FeatureOutput}, OutputSizes: []int{dim}, FixedBatch: c.fixed,
 	}, c.sessOpt)
 	if err != nil {
 		return nil, err
@@ -454,7 +454,7 @@ func (c *checker) speed(ctx context.Context, q *onnxpb.ModelProto) (*models.Spee
 			return nil, err
 		}
 		sess[k], err = ort.NewSession(data, ort.SessionSpec{
-			Input: c.bb.InputName, InputShape: inputShape(spec), Outputs: []string{backbone.FeatureOutput}, OutputSizes: []int{c.bb.Dim}, FixedBatch: c.fixed,
+			Input: c.bb.InputName, InputShape: spec.InputShape(), Outputs: []string{backbone.FeatureOutput}, OutputSizes: []int{c.bb.Dim}, FixedBatch: c.fixed,
 		}, ort.SessionOptions{Threads: 1})
 		if err != nil {
 			return nil, err

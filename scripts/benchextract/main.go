@@ -89,7 +89,7 @@ func main() {
 
 	cut, err := backbone.MarshalModel(bb.Cut)
 	check(err)
-	sessSpec := ort.SessionSpec{Input: bb.InputName, InputShape: shape(spec), Outputs: []string{"features"}, OutputSizes: []int{bb.Dim}}
+	sessSpec := ort.SessionSpec{Input: bb.InputName, InputShape: spec.InputShape(), Outputs: []string{"features"}, OutputSizes: []int{bb.Dim}}
 	// The parts run at the batch size the pipeline will use.
 	bs := *batch
 	if bs <= 0 {
@@ -241,13 +241,6 @@ func main() {
 	fmt.Printf("| **headtune extract end to end** | **%.1f** | |\n", 1/e2e)
 	fmt.Printf("| headtune extract, steady state (images %d..%d) | %.1f | |\n", n/10, n, 1/median.Of(sts))
 	fmt.Printf("\nend-to-end / ideal (parts alone) = %.3f\nend-to-end / ideal (parts loaded) = %.3f\nsteady state / ideal (parts alone) = %.3f\nbare loop / ideal (parts alone) = %.3f\nend-to-end / bare loop = %.3f\nend-to-end / baseline layout = %.3f\n", median.Of(rAlone), median.Of(rLoaded), median.Of(rSteady), median.Of(rBareIdeal), median.Of(rBare), median.Of(rSep))
-}
-
-func shape(s imaging.Spec) []int64 {
-	if s.Layout == "NHWC" {
-		return []int64{int64(s.Height), int64(s.Width), int64(s.Channels)}
-	}
-	return []int64{int64(s.Channels), int64(s.Height), int64(s.Width)}
 }
 
 func check(err error) {

@@ -120,7 +120,7 @@ func main() {
 	for k, bb := range bbs {
 		cut, err := backbone.MarshalModel(bb.Cut)
 		check(err)
-		single[k], err = ort.NewSession(cut, ort.SessionSpec{Input: bb.InputName, InputShape: shape(spec), Outputs: []string{"features"}, OutputSizes: []int{dim}}, ort.SessionOptions{Threads: 1})
+		single[k], err = ort.NewSession(cut, ort.SessionSpec{Input: bb.InputName, InputShape: spec.InputShape(), Outputs: []string{"features"}, OutputSizes: []int{dim}}, ort.SessionOptions{Threads: 1})
 		check(err)
 		defer single[k].Close()
 	}
@@ -274,7 +274,7 @@ func profile(bbs []*pipeline.Backbone, spec imaging.Spec, tensors []float32, dim
 			return ortprof.Comparison{}, 0, err
 		}
 		optimized[k] = filepath.Join(tmp, fmt.Sprintf("optimized-%d.onnx", k))
-		sess[k], err = ort.NewSession(cut, ort.SessionSpec{Input: bb.InputName, InputShape: shape(spec), Outputs: []string{"features"}, OutputSizes: []int{dim}},
+		sess[k], err = ort.NewSession(cut, ort.SessionSpec{Input: bb.InputName, InputShape: spec.InputShape(), Outputs: []string{"features"}, OutputSizes: []int{dim}},
 			ort.SessionOptions{Threads: 1, ProfilePrefix: filepath.Join(tmp, fmt.Sprintf("profile-%d", k)), OptimizedModelPath: optimized[k]})
 		if err != nil {
 			return ortprof.Comparison{}, 0, err
@@ -323,13 +323,6 @@ func spread(v []float64) string {
 	s := append([]float64(nil), v...)
 	sort.Float64s(s)
 	return fmt.Sprintf("%.2f-%.2f", s[0], s[len(s)-1])
-}
-
-func shape(s imaging.Spec) []int64 {
-	if s.Layout == "NHWC" {
-		return []int64{int64(s.Height), int64(s.Width), int64(s.Channels)}
-	}
-	return []int64{int64(s.Channels), int64(s.Height), int64(s.Width)}
 }
 
 func check(err error) {
