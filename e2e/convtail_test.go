@@ -129,16 +129,7 @@ func TestConvTailFlow(t *testing.T) {
 	if len(erows) != len(rows) {
 		t.Fatalf("export predicted %d rows, predict --head %d", len(erows), len(rows))
 	}
-	worst := 0.0
-	for i, er := range erows {
-		if er.Path != rows[i].Path {
-			t.Fatalf("row %d: %s vs %s", i, er.Path, rows[i].Path)
-		}
-		hp, ep := rows[i].probs(), er.probs()
-		for cl, p := range hp {
-			worst = max(worst, math.Abs(float64(p)-float64(ep[cl])))
-		}
-	}
+	worst := maxProbDiff(t, rows, erows)
 	t.Logf("export vs predict --head: max |probability diff| %.3g", worst)
 	if worst > 1e-4 {
 		t.Errorf("export and predict --head disagree by %.3g > 1e-4", worst)

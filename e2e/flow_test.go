@@ -53,6 +53,26 @@ func (r predRow) probs() map[string]float32 {
 	return m
 }
 
+// maxProbDiff returns the largest |probability difference| between the
+// rows predict --head wrote and the export's, row by row (both in the same
+// order, with every class in each top k), failing t at a row whose path
+// differs. The caller checks that there are as many rows of each.
+func maxProbDiff(t *testing.T, head, export []predRow) float64 {
+	t.Helper()
+	worst := 0.0
+	for i, e := range export {
+		h := head[i]
+		if e.Path != h.Path {
+			t.Fatalf("row %d: %s vs %s", i, e.Path, h.Path)
+		}
+		hp, ep := h.probs(), e.probs()
+		for cl, p := range hp {
+			worst = max(worst, math.Abs(float64(p)-float64(ep[cl])))
+		}
+	}
+	return worst
+}
+
 // labelOf is the class folder of a dataset path.
 func labelOf(p string) string { return filepath.Base(filepath.Dir(p)) }
 
@@ -150,17 +170,7 @@ func TestEndToEnd(t *testing.T) {
 			if len(rows) != len(headRows) {
 				t.Fatalf("predict --model wrote %d rows, predict --head %d", len(rows), len(headRows))
 			}
-			worst := 0.0
-			for i, r := range rows {
-				h := headRows[i]
-				if r.Path != h.Path {
-					t.Fatalf("row %d: %s vs %s", i, r.Path, h.Path)
-				}
-				hp, ep := h.probs(), r.probs()
-				for cl, p := range hp {
-					worst = max(worst, math.Abs(float64(p)-float64(ep[cl])))
-				}
-			}
+			worst := maxProbDiff(t, headRows, rows)
 			t.Logf("export %s vs predict --head: max |probability diff| %.3g", variant.name, worst)
 			if worst > variant.tol {
 				t.Errorf("export %s and predict --head disagree by %.3g > %g", variant.name, worst, variant.tol)

@@ -103,17 +103,7 @@ func TestInt8EndToEnd(t *testing.T) {
 	if len(rows) != len(headRows) || len(rows) == 0 {
 		t.Fatalf("predict --model wrote %d rows, predict --head %d", len(rows), len(headRows))
 	}
-	worst := 0.0
-	for i, r := range rows {
-		h := headRows[i]
-		if r.Path != h.Path {
-			t.Fatalf("row %d: %s vs %s", i, r.Path, h.Path)
-		}
-		hp, ep := h.probs(), r.probs()
-		for cl, p := range hp {
-			worst = max(worst, math.Abs(float64(p)-float64(ep[cl])))
-		}
-	}
+	worst := maxProbDiff(t, headRows, rows)
 	t.Logf("int8 export vs predict --head: max |probability diff| %.3g; feature cosine to float32 %.6f, largest difference %.3g", worst, cos, diff)
 	if worst > 1e-5 {
 		t.Errorf("int8 export and predict --head disagree by %.3g > 1e-5", worst)
