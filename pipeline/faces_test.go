@@ -61,6 +61,23 @@ func faceSetup(t *testing.T) (*faces.Detector, *Backbone) {
 	return det, bb
 }
 
+// expressionSession opens face-expression's whole model, its classifier
+// included (7 expression probabilities per 112x112 NHWC face crop), closed
+// when t ends.
+func expressionSession(t *testing.T, bb *Backbone) *ort.Session {
+	t.Helper()
+	model, err := os.ReadFile(bb.ModelPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := ort.NewSession(model, ort.SessionSpec{Input: bb.InputName, InputShape: []int64{112, 112, 3}, Outputs: []string{"probs"}, OutputSizes: []int{7}}, ort.SessionOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sess.Close() })
+	return sess
+}
+
 // TestFaceRunnerMatchesDirectCrop: the features FaceRunner gives for every
 // face of the sample photos are the backbone's output on the crop made by
 // hand (detect, FrameOf, Crop, Tensor), in face order; a file that is not
@@ -149,15 +166,7 @@ func TestFaceRunnerMatchesDirectCrop(t *testing.T) {
 // pseudo-labels, not human labels. A photo of a dog goes into "other".
 func pseudoLabelled(t *testing.T, det *faces.Detector, bb *Backbone, dir string) (nFaces int) {
 	t.Helper()
-	model, err := os.ReadFile(bb.ModelPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess, err := ort.NewSession(model, ort.SessionSpec{Input: bb.InputName, InputShape: []int64{112, 112, 3}, Outputs: []string{"probs"}, OutputSizes: []int{7}}, ort.SessionOptions{Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
+	sess := expressionSession(t, bb)
 	photos := testnpm.WriteFacePhotos(t, t.TempDir())
 	in := make([]float32, bb.Spec.TensorLen())
 	probs := make([]float32, 7)
@@ -268,15 +277,7 @@ func TestExtractFaces(t *testing.T) {
 // the README quotes).
 func TestAlignmentEffect(t *testing.T) {
 	det, bb := faceSetup(t)
-	model, err := os.ReadFile(bb.ModelPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess, err := ort.NewSession(model, ort.SessionSpec{Input: bb.InputName, InputShape: []int64{112, 112, 3}, Outputs: []string{"probs"}, OutputSizes: []int{7}}, ort.SessionOptions{Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
+	sess := expressionSession(t, bb)
 	eyes := bb.Spec.Faces
 	upright := eyes
 	upright.Align = imaging.AlignNone
