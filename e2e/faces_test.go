@@ -8,16 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/headtune/headtune/internal/testasset"
 	"github.com/headtune/headtune/internal/testnpm"
 )
-
-// faceAsset skips, or under CI=true fails, a face test whose asset is
-// absent.
-func faceAsset(t testing.TB, format string, args ...any) {
-	t.Helper()
-	testasset.Skip(t, format, args...)
-}
 
 // pullBlazeFace installs the detector from its pinned tarball.
 func pullBlazeFace(t testing.TB, c *cli) {

@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testasset"
 	"github.com/headtune/headtune/internal/testnpm"
 	"github.com/headtune/headtune/models"
 )
@@ -147,7 +148,7 @@ func TestNoFaceImages(t *testing.T) {
 		p := filepath.Join("/usr/share/darknet/data", name)
 		b, err := os.ReadFile(p)
 		if err != nil {
-			missing(t, "Debian darknet's photos (apt-get install darknet): %v", err)
+			testasset.Skip(t, "Debian darknet's photos (apt-get install darknet): %v", err)
 		}
 		check(p, decodeBytes(t, p, b))
 		n++
@@ -162,7 +163,7 @@ func fashionMNIST(t *testing.T, n int) []*imaging.RGB {
 	p := "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
 	f, err := os.Open(p)
 	if err != nil {
-		missing(t, "Fashion-MNIST (apt-get install dataset-fashion-mnist): %v", err)
+		testasset.Skip(t, "Fashion-MNIST (apt-get install dataset-fashion-mnist): %v", err)
 	}
 	defer f.Close()
 	zr, err := gzip.NewReader(f)

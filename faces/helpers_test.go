@@ -15,12 +15,6 @@ import (
 // from theirs, ONNX Runtime from .deps. A missing asset skips the test with
 // the reason, except under CI=true, where it fails: CI provides them all.
 
-// missing skips (or, in CI, fails) a test whose asset is absent.
-func missing(t testing.TB, format string, args ...any) {
-	t.Helper()
-	testasset.Skip(t, format, args...)
-}
-
 var (
 	assetMu   sync.Mutex
 	blazeONNX []byte
@@ -55,7 +49,7 @@ func initORT(t testing.TB) {
 	t.Helper()
 	ortOnce.Do(func() { _, ortErr = ort.Init("") })
 	if ortErr != nil {
-		missing(t, "ONNX Runtime unavailable: %v", ortErr)
+		testasset.Skip(t, "ONNX Runtime unavailable: %v", ortErr)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/headtune/headtune/internal/testasset"
 	"github.com/headtune/headtune/internal/testnpm"
 )
 
@@ -42,7 +43,7 @@ func TestThresholdTable(t *testing.T) {
 	for _, n := range []string{"dog.jpg", "eagle.jpg", "giraffe.jpg", "horses.jpg"} {
 		b, err := os.ReadFile(filepath.Join("/usr/share/darknet/data", n))
 		if err != nil {
-			missing(t, "Debian darknet's photos: %v", err)
+			testasset.Skip(t, "Debian darknet's photos: %v", err)
 		}
 		add(n, nil, b)
 	}

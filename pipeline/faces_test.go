@@ -23,17 +23,12 @@ import (
 // Face mode needs BlazeFace and face-api's tarball (npm, pinned) and ONNX
 // Runtime: absent, the tests skip, or fail under CI=true.
 
-func faceAsset(t testing.TB, format string, args ...any) {
-	t.Helper()
-	testasset.Skip(t, format, args...)
-}
-
 // faceSetup installs blazeface and face-expression in a fresh store and
 // opens the detector and the backbone in face mode.
 func faceSetup(t *testing.T) (*faces.Detector, *Backbone) {
 	t.Helper()
 	if _, err := ort.Init(""); err != nil {
-		faceAsset(t, "ONNX Runtime not available: %v", err)
+		testasset.Skip(t, "ONNX Runtime not available: %v", err)
 	}
 	store, err := models.OpenStore(t.TempDir())
 	if err != nil {
@@ -208,7 +203,7 @@ func pseudoLabelled(t *testing.T, det *faces.Detector, bb *Backbone, dir string)
 	}
 	dog, err := os.ReadFile("/usr/share/darknet/data/dog.jpg")
 	if err != nil {
-		faceAsset(t, "Debian darknet's dog.jpg: %v", err)
+		testasset.Skip(t, "Debian darknet's dog.jpg: %v", err)
 	}
 	os.MkdirAll(filepath.Join(dir, "other"), 0o755)
 	os.WriteFile(filepath.Join(dir, "other", "dog.jpg"), dog, 0o644)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/imaging"
+	"github.com/headtune/headtune/internal/testasset"
 )
 
 const tinyCfg = `[net]
@@ -297,7 +298,7 @@ activation=linear
 func TestImportsPassONNXChecker(t *testing.T) {
 	py := python3(t)
 	if err := exec.Command(py, "-c", "import onnx").Run(); err != nil {
-		skipOrFail(t, "%s cannot import onnx (apt-get install python3-onnx): %v", py, err)
+		testasset.Skip(t, "%s cannot import onnx (apt-get install python3-onnx): %v", py, err)
 	}
 	small := map[string]string{"reorg.cfg": reorgCfg, "classifier.cfg": classifierCfg,
 		"scaled.cfg": reorgCfg + "scale=0.5\n"}

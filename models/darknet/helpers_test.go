@@ -23,13 +23,6 @@ import (
 	"github.com/headtune/headtune/internal/testasset"
 )
 
-// skipOrFail skips a test whose asset is missing, failing it under CI
-// (internal/testasset).
-func skipOrFail(t testing.TB, format string, args ...any) {
-	t.Helper()
-	testasset.Skip(t, format, args...)
-}
-
 // cfgDir is where Debian's darknet package keeps its cfgs
 // ($HEADTUNE_DARKNET_CFG overrides).
 func cfgDir(t testing.TB) string {
@@ -39,7 +32,7 @@ func cfgDir(t testing.TB) string {
 		d = "/usr/share/darknet/cfg"
 	}
 	if _, err := os.Stat(filepath.Join(d, "yolov3.cfg")); err != nil {
-		skipOrFail(t, "Darknet cfgs not found in %s (apt-get install darknet, or set HEADTUNE_DARKNET_CFG): %v", d, err)
+		testasset.Skip(t, "Darknet cfgs not found in %s (apt-get install darknet, or set HEADTUNE_DARKNET_CFG): %v", d, err)
 	}
 	return d
 }
@@ -52,7 +45,7 @@ func python3(t testing.TB) string {
 		p = "/usr/bin/python3"
 	}
 	if err := exec.Command(p, "-c", "import cv2, numpy").Run(); err != nil {
-		skipOrFail(t, "%s cannot import cv2 (apt-get install python3-opencv): %v", p, err)
+		testasset.Skip(t, "%s cannot import cv2 (apt-get install python3-opencv): %v", p, err)
 	}
 	return p
 }
@@ -66,7 +59,7 @@ func initORT(t testing.TB) {
 	t.Helper()
 	ortOnce.Do(func() { _, ortErr = ort.Init("") })
 	if ortErr != nil {
-		skipOrFail(t, "ONNX Runtime unavailable: %v", ortErr)
+		testasset.Skip(t, "ONNX Runtime unavailable: %v", ortErr)
 	}
 }
 
