@@ -47,6 +47,8 @@ var denseOps = map[string]bool{"Gemm": true, "MatMul": true, "FusedGemm": true, 
 var elementwiseOps = map[string]bool{"Add": true, "Sub": true, "Mul": true, "Div": true, "Sum": true, "Max": true, "Min": true,
 	"Relu": true, "Clip": true, "LeakyRelu": true, "Sigmoid": true, "Tanh": true, "HardSigmoid": true, "HardSwish": true,
 	"Elu": true, "Selu": true, "PRelu": true, "Softplus": true, "Erf": true, "Gelu": true, "Pow": true, "Sqrt": true,
+	// ONNX Runtime's fused activations (com.microsoft): QuickGelu is x*sigmoid(a*x), so a SiLU.
+	"QuickGelu": true, "FastGelu": true, "BiasGelu": true, "BiasAdd": true,
 	"BatchNormalization": true, "QLinearAdd": true, "QLinearMul": true, "QLinearSigmoid": true, "QLinearLeakyRelu": true}
 
 var layoutOps = map[string]bool{"Transpose": true, "ReorderInput": true, "ReorderOutput": true, "QuantizeLinear": true,

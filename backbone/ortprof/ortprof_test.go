@@ -91,6 +91,7 @@ func testGraph() *onnxpb.GraphProto {
 	node("gemm", "Gemm", []string{"x", init("w_fc", 10, 64)})
 	node("add", "Add", []string{"a", "b"})
 	node("qadd", "QLinearAdd", []string{"a"})
+	node("silu", "QuickGelu", []string{"x"}) // ONNX Runtime's fused x*sigmoid(x)
 	node("transpose", "Transpose", []string{"x"})
 	node("reorder", "ReorderInput", []string{"x"})
 	node("q", "QuantizeLinear", []string{"x"})
@@ -103,7 +104,7 @@ func TestClassifyGraph(t *testing.T) {
 	for node, want := range map[string]Class{
 		"stem": Stem, "stem_rgba": Stem, "dw": Depthwise, "grouped": Conv, "pw": Conv,
 		"qdw": Depthwise, "qstem": Stem, "qpw": Conv, "dqdw": Depthwise, "unknown_w": Conv, "gemm": Conv,
-		"deq": Layout, "add": Elementwise, "qadd": Elementwise, "transpose": Layout, "reorder": Layout, "q": Layout, "pool": Other,
+		"deq": Layout, "add": Elementwise, "qadd": Elementwise, "silu": Elementwise, "transpose": Layout, "reorder": Layout, "q": Layout, "pool": Other,
 	} {
 		if got[node] != want {
 			t.Errorf("%s: %q, want %q", node, got[node], want)
