@@ -1,7 +1,7 @@
 # headtune: transfer learning on images with frozen ONNX backbones and pure-Go heads.
 #
 #   make demo    the whole job offline on a fresh machine (setup included)
-#   make test    set up and run the test suite (what CI runs)
+#   make test    set up (peers, data and emulators too) and run the test suite (what CI runs)
 
 GO        ?= go
 SHELL     := bash
@@ -12,19 +12,24 @@ export ORT_VERSION
 # the path keeps subprocesses (scripts, python) on the same library.
 export HEADTUNE_ORT_LIB ?= $(CURDIR)/.deps/onnxruntime-$(ORT_VERSION)/libonnxruntime.so.1
 
-.PHONY: all setup build test test-short bench fuzz demo clean
+.PHONY: all setup setup-test build test test-short bench fuzz demo clean
 
 all: build
 
 setup:
 	@./scripts/setup.sh
 
+# What the tests need beyond setup: Debian peers and data (as root), the
+# onnxruntime-node package and Azurite (see the script).
+setup-test: setup
+	@./scripts/setup-test.sh
+
 build:
 	$(GO) build -o $(BIN) ./cmd/headtune
 
 # The test run ends with the list of skipped tests and why (plain `go test`
 # hides skips); under CI=true a skip for a missing asset is a failure.
-test: setup
+test: setup-test
 	$(GO) vet ./...
 	# The object-storage drivers behind build tags must keep compiling.
 	$(GO) vet -tags nos3 ./...

@@ -4,9 +4,8 @@
 # blob service on 127.0.0.1 with node). Unlike the other npm packages
 # headtune uses it runs from its dependencies, so this is an `npm install`
 # (373 packages, 186 MB, 14 s with a warm npm cache), with install scripts off; it goes to
-# .deps/azurite and is kept while the version matches. .ci/run calls it;
-# on a developer's machine the Azure tests skip, saying so, until it has
-# run.
+# .deps/azurite and is kept while the version matches. scripts/setup-test.sh
+# (make test) calls it; without it the Azure tests skip, saying so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # 3.34.0: Azurite 3.35 and newer ask for node 22 (package.json engines),
