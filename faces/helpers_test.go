@@ -1,12 +1,12 @@
 package faces
 
 import (
+	"github.com/headtune/headtune/backbone/ort/orttest"
 	"sync"
 	"testing"
 
 	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/imaging"
-	"github.com/headtune/headtune/internal/testasset"
 	"github.com/headtune/headtune/internal/testnpm"
 	"github.com/headtune/headtune/models/tfjs"
 )
@@ -41,19 +41,6 @@ func blazeFace(t testing.TB) []byte {
 }
 
 var (
-	ortOnce sync.Once
-	ortErr  error
-)
-
-func initORT(t testing.TB) {
-	t.Helper()
-	ortOnce.Do(func() { _, ortErr = ort.Init("") })
-	if ortErr != nil {
-		testasset.Skip(t, "ONNX Runtime unavailable: %v", ortErr)
-	}
-}
-
-var (
 	detMu  sync.Mutex
 	shared *Detector
 )
@@ -61,7 +48,7 @@ var (
 // detector returns one BlazeFace detector shared by the tests.
 func detector(t testing.TB) *Detector {
 	t.Helper()
-	initORT(t)
+	orttest.Init(t)
 	model := blazeFace(t)
 	detMu.Lock()
 	defer detMu.Unlock()

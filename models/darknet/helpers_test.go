@@ -12,14 +12,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	onnxruntime "github.com/yalue/onnxruntime_go"
 
 	"github.com/headtune/headtune/backbone"
 	"github.com/headtune/headtune/backbone/onnxpb"
-	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/internal/testasset"
 )
 
@@ -48,19 +46,6 @@ func python3(t testing.TB) string {
 		testasset.Skip(t, "%s cannot import cv2 (apt-get install python3-opencv): %v", p, err)
 	}
 	return p
-}
-
-var (
-	ortOnce sync.Once
-	ortErr  error
-)
-
-func initORT(t testing.TB) {
-	t.Helper()
-	ortOnce.Do(func() { _, ortErr = ort.Init("") })
-	if ortErr != nil {
-		testasset.Skip(t, "ONNX Runtime unavailable: %v", ortErr)
-	}
 }
 
 var netSize = regexp.MustCompile(`(?m)^\s*(width|height)\s*=.*$`)

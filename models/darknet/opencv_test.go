@@ -2,6 +2,7 @@ package darknet
 
 import (
 	"fmt"
+	"github.com/headtune/headtune/backbone/ort/orttest"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -55,7 +56,7 @@ var darknetNets = []struct {
 func TestMatchesOpenCV(t *testing.T) {
 	dir := cfgDir(t)
 	py := python3(t)
-	initORT(t)
+	orttest.Init(t)
 	for i, nt := range darknetNets {
 		t.Run(filepath.Base(nt.cfg), func(t *testing.T) {
 			if nt.big && testing.Short() {
@@ -199,7 +200,7 @@ func matchOpenCV(t *testing.T, py, cfgPath string, i int, feature string, cvNoHe
 // connected layers with batch norm, dropout) with OpenCV.
 func TestSmallMatchesOpenCV(t *testing.T) {
 	py := python3(t)
-	initORT(t)
+	orttest.Init(t)
 	dir := t.TempDir()
 	for _, c := range []struct{ name, text, feature string }{
 		{"reorg.cfg", reorgCfg, "layer_5"},
@@ -217,7 +218,7 @@ func TestSmallMatchesOpenCV(t *testing.T) {
 // scale (upsample_cpu); OpenCV 4.6 ignores the option, so the importer is
 // checked against itself: scale=0.5 halves the unscaled output.
 func TestUpsampleScale(t *testing.T) {
-	initORT(t)
+	orttest.Init(t)
 	dir := t.TempDir()
 	var outs [][]float32
 	in := make([]float32, 3*16*16)

@@ -12,7 +12,6 @@ import (
 	onnxruntime "github.com/yalue/onnxruntime_go"
 
 	"github.com/headtune/headtune/backbone"
-	"github.com/headtune/headtune/backbone/ort"
 	"github.com/headtune/headtune/internal/testasset"
 )
 
@@ -79,25 +78,6 @@ func sharedDir(t testing.TB) string {
 	}
 	testasset.Skip(t, "reference models not found: set HEADTUNE_SHARED or provide ../shared/models (present in CI)")
 	return ""
-}
-
-var (
-	ortOnce sync.Once
-	ortPath string
-	ortErr  error
-)
-
-// initORT loads ONNX Runtime once per test binary through backbone's
-// discovery (HEADTUNE_ORT_LIB, ONNXRUNTIME_SHARED_LIBRARY_PATH, .deps/), or
-// skips.
-func initORT(t testing.TB) {
-	t.Helper()
-	ortOnce.Do(func() {
-		ortPath, ortErr = ort.Init("")
-	})
-	if ortErr != nil {
-		testasset.Skip(t, "ONNX Runtime unavailable: %v", ortErr)
-	}
 }
 
 // ortModel runs one ONNX model with fixed batch and reusable tensors.

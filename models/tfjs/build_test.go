@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"github.com/headtune/headtune/backbone/ort/orttest"
 	"math"
 	"os"
 	"os/exec"
@@ -42,7 +43,7 @@ var refCases = []refCase{
 // on features of magnitude up to 4; README quotes the measurement).
 func TestBuildMatchesReference(t *testing.T) {
 	shared := sharedDir(t)
-	initORT(t)
+	orttest.Init(t)
 	for i, tc := range refCases {
 		t.Run(tc.arch, func(t *testing.T) {
 			data, info := buildCached(t, tc.arch)
@@ -289,7 +290,7 @@ func TestBuildRefuses(t *testing.T) {
 // medians per image and the model sizes.
 func BenchmarkBackbones(b *testing.B) {
 	shared := sharedDir(b)
-	initORT(b)
+	orttest.Init(b)
 	const n = 8
 	for _, tc := range refCases {
 		b.Run(tc.arch, func(b *testing.B) {
@@ -358,7 +359,7 @@ func BenchmarkBuild(b *testing.B) {
 // real weights), folded and with BatchNormalization kept, and checks that
 // both give the same probabilities, which sum to 1.
 func TestConvertWholeNSFWClassifier(t *testing.T) {
-	initORT(t)
+	orttest.Init(t)
 	tgz := tarballFor(t, ArchMobileNetV2)
 	files, err := readTarball(tgz, func(rel string) bool { return strings.HasPrefix(rel, "dist/models/mobilenet_v2/") })
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"github.com/headtune/headtune/backbone/ort/orttest"
 	"math"
 	"os"
 	"os/exec"
@@ -110,7 +111,7 @@ func TestGraphOpsMatchTFJS(t *testing.T) {
 	if err != nil {
 		testasset.Skip(t, "node not found: the TF.js reference cannot run")
 	}
-	initORT(t)
+	orttest.Init(t)
 	g := &synthGraph{rnd: 7}
 	dims := []map[string]string{{"size": "-1"}, {"size": "9"}, {"size": "9"}, {"size": "3"}}
 	g.nodes = append(g.nodes, map[string]any{"name": "image", "op": "Placeholder", "attr": map[string]any{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"github.com/headtune/headtune/backbone/ort/orttest"
 	"math"
 	"os"
 	"os/exec"
@@ -82,7 +83,7 @@ func TestGraphModelsMatchTFJS(t *testing.T) {
 	if err != nil {
 		testasset.Skip(t, "node not found: the TF.js reference cannot run")
 	}
-	initORT(t)
+	orttest.Init(t)
 	tmp := t.TempDir()
 	tfPath := tfjsBundle(t, tmp)
 	script, err := filepath.Abs("testdata/graph_reference.js")

@@ -3,6 +3,7 @@ package tfjs
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/headtune/headtune/backbone/ort/orttest"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -304,7 +305,7 @@ func synthReference(x *img, w map[string]*Tensor) (gapAdd2, dense []float64) {
 }
 
 func TestConvertKerasMatchesDirectImplementation(t *testing.T) {
-	initORT(t)
+	orttest.Init(t)
 	km, err := ParseKerasTopology(kerasJSON(t, synthLayers()))
 	if err != nil {
 		t.Fatal(err)

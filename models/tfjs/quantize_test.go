@@ -2,6 +2,7 @@ package tfjs
 
 import (
 	"context"
+	"github.com/headtune/headtune/backbone/ort/orttest"
 	"math"
 	"testing"
 
@@ -17,7 +18,7 @@ import (
 // pool branches get their AveragePool moved after the 1x1 Conv (with the
 // same float features), and the features stay close.
 func TestQuantizeRegistryBackbones(t *testing.T) {
-	initORT(t)
+	orttest.Init(t)
 	for _, tc := range refCases {
 		t.Run(tc.arch, func(t *testing.T) {
 			data, info := buildCached(t, tc.arch)
